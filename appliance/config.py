@@ -1,0 +1,225 @@
+"""Typed settings, loaded once and passed down explicitly.
+
+Every setting is declared once in ``SETTINGS`` (section, key, default, help).
+Precedence, lowest first: these embedded defaults, ``<data dir>/appliance.toml``,
+then environment variables named ``PACS_<SECTION>_<KEY>`` (for example
+``PACS_DICOM_PORT=11113``). ``config/appliance.toml`` in the repository is the
+documented copy of the defaults; a test keeps the two in step.
+
+Lists are written in TOML as arrays, and in environment variables as
+comma-separated values.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+CONFIG_FILE_NAME = "appliance.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: Any
+    help: str
+
+    @property
+    def env_name(self) -> str:
+        return f"PACS_{self.section}_{self.key}".upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # [dicom] the DICOM node
+    Setting("dicom", "ae_title", "PACSBOX", "AE title of this archive; modalities must call it exactly."),
+    Setting("dicom", "host", "0.0.0.0", "Address the DICOM listener binds to (0.0.0.0 = every interface)."),
+    Setting("dicom", "port", 11112, "TCP port of the DICOM listener (104 is the standard port)."),
+    Setting("dicom", "allowed_callers", [],
+            "Calling AE titles allowed to associate, as \"AE\" or \"AE@host\"; empty allows any caller. "
+            "Peers registered with `pacs-appliance modality add` are allowed too."),
+    Setting("dicom", "max_associations", 16, "Most associations served at once; more are rejected (transient)."),
+    Setting("dicom", "acse_timeout", 30, "Seconds to wait for association negotiation messages."),
+    Setting("dicom", "dimse_timeout", 60, "Seconds to wait for a DIMSE message within an association."),
+    Setting("dicom", "network_timeout", 120, "Seconds an idle association may stay open before it is closed."),
+    Setting("dicom", "max_pdu", 262144, "Largest PDU we receive, in bytes (0 = unlimited)."),
+    # [http] the web app
+    Setting("http", "host", "0.0.0.0", "Address the web UI and DICOMweb bind to."),
+    Setting("http", "port", 8080, "TCP port of the web UI and DICOMweb."),
+    # [storage] the archive
+    Setting("storage", "reserve_mb", 1024,
+            "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 507."),
+    Setting("storage", "chunk_kib", 1024, "Encryption chunk size in KiB: the most plaintext held in memory per object."),
+    Setting("storage", "on_conflict", "replace",
+            "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "
+            "keeps the replaced object recoverable until it is backed up; \"reject\" refuses the newcomer."),
+    # [index] the SQLite index
+    Setting("index", "cache_mb", 64, "SQLite page cache per connection, in MiB."),
+    Setting("index", "case_sensitive_names", False,
+            "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
+    # [log]
+    Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
+)
+
+
+@dataclass(frozen=True)
+class Section:
+    """The values of one config section, read as attributes (``config.dicom.port``)."""
+
+    name: str
+    values: Mapping[str, Any]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(f"no setting [{self.name}] {key}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    sections: Mapping[str, Section] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)  # "section.key" -> where its value came from
+
+    def __getattr__(self, name: str) -> Section:
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise AttributeError(f"no config section [{name}]") from None
+
+    # Paths inside the data directory: one place names them.
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / "index.db"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.data_dir / "inbox"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE_NAME
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``PACS_DATA_DIR`` if set, else ``./var`` (a checkout's data directory)."""
+    env = os.environ if env is None else env
+    return Path(env.get("PACS_DATA_DIR") or "var")
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    default = setting.default
+    where = f"[{setting.section}] {setting.key} (from {source})"
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError
+            return [str(v) for v in value]
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise ConfigError(f"{where}: expected a {kind}, got {value!r}") from None
+
+
+def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Merge defaults, the data directory's appliance.toml and PACS_* variables."""
+    env = os.environ if env is None else env
+    data_dir = Path(data_dir)
+    file_values: dict[str, Any] = {}
+    config_path = data_dir / CONFIG_FILE_NAME
+    if config_path.exists():
+        try:
+            file_values = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+
+    known = {(s.section, s.key) for s in SETTINGS}
+    for section, values in file_values.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{config_path}: '{section}' must be a [section] table")
+        for key in values:
+            if (section, key) not in known:
+                raise ConfigError(f"{config_path}: unknown setting [{section}] {key}")
+
+    merged: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for s in SETTINGS:
+        value, source = s.default, "default"
+        if s.key in file_values.get(s.section, {}):
+            value, source = file_values[s.section][s.key], str(config_path)
+        if s.env_name in env:
+            value, source = env[s.env_name], f"${s.env_name}"
+        merged.setdefault(s.section, {})[s.key] = _coerce(s, value, source)
+        sources[f"{s.section}.{s.key}"] = source
+
+    return Config(
+        data_dir=data_dir,
+        sections={name: Section(name, values) for name, values in merged.items()},
+        sources=sources,
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_documented_defaults() -> str:
+    """The text of config/appliance.toml: every setting, its default and what it means.
+
+    Every setting is commented out under its [section], so a copy in a data
+    directory changes nothing until an admin uncomments and edits a line.
+    """
+    lines = [
+        "# PACS Appliance configuration: every setting with its default.",
+        "#",
+        "# To change a setting, uncomment its line in <data dir>/appliance.toml and restart.",
+        "# Any setting can also be given as an environment variable named",
+        "# PACS_<SECTION>_<KEY>, which wins over the file: e.g. PACS_DICOM_PORT=11113.",
+        "# Lists are TOML arrays in this file and comma-separated in the environment.",
+    ]
+    section = None
+    for s in SETTINGS:
+        if s.section != section:
+            section = s.section
+            lines += ["", f"[{section}]"]
+        lines.append(f"# {s.help}  (env: {s.env_name})")
+        lines.append(f"# {s.key} = {_toml_value(s.default)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""``pacs-appliance init``: create a data directory with its keys, index, archive and first admin."""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import accounts, config as config_mod
+from .archive import Archive, KeyStore
+from .archive.keys import format_recovery_key
+from .errors import DataDirError
+from .index import Index
+
+
+@dataclass(frozen=True)
+class InitResult:
+    data_dir: Path
+    admin_user: str
+    admin_password: str  # shown once, never stored in the clear
+    password_generated: bool
+    recovery_key: str  # shown once; also exportable by an admin later
+
+
+def is_initialized(data_dir: Path) -> bool:
+    return KeyStore(Path(data_dir) / "keys").exists()
+
+
+def initialize(data_dir: Path, admin_password: str | None = None, admin_user: str = "admin",
+               config_text: str | None = None) -> InitResult:
+    """Create a data directory; refuse if it already holds keys."""
+    data_dir = Path(data_dir)
+    if is_initialized(data_dir):
+        raise DataDirError(f"{data_dir} is already initialised (it holds keys); refusing to overwrite them")
+    generated = admin_password is None
+    if generated:
+        admin_password = secrets.token_urlsafe(12)
+    accounts.validate(admin_user, admin_password, "admin")
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o750)
+    cfg_path = data_dir / config_mod.CONFIG_FILE_NAME
+    if not cfg_path.exists():
+        cfg_path.write_text(config_text or config_mod.render_documented_defaults(), encoding="utf-8")
+    cfg = config_mod.load(data_dir, env={})
+
+    keyring, recovery_key = KeyStore(cfg.keys_dir).create()
+    Archive(cfg.archive_dir, keyring).create_dirs()
+    cfg.inbox_dir.mkdir(mode=0o750, exist_ok=True)
+    index = Index.open(cfg.index_path, keyring.index_key)
+    try:
+        index.writer.run(lambda: accounts.create_user(admin_user, admin_password, "admin"))
+    finally:
+        index.close()
+    return InitResult(data_dir, admin_user, admin_password, generated, format_recovery_key(recovery_key))

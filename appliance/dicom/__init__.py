@@ -1,0 +1,1 @@
+"""The DICOM network node (pynetdicom): association policy and one handler module per service."""

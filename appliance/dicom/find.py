@@ -1,0 +1,85 @@
+"""C-FIND SCP for the Patient Root and Study Root query/retrieve models.
+
+The identifier's keys go to the shared query engine as matching keys; every
+key the peer asked for is returned (empty when the index does not keep it),
+as PS3.4 C.4.1.1.3.1 requires.
+"""
+from __future__ import annotations
+
+import logging
+
+from pydicom.dataset import Dataset
+
+from ..index import Index
+from ..index.query import ATTRS, QueryError
+from .status import status
+
+log = logging.getLogger(__name__)
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+UNABLE_TO_PROCESS = 0xC000
+IDENTIFIER_MISMATCH = 0xA900
+# PS3.4 C.6: which levels each model allows
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+LEVELS_BY_MODEL = {
+    PATIENT_ROOT_FIND: ("PATIENT", "STUDY", "SERIES", "IMAGE"),
+    STUDY_ROOT_FIND: ("STUDY", "SERIES", "IMAGE"),
+}
+
+
+def criteria_from(identifier: Dataset) -> dict[str, str]:
+    criteria = {}
+    for elem in identifier:
+        keyword = elem.keyword
+        if keyword in ATTRS and elem.VR != "SQ":
+            value = elem.value
+            if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+                value = "\\".join(str(v) for v in value)
+            criteria[keyword] = "" if value is None else str(value)
+    return criteria
+
+
+def response_for(identifier: Dataset, record: dict, ae_title: str) -> Dataset:
+    rsp = Dataset()
+    non_ascii = False
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword == "SpecificCharacterSet":
+            continue
+        value = record.get(keyword, None)
+        if keyword == "RetrieveAETitle":
+            value = ae_title
+        if value is None:
+            value = ""
+        if isinstance(value, str) and not value.isascii():
+            non_ascii = True
+        try:
+            setattr(rsp, keyword, value)
+        except (TypeError, ValueError):
+            setattr(rsp, keyword, "")
+    rsp.QueryRetrieveLevel = record["QueryRetrieveLevel"]
+    if non_ascii:
+        rsp.SpecificCharacterSet = "ISO_IR 192"
+    return rsp
+
+
+def handle_find(event, index: Index, ae_title: str):
+    identifier = event.identifier
+    model = str(event.request.AffectedSOPClassUID)
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    allowed = LEVELS_BY_MODEL.get(model, ("PATIENT", "STUDY", "SERIES", "IMAGE"))
+    if level not in allowed:
+        yield status(IDENTIFIER_MISMATCH, f"QueryRetrieveLevel {level or '(missing)'} not valid here"), None
+        return
+    try:
+        records = index.search(level, criteria_from(identifier))
+    except QueryError as exc:
+        yield status(UNABLE_TO_PROCESS, str(exc)), None
+        return
+    log.info("C-FIND %s level from %s: %d match(es)", level, event.assoc.requestor.ae_title.strip(), len(records))
+    for record in records:
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        yield PENDING, response_for(identifier, record, ae_title)

@@ -1,0 +1,142 @@
+"""The DICOM node: one pynetdicom AE serving every DIMSE service of the appliance.
+
+Services are registered as (event, handler, args) triples so each handler
+module stays small and gets its collaborators passed in. Other parts of the
+appliance (retrieval, worklist, ...) add theirs with ``add_handler`` and
+``add_contexts`` before ``start``.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Callable, Iterable
+
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    evt,
+)
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from ..events import Events
+from ..index import Index
+from ..ingest import Ingestor
+from .echo import handle_echo
+from .find import handle_find
+from .policy import AssociationPolicy
+from .store import handle_store
+
+log = logging.getLogger(__name__)
+
+# Never let pynetdicom log identifiers: they carry patient names and IDs.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+# Accept storage of SOP classes pynetdicom does not list (new or private ones).
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+
+
+def tune_socket(event) -> None:
+    """Answer every PDU at once: a sender that leaves Nagle on otherwise waits ~40 ms per C-STORE."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_QUICKACK"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        pass
+
+
+class DicomNode:
+    def __init__(self, *, ae_title: str, host: str, port: int, policy: AssociationPolicy, ingestor: Ingestor,
+                 index: Index, events: Events, max_associations: int = 16, acse_timeout: float = 30,
+                 dimse_timeout: float = 60, network_timeout: float = 120, max_pdu: int = 262144):
+        self.ae_title = ae_title
+        self.address = (host, port)
+        self.policy = policy
+        self.events = events
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = max_associations
+        self.ae.acse_timeout = acse_timeout
+        self.ae.dimse_timeout = dimse_timeout
+        self.ae.network_timeout = network_timeout
+        self.ae.maximum_pdu_size = max_pdu
+        self.ae.require_called_aet = True
+        self._server = None
+        self._handlers: list[tuple[Any, Callable, list]] = [
+            (evt.EVT_CONN_OPEN, tune_socket, []),
+            (evt.EVT_REQUESTED, self._on_requested, []),
+            (evt.EVT_ESTABLISHED, self._on_established, []),
+            (evt.EVT_C_ECHO, handle_echo, []),
+            (evt.EVT_C_STORE, handle_store, [ingestor]),
+            (evt.EVT_C_FIND, handle_find, [index, ae_title]),
+        ]
+        self.add_contexts([Verification], ALL_TRANSFER_SYNTAXES)
+        for cx in AllStoragePresentationContexts:
+            self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.add_contexts([PatientRootQueryRetrieveInformationModelFind,
+                           StudyRootQueryRetrieveInformationModelFind], ALL_TRANSFER_SYNTAXES)
+
+    def add_contexts(self, abstract_syntaxes: Iterable[str], transfer_syntaxes: list[str],
+                     scu_role: bool | None = None, scp_role: bool | None = None) -> None:
+        for uid in abstract_syntaxes:
+            self.ae.add_supported_context(uid, transfer_syntaxes, scu_role=scu_role, scp_role=scp_role)
+
+    def add_handler(self, event: Any, handler: Callable, args: list | None = None) -> None:
+        if self._server is not None:
+            raise RuntimeError("add handlers before the node starts")
+        self._handlers.append((event, handler, list(args or [])))
+
+    # -- association policy -------------------------------------------------
+    def _on_requested(self, event) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
+        host = assoc.requestor.address
+        rejection = self.policy.check(called, calling, host)
+        if rejection is None:
+            return
+        log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
+                    rejection[2])
+        assoc.acse.send_reject(*rejection)
+        assoc.is_rejected = True
+        self.events.emit("association_rejected", calling_ae=calling, called_ae=called, address=host,
+                         reason=rejection[2])
+        assoc.kill()
+
+    def _on_established(self, event) -> None:
+        assoc = event.assoc
+        self.events.emit("association_accepted", calling_ae=assoc.requestor.ae_title.strip(),
+                         address=assoc.requestor.address)
+
+    # -- life cycle -----------------------------------------------------------
+    def start(self) -> None:
+        self._server = self.ae.start_server(self.address, block=False, evt_handlers=self._handlers)
+        log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        if self._server is None:
+            return self.address
+        return self._server.server_address[:2]
+
+    def active_associations(self) -> list[dict]:
+        return [
+            {"calling_ae": a.requestor.ae_title.strip(), "address": a.requestor.address}
+            for a in self.ae.active_associations
+            if a.is_acceptor and a.is_established
+        ]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+            log.info("DICOM node stopped")

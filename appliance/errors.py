@@ -1,0 +1,72 @@
+"""Errors the appliance expects and reports to people.
+
+Each class carries what the caller needs to answer a peer: a DICOM status for
+C-STORE, an HTTP status for the web, an exit code for the CLI. The message says
+what went wrong and what to do about it; it never contains patient data.
+"""
+from __future__ import annotations
+
+# DICOM statuses used by the node (PS3.4 Annex B.2, C.4).
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_REJECTED = 0xA770  # refused by the on_conflict policy ("reject")
+
+
+class ApplianceError(Exception):
+    """Base class: an expected failure with a message fit for a person."""
+
+    exit_code = 1
+    dimse_status = PROCESSING_FAILURE
+    http_status = 500
+
+
+class ConfigError(ApplianceError):
+    exit_code = 2
+    http_status = 500
+
+
+class DataDirError(ApplianceError):
+    """The data directory is missing, incomplete or already initialised."""
+
+    exit_code = 2
+
+
+class KeyStoreError(ApplianceError):
+    """A key is missing, unreadable or wrong for the data it should open."""
+
+    exit_code = 3
+
+
+class IntegrityError(ApplianceError):
+    """An archive object failed its authentication check: damaged or tampered."""
+
+    exit_code = 4
+    http_status = 500
+
+
+class InvalidObject(ApplianceError):
+    """Input that is not a storable DICOM object (not DICOM, truncated, missing UIDs)."""
+
+    dimse_status = CANNOT_UNDERSTAND
+    http_status = 400
+
+
+class DiskFull(ApplianceError):
+    """Free space is below the configured reserve; nothing is accepted until space is freed."""
+
+    dimse_status = OUT_OF_RESOURCES
+    http_status = 507
+
+
+class ConflictRejected(ApplianceError):
+    """A different object already holds this SOP Instance UID and the policy is to reject."""
+
+    dimse_status = DUPLICATE_REJECTED
+    http_status = 409
+
+
+class NotFound(ApplianceError):
+    http_status = 404

@@ -1,0 +1,253 @@
+"""The one query engine: DICOM matching over the index (PS3.4 C.2.2.2).
+
+C-FIND, QIDO-RS, the web study list and the worklist all call ``search`` with
+a level and a mapping of DICOM keyword -> query value as a peer would send it:
+
+- empty value: universal matching (no condition);
+- ``A\\B``: list matching (any of the values), for UIDs and other strings;
+- ``*`` and ``?`` in a string: wildcard matching (not for UIDs, dates, numbers);
+- ``A-B``, ``A-``, ``-B`` on dates and times: range matching, inclusive;
+- otherwise: single value matching.
+
+Person names match case-insensitively unless the caller asks otherwise (most
+clinics never type names in the case the modality sent them); ``fuzzy``
+also makes a name match any part of it.
+
+Each record returned is a dict of keyword -> value for the matched entity and
+every level above it; callers pick the keys they were asked for.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from peewee import Expression, Field, fn
+
+from .models import Instance, Patient, Series, Study
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+UID, PN, DA, TM, TEXT, INT, MULTI = "UID", "PN", "DA", "TM", "TEXT", "INT", "MULTI"
+
+
+@dataclass(frozen=True)
+class Attr:
+    level: str
+    field: Field
+    kind: str
+    tag: int
+
+
+def _a(level: str, field: Field, kind: str, tag: int) -> Attr:
+    return Attr(level, field, kind, tag)
+
+
+ATTRS: dict[str, Attr] = {
+    # Patient
+    "PatientName": _a("PATIENT", Patient.name, PN, 0x00100010),
+    "PatientID": _a("PATIENT", Patient.patient_id, TEXT, 0x00100020),
+    "IssuerOfPatientID": _a("PATIENT", Patient.issuer, TEXT, 0x00100021),
+    "PatientBirthDate": _a("PATIENT", Patient.birth_date, DA, 0x00100030),
+    "PatientSex": _a("PATIENT", Patient.sex, TEXT, 0x00100040),
+    "NumberOfPatientRelatedStudies": _a("PATIENT", Patient.num_studies, INT, 0x00201200),
+    "NumberOfPatientRelatedSeries": _a("PATIENT", Patient.num_series, INT, 0x00201202),
+    "NumberOfPatientRelatedInstances": _a("PATIENT", Patient.num_instances, INT, 0x00201204),
+    # Study
+    "StudyInstanceUID": _a("STUDY", Study.study_uid, UID, 0x0020000D),
+    "StudyDate": _a("STUDY", Study.study_date, DA, 0x00080020),
+    "StudyTime": _a("STUDY", Study.study_time, TM, 0x00080030),
+    "AccessionNumber": _a("STUDY", Study.accession, TEXT, 0x00080050),
+    "StudyID": _a("STUDY", Study.study_id, TEXT, 0x00200010),
+    "StudyDescription": _a("STUDY", Study.description, TEXT, 0x00081030),
+    "ReferringPhysicianName": _a("STUDY", Study.referring_physician, PN, 0x00080090),
+    "PatientAge": _a("STUDY", Study.patient_age, TEXT, 0x00101010),
+    "InstitutionName": _a("STUDY", Study.institution, TEXT, 0x00080080),
+    "ModalitiesInStudy": _a("STUDY", Study.modalities, MULTI, 0x00080061),
+    "SOPClassesInStudy": _a("STUDY", Study.sop_classes, MULTI, 0x00080062),
+    "NumberOfStudyRelatedSeries": _a("STUDY", Study.num_series, INT, 0x00201206),
+    "NumberOfStudyRelatedInstances": _a("STUDY", Study.num_instances, INT, 0x00201208),
+    # Series
+    "SeriesInstanceUID": _a("SERIES", Series.series_uid, UID, 0x0020000E),
+    "Modality": _a("SERIES", Series.modality, TEXT, 0x00080060),
+    "SeriesNumber": _a("SERIES", Series.series_number, INT, 0x00200011),
+    "SeriesDescription": _a("SERIES", Series.description, TEXT, 0x0008103E),
+    "BodyPartExamined": _a("SERIES", Series.body_part, TEXT, 0x00180015),
+    "SeriesDate": _a("SERIES", Series.series_date, DA, 0x00080021),
+    "SeriesTime": _a("SERIES", Series.series_time, TM, 0x00080031),
+    "StationName": _a("SERIES", Series.station_name, TEXT, 0x00081010),
+    "NumberOfSeriesRelatedInstances": _a("SERIES", Series.num_instances, INT, 0x00201209),
+    # Instance
+    "SOPInstanceUID": _a("IMAGE", Instance.sop_uid, UID, 0x00080018),
+    "SOPClassUID": _a("IMAGE", Instance.sop_class_uid, UID, 0x00080016),
+    "InstanceNumber": _a("IMAGE", Instance.instance_number, INT, 0x00200013),
+    "Rows": _a("IMAGE", Instance.rows, INT, 0x00280010),
+    "Columns": _a("IMAGE", Instance.columns, INT, 0x00280011),
+    "NumberOfFrames": _a("IMAGE", Instance.frames, INT, 0x00280008),
+    "ContentDate": _a("IMAGE", Instance.content_date, DA, 0x00080023),
+    "ContentTime": _a("IMAGE", Instance.content_time, TM, 0x00080033),
+    "AvailableTransferSyntaxUID": _a("IMAGE", Instance.transfer_syntax, UID, 0x00083002),
+}
+KEYWORD_BY_TAG = {a.tag: k for k, a in ATTRS.items()}
+MODEL_BY_LEVEL = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
+_TS_DIGITS = re.compile(r"[^0-9.]")
+
+
+class QueryError(ValueError):
+    """A query value that cannot be matched (bad range, wildcard where none is allowed)."""
+
+
+def normalize_time(value: str, upper: bool = False) -> str:
+    """TM as stored: HHMMSS[.ffffff]; a partial bound is padded to the widest or narrowest time."""
+    value = value.replace(":", "").strip()
+    if not value:
+        return value
+    main, _, frac = value.partition(".")
+    if not main.isdigit() or len(main) % 2 or len(main) > 6:
+        raise QueryError(f"not a DICOM time: {value!r}")
+    pad = "9" if upper else "0"
+    main = main + pad * (6 - len(main))
+    if upper:
+        main = min(main[:2], "23") + min(main[2:4], "59") + min(main[4:6], "59")
+        return main + "." + (frac + "9" * 6)[:6]
+    return main + ("." + frac if frac else "")
+
+
+def normalize_date(value: str) -> str:
+    value = value.replace(".", "").strip()  # ACR-NEMA style YYYY.MM.DD
+    if value and (len(value) != 8 or not value.isdigit()):
+        raise QueryError(f"not a DICOM date (YYYYMMDD): {value!r}")
+    return value
+
+
+def _glob(value: str) -> str:
+    # DICOM's * and ? are GLOB's; only '[' needs escaping.
+    return value.replace("[", "[[]")
+
+
+def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
+    field = attr.field
+    kind = attr.kind
+    if kind == UID:
+        if "*" in value or "?" in value:
+            raise QueryError("wildcards are not allowed in UIDs")
+        uids = [u.strip() for u in value.split("\\") if u.strip()]
+        return field.in_(uids) if len(uids) > 1 else field == uids[0]
+    if kind in (DA, TM):
+        norm = normalize_date if kind == DA else normalize_time
+        if "-" in value:
+            lo, _, hi = value.partition("-")
+            cond = None
+            if lo.strip():
+                cond = field >= norm(lo)
+            if hi.strip():
+                bound = normalize_date(hi) if kind == DA else normalize_time(hi, upper=True)
+                cond = (field <= bound) if cond is None else (cond & (field <= bound))
+            if cond is None:
+                raise QueryError(f"empty range {value!r}")
+            return cond
+        if kind == TM:
+            return (field >= normalize_time(value)) & (field <= normalize_time(value, upper=True))
+        return field == norm(value)
+    if kind == INT:
+        try:
+            numbers = [int(v) for v in value.split("\\") if v.strip()]
+        except ValueError:
+            raise QueryError(f"not a number: {value!r}") from None
+        return field.in_(numbers) if len(numbers) > 1 else field == numbers[0]
+    if kind == MULTI:
+        values = [v.strip() for v in value.split("\\") if v.strip()]
+        cond = None
+        for v in values:
+            c = field.contains("\\" + v + "\\")  # LIKE; modality codes and UIDs have no % or _
+            cond = c if cond is None else (cond | c)
+        return cond
+    if kind == PN:
+        if not case_sensitive_names or fuzzy:
+            if field is Patient.name:
+                field, value = Patient.name_upper, value.upper()
+            else:
+                field, value = fn.UPPER(field), value.upper()
+        if fuzzy and not value.startswith("*"):
+            value = "*" + value
+        if fuzzy and not value.endswith("*"):
+            value = value + "*"
+    # A backslash separates values, except in a person name where it cannot occur.
+    values = value.split("\\") if kind != PN else [value]
+    cond = None
+    for v in values:
+        c = Expression(field, "GLOB", _glob(v)) if ("*" in v or "?" in v) else (field == v)
+        cond = c if cond is None else (cond | c)
+    return cond
+
+
+def _record(row: Any, level: str) -> dict[str, Any]:
+    entities = {}
+    obj = row
+    for lvl in reversed(LEVELS[: LEVELS.index(level) + 1]):
+        entities[lvl] = obj
+        obj = getattr(obj, {"IMAGE": "series", "SERIES": "study", "STUDY": "patient"}.get(lvl, ""), None)
+    record: dict[str, Any] = {}
+    for keyword, attr in ATTRS.items():
+        entity = entities.get(attr.level)
+        if entity is None:
+            continue
+        value = getattr(entity, attr.field.name)
+        if attr.kind == MULTI:
+            value = [v for v in value.split("\\") if v]
+        record[keyword] = value
+    record["QueryRetrieveLevel"] = level
+    record["_id"] = row.id
+    if level == "IMAGE":
+        record["_object_id"] = row.object_id
+        record["_size"] = row.size
+    return record
+
+
+def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+                fuzzy: bool = False):
+    """The peewee query for ``criteria`` at ``level`` (unknown keywords are ignored)."""
+    level = level.upper()
+    if level not in MODEL_BY_LEVEL:
+        raise QueryError(f"unknown query level {level!r}")
+    chain = [MODEL_BY_LEVEL[lvl] for lvl in reversed(LEVELS[: LEVELS.index(level) + 1])]
+    query = chain[0].select(*chain)
+    for parent in chain[1:]:
+        query = query.switch(chain[chain.index(parent) - 1]).join(parent)
+    top = LEVELS.index(level)
+    for keyword, value in criteria.items():
+        attr = ATTRS.get(keyword)
+        if attr is None or value is None:
+            continue
+        if LEVELS.index(attr.level) > top:
+            continue  # a key below the query level cannot restrict it
+        value = str(value).strip() if not isinstance(value, (list, tuple)) else "\\".join(map(str, value))
+        if not value or value == "*":
+            continue  # universal matching
+        query = query.where(_condition(attr, value, case_sensitive_names, fuzzy))
+    return query
+
+
+ORDER: dict[str, Callable[[], Iterable]] = {
+    "PATIENT": lambda: (Patient.name_upper, Patient.id),
+    "STUDY": lambda: (Study.study_date.desc(), Study.study_time.desc(), Study.id.desc()),
+    "SERIES": lambda: (Series.series_number, Series.id),
+    "IMAGE": lambda: (Instance.instance_number, Instance.id),
+}
+
+
+def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False, fuzzy: bool = False,
+           limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Records matching ``criteria`` at ``level``, in the level's natural order."""
+    level = level.upper()
+    query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy)
+    query = query.order_by(*ORDER[level]())
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return [_record(row, level) for row in query]
+
+
+def count(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+          fuzzy: bool = False) -> int:
+    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy).count()

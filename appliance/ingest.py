@@ -1,0 +1,147 @@
+"""The one ingest path: every way in (C-STORE, STOW-RS, inbox, import, restore) calls ``Ingestor.store``.
+
+Order of work, and why:
+
+1. refuse early when free space is below the reserve (``DiskFull``, 0xA700);
+2. parse and validate the object (``InvalidObject``, 0xC000 with a reason);
+3. if the SOP Instance UID is already indexed with the same bytes, report
+   success without writing anything again;
+4. seal the bytes, exactly as received, into the archive (fsynced);
+5. write the index rows in one committed transaction;
+6. only then report success. If step 5 fails, the object from step 4 is
+   deleted and the failure is reported: nothing is acknowledged that is not
+   durable, and no index row ever points at nothing.
+
+A crash between 4 and 5 leaves an unindexed object, which start-up
+reconciliation reports (never a lost acknowledged image).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .archive import Archive
+from .dicomfile import parse
+from .errors import ApplianceError, DiskFull
+from .events import Events
+from .index import Index
+from .index.records import Outcome, find_instance, record_instance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an object came from, for the index and the audit log (no patient data)."""
+
+    kind: str  # "dicom", "stow", "import", "restore"
+    detail: str = ""  # calling AE and address, user name, ...
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.detail}" if self.detail else self.kind
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: Outcome
+    sop_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    object_id: str
+    transfer_syntax: str
+
+
+class StoreFailed(ApplianceError):
+    """The object could not be stored; the reason is in the log. Nothing was kept."""
+
+
+class _Concat(io.RawIOBase):
+    """Read a generated prefix, then a stream, without copying the stream."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO):
+        self._prefix = io.BytesIO(prefix)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._prefix.readinto(buffer)
+        if n:
+            return n
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class Ingestor:
+    def __init__(self, archive: Archive, index: Index, events: Events, reserve_bytes: int,
+                 on_conflict: str = "replace"):
+        self.archive = archive
+        self.index = index
+        self.events = events
+        self.reserve_bytes = reserve_bytes
+        self.on_conflict = on_conflict
+
+    def check_space(self) -> None:
+        free = self.archive.disk_free_bytes()
+        if free < self.reserve_bytes:
+            raise DiskFull(
+                f"the archive disk has {free // (1 << 20)} MiB free, below the {self.reserve_bytes // (1 << 20)} MiB "
+                "reserve: free space or add storage before sending more images"
+            )
+
+    def store_bytes(self, data: bytes, origin: Origin) -> StoreResult:
+        return self.store(io.BytesIO(data), len(data), origin)
+
+    def store(self, src: BinaryIO, size: int, origin: Origin) -> StoreResult:
+        """Store one object from a seekable stream; raise an ApplianceError if it is not stored."""
+        self.check_space()
+        parsed = parse(src, size)
+        a = parsed.attributes
+
+        existing = find_instance(a.sop_uid)
+        if existing is not None and existing.sha256 == self._digest(parsed.prefix, src):
+            log.info("instance %s already stored (identical), nothing written", a.sop_uid)
+            return self._result(Outcome.DUPLICATE, parsed, existing.object_id)
+
+        stream = _Concat(parsed.prefix, src) if parsed.prefix else src
+        stored = self.archive.put(stream)
+        try:
+            outcome = self.index.writer.run(
+                lambda: record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label,
+                                        self.on_conflict)
+            )
+        except ApplianceError:
+            self.archive.delete(stored.object_id)
+            raise
+        except Exception as exc:
+            self.archive.delete(stored.object_id)
+            log.exception("indexing instance %s failed; the object was not kept", a.sop_uid)
+            raise StoreFailed(f"the index could not record the object ({exc.__class__.__name__})") from exc
+        if outcome is Outcome.DUPLICATE:  # another sender stored the same bytes meanwhile
+            self.archive.delete(stored.object_id)
+        result = self._result(outcome, parsed, stored.object_id)
+        log.debug("instance %s %s from %s", a.sop_uid, outcome.value, origin.kind)
+        self.events.emit("instance_stored", result=result, origin=origin)
+        return result
+
+    @staticmethod
+    def _digest(prefix: bytes, src: BinaryIO) -> str:
+        digest = hashlib.sha256(prefix)
+        src.seek(0)
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+        src.seek(0)
+        return digest.hexdigest()
+
+    @staticmethod
+    def _result(outcome: Outcome, parsed, object_id: str) -> StoreResult:
+        a = parsed.attributes
+        return StoreResult(outcome, a.sop_uid, a.sop_class_uid, a.study_uid, a.series_uid, object_id,
+                           a.transfer_syntax)

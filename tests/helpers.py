@@ -1,0 +1,112 @@
+"""Shared test helpers: free ports, polling, a real `pacs-appliance serve` process, dcmtk commands."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ADMIN_PASSWORD = "correct-horse-battery"
+CLI = [sys.executable, "-m", "appliance"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value (the one place tests wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def init_data_dir(path: Path, password: str = ADMIN_PASSWORD) -> Path:
+    pw = path.parent / f"{path.name}.pw"
+    pw.write_text(password)
+    subprocess.run(CLI + ["init", "--data", str(path), "--admin-password-file", str(pw)], check=True,
+                   capture_output=True)
+    return path
+
+
+@dataclass
+class Server:
+    """A real appliance process on loopback ports."""
+
+    data_dir: Path
+    env: dict = field(default_factory=dict)
+    ae_title: str = "PACSBOX"
+    dicom_port: int = 0
+    http_port: int = 0
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 30.0) -> "Server":
+        self.dicom_port = self.dicom_port or free_port()
+        self.http_port = self.http_port or free_port()
+        env = dict(os.environ)
+        env.update({
+            "PACS_DICOM_HOST": "127.0.0.1", "PACS_DICOM_PORT": str(self.dicom_port),
+            "PACS_HTTP_HOST": "127.0.0.1", "PACS_HTTP_PORT": str(self.http_port),
+            "PACS_STORAGE_RESERVE_MB": env.get("PACS_STORAGE_RESERVE_MB", "16"),
+        })
+        env.update(self.env)
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(CLI + ["serve", "--data", str(self.data_dir)], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: self.proc.poll() is not None or (port_open(self.dicom_port)
+                                                                 and port_open(self.http_port)),
+                       timeout, what="the appliance to listen")
+        except TimeoutError:
+            self.kill()
+            raise
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"appliance exited with {self.proc.returncode}:\n{self.log()}")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        return self.proc.returncode if self.proc else 0
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def dcmtk(tool: str, *args: str, check: bool = False, timeout: float = 120, env: dict | None = None):
+    """Run a dcmtk command line; return the CompletedProcess (stdout+stderr as text)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([tool, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=check,
+                          env=full_env)
