@@ -18,7 +18,7 @@ from playhouse.migrations import Runner
 from playhouse.sqlcipher_ext import SqlCipherDatabase
 
 from ..errors import KeyStoreError
-from .models import MODELS
+from .models import all_models
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -66,7 +66,7 @@ class IndexDatabase(SqlCipherDatabase):
 def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     """Open (creating if needed) the index and bring its schema up to date."""
     db = IndexDatabase(path, key, cache_mb)
-    db.bind(MODELS)
+    db.bind(all_models())
     try:
         db.connect(reuse_if_open=True)
         db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()

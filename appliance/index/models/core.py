@@ -126,4 +126,4 @@ class User(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
-MODELS = [Patient, Study, Series, Instance, ReplacedObject, User]
+

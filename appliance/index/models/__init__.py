@@ -1,0 +1,24 @@
+"""The index's peewee models, one module per area, none bound to a database (db.py binds them).
+
+- core.py: patients, studies, series, instances, replaced objects, users
+- retrieval.py: DICOM peers, worklist, MPPS, forwarding queue
+- web.py: audit log, API tokens, web sessions
+- backup.py: backup runs and offsite state
+- imports.py: inbox import bookkeeping
+
+A model change needs a numbered migration in ../migrations/.
+"""
+from . import backup, core, imports, retrieval, web  # noqa: F401 - importing registers the models
+from .core import BaseModel, Instance, Patient, ReplacedObject, Series, Study, User, utcnow
+
+
+def all_models() -> list[type[BaseModel]]:
+    found, todo = [], list(BaseModel.__subclasses__())
+    while todo:
+        model = todo.pop(0)
+        found.append(model)
+        todo.extend(model.__subclasses__())
+    return found
+
+
+__all__ = ["BaseModel", "Instance", "Patient", "ReplacedObject", "Series", "Study", "User", "all_models", "utcnow"]
