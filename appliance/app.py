@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from . import sdnotify
 from .archive import Archive, KeyStore
+from .audit import AuditLog
 from .config import Config
 from .dicom.node import DicomNode
 from .dicom.policy import AssociationPolicy
@@ -33,6 +34,7 @@ class Appliance:
     events: Events
     ingestor: Ingestor
     node: DicomNode
+    audit: AuditLog
     web: Any = None  # a web.server.WebServer when the web app is built
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
@@ -85,7 +87,7 @@ def build(config: Config, with_web: bool = True) -> Appliance:
         max_pdu=d.max_pdu,
     )
     app = Appliance(config=config, keys=keys, archive=archive, index=index, events=events, ingestor=ingestor,
-                    node=node)
+                    node=node, audit=AuditLog(index))
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time
 
