@@ -6,6 +6,7 @@ failures print one clear line and exit non-zero; they never print a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -54,6 +55,22 @@ def load_config(data_dir: Path | None) -> config_mod.Config:
     cfg = config_mod.load(data_dir)
     logsetup.configure(cfg.log.level)
     return cfg
+
+
+@contextlib.contextmanager
+def open_appliance(data_dir: Path | None):
+    """The appliance of a data directory, built but not started, for one CLI command.
+
+    Index writes run inline (the writer thread is not started); a running server
+    may use the same data directory at the same time (SQLite WAL, busy timeout).
+    """
+    from .app import build
+
+    app = build(load_config(data_dir), with_web=False)
+    try:
+        yield app
+    finally:
+        app.index.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,6 +122,11 @@ def serve(data_dir: Path | None) -> None:
         print_init_result(initialize(path))
     cfg = load_config(path)
     run(build(cfg))
+
+
+from .cli_integrity import verify  # noqa: E402 - commands register after main exists
+
+main.add_command(verify)
 
 
 if __name__ == "__main__":  # pragma: no cover
