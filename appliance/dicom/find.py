@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from ..index import Index
 from ..index.query import ATTRS, QueryError
@@ -34,7 +35,8 @@ def criteria_from(identifier: Dataset) -> dict[str, str]:
         keyword = elem.keyword
         if keyword in ATTRS and elem.VR != "SQ":
             value = elem.value
-            if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+            # Only real multi-values are joined: a PersonName is iterable too (over its characters).
+            if isinstance(value, (list, tuple, MultiValue)):
                 value = "\\".join(str(v) for v in value)
             criteria[keyword] = "" if value is None else str(value)
     return criteria
