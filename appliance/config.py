@@ -50,6 +50,17 @@ SETTINGS: tuple[Setting, ...] = (
     # [http] the web app
     Setting("http", "host", "0.0.0.0", "Address the web UI and DICOMweb bind to."),
     Setting("http", "port", 8080, "TCP port of the web UI and DICOMweb."),
+    Setting("http", "session_idle_minutes", 30, "A web session ends after this many minutes without a request."),
+    Setting("http", "session_max_hours", 12, "A web session ends this many hours after login, however busy."),
+    Setting("http", "login_max_failures", 5,
+            "Failed logins (per user name, and per address) before logins are refused for lockout_minutes."),
+    Setting("http", "lockout_minutes", 15, "How long logins stay refused after too many failures."),
+    Setting("http", "secure_cookies", False,
+            "Always mark cookies Secure (HTTPS only); when off they are Secure whenever the request came over HTTPS."),
+    Setting("http", "metrics_allowed", ["127.0.0.1", "::1"],
+            "Addresses or networks (CIDR) that may read /metrics without a token; empty allows none."),
+    Setting("http", "metrics_token", "",
+            "A bearer token that also opens /metrics (Authorization: Bearer ...), e.g. for a Prometheus elsewhere."),
     # [storage] the archive
     Setting("storage", "reserve_mb", 1024,
             "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 507."),

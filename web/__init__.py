@@ -1,18 +1,95 @@
-"""The web app: Flask app factory; the appliance's services are passed in, never imported as globals."""
+"""The web app: Flask app factory; the appliance's services are passed in, never imported as globals.
+
+Blueprints: auth (login/logout, the auth contract), admin (dashboard, peers, users,
+worklist, audit, settings), health (/healthz, /metrics); DICOMweb registers itself
+below. Every response gets the security headers; pages are ``no-store`` because
+most show patient data.
+"""
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import datetime
+import secrets
+from dataclasses import dataclass
+
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
+
+from . import auth
+from .sessions import LoginThrottle, SessionStore
+
+SECRET_NAME = "web_session_secret"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+@dataclass
+class WebServices:
+    sessions: SessionStore
+    throttle: LoginThrottle
+    basic_cache: auth.BasicCache
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure when configured or when the request came over HTTPS."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
+def session_secret(keys) -> str:
+    """The cookie-signing secret, kept in the keyring's ``extra`` (created on first use)."""
+    keyring = keys.load()
+    secret = keyring.extra.get(SECRET_NAME)
+    if not secret:
+        secret = keyring.extra[SECRET_NAME] = secrets.token_urlsafe(48)
+        keys.save(keyring)
+    return secret
 
 
 def create_app(appliance, test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.extensions["appliance"] = appliance
+    http = appliance.config.http
+    app.config.update(
+        SECRET_KEY=session_secret(appliance.keys),
+        SESSION_COOKIE_NAME="pacs_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=bool(http.secure_cookies),
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(hours=http.session_max_hours),
+        MAX_FORM_MEMORY_SIZE=1 << 20,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
     if test_config:
         app.config.update(test_config)
+    app.session_interface = SessionInterface()
+    app.extensions["pacs_web"] = WebServices(
+        sessions=SessionStore(appliance.index, http.session_idle_minutes, http.session_max_hours),
+        throttle=LoginThrottle(http.login_max_failures, http.lockout_minutes),
+        basic_cache=auth.BasicCache(),
+    )
 
-    @app.get("/healthz")
-    def healthz():
-        # Reveals no patient data: only whether each part answers.
-        return jsonify(status="ok")
+    app.before_request(auth.load_user)
+    app.before_request(auth.check_csrf)
+    app.after_request(security_headers)
+    app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)
 
+    from .admin import bp as admin_bp
+    from .health import bp as health_bp
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(health_bp)
+    # DICOMweb registers its blueprint here with one line.
     return app
+
+
+def security_headers(response):
+    h = response.headers
+    h.setdefault("Content-Security-Policy", CSP)
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "static":
+        h.setdefault("Cache-Control", "no-store")
+    return response

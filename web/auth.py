@@ -1,50 +1,202 @@
 """Authentication and authorisation for pages and APIs.
 
-CONTRACT (other blueprints rely on these names; the web-foundation work fills them in):
+CONTRACT (other blueprints rely on these names):
 - ``login_required(*roles)``: decorator for pages; redirects to the login page when
   nobody is logged in, 403 when the role is not allowed.
 - ``api_login_required(*roles)``: decorator for APIs (DICOMweb, JSON): accepts a
   session cookie, HTTP Basic over the same accounts, or ``Authorization: Bearer
   <api token>``; answers 401 with WWW-Authenticate otherwise, 403 for a wrong role.
+  When an Authorization header is sent it alone decides (no fallback to the cookie).
 - ``current_user()``: the logged-in ``User`` row (``.username``, ``.role``) or None.
 Roles: "admin", "clinician", "technologist" (appliance.accounts.ROLES). No roles
 given means any logged-in user.
+
+CSRF: every POST/PUT/PATCH/DELETE must carry the session's token as the form field
+``csrf_token`` or the header ``X-CSRF-Token`` (templates: ``{{ csrf_token() }}``),
+except requests authenticated by an ``Authorization: Basic/Bearer`` header, which a
+cross-site page cannot add, and anonymous requests other than the login form (they
+carry no session to abuse and are refused by the view's decorator).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from urllib.parse import urlsplit
 
-from flask import Response, current_app, g, request
+from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, session,
+                   url_for)
 
-from appliance.accounts import verify_password
-from appliance.index.models import User
+from appliance import accounts
 
 VIEW_ROLES = ("admin", "clinician", "technologist")
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+bp = Blueprint("auth", __name__)
 
 
 def current_user():
     return getattr(g, "user", None)
 
 
+def _services():
+    return current_app.extensions["pacs_web"]
+
+
+def _appliance():
+    return current_app.extensions["appliance"]
+
+
+def client_address() -> str:
+    return request.remote_addr or ""
+
+
+def audit(action: str, actor: str | None = None, **fields) -> None:
+    """Record an audit entry for the current request (actor defaults to the logged-in user)."""
+    user = current_user()
+    actor = actor or (user.username if user is not None else "anonymous")
+    _appliance().audit.record(action, actor, address=client_address(), **fields)
+
+
+# --- the session cookie ------------------------------------------------------------------------
+
+def load_user() -> None:
+    """before_request: resolve the session cookie into ``g.user``."""
+    g.user = None
+    sid = session.get("sid")
+    if sid:
+        g.user = _services().sessions.lookup(sid)
+        if g.user is None:
+            session.pop("sid", None)
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def _authorization_scheme() -> str:
+    header = request.headers.get("Authorization", "")
+    return header.split(" ", 1)[0].lower() if header else ""
+
+
+def check_csrf() -> None:
+    """before_request: refuse a state-changing request without the session's CSRF token."""
+    if request.method not in UNSAFE_METHODS or _authorization_scheme() in ("basic", "bearer"):
+        return
+    if current_user() is None and request.endpoint != "auth.login":
+        return  # nobody is logged in: the view answers 302/401 itself; the login form is still checked
+    sent = request.headers.get("X-CSRF-Token")
+    if sent is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sent = request.form.get("csrf_token")
+    expected = session.get("csrf")
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        abort(Response("The form was stale or came from another site (CSRF token missing or wrong): "
+                       "reload the page and try again.\n", 400, {"Content-Type": "text/plain; charset=utf-8"}))
+
+
+def start_session(user) -> None:
+    """Log ``user`` in: a fresh session id and CSRF token (the old ones stop working)."""
+    old = session.get("sid")
+    if old:
+        _services().sessions.end(old)
+    session.clear()
+    session["sid"] = _services().sessions.create(user, client_address())
+    session["csrf"] = secrets.token_urlsafe(32)
+    session.permanent = False
+    g.user = user
+
+
+def end_session() -> None:
+    sid = session.get("sid")
+    if sid:
+        _services().sessions.end(sid)
+    session.clear()
+    g.user = None
+
+
+# --- API credentials ---------------------------------------------------------------------------
+
+class BasicCache:
+    """Remembers recent successful Basic checks for a minute, so a viewer fetching hundreds of
+    frames does not pay an scrypt hash each; keyed by a salted hash, never the password."""
+
+    def __init__(self, ttl: float = 60.0, size: int = 256):
+        self.ttl, self.size = ttl, size
+        self._salt = secrets.token_bytes(16)
+        self._entries: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def key(self, username: str, password: str) -> str:
+        return hashlib.sha256(self._salt + username.encode() + b"\0" + password.encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            return hit[1] if hit and hit[0] > time.monotonic() else None
+
+    def put(self, key: str, password_hash: str) -> None:
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl, password_hash)
+
+
 def _basic_user():
     auth = request.authorization
-    if not auth or auth.type != "basic" or not auth.username:
+    if not auth or not auth.username:
         return None
-    user = User.get_or_none(User.username == auth.username)
-    if user is None or user.disabled or not verify_password(user.password_hash, auth.password or ""):
+    username, password = auth.username, auth.password or ""
+    services = _services()
+    cache_key = services.basic_cache.key(username, password)
+    cached_hash = services.basic_cache.get(cache_key)
+    if cached_hash is not None:
+        user = accounts.User.get_or_none(accounts.User.username == username)
+        if user is not None and not user.disabled and user.password_hash == cached_hash:
+            return user
+    if services.throttle.locked_for(username, client_address()):
         return None
+    user = accounts.authenticate(username, password)
+    if user is None:
+        services.throttle.failed(username, client_address())
+        audit("login.failed", actor=username[:64], detail="HTTP Basic")
+        return None
+    services.basic_cache.put(cache_key, user.password_hash)
     return user
+
+
+def _api_user():
+    scheme = _authorization_scheme()
+    if scheme == "basic":
+        return _basic_user()
+    if scheme == "bearer":
+        token = request.headers.get("Authorization", "").split(" ", 1)[-1].strip()
+        return accounts.user_for_token(token)
+    if scheme:
+        return None
+    return current_user()
+
+
+def _unauthorized() -> Response:
+    return Response("authentication required: log in, or send HTTP Basic credentials or "
+                    "'Authorization: Bearer <api token>'\n", 401,
+                    {"WWW-Authenticate": 'Basic realm="PACS Appliance", charset="UTF-8"',
+                     "Content-Type": "text/plain; charset=utf-8"})
 
 
 def api_login_required(*roles):
     def decorator(view):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
-            user = current_user() or _basic_user()
+            user = _api_user()
             if user is None:
-                return Response("authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="PACS"'})
+                return _unauthorized()
             if roles and user.role not in roles:
-                return Response("your role does not allow this\n", 403)
+                return Response("your role does not allow this\n", 403, {"Content-Type": "text/plain; charset=utf-8"})
             g.user = user
             return view(*args, **kwargs)
 
@@ -53,4 +205,68 @@ def api_login_required(*roles):
     return decorator
 
 
-login_required = api_login_required  # replaced by the session-based version in the web foundation
+def login_required(*roles):
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            user = current_user()
+            if user is None:
+                return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            if roles and user.role not in roles:
+                return render_template("error.html", title="Not allowed",
+                                       message="Your role does not allow this page."), 403
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+# --- the login and logout pages ----------------------------------------------------------------
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths, so the login form cannot bounce a user to another site."""
+    if not target:
+        return url_for("admin.home")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("admin.home")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("login.html", next=request.args.get("next", ""))
+    services = _services()
+    username = (request.form.get("username") or "").strip()[:64]
+    password = request.form.get("password") or ""
+    address = client_address()
+    wait = services.throttle.locked_for(username, address)
+    if wait:
+        audit("login.locked", actor=username or "anonymous")
+        minutes = max(1, round(wait / 60))
+        return render_template("login.html", next=request.form.get("next", ""), username=username,
+                               error=f"Too many failed logins. Try again in {minutes} minute"
+                                     f"{'s' if minutes != 1 else ''}."), 429
+    user = accounts.authenticate(username, password)
+    if user is None:
+        services.throttle.failed(username, address)
+        audit("login.failed", actor=username or "anonymous")
+        return render_template("login.html", next=request.form.get("next", ""), username=username,
+                               error="Wrong user name or password."), 401
+    services.throttle.succeeded(username, address)
+    start_session(user)
+    audit("login.ok", actor=user.username)
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+def logout():
+    user = current_user()
+    end_session()
+    if user is not None:
+        audit("logout", actor=user.username)
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,6 @@
+"""/healthz and /metrics (filled in below)."""
+from flask import Blueprint
+
+bp = Blueprint("health", __name__)
+
+from . import views  # noqa: E402,F401
