@@ -36,6 +36,7 @@ class Appliance:
     node: DicomNode
     audit: AuditLog
     web: Any = None  # a web.server.WebServer when the web app is built
+    backup: Any = None  # an appliance.backup.BackupService: run, status(), is_offsite()
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
 
@@ -89,6 +90,12 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     app = Appliance(config=config, keys=keys, archive=archive, index=index, events=events, ingestor=ingestor,
                     node=node, audit=AuditLog(index, events))
     app.services.append(("audit", app.audit.start, app.audit.stop))  # aggregates DICOM stores
+    from .backup import BackupService
+    from .backup.schedule import Scheduler
+
+    app.backup = BackupService(config.backup, config.data_dir, keys, archive, index, app.audit)
+    scheduler = Scheduler(app.backup, config.backup.window, config.backup.retries, config.backup.retry_seconds)
+    app.services.append(("backup scheduler", scheduler.start, scheduler.stop))
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time
 

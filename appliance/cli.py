@@ -127,6 +127,10 @@ def serve(data_dir: Path | None) -> None:
 from .cli_integrity import verify  # noqa: E402 - commands register after main exists
 
 main.add_command(verify)
+from .cli_backup import backup, keys  # noqa: E402
+
+main.add_command(backup)
+main.add_command(keys)
 
 
 if __name__ == "__main__":  # pragma: no cover

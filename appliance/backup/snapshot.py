@@ -1,0 +1,50 @@
+"""A consistent copy of the live index, taken with SQLite's online backup API.
+
+The copy is a SQLCipher database keyed with the same index key, so it is
+encrypted on the local disk too; sync.py seals it once more (AES-256-GCM,
+manifest.seal_blob) before it leaves the box, which authenticates the whole
+file and binds it to its offsite name.
+
+The backup runs in one step (all pages under one read transaction), so the
+copy is one committed state of the index even while ingest keeps writing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlcipher3 import dbapi2 as sqlcipher
+
+
+def _connect(path: Path, key: bytes):
+    conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    return conn
+
+
+def take(index_db, index_key: bytes, dest: Path) -> Path:
+    """Copy the live index (a peewee database) into ``dest``, encrypted with the index key."""
+    dest.unlink(missing_ok=True)
+    target = _connect(dest, index_key)
+    try:
+        # A dedicated source connection: the calling thread's peewee connection may be mid-transaction.
+        source = _connect(Path(index_db.database), index_key)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+        target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+    finally:
+        target.close()
+    os.chmod(dest, 0o600)
+    return dest
+
+
+def object_ids(path: Path, index_key: bytes) -> list[str]:
+    """Every archive object the snapshot's index refers to (what a complete restore needs)."""
+    conn = _connect(path, index_key)
+    try:
+        rows = conn.execute("SELECT object_id FROM instance UNION SELECT object_id FROM replaced_object").fetchall()
+    finally:
+        conn.close()
+    return [r[0] for r in rows]

@@ -1,0 +1,268 @@
+"""One backup run: everything new on the box goes to the target, then a snapshot, then the manifest.
+
+Order (so a half sync never looks complete, and a restore always finds every
+object its index names):
+
+1. ``config`` and ``keyring.sealed`` (small, rewritten every run);
+2. a snapshot of the index is taken *first*, and the objects to send are read
+   from the snapshot itself, so the manifest lists exactly what that index
+   refers to, even while ingest goes on;
+3. the objects the target lacks, in parallel, under the bandwidth cap; each one
+   is recorded in ``backup_object`` as soon as its upload completed, so an
+   interrupted run resumes where it stopped;
+4. the sealed snapshot, then the manifest last; then every recorded object is
+   stamped ``manifest_at`` (``is_offsite`` says yes from then on);
+5. retention: objects gone from the box are marked, and deleted offsite once
+   older than ``retention_days``, as are old manifests and their snapshots.
+
+Resume: after a run that did not finish (or for a target with no local state,
+e.g. a restored box) the run lists ``objects/`` on the target once and adopts
+every complete object there (same size as on the box) without sending it again.
+Atomic writes on the target make a present name a complete object.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..archive import Archive, KeyStore
+from ..errors import ApplianceError, NotFound
+from ..index.models.backup import BackupObject, BackupRun
+from ..index.models.core import utcnow
+from . import manifest as mf
+from . import snapshot
+from .targets import Target, TargetError, Throttle, ThrottledReader
+
+log = logging.getLogger(__name__)
+RECORD_BATCH = 200
+
+
+@dataclass
+class SyncOptions:
+    parallel: int = 4
+    max_bytes_per_s: int = 0
+    retention_days: int = 30
+
+
+@dataclass
+class SyncResult:
+    result: str = "running"  # "success", "partial" (manifest written, some objects missing on the box), "failed"
+    objects: int = 0
+    bytes: int = 0
+    adopted: int = 0
+    manifest: str = ""
+    pruned: int = 0
+    missing_on_box: list[str] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+
+class Sync:
+    def __init__(self, target: Target, target_key: str, keys: KeyStore, archive: Archive, index, work_dir: Path,
+                 options: SyncOptions, progress: Callable[[str], None] | None = None):
+        self.target, self.target_key = target, target_key
+        self.keys, self.archive, self.index = keys, archive, index
+        self.keyring = archive.keyring
+        self.work_dir = Path(work_dir)
+        self.options = options
+        self.progress = progress or (lambda _msg: None)
+        self.throttle = Throttle(options.max_bytes_per_s)
+        self._count_lock = threading.Lock()
+
+    # -- the run -----------------------------------------------------------
+    def run(self, result: SyncResult) -> SyncResult:
+        started = time.monotonic()
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        now = utcnow()
+        n, snap_name, manifest_name = mf.new_run_names(now)
+        snap_path = self.work_dir / f"snapshot-{n}.db"
+        sealed_path = self.work_dir / f"snapshot-{n}.sealed"
+        try:
+            self._put_bytes(mf.CONFIG_NAME, json.dumps(mf.CONFIG_DOC).encode(), result)
+            sealed_keyring = self.keys.sealed_keyring()
+            self._put_bytes(mf.KEYRING_NAME, sealed_keyring, result)
+
+            snapshot.take(self.index.db, self.keyring.index_key, snap_path)
+            wanted = snapshot.object_ids(snap_path, self.keyring.index_key)
+            state = self._state()
+            if self._needs_adopt():
+                result.adopted = self._adopt(wanted, state)
+            pending = [oid for oid in wanted if oid not in state]
+            self.progress(f"{len(wanted)} objects in the index, {len(pending)} to send")
+            self._upload_objects(pending, state, result)
+
+            with open(snap_path, "rb") as src, open(sealed_path, "wb") as dst:
+                mf.seal_blob(src, dst, n, self.keyring)
+            snap_size = sealed_path.stat().st_size
+            with open(sealed_path, "rb") as fh:
+                self._put(snap_name, fh, snap_size, result)
+
+            listed = {oid: state[oid] for oid in wanted if oid in state}
+            result.missing_on_box = sorted(set(wanted) - set(listed))
+            manifest = mf.Manifest(now.strftime("%Y-%m-%dT%H:%M:%SZ"), snap_name, snap_size, len(sealed_keyring),
+                                   listed)
+            self._put_bytes(manifest_name, manifest.seal(n, self.keyring), result)  # last: the run is now complete
+            result.manifest = manifest_name
+            self.index.writer.run(lambda: BackupObject.update(manifest_at=now).where(
+                (BackupObject.target == self.target_key) & BackupObject.manifest_at.is_null()).execute())
+            result.pruned = self._retention(set(wanted), now)
+            result.result = "partial" if result.missing_on_box else "success"
+            if result.missing_on_box:
+                result.error = (f"{len(result.missing_on_box)} object(s) named by the index are missing from this "
+                                f"box's disk and could not be backed up: {', '.join(result.missing_on_box[:10])}")
+        finally:
+            snap_path.unlink(missing_ok=True)
+            sealed_path.unlink(missing_ok=True)
+            result.seconds = time.monotonic() - started
+        return result
+
+    # -- state -------------------------------------------------------------
+    def _state(self) -> dict[str, int]:
+        """object id -> offsite size, for objects recorded as uploaded to this target and still on the box."""
+        rows = (BackupObject.select(BackupObject.object_id, BackupObject.size)
+                .where(BackupObject.target == self.target_key).tuples())
+        return dict(rows)
+
+    def _needs_adopt(self) -> bool:
+        last = (BackupRun.select(BackupRun.result).where(
+            (BackupRun.target == self.target_key) & (BackupRun.result != "running"))
+            .order_by(BackupRun.id.desc()).first())
+        return last is None or last.result != "success"
+
+    def _adopt(self, wanted: list[str], state: dict[str, int]) -> int:
+        """Record objects already complete on the target (left by an interrupted run) as uploaded."""
+        self.progress("checking what the target already holds (first run, or the last one did not finish)")
+        want = set(wanted) - set(state)
+        found = []
+        for name, size in self.target.list("objects"):
+            oid = name.rsplit("/", 1)[-1]
+            if oid in want and self._local_size(oid) == size:
+                found.append((oid, size))
+        self._record(found)
+        state.update(found)
+        return len(found)
+
+    def _local_size(self, oid: str) -> int | None:
+        try:
+            return self.archive.path(oid).stat().st_size
+        except (FileNotFoundError, NotFound):
+            return None
+
+    def _record(self, uploaded: list[tuple[str, int]]) -> None:
+        if not uploaded:
+            return
+        rows = [{"target": self.target_key, "object_id": oid, "size": size} for oid, size in uploaded]
+
+        def write():
+            for i in range(0, len(rows), 500):
+                BackupObject.insert_many(rows[i:i + 500]).on_conflict_ignore().execute()
+
+        self.index.writer.run(write)
+
+    # -- uploads -----------------------------------------------------------
+    def _put(self, name: str, fh, size: int, result: SyncResult) -> None:
+        def count(n):
+            with self._count_lock:  # upload threads add concurrently
+                result.bytes += n
+
+        self.target.put(name, ThrottledReader(fh, self.throttle, count), size)
+
+    def _put_bytes(self, name: str, data: bytes, result: SyncResult) -> None:
+        self._put(name, io.BytesIO(data), len(data), result)
+
+    def _upload_one(self, oid: str, result: SyncResult) -> tuple[str, int] | None:
+        try:
+            fh = open(self.archive.path(oid), "rb")
+        except (FileNotFoundError, NotFound):
+            return None  # gone from the disk: reported as missing_on_box
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._put(mf.object_name(oid), fh, size, result)
+        return oid, size
+
+    def _upload_objects(self, pending: list[str], state: dict[str, int], result: SyncResult) -> None:
+        if not pending:
+            return
+        done: list[tuple[str, int]] = []
+        last_report = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel), thread_name_prefix="backup-up") as pool:
+            todo = iter(pending)
+            running = set()
+            failure: BaseException | None = None
+            while True:
+                while failure is None and len(running) < self.options.parallel * 2:
+                    oid = next(todo, None)
+                    if oid is None:
+                        break
+                    running.add(pool.submit(self._upload_one, oid, result))
+                if not running:
+                    break
+                finished, running = wait(running, timeout=1.0, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    try:
+                        item = fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - the first failure stops the run
+                        failure = failure or exc
+                        continue
+                    if item:
+                        done.append(item)
+                        state[item[0]] = item[1]
+                        result.objects += 1
+                if len(done) >= RECORD_BATCH or (failure and done):
+                    self._record(done)
+                    done = []
+                if time.monotonic() - last_report > 5:
+                    last_report = time.monotonic()
+                    self.progress(f"sent {result.objects}/{len(pending)} objects, {result.bytes / 1e6:.1f} MB")
+            self._record(done)
+            if failure is not None:
+                if isinstance(failure, ApplianceError):
+                    raise failure
+                raise TargetError(f"upload to {self.target.url} failed after {result.objects} objects: "
+                                  f"{failure.__class__.__name__}: {failure}") from failure
+
+    # -- retention ---------------------------------------------------------
+    def _retention(self, wanted: set[str], now: datetime.datetime) -> int:
+        keep_after = now - datetime.timedelta(days=self.options.retention_days)
+        t = self.target_key
+        gone = [oid for (oid,) in BackupObject.select(BackupObject.object_id).where(
+            (BackupObject.target == t) & BackupObject.deleted_at.is_null()).tuples() if oid not in wanted]
+        back = [oid for (oid,) in BackupObject.select(BackupObject.object_id).where(
+            (BackupObject.target == t) & BackupObject.deleted_at.is_null(False)).tuples() if oid in wanted]
+
+        def mark():
+            for i in range(0, len(gone), 500):
+                BackupObject.update(deleted_at=now).where(
+                    (BackupObject.target == t) & BackupObject.object_id.in_(gone[i:i + 500])).execute()
+            for i in range(0, len(back), 500):
+                BackupObject.update(deleted_at=None).where(
+                    (BackupObject.target == t) & BackupObject.object_id.in_(back[i:i + 500])).execute()
+
+        self.index.writer.run(mark)
+        pruned = 0
+        # Manifests (and their snapshots) older than the retention period go first; the newest always stays.
+        names = mf.manifest_names(self.target)
+        cutoff = keep_after.strftime("%Y%m%dT%H%M%S.%fZ")
+        for name in names[:-1]:
+            stamp, n = mf.MANIFEST_NAME.match(name).groups()
+            if stamp < cutoff:
+                self.target.delete(name)
+                self.target.delete(mf.snapshot_name(n))
+                pruned += 1
+        expired = [oid for (oid,) in BackupObject.select(BackupObject.object_id).where(
+            (BackupObject.target == t) & (BackupObject.deleted_at < keep_after)).tuples()]
+        for oid in expired:
+            self.target.delete(mf.object_name(oid))
+            self.index.writer.run(lambda oid=oid: BackupObject.delete().where(
+                (BackupObject.target == t) & (BackupObject.object_id == oid)).execute())
+            pruned += 1
+        return pruned
