@@ -72,6 +72,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("index", "cache_mb", 64, "SQLite page cache per connection, in MiB."),
     Setting("index", "case_sensitive_names", False,
             "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
+    # [dicomweb] the DICOMweb API under /dicomweb
+    Setting("dicomweb", "cors_origins", [],
+            "Origins (e.g. \"http://viewer.clinic.lan:3000\") allowed to call DICOMweb from a browser page on "
+            "another origin, such as an OHIF viewer; \"*\" allows any; empty turns CORS off."),
+    Setting("dicomweb", "render_cache_mb", 64,
+            "Memory (MiB) for rendered JPEG/PNG frames, so scrolling a series again does not decode again."),
+    Setting("dicomweb", "object_cache_mb", 128,
+            "Memory (MiB) for decrypted objects being rendered or served frame by frame (never written to disk)."),
+    Setting("dicomweb", "render_threads", 2,
+            "Most frames decoded and rendered at once; more requests wait, so rendering cannot starve ingest."),
+    Setting("dicomweb", "stow_max_part_mb", 1024,
+            "Largest single object accepted by STOW-RS, in MiB (each part is held in memory, never spooled to disk)."),
+    Setting("dicomweb", "header_cache_entries", 5000,
+            "Instance headers kept in memory for metadata and QIDO includefield requests."),
     # [backup] offsite backup (appliance/backup/)
     Setting("backup", "target", "",
             "Where the nightly encrypted copy goes: file:///mnt/nas/pacs (a mounted folder), "

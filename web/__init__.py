@@ -75,12 +75,13 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)
 
     from .admin import bp as admin_bp
+    from .dicomweb import init_app as init_dicomweb
     from .health import bp as health_bp
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(health_bp)
-    # DICOMweb registers its blueprint here with one line.
+    init_dicomweb(app)  # /dicomweb: QIDO-RS, WADO-RS, STOW-RS, WADO-URI
     return app
 
 

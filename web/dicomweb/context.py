@@ -1,0 +1,165 @@
+"""What the DICOMweb views share: the appliance, bounded caches and the renderer.
+
+Built once per Flask app by ``init_app``; views reach it with ``ctx()``. Objects
+are looked up in the index (read-only, on the web thread: never through the
+writer), read and decrypted through the archive, and kept only in memory.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Iterator
+
+import pydicom
+from flask import current_app
+from pydicom.dataset import Dataset
+
+from appliance.index.models import Instance, Series, Study
+from appliance.render import Renderer
+from appliance.render_cache import LRUCache
+
+from .errors import BadRequest, NotFound
+
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def check_uid(value: str, what: str) -> str:
+    if not value or len(value) > 64 or not UID_PATTERN.match(value):
+        raise BadRequest(f"{what} {value[:80]!r} is not a valid UID (digits and dots, at most 64 characters)")
+    return value
+
+
+class _ChunkReader(io.RawIOBase):
+    """A seekable file over an archive object's chunks, decrypting only as far as it is read.
+
+    Reading a header therefore decrypts the first chunk(s) only, not the pixel data.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buf = bytearray()
+        self._pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def _fill(self, upto: int | None) -> None:
+        while not self._done and (upto is None or len(self._buf) < upto):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._done = True
+            else:
+                self._buf += chunk
+
+    def readinto(self, b) -> int:
+        self._fill(self._pos + len(b))
+        data = self._buf[self._pos:self._pos + len(b)]
+        b[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            self._fill(None)
+            offset += len(self._buf)
+        elif whence == io.SEEK_CUR:
+            offset += self._pos
+        self._pos = max(0, offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def has_more(self) -> bool:
+        self._fill(self._pos + 1)
+        return len(self._buf) > self._pos
+
+
+@dataclass(frozen=True)
+class Located:
+    """One instance to serve, with the identifiers needed to name it in responses."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    object_id: str
+    transfer_syntax: str
+    frames: int | None
+    rows: int | None = None
+
+
+class DicomWebContext:
+    def __init__(self, appliance: Any):
+        self.appliance = appliance
+        settings = appliance.config.dicomweb
+        self.objects = LRUCache(settings.object_cache_mb << 20)
+        self.headers = LRUCache(settings.header_cache_entries, size_of=lambda _v: 1)
+        self.renderer = Renderer(self.dataset, LRUCache(settings.render_cache_mb << 20),
+                                 threads=settings.render_threads)
+        self.cors_origins = list(settings.cors_origins)
+
+    # -- locating ------------------------------------------------------------
+    def locate(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Located]:
+        """Instances of a study / series / one instance; 404 when there are none."""
+        check_uid(study_uid, "Study Instance UID")
+        query = (Instance.select(Instance, Series, Study).join(Series).join(Study)
+                 .where(Study.study_uid == study_uid))
+        if series_uid is not None:
+            check_uid(series_uid, "Series Instance UID")
+            query = query.where(Series.series_uid == series_uid)
+        if sop_uid is not None:
+            check_uid(sop_uid, "SOP Instance UID")
+            query = query.where(Instance.sop_uid == sop_uid)
+        query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+        found = [Located(study_uid, row.series.series_uid, row.sop_uid, row.sop_class_uid, row.object_id,
+                         row.transfer_syntax, row.frames, row.rows) for row in query]
+        if not found:
+            what = "instance" if sop_uid else "series" if series_uid else "study"
+            raise NotFound(f"no such {what} in this archive")
+        return found
+
+    # -- reading -------------------------------------------------------------
+    def object_bytes(self, object_id: str) -> bytes:
+        return self.objects.get_or_make(object_id, lambda: self.appliance.archive.read(object_id))
+
+    def dataset(self, object_id: str) -> Dataset:
+        """The whole object parsed (from the in-memory object cache when there)."""
+        return pydicom.dcmread(io.BytesIO(self.object_bytes(object_id)))
+
+    def header(self, object_id: str) -> tuple[Dataset, bool]:
+        """The object's attributes without pixel data, and whether it has pixel data."""
+        cached = self.headers.get(object_id)
+        if cached is not None:
+            return cached
+        data = self.objects.get(object_id)
+        source: BinaryIO = io.BytesIO(data) if data is not None else _ChunkReader(
+            self.appliance.archive.iter_chunks(object_id))
+        ds = pydicom.dcmread(source, stop_before_pixels=True)
+        has_pixels = _has_more(source)
+        result = (ds, has_pixels)
+        self.headers.put(object_id, result)
+        return result
+
+    def stream(self, object_id: str) -> Iterator[bytes]:
+        data = self.objects.get(object_id)
+        if data is not None:
+            yield data
+        else:
+            yield from self.appliance.archive.iter_chunks(object_id)
+
+
+def _has_more(source) -> bool:
+    if isinstance(source, _ChunkReader):
+        return source.has_more()
+    pos = source.tell()
+    return bool(source.read(1)) and source.seek(pos) >= 0
+
+
+def ctx() -> DicomWebContext:
+    return current_app.extensions["dicomweb"]
