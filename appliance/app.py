@@ -36,6 +36,7 @@ class Appliance:
     node: DicomNode
     audit: AuditLog
     web: Any = None  # a web.server.WebServer when the web app is built
+    reconciliation: Any = None  # the start-up appliance.reconcile.ReconcileReport (orphans, missing objects)
     backup: Any = None  # an appliance.backup.BackupService: run, status(), is_offsite()
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
@@ -45,6 +46,9 @@ class Appliance:
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
+        from .reconcile import reconcile  # index vs archive, before anything new arrives
+
+        self.reconciliation = reconcile(self.archive)
         self.node.start()
         if self.web is not None:
             self.web.start()

@@ -1,0 +1,102 @@
+"""Bad input gets a failure status with a reason, never takes the server down, and stores nothing.
+
+A pynetdicom SCU sends the raw bytes that follow a file's meta
+(``STORE_SEND_CHUNKED_DATASET``), so garbage and truncated data sets reach the
+server exactly as a broken modality would send them.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage
+
+import readback
+import synth
+from helpers import Server, dcmtk, init_data_dir
+
+
+def part10_with(dataset_bytes: bytes, sop_uid: str) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta)
+    return buf.getvalue() + dataset_bytes
+
+
+def garbage_file(path) -> None:
+    path.write_bytes(part10_with(os.urandom(4000), generate_uid()))
+
+
+def truncated_file(path) -> None:
+    ds = synth.make_instance("CT", patient_id="BAD-INPUT")
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    path.write_bytes(data[: int(len(data) * 0.6)])  # ends inside the pixel data
+
+
+def send_raw(srv, path, monkeypatch) -> pydicom.Dataset:
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    ae = AE(ae_title="BADSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", srv.dicom_port, ae_title="PACSBOX")
+    assert assoc.is_established
+    try:
+        return assoc.send_c_store(path)
+    finally:
+        assoc.release()
+
+
+def nothing_stored(data_dir) -> bool:
+    with readback.opened(data_dir) as (archive, _index):
+        from appliance.index.models import Instance
+
+        return Instance.select().count() == 0 and not list(archive.list_ids()) and \
+            not list(archive.tmp_dir.iterdir())
+
+
+@pytest.mark.parametrize("make", [garbage_file, truncated_file], ids=["garbage", "truncated"])
+def test_bad_data_set_gets_cannot_understand(server, tmp_path, monkeypatch, make):
+    path = tmp_path / "bad.dcm"
+    make(path)
+    status = send_raw(server, path, monkeypatch)
+    assert 0xC000 <= status.Status <= 0xCFFF, hex(status.Status)
+    assert status.get("ErrorComment"), "a failure must say why"
+    # the server is still up and serving, and nothing of the bad object was kept
+    assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", server.dicom_port).returncode == 0
+    assert nothing_stored(server.data_dir)
+    assert server.proc.poll() is None
+
+
+def test_storescu_truncated_file(server, tmp_path):
+    """dcmtk refuses to read a truncated file itself; the server never sees a partial object."""
+    path = tmp_path / "cut.dcm"
+    truncated_file(path)
+    done = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", server.dicom_port, path)
+    assert done.returncode != 0
+    assert nothing_stored(server.data_dir)
+
+
+def test_disk_below_reserve_gets_out_of_resources(tmp_path):
+    data = init_data_dir(tmp_path / "data")
+    free_mb = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize >> 20
+    srv = Server(data, env={"PACS_STORAGE_RESERVE_MB": str(free_mb + 10_000)}).start()
+    try:
+        files = synth.write_study(tmp_path / "src", n_series=1, per_series=2, patient_id="FULL-DISK")
+        done = dcmtk("storescu", "-v", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port, *files)
+        assert "Received Store Response (Refused: OutOfResources)" in done.stderr, done.stderr
+        assert "Success" not in done.stderr
+        assert "reserve" in srv.log()
+        assert nothing_stored(data)
+    finally:
+        srv.kill()

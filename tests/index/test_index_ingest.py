@@ -1,0 +1,117 @@
+"""The one ingest path, without the network: validation, de-duplication, replacement policy, disk reserve."""
+from __future__ import annotations
+
+import io
+
+import pydicom
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+import pytest
+
+import synth
+from appliance.errors import ConflictRejected, DiskFull, InvalidObject
+from appliance.index.models import Instance, ReplacedObject, Study
+from appliance.index.records import Outcome
+
+
+def part10(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_stores_bytes_exactly(core):
+    data = part10(synth.make_instance("CT", patient_id="ING1"))
+    result = core.store(data)
+    assert result.outcome is Outcome.STORED
+    assert core.archive.read(result.object_id) == data
+    row = Instance.get(Instance.sop_uid == result.sop_uid)
+    assert (row.object_id, row.size) == (result.object_id, len(data))
+
+
+def test_identical_resend_stores_nothing_twice(core):
+    data = part10(synth.make_instance("CT", patient_id="ING2"))
+    first = core.store(data)
+    again = core.store(data)
+    assert again.outcome is Outcome.DUPLICATE and again.object_id == first.object_id
+    assert list(core.archive.list_ids()) == [first.object_id]
+    assert Instance.select().count() == 1
+    assert Study.get().num_instances == 1
+
+
+def test_different_object_same_uid_replaces_and_keeps_the_old(core):
+    ds = synth.make_instance("CT", patient_id="ING3")
+    old_bytes = part10(ds)
+    old = core.store(old_bytes)
+    ds.StudyDescription = "corrected"
+    new = core.store(part10(ds))
+    assert new.outcome is Outcome.REPLACED and new.object_id != old.object_id
+    assert Instance.get(Instance.sop_uid == ds.SOPInstanceUID).object_id == new.object_id
+    kept = ReplacedObject.get(ReplacedObject.sop_uid == ds.SOPInstanceUID)
+    assert kept.object_id == old.object_id
+    assert core.archive.read(old.object_id) == old_bytes  # recoverable
+    assert Instance.select().count() == 1 and Study.get().num_instances == 1
+    assert Study.get().description == "corrected"
+
+
+def test_reject_policy(core_factory):
+    core = core_factory(on_conflict="reject")
+    ds = synth.make_instance("CT", patient_id="ING4")
+    first = core.store(ds)
+    ds.StudyDescription = "changed"
+    with pytest.raises(ConflictRejected) as err:
+        core.store(ds)
+    assert err.value.dimse_status == 0xA770
+    assert list(core.archive.list_ids()) == [first.object_id]  # the newcomer's object was removed again
+    assert ReplacedObject.select().count() == 0
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "not a DICOM file"),
+    (b"\0" * 128 + b"DICM" + b"\xff" * 300, ".+"),
+    (b"hello, this is not DICOM at all" * 10, ".+"),
+])
+def test_garbage_is_invalid(core, data, reason):
+    with pytest.raises(InvalidObject, match=reason) as err:
+        core.store(data)
+    assert 0xC000 <= err.value.dimse_status <= 0xCFFF
+    assert not list(core.archive.list_ids())
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.99])
+def test_truncated_is_invalid(core, keep):
+    data = part10(synth.make_instance("CT", patient_id="ING5"))
+    with pytest.raises(InvalidObject, match="truncated|not a readable"):
+        core.store(data[: int(len(data) * keep)])
+    assert not list(core.archive.list_ids()) and Instance.select().count() == 0
+
+
+def test_missing_uids_are_invalid(core):
+    ds = synth.make_instance("CT", patient_id="ING6")
+    del ds.StudyInstanceUID
+    with pytest.raises(InvalidObject, match="StudyInstanceUID is missing"):
+        core.store(ds)
+    ds = synth.make_instance("CT", patient_id="ING6")
+    ds.SeriesInstanceUID = "1.2.abc"
+    with pytest.raises(InvalidObject, match="not a valid UID"):
+        core.store(ds)
+
+
+def test_bare_dataset_gets_a_file_meta(core):
+    ds = synth.make_instance("MR_IMPLICIT", patient_id="ING7")
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, True
+    write_dataset(buf, ds)  # no preamble, no file meta: as some CDs and old modalities write
+    bare = buf.getvalue()
+    result = core.store(bare)
+    stored = core.archive.read(result.object_id)
+    assert stored.endswith(bare) and stored[128:132] == b"DICM"
+    assert pydicom.dcmread(io.BytesIO(stored)).SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_below_reserve_is_refused_before_anything_is_written(core_factory):
+    core = core_factory(reserve_bytes=1 << 60)
+    with pytest.raises(DiskFull) as err:
+        core.store(synth.make_instance("CT", patient_id="ING8"))
+    assert err.value.dimse_status == 0xA700
+    assert not list(core.archive.list_ids())
