@@ -100,6 +100,11 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     app.backup = BackupService(config.backup, config.data_dir, keys, archive, index, app.audit)
     scheduler = Scheduler(app.backup, config.backup.window, config.backup.retries, config.backup.retry_seconds)
     app.services.append(("backup scheduler", scheduler.start, scheduler.stop))
+    if config.inbox.enabled:
+        from .importer.watcher import Inbox, InboxSettings
+
+        inbox = Inbox(InboxSettings.from_config(config), ingestor, app.audit)
+        app.services.append(("inbox", inbox.start, inbox.stop))
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time
 

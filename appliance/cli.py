@@ -132,6 +132,9 @@ from .cli_backup import backup, keys  # noqa: E402
 main.add_command(backup)
 main.add_command(keys)
 
+from .cli_import import import_  # noqa: E402
+
+main.add_command(import_)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

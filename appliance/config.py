@@ -110,6 +110,20 @@ SETTINGS: tuple[Setting, ...] = (
             "File holding the S3 access key id; empty = AWS_ACCESS_KEY_ID or the usual AWS config files."),
     Setting("backup", "s3_secret_key_file", "",
             "File holding the S3 secret key; empty = AWS_SECRET_ACCESS_KEY or the usual AWS config files."),
+    # [inbox] the watched import folder <data>/inbox (see appliance/importer/watcher.py)
+    Setting("inbox", "enabled", True, "Watch <data>/inbox and import what is dropped there (files, ZIPs, CD folders)."),
+    Setting("inbox", "after_import", "delete",
+            "What happens to an imported file: \"delete\" it, or \"move\" it to inbox/processed/. Either way "
+            "only after its content is safely in the archive. Files that fail go to inbox/failed/ with a reason."),
+    Setting("inbox", "stable_seconds", 2.0,
+            "A file is imported only after its size and times have not changed for this many seconds "
+            "(and, where Linux can tell, nobody has it open for writing)."),
+    Setting("inbox", "poll_seconds", 10.0,
+            "Rescan the inbox at least this often, for network shares that send no change notifications."),
+    Setting("inbox", "retry_seconds", 60.0, "After \"disk full\", wait this long before trying the inbox again."),
+    Setting("inbox", "zip_member_max_mb", 4096,
+            "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),
+    Setting("inbox", "workers", 2, "Files imported at once from the inbox (and by `pacs-appliance import`)."),
     # [log]
     Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
 )
