@@ -4,7 +4,10 @@ Layout under ``<data dir>/archive/``::
 
     objects/ab/cd/abcd...   one sealed object per file (envelope.py), named by a
                             random 32-hex-digit object id; never a name that came
-                            from the network
+                            from the network. Consecutive objects share their first
+                            4 digits (a random prefix renewed every FANOUT_BATCH
+                            objects), so most writes land in an existing directory
+                            and skip the two extra directory fsyncs a new one needs
     tmp/                    objects being written; anything here at start-up was
                             never acknowledged and is removed
 
@@ -18,8 +21,9 @@ import io
 import logging
 import os
 import re
+import secrets
 import shutil
-import uuid
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -31,6 +35,7 @@ from .keys import Keyring
 
 log = logging.getLogger(__name__)
 OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
+FANOUT_BATCH = 256  # objects written into one fan-out directory before a new random one is picked
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class Archive:
         self.keyring = keyring
         self.chunk_size = chunk_size
         self._known_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+        self._prefix = ""
+        self._prefix_left = 0
 
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
@@ -74,7 +82,7 @@ class Archive:
     # -- writing -----------------------------------------------------------
     def put(self, src: BinaryIO) -> StoredObject:
         """Seal ``src`` (read to its end) into a new durable object."""
-        object_id = uuid.uuid4().hex
+        object_id = self._new_object_id()
         digest = hashlib.sha256()
         key_id = self.keyring.current_archive_key
         tmp = self.tmp_dir / object_id
@@ -97,14 +105,24 @@ class Archive:
     def put_bytes(self, data: bytes) -> StoredObject:
         return self.put(io.BytesIO(data))
 
+    def _new_object_id(self) -> str:
+        with self._lock:
+            if self._prefix_left <= 0:
+                self._prefix, self._prefix_left = secrets.token_hex(2), FANOUT_BATCH
+            self._prefix_left -= 1
+            return self._prefix + secrets.token_hex(14)
+
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._known_dirs:
             return
-        if not directory.exists():
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fsync_dir(directory.parent)
-            fsync_dir(directory.parent.parent)
-        self._known_dirs.add(directory)
+        with self._lock:  # another writer must not use the directory before its entry is durable
+            if directory in self._known_dirs:
+                return
+            if not directory.exists():
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fsync_dir(directory.parent)
+                fsync_dir(directory.parent.parent)
+            self._known_dirs.add(directory)
 
     def delete(self, object_id: str) -> None:
         path = self.path(object_id)

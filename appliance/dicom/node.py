@@ -8,7 +8,6 @@ appliance (retrieval, worklist, ...) add theirs with ``add_handler`` and
 from __future__ import annotations
 
 import logging
-import socket
 from typing import Any, Callable, Iterable
 
 from pynetdicom import (
@@ -30,6 +29,7 @@ from ..ingest import Ingestor
 from .echo import handle_echo
 from .find import handle_find
 from .policy import AssociationPolicy
+from .sockets import tune_accepted_socket
 from .store import handle_store
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,7 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 # Accept storage of SOP classes pynetdicom does not list (new or private ones).
 _config.UNRESTRICTED_STORAGE_SERVICE = True
-
-
-def tune_socket(event) -> None:
-    """Answer every PDU at once: a sender that leaves Nagle on otherwise waits ~40 ms per C-STORE."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_QUICKACK"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-    except OSError:
-        pass
+tune_socket = tune_accepted_socket  # the EVT_CONN_OPEN handler for every acceptor (scu.py uses it too)
 
 
 class DicomNode:
@@ -71,7 +59,7 @@ class DicomNode:
         self.ae.require_called_aet = True
         self._server = None
         self._handlers: list[tuple[Any, Callable, list]] = [
-            (evt.EVT_CONN_OPEN, tune_socket, []),
+            (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
             (evt.EVT_REQUESTED, self._on_requested, []),
             (evt.EVT_ESTABLISHED, self._on_established, []),
             (evt.EVT_C_ECHO, handle_echo, []),

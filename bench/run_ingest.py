@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: instances/s with dcmtk storescu into the appliance, a bare pynetdicom SCP and Orthanc.
+
+One run of this script measures, for every receiver, each scenario ``--runs`` times
+(fresh receiver process and empty storage each time, receivers interleaved so that
+machine noise hits them alike) and prints medians (min-max):
+
+* ``1 assoc``: one storescu (TCP_NODELAY=1) sending the whole corpus on one association;
+* ``4 assoc``: four storescu processes (TCP_NODELAY=1) in parallel, a quarter of the corpus each;
+* ``nagle``: one plain storescu (Nagle left on) sending the first ``--nagle-files`` files;
+* ``peak RSS``: VmHWM of the receiver process after the 1-association ingest.
+
+    .venv/bin/python bench/run_ingest.py [--runs 3] [--receivers appliance,bare,orthanc] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import CALLING_AE, make_corpus, peak_rss_mb, sender_env, summarize  # noqa: E402
+from receivers import Appliance, BareScp, Orthanc  # noqa: E402
+
+
+def send(receiver, files: list[Path], nodelay: bool, parallel: int = 1) -> float:
+    """Send ``files`` with ``parallel`` storescu processes; return the wall time in seconds."""
+    groups = [files[i::parallel] for i in range(parallel)] if parallel > 1 else [files]
+    cmd = ["storescu", "-aet", CALLING_AE, "-aec", receiver.ae_title, "127.0.0.1", str(receiver.port)]
+    env = sender_env(nodelay)
+    started = time.perf_counter()
+    procs = [subprocess.Popen(cmd + [str(p) for p in g], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for g in groups]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    elapsed = time.perf_counter() - started
+    for p, out in zip(procs, outputs):
+        errors = [line for line in out.splitlines() if line.startswith(("E:", "F:"))]
+        if p.returncode != 0 or errors:
+            raise RuntimeError(f"storescu into {receiver.name} failed (rc {p.returncode}): {errors[:5]}")
+    return elapsed
+
+
+def make_receivers(names: list[str], workdir: Path) -> list:
+    factories = {"appliance": lambda: Appliance(workdir), "bare": lambda: BareScp(workdir),
+                 "bare-tuned": lambda: BareScp(workdir, tune=True), "orthanc": lambda: Orthanc(workdir)}
+    unknown = set(names) - set(factories)
+    if unknown:
+        raise SystemExit(f"unknown receiver(s) {sorted(unknown)}; choose from {sorted(factories)}")
+    return [factories[n]() for n in names]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--receivers", default="appliance,bare,orthanc")
+    p.add_argument("--scenarios", default="1,4,nagle")
+    p.add_argument("--nagle-files", type=int, default=300)
+    p.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench-corpus")
+    p.add_argument("--workdir", type=Path, help="keep receiver data here (default: a temp dir)")
+    p.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = p.parse_args()
+
+    files = make_corpus(args.corpus)
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    scenarios = args.scenarios.split(",")
+    tmp = tempfile.TemporaryDirectory(prefix="pacs-bench-")
+    workdir = args.workdir or Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    receivers = make_receivers(args.receivers.split(","), workdir)
+    print(f"corpus: {len(files)} instances, {size_mb:.0f} MB; {platform.node()} {platform.processor() or ''}"
+          f" cores={__import__('os').cpu_count()}; runs={args.runs}", flush=True)
+
+    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
+    rss: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for run in range(args.runs):
+        for scenario in scenarios:
+            for r in receivers:
+                batch = files[: args.nagle_files] if scenario == "nagle" else files
+                r.start(f"{run}-{scenario}")
+                try:
+                    seconds = send(r, batch, nodelay=scenario != "nagle",
+                                   parallel=4 if scenario == "4" else 1)
+                    hwm = peak_rss_mb(r.proc.pid)
+                finally:
+                    r.stop()
+                rates[(r.name, scenario)].append(len(batch) / seconds)
+                if hwm is not None and scenario != "nagle":
+                    rss[(r.name, scenario)].append(hwm)
+                print(f"run {run + 1} {r.name:22s} {scenario:>5s}: {len(batch) / seconds:7.1f} inst/s"
+                      f"  peak RSS {hwm or 0:5.0f} MB", flush=True)
+
+    names = {"1": "1 assoc (NODELAY)", "4": "4 assoc (NODELAY)", "nagle": f"Nagle on ({args.nagle_files} files)"}
+    print(f"\nmedian (min-max) over {args.runs} runs, instances/s")
+    print("| receiver | " + " | ".join(names[s] for s in scenarios) + " | peak RSS MB (1 / 4 assoc) |")
+    print("|---|" + "---|" * (len(scenarios) + 1))
+    for r in receivers:
+        cells = [summarize(rates[(r.name, s)]) for s in scenarios]
+        cells.append(" / ".join(summarize(rss[(r.name, s)]) for s in scenarios if s != "nagle"))
+        print(f"| {r.name} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"rates": {f"{k[0]}|{k[1]}": v for k, v in rates.items()},
+                                         "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()}}, indent=1))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
