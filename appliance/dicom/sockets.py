@@ -59,6 +59,7 @@ class TunedAssociationSocket(AssociationSocket):
             n = sock.recv_into(view[nr_read:])
             _quickack(sock)
             if not n:  # connection closed: return what arrived, like pynetdicom
+                view.release()  # a bytearray with a live memoryview cannot be resized
                 del buffer[nr_read:]
                 break
             nr_read += n

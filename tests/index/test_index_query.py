@@ -1,0 +1,129 @@
+"""The query engine's DICOM matching rules (PS3.4 C.2.2.2), on a small real index."""
+from __future__ import annotations
+
+import pytest
+
+import synth
+from core_parts import make_core
+from appliance.index import query
+from appliance.index.query import QueryError
+
+
+@pytest.fixture(scope="module")
+def idx(tmp_path_factory):
+    """Four studies of three patients, with known dates, times, names and modalities (read-only)."""
+    core = make_core(tmp_path_factory.mktemp("query"))
+    rows = [
+        # name, id, study date, study time, modality, accession
+        ("Smith^John", "Q1", "20240105", "081500", "CT", "ACC1"),
+        ("Smith^Jane", "Q2", "20240220", "143000", "MR", "ACC2"),
+        ("smithers^waylon", "Q3", "20240301", "235959", "US", "ACC3"),
+        ("Smith^John", "Q1", "20240415", "000000", "US", "ACC4"),
+    ]
+    core.uids = []
+    for name, pid, date, time, modality, acc in rows:
+        ds = synth.make_instance("CT", patient_name=name, patient_id=pid, study_date=date, accession=acc,
+                                 modality=modality)
+        ds.StudyTime = time
+        core.store(ds)
+        core.uids.append(str(ds.StudyInstanceUID))
+    yield core
+    core.index.close()
+
+
+def accessions(criteria, **kwargs) -> list[str]:
+    return sorted(r["AccessionNumber"] for r in query.search("STUDY", criteria, **kwargs))
+
+
+def test_universal_matching(idx):
+    assert accessions({}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions({"PatientName": "", "StudyDate": "", "AccessionNumber": "*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+
+
+def test_single_value(idx):
+    assert accessions({"PatientID": "Q1"}) == ["ACC1", "ACC4"]
+    assert accessions({"PatientID": "q1"}) == []  # IDs are case-sensitive
+    assert accessions({"AccessionNumber": "ACC3"}) == ["ACC3"]
+
+
+def test_wildcards(idx):
+    assert accessions({"PatientName": "Smith^*"}) == ["ACC1", "ACC2", "ACC4"]
+    assert accessions({"PatientName": "Smith*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions({"PatientName": "Smith^J?n*"}) == ["ACC2"]
+    assert accessions({"PatientName": "*^jo*"}) == ["ACC1", "ACC4"]
+    assert accessions({"AccessionNumber": "ACC?"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions({"AccessionNumber": "AC*4"}) == ["ACC4"]
+    assert accessions({"PatientName": "[Smith]*"}) == []  # '[' is literal, not a GLOB class
+
+
+def test_names_case_insensitive_by_default(idx):
+    assert accessions({"PatientName": "SMITH^JOHN"}) == ["ACC1", "ACC4"]
+    assert accessions({"PatientName": "smithers*"}) == ["ACC3"]
+
+
+def test_names_case_sensitive_option(idx):
+    assert accessions({"PatientName": "SMITH^JOHN"}, case_sensitive_names=True) == []
+    assert accessions({"PatientName": "Smith^John"}, case_sensitive_names=True) == ["ACC1", "ACC4"]
+    assert accessions({"PatientName": "smith*"}, case_sensitive_names=True) == ["ACC3"]
+
+
+def test_fuzzy_names_match_any_part(idx):
+    assert accessions({"PatientName": "jane"}, fuzzy=True) == ["ACC2"]
+
+
+def test_date_ranges(idx):
+    assert accessions({"StudyDate": "20240101-20240229"}) == ["ACC1", "ACC2"]
+    assert accessions({"StudyDate": "20240220-20240220"}) == ["ACC2"]  # inclusive
+    assert accessions({"StudyDate": "20240301-"}) == ["ACC3", "ACC4"]  # open end
+    assert accessions({"StudyDate": "-20240105"}) == ["ACC1"]  # open start
+    assert accessions({"StudyDate": "2024.02.20"}) == ["ACC2"]  # ACR-NEMA style
+
+
+def test_time_ranges(idx):
+    assert accessions({"StudyTime": "080000-150000"}) == ["ACC1", "ACC2"]
+    assert accessions({"StudyTime": "14-"}) == ["ACC2", "ACC3"]
+    assert accessions({"StudyTime": "-0815"}) == ["ACC1", "ACC4"]  # a partial upper bound covers its minute
+    assert accessions({"StudyTime": "2359"}) == ["ACC3"]  # a partial single value covers its minute
+    assert accessions({"StudyTime": "23:59:59"}) == ["ACC3"]
+
+
+def test_uid_lists(idx):
+    two = idx.uids[0] + "\\" + idx.uids[2]
+    assert accessions({"StudyInstanceUID": two}) == ["ACC1", "ACC3"]
+    assert accessions({"StudyInstanceUID": idx.uids[1]}) == ["ACC2"]
+    assert accessions({"StudyInstanceUID": [idx.uids[1], idx.uids[3]]}) == ["ACC2", "ACC4"]
+
+
+def test_value_lists_and_modalities(idx):
+    assert accessions({"AccessionNumber": "ACC1\\ACC3"}) == ["ACC1", "ACC3"]
+    assert accessions({"ModalitiesInStudy": "US"}) == ["ACC3", "ACC4"]
+    assert accessions({"ModalitiesInStudy": "CT\\MR"}) == ["ACC1", "ACC2"]
+
+
+def test_combined_keys_and_levels(idx):
+    assert accessions({"PatientName": "smith^john", "StudyDate": "20240301-"}) == ["ACC4"]
+    patients = query.search("PATIENT", {"PatientName": "Smith^John"})
+    assert len(patients) == 1 and patients[0]["NumberOfPatientRelatedStudies"] == 2
+    series = query.search("SERIES", {"Modality": "US"})
+    assert sorted(r["AccessionNumber"] for r in series) == ["ACC3", "ACC4"]
+    images = query.search("IMAGE", {"PatientID": "Q2"})
+    assert len(images) == 1 and images[0]["_object_id"]
+    # a key below the level cannot restrict it
+    assert len(query.search("STUDY", {"SOPInstanceUID": "1.2.3"})) == 4
+
+
+@pytest.mark.parametrize("criteria", [
+    {"StudyInstanceUID": "1.2.*"},
+    {"StudyDate": "2024-01-01-2024"},
+    {"StudyDate": "202401"},
+    {"StudyTime": "2pm"},
+    {"StudyDate": "-"},
+])
+def test_bad_values_are_query_errors(idx, criteria):
+    with pytest.raises(QueryError):
+        query.search("STUDY", criteria)
+
+
+def test_unknown_level():
+    with pytest.raises(QueryError):
+        query.build_query("WORLD", {})
