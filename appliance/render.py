@@ -130,24 +130,23 @@ def grayscale_to_8bit(arr: np.ndarray, ds: Dataset, index: int, params: RenderPa
     except Exception:  # noqa: BLE001 - a broken modality LUT should not stop a preview
         values = arr.astype(np.float64)
     window = None
+    frame_voi = _frame_group(ds, index, "FrameVOILUTSequence")
     if params.window:
         window = params.window
-    else:
-        frame_voi = _frame_group(ds, index, "FrameVOILUTSequence")
+    elif frame_voi is None and "VOILUTSequence" in ds:
+        # A VOI LUT wins over a window when both are present (as pydicom and most viewers do).
+        try:
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+            out = apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True).astype(np.float64)
+            return _invert_if_monochrome1(out * (255.0 / (float(2 ** bits - 1) or 1.0)), ds)
+        except Exception:  # noqa: BLE001 - a broken LUT: fall back to the window or min..max
+            log.debug("VOI LUT unusable; falling back", exc_info=True)
+    if window is None:
         voi = frame_voi if frame_voi is not None and "WindowWidth" in frame_voi else ds
         if "WindowWidth" in voi and "WindowCenter" in voi:
             center, width = _first(voi.WindowCenter), _first(voi.WindowWidth)
             if np.isfinite(center) and np.isfinite(width) and width > 0:
                 window = (center, width, str(voi.get("VOILUTFunction") or "LINEAR").upper())
-        elif "VOILUTSequence" in ds:
-            try:
-                lut = ds.VOILUTSequence[0]
-                out = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
-                top = float(2 ** int(lut.LUTDescriptor[2]) - 1) or 1.0
-                img = np.clip(out * (255.0 / top), 0, 255)
-                return _invert_if_monochrome1(img, ds)
-            except Exception:  # noqa: BLE001 - fall back to min..max
-                window = None
     if window is not None:
         img = _linear_window(values, *window)
     else:
@@ -157,9 +156,10 @@ def grayscale_to_8bit(arr: np.ndarray, ds: Dataset, index: int, params: RenderPa
 
 
 def _invert_if_monochrome1(img: np.ndarray, ds: Dataset) -> np.ndarray:
+    img = np.rint(np.clip(img, 0, 255))
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         img = 255.0 - img
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return img.astype(np.uint8)
 
 
 def _color_to_8bit(arr: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -15,7 +15,6 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from appliance import transcode
 from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,8 @@ def to_syntax(data: bytes, src: str, dst: str) -> bytes:
         return data
     if not can_transcode(src, dst):
         raise CannotTranscode(f"cannot convert from {UID(src).name} to {UID(dst).name} without loss")
+    from appliance import transcode  # the shared module (C-GET/C-MOVE use it too)
+
     try:
         ds = transcode.for_peer(data, src, [dst])
         ds.file_meta.TransferSyntaxUID = UID(dst)
