@@ -8,6 +8,7 @@ most show patient data.
 from __future__ import annotations
 
 import datetime
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 
 from . import auth
+from .health.metrics import Metrics
+from .recent_errors import RecentErrors
 from .sessions import LoginThrottle, SessionStore
 
 SECRET_NAME = "web_session_secret"
@@ -27,6 +30,8 @@ class WebServices:
     sessions: SessionStore
     throttle: LoginThrottle
     basic_cache: auth.BasicCache
+    recent_errors: RecentErrors
+    metrics: Metrics
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -44,6 +49,19 @@ def session_secret(keys) -> str:
         secret = keyring.extra[SECRET_NAME] = secrets.token_urlsafe(48)
         keys.save(keyring)
     return secret
+
+
+def recent_errors_of(appliance) -> RecentErrors:
+    """One in-memory log handler per appliance (tests build several apps on one appliance)."""
+    handler = getattr(appliance, "recent_errors", None)
+    if handler is None:
+        handler = RecentErrors()
+        logging.getLogger().addHandler(handler)
+        try:
+            appliance.recent_errors = handler
+        except AttributeError:  # a frozen or slotted stand-in: keep the handler anyway
+            pass
+    return handler
 
 
 def create_app(appliance, test_config: dict | None = None) -> Flask:
@@ -67,6 +85,8 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
         sessions=SessionStore(appliance.index, http.session_idle_minutes, http.session_max_hours),
         throttle=LoginThrottle(http.login_max_failures, http.lockout_minutes),
         basic_cache=auth.BasicCache(),
+        recent_errors=recent_errors_of(appliance),
+        metrics=Metrics(appliance.events),
     )
 
     app.before_request(auth.load_user)

@@ -1,40 +1,379 @@
-from flask import render_template
+"""Admin pages. Each change goes through the same code as the CLI and is written to the audit log."""
+from __future__ import annotations
 
-from ..auth import VIEW_ROLES, login_required
-from . import bp
+import datetime
 
+from flask import (Response, abort, current_app, flash, redirect, render_template, request, stream_with_context,
+                   url_for)
+
+from appliance import accounts
+from appliance.errors import ApplianceError
+
+from ..auth import VIEW_ROLES, audit, current_user, login_required
+from . import bp, config_edit, dashboard
+
+AUDIT_PAGE = 100
+
+
+def _app():
+    return current_app.extensions["appliance"]
+
+
+def _part(name: str):
+    """An optional part of the appliance (peers, worklist, backup) or None when it is not built."""
+    return getattr(_app(), name, None)
+
+
+def _fail(exc: Exception, endpoint: str, **values):
+    flash(str(exc), "error")
+    return redirect(url_for(endpoint, **values))
+
+
+# --- dashboard ---------------------------------------------------------------------------------
 
 @bp.get("/")
 @login_required(*VIEW_ROLES)
 def home():
-    return render_template("base.html", title="Dashboard")
+    web = current_app.extensions["pacs_web"]
+    data = dashboard.gather(_app(), web.recent_errors, web.sessions)
+    return render_template("admin/dashboard.html", title="Dashboard", d=data, now=datetime.datetime.utcnow(),
+                           our_ae=_app().config.dicom.ae_title)
+
+
+# --- DICOM peers -------------------------------------------------------------------------------
+
+def _peer_form() -> dict:
+    f = request.form
+    return dict(host=f.get("host", "").strip(), port=f.get("port", "").strip(),
+                description=f.get("description", "").strip(),
+                can_store="can_store" in f, can_query="can_query" in f, can_retrieve="can_retrieve" in f,
+                can_receive_moves="can_receive_moves" in f)
 
 
 @bp.get("/admin/peers")
 @login_required("admin")
 def peers():
-    return render_template("base.html", title="DICOM peers")
+    registry = _part("peers")
+    return render_template("admin/peers.html", title="DICOM peers", available=registry is not None,
+                           peers=registry.list() if registry else [], our_ae=_app().config.dicom.ae_title,
+                           our_port=_app().config.dicom.port, edit=None)
 
 
-@bp.get("/admin/worklist")
-@login_required("admin", "technologist")
-def worklist():
-    return render_template("base.html", title="Worklist")
+@bp.get("/admin/peers/<ae_title>/edit")
+@login_required("admin")
+def peer_edit(ae_title):
+    registry = _part("peers") or abort(404)
+    peer = registry.get(ae_title) or abort(404)
+    return render_template("admin/peers.html", title="DICOM peers", available=True, peers=registry.list(),
+                           our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port, edit=peer)
+
+
+@bp.post("/admin/peers")
+@login_required("admin")
+def peer_add():
+    registry = _part("peers") or abort(404)
+    ae_title = request.form.get("ae_title", "").strip()
+    try:
+        registry.add(ae_title, **_peer_form())
+    except ApplianceError as exc:
+        return _fail(exc, "admin.peers")
+    audit("peer.add", detail=f"{ae_title} at {request.form.get('host', '').strip()}:{request.form.get('port')}")
+    flash(f"Added {ae_title}. Press Test to check that it answers.", "ok")
+    return redirect(url_for("admin.peers"))
+
+
+@bp.post("/admin/peers/<ae_title>")
+@login_required("admin")
+def peer_update(ae_title):
+    registry = _part("peers") or abort(404)
+    try:
+        registry.update(ae_title, **_peer_form())
+    except ApplianceError as exc:
+        return _fail(exc, "admin.peer_edit", ae_title=ae_title)
+    audit("peer.update", detail=f"{ae_title} at {request.form.get('host', '').strip()}:{request.form.get('port')}")
+    flash(f"Saved {ae_title}.", "ok")
+    return redirect(url_for("admin.peers"))
+
+
+@bp.post("/admin/peers/<ae_title>/delete")
+@login_required("admin")
+def peer_remove(ae_title):
+    registry = _part("peers") or abort(404)
+    try:
+        registry.remove(ae_title)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.peers")
+    audit("peer.remove", detail=ae_title)
+    flash(f"Removed {ae_title}.", "ok")
+    return redirect(url_for("admin.peers"))
+
+
+@bp.post("/admin/peers/<ae_title>/echo")
+@login_required("admin")
+def peer_echo(ae_title):
+    registry = _part("peers") or abort(404)
+    try:
+        result = registry.echo(ae_title)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.peers")
+    audit("dicom.echo", detail=f"{ae_title}: {'ok' if result.ok else 'failed'}: {result.message}")
+    if result.ok:
+        flash(f"Echo OK: {result.message} in {result.millis:.0f} ms.", "ok")
+    else:
+        flash(f"Echo failed: {result.message}.", "error")
+    return redirect(url_for("admin.peers"))
+
+
+# --- users and API tokens ----------------------------------------------------------------------
+
+def _users_page(new_token: str | None = None, status: int = 200):
+    from appliance.index.models.web import ApiToken
+
+    users = accounts.list_users()
+    tokens = list(ApiToken.select().where(ApiToken.revoked == False).order_by(ApiToken.id))  # noqa: E712
+    by_user: dict[int, list] = {}
+    for t in tokens:
+        by_user.setdefault(t.user_id, []).append(t)
+    return render_template("admin/users.html", title="Users", users=users, tokens=by_user, roles=accounts.ROLES,
+                           new_token=new_token, min_password=accounts.MIN_PASSWORD), status
+
+
+def _change(fn, action: str, username: str, message: str, detail: str = ""):
+    try:
+        _app().index.writer.run(fn)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.users")
+    audit(action, detail=f"{username}{': ' + detail if detail else ''}")
+    flash(message, "ok")
+    return redirect(url_for("admin.users"))
 
 
 @bp.get("/admin/users")
 @login_required("admin")
 def users():
-    return render_template("base.html", title="Users")
+    return _users_page()
+
+
+@bp.post("/admin/users")
+@login_required("admin")
+def user_add():
+    f = request.form
+    username, role = f.get("username", "").strip(), f.get("role", "")
+    return _change(lambda: accounts.create_user(username, f.get("password", ""), role), "user.create", username,
+                   f"Created {username} ({role}).", detail=role)
+
+
+@bp.post("/admin/users/<username>/password")
+@login_required("admin")
+def user_password(username):
+    password = request.form.get("password", "")
+    return _change(lambda: accounts.set_password(username, password), "user.password", username,
+                   f"Set a new password for {username}; their sessions and API tokens were ended.")
+
+
+@bp.post("/admin/users/<username>/role")
+@login_required("admin")
+def user_role(username):
+    role = request.form.get("role", "")
+    return _change(lambda: accounts.set_role(username, role), "user.role", username,
+                   f"{username} is now {role}.", detail=role)
+
+
+@bp.post("/admin/users/<username>/disable")
+@login_required("admin")
+def user_disable(username):
+    if username == current_user().username:
+        flash("You cannot disable yourself.", "error")
+        return redirect(url_for("admin.users"))
+    return _change(lambda: accounts.set_disabled(username, True), "user.disable", username,
+                   f"Disabled {username}; their sessions and API tokens were ended.")
+
+
+@bp.post("/admin/users/<username>/enable")
+@login_required("admin")
+def user_enable(username):
+    return _change(lambda: accounts.set_disabled(username, False), "user.enable", username, f"Enabled {username}.")
+
+
+@bp.post("/admin/users/<username>/tokens")
+@login_required("admin")
+def token_create(username):
+    name = request.form.get("name", "").strip()
+    try:
+        token, _row = _app().index.writer.run(lambda: accounts.create_api_token(username, name))
+    except ApplianceError as exc:
+        return _fail(exc, "admin.users")
+    audit("token.create", detail=f"{username}: {name}")
+    return _users_page(new_token=token)  # shown once, never stored
+
+
+@bp.post("/admin/tokens/<int:token_id>/revoke")
+@login_required("admin")
+def token_revoke(token_id):
+    from appliance.index.models.web import ApiToken
+
+    row = ApiToken.get_or_none(ApiToken.id == token_id) or abort(404)
+    return _change(lambda: accounts.revoke_api_token(token_id), "token.revoke", row.user.username,
+                   f"Revoked the token {row.prefix}… of {row.user.username}.", detail=row.prefix)
+
+
+# --- worklist ----------------------------------------------------------------------------------
+
+WORKLIST_FIELDS = ("patient_name", "patient_id", "birth_date", "sex", "accession", "modality", "station_ae",
+                   "scheduled_date", "scheduled_time", "step_description", "requested_procedure_description",
+                   "referring_physician", "performing_physician")
+
+
+def _worklist_form() -> dict:
+    values = {k: request.form.get(k, "").strip() for k in WORKLIST_FIELDS}
+    if values["patient_name"]:
+        values["patient_name"] = values["patient_name"].replace(", ", "^").replace(",", "^")
+    return values
+
+
+@bp.get("/admin/worklist")
+@login_required("admin", "technologist")
+def worklist():
+    wl = _part("worklist")
+    day = request.args.get("date", "").strip()
+    date = day.replace("-", "") if day else datetime.date.today().strftime("%Y%m%d") + "-"
+    items = []
+    if wl is not None:
+        try:
+            items = wl.list(date=date)
+        except ApplianceError as exc:
+            flash(str(exc), "error")
+    edit = wl.get(request.args["edit"]) if wl is not None and request.args.get("edit", "").isdigit() else None
+    return render_template("admin/worklist.html", title="Worklist", available=wl is not None, items=items,
+                           day=day, edit=edit, peers=_part("peers").list() if _part("peers") else [],
+                           today=datetime.date.today().isoformat())
+
+
+@bp.post("/admin/worklist")
+@login_required("admin", "technologist")
+def worklist_add():
+    wl = _part("worklist") or abort(404)
+    values = _worklist_form()
+    try:
+        item = wl.add(**values)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.worklist")
+    audit("worklist.add", patient_id=item.patient_id, study_uid=item.study_uid,
+          detail=f"{item.modality} {item.scheduled_date}")
+    flash("Added the worklist entry.", "ok")
+    return redirect(url_for("admin.worklist"))
+
+
+@bp.post("/admin/worklist/<int:item_id>")
+@login_required("admin", "technologist")
+def worklist_update(item_id):
+    wl = _part("worklist") or abort(404)
+    values = _worklist_form()
+    if request.form.get("status"):
+        values["status"] = request.form["status"]
+    try:
+        item = wl.update(item_id, **values)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.worklist", edit=item_id)
+    audit("worklist.update", patient_id=item.patient_id, study_uid=item.study_uid, detail=item.status)
+    flash("Saved the worklist entry.", "ok")
+    return redirect(url_for("admin.worklist"))
+
+
+@bp.post("/admin/worklist/<int:item_id>/delete")
+@login_required("admin", "technologist")
+def worklist_remove(item_id):
+    wl = _part("worklist") or abort(404)
+    try:
+        item = wl.require(item_id)
+        wl.remove(item_id)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.worklist")
+    audit("worklist.remove", patient_id=item.patient_id, study_uid=item.study_uid)
+    flash("Deleted the worklist entry.", "ok")
+    return redirect(url_for("admin.worklist"))
+
+
+# --- audit log ---------------------------------------------------------------------------------
+
+def _audit_filters() -> dict:
+    a = request.args
+    filters = {k: a.get(k, "").strip() for k in ("actor", "action", "patient_id", "study_uid")}
+    for name in ("since", "until"):
+        text = a.get(name, "").strip()
+        if text:
+            try:
+                day = datetime.date.fromisoformat(text)
+            except ValueError:
+                flash(f"{name}: give a date as YYYY-MM-DD", "error")
+                continue
+            filters[name] = datetime.datetime.combine(day + datetime.timedelta(days=1 if name == "until" else 0),
+                                                      datetime.time())
+    return {k: v for k, v in filters.items() if v}
 
 
 @bp.get("/admin/audit")
 @login_required("admin")
-def audit():
-    return render_template("base.html", title="Audit log")
+def audit_log():
+    log = _app().audit
+    filters = _audit_filters()
+    page = max(int(request.args.get("page", "1")) if request.args.get("page", "1").isdigit() else 1, 1)
+    entries = list(log.query(**filters, limit=AUDIT_PAGE + 1, offset=(page - 1) * AUDIT_PAGE))
+    verification = log.verify() if request.args.get("verify") else None
+    args = {k: v for k, v in request.args.items() if k not in ("page", "verify")}
+    return render_template("admin/audit.html", title="Audit log", entries=entries[:AUDIT_PAGE],
+                           more=len(entries) > AUDIT_PAGE, page=page, args=args, verification=verification)
 
+
+@bp.get("/admin/audit.csv")
+@login_required("admin")
+def audit_csv():
+    log = _app().audit
+    filters = _audit_filters()
+    audit("audit.export", detail=", ".join(f"{k}={v}" for k, v in filters.items()))
+    stamp = datetime.datetime.utcnow().strftime("%Y%m%d-%H%M%S")
+    return Response(stream_with_context(log.export_csv(log.query(**filters, limit=None, newest_first=False))),
+                    mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.csv"'})
+
+
+# --- settings ----------------------------------------------------------------------------------
 
 @bp.get("/admin/settings")
 @login_required("admin")
 def settings():
-    return render_template("base.html", title="Settings")
+    from appliance.config import SETTINGS
+
+    cfg = _app().config
+    in_file = config_edit.file_values(cfg.config_path)
+    rows = []
+    for s in SETTINGS:
+        value = getattr(getattr(cfg, s.section), s.key)
+        if "token" in s.key or "secret" in s.key:
+            value = "(set)" if value else ""
+        saved = in_file.get(s.section, {}).get(s.key, s.default)
+        rows.append({"section": s.section, "key": s.key, "value": value, "help": s.help,
+                     "source": cfg.sources.get(f"{s.section}.{s.key}", "default"), "env": s.env_name,
+                     "editable": (s.section, s.key) in config_edit.EDITABLE,
+                     "pending": (s.section, s.key) in config_edit.EDITABLE and saved != value
+                     and not cfg.sources.get(f"{s.section}.{s.key}", "").startswith("$")})
+    return render_template("admin/settings.html", title="Settings", rows=rows, config_path=cfg.config_path,
+                           data_dir=cfg.data_dir)
+
+
+@bp.post("/admin/settings")
+@login_required("admin")
+def settings_save():
+    cfg = _app().config
+    section, key = request.form.get("section", ""), request.form.get("key", "")
+    if (section, key) not in config_edit.EDITABLE:
+        abort(400)
+    try:
+        s = config_edit.setting(section, key)
+        value = config_edit.parse_form_value(s, request.form.get("value", ""))
+        config_edit.set_value(cfg.config_path, section, key, value)
+    except ApplianceError as exc:
+        return _fail(exc, "admin.settings")
+    audit("config.change", detail=f"[{section}] {key} = {value!r}")
+    flash(f"Saved [{section}] {key} to {cfg.config_path.name}. Restart the appliance to apply it.", "ok")
+    return redirect(url_for("admin.settings"))

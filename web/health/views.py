@@ -1,8 +1,147 @@
-from flask import jsonify
+"""/healthz for monitoring (no patient data, no login) and /metrics in Prometheus text format.
+
+/healthz answers 200 when every check passes and 503 otherwise, with one line per
+check in JSON: process, index (a read), archive (directory writable), disk (free
+space above the store reserve), dicom (the listener accepts TCP connections).
+
+/metrics is open to the addresses in ``[http] metrics_allowed`` and to requests
+carrying ``Authorization: Bearer <[http] metrics_token>``; anything else gets 403.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import shutil
+
+from flask import Response, abort, current_app, jsonify, request
+
+from appliance.index.models import Instance, Patient, Study
+from peewee import fn
 
 from . import bp
 
 
+def _app():
+    return current_app.extensions["appliance"]
+
+
+def _check(fn_):
+    try:
+        detail = fn_()
+        return {"ok": True, "detail": detail}
+    except Exception as exc:  # noqa: BLE001 - a failing check is the answer, not an error
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _dicom_listening(appliance) -> str:
+    # Looks at the listening socket instead of connecting: a bare TCP connect makes pynetdicom log an
+    # aborted association at ERROR level on every probe.
+    server = getattr(appliance.node, "_server", None)
+    if server is None or server.socket.fileno() < 0:
+        raise RuntimeError("the DICOM listener is not running")
+    return f"listening on port {server.server_address[1]}"
+
+
+def _disk(appliance) -> str:
+    usage = shutil.disk_usage(appliance.config.archive_dir)
+    reserve = appliance.config.storage.reserve_mb * (1 << 20)
+    if usage.free <= reserve:
+        raise RuntimeError(f"{usage.free >> 20} MiB free, at or below the {reserve >> 20} MiB reserve")
+    return f"{usage.free >> 20} MiB free"
+
+
+def _archive(appliance) -> str:
+    path = appliance.config.archive_dir
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RuntimeError("archive directory is not writable")
+    return "writable"
+
+
 @bp.get("/healthz")
 def healthz():
-    return jsonify(status="ok")
+    appliance = _app()
+    checks = {
+        "process": {"ok": True, "detail": f"pid {os.getpid()}"},
+        "index": _check(lambda: (appliance.index.db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone(), "readable")[1]),
+        "archive": _check(lambda: _archive(appliance)),
+        "disk": _check(lambda: _disk(appliance)),
+        "dicom": _check(lambda: _dicom_listening(appliance)),
+    }
+    ok = all(c["ok"] for c in checks.values())
+    response = jsonify(status="ok" if ok else "failing", checks=checks)
+    response.status_code = 200 if ok else 503
+    return response
+
+
+def _metrics_allowed() -> bool:
+    http = _app().config.http
+    token = http.metrics_token
+    header = request.headers.get("Authorization", "")
+    if token and header.lower().startswith("bearer ") and hmac.compare_digest(header[7:].strip(), token):
+        return True
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    for allowed in http.metrics_allowed:
+        try:
+            if address in ipaddress.ip_network(allowed, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _line(out: list, name: str, kind: str, help_: str, samples) -> None:
+    out.append(f"# HELP {name} {help_}")
+    out.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        label_text = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        out.append(f"{name}{label_text} {value}")
+
+
+@bp.get("/metrics")
+def metrics():
+    if not _metrics_allowed():
+        abort(Response("metrics are not open to this address: see [http] metrics_allowed and metrics_token\n",
+                       403, {"Content-Type": "text/plain; charset=utf-8"}))
+    appliance = _app()
+    web = current_app.extensions["pacs_web"]
+    received, associations = web.metrics.snapshot()
+    out: list[str] = []
+    _line(out, "pacs_up", "gauge", "1 while the appliance process serves.", [({}, 1)])
+    _line(out, "pacs_start_time_seconds", "gauge", "Process start, Unix time.", [({}, f"{web.metrics.started:.0f}")])
+    _line(out, "pacs_instances_received_total", "counter", "Instances stored since start, by way in.",
+          [({"origin": k}, v) for k, v in sorted(received.items())] or [({"origin": "dicom"}, 0)])
+    _line(out, "pacs_associations_total", "counter", "DICOM associations since start, by outcome.",
+          [({"result": r}, associations.get(r, 0)) for r in ("accepted", "rejected")])
+    node = appliance.node
+    active = len(node.active_associations()) if hasattr(node, "active_associations") else 0
+    _line(out, "pacs_associations_active", "gauge", "DICOM associations open now.", [({}, active)])
+    counts = web.recent_errors.counts
+    _line(out, "pacs_log_messages_total", "counter", "Warnings and errors logged since start (failures).",
+          [({"level": lvl}, counts.get(lvl, 0)) for lvl in ("WARNING", "ERROR", "CRITICAL")])
+    studies, instances = Study.select(fn.COUNT(Study.id), fn.COALESCE(fn.SUM(Study.num_instances), 0)).scalar(
+        as_tuple=True)
+    _line(out, "pacs_patients", "gauge", "Patients in the index.", [({}, Patient.select().count())])
+    _line(out, "pacs_studies", "gauge", "Studies in the index.", [({}, studies)])
+    _line(out, "pacs_instances", "gauge", "Instances in the index.", [({}, instances)])
+    usage = shutil.disk_usage(appliance.config.archive_dir)
+    _line(out, "pacs_disk_total_bytes", "gauge", "Size of the archive's file system.", [({}, usage.total)])
+    _line(out, "pacs_disk_free_bytes", "gauge", "Free space on the archive's file system.", [({}, usage.free)])
+    _line(out, "pacs_disk_reserve_bytes", "gauge", "Free space below which stores are refused.",
+          [({}, appliance.config.storage.reserve_mb * (1 << 20))])
+    backup = getattr(appliance, "backup", None)
+    if backup is not None:
+        status = backup.status()
+        age = status.get("last_success_age_hours")
+        _line(out, "pacs_backup_configured", "gauge", "1 when an offsite target is set.",
+              [({}, int(bool(status.get("configured"))))])
+        _line(out, "pacs_backup_age_seconds", "gauge",
+              "Seconds since the last successful backup (-1: none yet).",
+              [({}, -1 if age is None else f"{age * 3600:.0f}")])
+        _line(out, "pacs_backup_warning", "gauge", "1 when the backup is late or failing.",
+              [({}, int(bool(status.get("warning"))))])
+    return Response("\n".join(out) + "\n", headers={"Cache-Control": "no-store"},
+                    content_type="text/plain; version=0.0.4; charset=utf-8")

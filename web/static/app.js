@@ -1,0 +1,41 @@
+// Small progressive enhancements for the admin UI; every page works without them.
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    // Meters: widths come from data attributes (the CSP forbids inline styles).
+    document.querySelectorAll("[data-pct]").forEach(function (el) {
+      el.style.width = Math.min(100, Math.max(0, Number(el.dataset.pct))) + "%";
+    });
+    // Menu button on narrow screens.
+    document.querySelectorAll("[data-toggle=nav]").forEach(function (btn) {
+      btn.addEventListener("click", function () { btn.closest(".sidebar").classList.toggle("open"); });
+    });
+    // Ask before destructive actions.
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (ev) {
+        if (!window.confirm(form.dataset.confirm)) { ev.preventDefault(); }
+      });
+    });
+    // Show that a slow action (an echo) is running, and prevent double submits.
+    document.querySelectorAll("button[data-busy]").forEach(function (btn) {
+      btn.form.addEventListener("submit", function () {
+        setTimeout(function () { btn.disabled = true; btn.textContent = btn.dataset.busy; }, 0);
+      });
+    });
+    // Selects that save on change (role pickers).
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
+      sel.addEventListener("change", function () { sel.form.submit(); });
+    });
+    // Copy a freshly created API token.
+    document.querySelectorAll("[data-copy]").forEach(function (btn) {
+      btn.addEventListener("click", function () {
+        var text = document.getElementById(btn.dataset.copy).textContent;
+        if (navigator.clipboard) {
+          navigator.clipboard.writeText(text).then(function () { btn.textContent = "Copied"; });
+        } else {
+          window.getSelection().selectAllChildren(document.getElementById(btn.dataset.copy));
+        }
+      });
+    });
+  });
+})();

@@ -1,0 +1,125 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against a real `serve` process.
+
+Logs in, adds a peer and echoes it (a dcmtk storescp started here answers), creates
+a user, reads the audit log, checks a clinician is kept out of admin pages, and
+takes screenshots at each step (under the test's tmp dir; look at them when
+changing the UI).
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import ADMIN_PASSWORD, Server, free_port, port_open, wait_until
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    port = free_port()
+    out = tmp_path / "scp"
+    out.mkdir()
+    proc = subprocess.Popen(["storescp", "-aet", "US_ROOM1", "-od", str(out), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: port_open(port), 10, what="storescp to listen")
+    yield port
+    proc.kill()
+    proc.wait(5)
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def test_admin_journey_in_chromium(data_dir, tmp_path, storescp, browser):
+    # PACS_TEST_SCREENSHOTS keeps them somewhere pytest will not rotate away.
+    shots = Path(os.environ.get("PACS_TEST_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    server = Server(data_dir).start()
+    try:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.on("dialog", lambda d: d.accept())
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+        page.goto(server.url + "/admin/users")
+        assert "/login" in page.url
+        page.screenshot(path=shots / "01-login.png")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", "not-the-password")
+        page.click("button[type=submit]")
+        assert "Wrong user name or password" in page.inner_text(".alert")
+        page.fill("input[name=password]", ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/admin/users")  # back where we wanted to go
+
+        page.goto(server.url + "/")
+        assert page.inner_text("h1") == "Dashboard"
+        page.screenshot(path=shots / "02-dashboard.png", full_page=True)
+
+        page.goto(server.url + "/admin/peers")
+        page.fill("input[name=ae_title]", "US_ROOM1")
+        page.fill("input[name=host]", "127.0.0.1")
+        page.fill("input[name=port]", str(storescp))
+        page.fill("input[name=description]", "Ultrasound, room 1")
+        page.click("text=Add peer")
+        assert "Added US_ROOM1" in page.inner_text(".alert")
+        page.click("tr:has-text('US_ROOM1') >> text=Test")
+        page.wait_for_selector(".alert")
+        assert "Echo OK" in page.inner_text(".alert"), page.inner_text(".alert")
+        page.screenshot(path=shots / "03-peers-echo.png", full_page=True)
+
+        page.goto(server.url + "/admin/users")
+        page.fill("form[action='/admin/users'] input[name=username]", "dr.house")
+        page.fill("form[action='/admin/users'] input[name=password]", "vicodin-and-canes")
+        page.select_option("form[action='/admin/users'] select[name=role]", "clinician")
+        page.click("text=Add user")
+        assert "Created dr.house" in page.inner_text(".alert")
+        assert page.locator("td:has-text('dr.house')").count() == 1
+        page.screenshot(path=shots / "04-users.png", full_page=True)
+
+        def audit_actions():
+            page.goto(server.url + "/admin/audit")
+            return set(page.locator("table.audit td .chip").all_inner_texts())
+
+        wanted = {"login.failed", "login.ok", "peer.add", "dicom.echo", "user.create"}
+        wait_until(lambda: wanted <= audit_actions(), 10, what="the audit entries")
+        page.screenshot(path=shots / "05-audit.png", full_page=True)
+        page.fill("input[name=action]", "user")
+        page.click("text=Filter")
+        assert set(page.locator("table.audit td .chip").all_inner_texts()) == {"user.create"}
+        page.click("text=Check integrity")
+        assert "Audit log intact" in page.inner_text(".alert")
+
+        page.goto(server.url + "/admin/settings")
+        page.screenshot(path=shots / "06-settings.png", full_page=True)
+
+        tablet = browser.new_page(viewport={"width": 768, "height": 1024}, storage_state=page.context.storage_state())
+        tablet.goto(server.url + "/")
+        tablet.screenshot(path=shots / "07-dashboard-tablet.png", full_page=True)
+        tablet.click("[data-toggle=nav]")
+        assert tablet.locator("#nav a:has-text('Users')").is_visible()
+        tablet.screenshot(path=shots / "08-tablet-menu.png")
+
+        page.click("text=Sign out")
+        page.wait_for_url("**/login")
+        page.fill("input[name=username]", "dr.house")
+        page.fill("input[name=password]", "vicodin-and-canes")
+        page.click("button[type=submit]")
+        page.wait_for_url(server.url + "/")
+        assert page.locator("#nav a:has-text('Users')").count() == 0
+        response = page.goto(server.url + "/admin/users")
+        assert response.status == 403
+        page.screenshot(path=shots / "09-clinician-forbidden.png")
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+    finally:
+        server.stop()
+    print(f"screenshots in {shots}")

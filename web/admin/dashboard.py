@@ -1,0 +1,127 @@
+"""What the dashboard shows, gathered from the appliance's parts (no Flask here, so it can be benchmarked).
+
+Every query is bounded: counts come from the per-patient/per-study counters ingest
+keeps, and "recent" questions use the index on ``instance.received_at``, so the
+page stays fast on a large index (see bench/README.md).
+"""
+from __future__ import annotations
+
+import datetime
+import shutil
+from dataclasses import dataclass, field
+
+from peewee import fn
+
+from appliance.index.models import Instance, Patient, Series, Study, utcnow
+
+INGEST_WINDOW = datetime.timedelta(days=7)  # the ingest rate that projects "days until full"
+
+
+@dataclass
+class Disk:
+    total: int
+    used: int
+    free: int
+    reserve: int
+    bytes_per_day: float
+    days_until_full: float | None  # None: nothing received lately, no projection
+
+    @property
+    def used_pct(self) -> float:
+        return 100.0 * self.used / self.total if self.total else 0.0
+
+
+@dataclass
+class Dashboard:
+    patients: int
+    studies: int
+    instances: int
+    archive_bytes: int
+    disk: Disk
+    last_hour: list[dict]  # [{"source": "dicom:CT1@10.0.0.5", "instances": n}]
+    latest_studies: list[dict]
+    associations: list[dict]
+    errors: list[dict]
+    backup: dict | None
+    web_sessions: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def disk_status(appliance, now: datetime.datetime | None = None) -> Disk:
+    now = now or utcnow()
+    usage = shutil.disk_usage(appliance.config.archive_dir)
+    reserve = appliance.config.storage.reserve_mb * (1 << 20)
+    since = now - INGEST_WINDOW
+    first, total = (Instance.select(fn.MIN(Instance.received_at), fn.SUM(Instance.size))
+                    .where(Instance.received_at >= since).scalar(as_tuple=True))
+    bytes_per_day = 0.0
+    if total:
+        # Over the whole window once the box is older than it; over its lifetime before that.
+        span = max((now - first).total_seconds(), 3600.0) if first and first > since else INGEST_WINDOW.total_seconds()
+        bytes_per_day = total / (span / 86400.0)
+    usable = max(usage.free - reserve, 0)
+    days = usable / bytes_per_day if bytes_per_day > 0 else None
+    return Disk(usage.total, usage.used, usage.free, reserve, bytes_per_day, days)
+
+
+def counts() -> tuple[int, int, int, int]:
+    patients = Patient.select().count()
+    studies, instances = Study.select(fn.COUNT(Study.id), fn.COALESCE(fn.SUM(Study.num_instances), 0)).scalar(
+        as_tuple=True)
+    archive_bytes = Instance.select(fn.COALESCE(fn.SUM(Instance.size), 0)).scalar() if instances < 200_000 else -1
+    return patients, studies, instances, archive_bytes
+
+
+def last_hour(now: datetime.datetime) -> list[dict]:
+    rows = (Instance.select(Instance.source, fn.COUNT(Instance.id).alias("n"))
+            .where(Instance.received_at >= now - datetime.timedelta(hours=1))
+            .group_by(Instance.source).order_by(fn.COUNT(Instance.id).desc()).limit(10).dicts())
+    return [{"source": r["source"] or "unknown", "instances": r["n"]} for r in rows]
+
+
+def latest_studies(limit: int = 10) -> list[dict]:
+    studies = list(Study.select(Study, Patient).join(Patient).order_by(Study.updated_at.desc()).limit(limit))
+    out = []
+    for s in studies:
+        latest = (Instance.select(Instance.source, Instance.received_at).join(Series)
+                  .where(Series.study == s.id).order_by(Instance.received_at.desc()).first())
+        out.append({
+            "study_uid": s.study_uid, "patient_name": s.patient.name.replace("^", " ").strip(),
+            "patient_id": s.patient.patient_id, "study_date": s.study_date, "description": s.description,
+            "modalities": s.modalities.strip("\\").replace("\\", ", "), "instances": s.num_instances,
+            "source": source_ae(latest.source) if latest else "", "received_at": latest.received_at if latest else None,
+        })
+    return out
+
+
+def source_ae(source: str) -> str:
+    """"dicom:CT1@10.0.0.5" -> "CT1 (10.0.0.5)"; other origins as they are."""
+    kind, _, detail = (source or "").partition(":")
+    if kind == "dicom" and detail:
+        ae, _, host = detail.partition("@")
+        return f"{ae} ({host})" if host else ae
+    return source
+
+
+def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
+    now = utcnow()
+    patients, studies, instances, archive_bytes = counts()
+    node = appliance.node
+    associations = node.active_associations() if hasattr(node, "active_associations") else []
+    backup = None
+    if getattr(appliance, "backup", None) is not None:
+        backup = appliance.backup.status()
+    disk = disk_status(appliance, now)
+    warnings = []
+    if disk.free <= disk.reserve:
+        warnings.append("The disk is full: new images are being refused.")
+    elif disk.days_until_full is not None and disk.days_until_full < 30:
+        warnings.append(f"At the recent rate the disk is full in about {disk.days_until_full:.0f} days.")
+    if backup and backup.get("warning"):
+        warnings.append(f"Backup: {backup.get('warning_reason')}")
+    return Dashboard(
+        patients=patients, studies=studies, instances=instances, archive_bytes=archive_bytes, disk=disk,
+        last_hour=last_hour(now), latest_studies=latest_studies(), associations=associations,
+        errors=recent_errors.entries(limit=8) if recent_errors is not None else [], backup=backup,
+        web_sessions=sessions.active_count() if sessions is not None else 0, warnings=warnings,
+    )
