@@ -135,6 +135,11 @@ main.add_command(keys)
 from .cli_import import import_  # noqa: E402
 
 main.add_command(import_)
+from .cli_dicom import forward, modality, worklist  # noqa: E402
+
+main.add_command(modality)
+main.add_command(worklist)
+main.add_command(forward)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

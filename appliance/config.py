@@ -124,6 +124,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inbox", "zip_member_max_mb", 4096,
             "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),
     Setting("inbox", "workers", 2, "Files imported at once from the inbox (and by `pacs-appliance import`)."),
+    # [forward] auto-forwarding to registered peers (appliance/forward.py)
+    Setting("forward", "rules", [],
+            "Forward every stored instance that matches a rule to a registered peer: \"READPACS\" (everything), "
+            "\"READPACS modality=CT,MR\", \"READPACS calling=US1\" or both conditions; one string per rule."),
+    Setting("forward", "retry_initial_seconds", 30, "Wait after the first failed attempt; doubles after each failure."),
+    Setting("forward", "retry_max_seconds", 3600, "The longest wait between attempts to a peer that is down."),
+    Setting("forward", "max_attempts", 0,
+            "Attempts before a job is marked failed (retry it with `pacs-appliance forward retry`); 0 = never give up."),
+    # [worklist] the modality worklist (appliance/worklist.py)
+    Setting("worklist", "expire_days", 2,
+            "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
     # [log]
     Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
 )

@@ -87,6 +87,10 @@ class Ingestor:
         self.events = events
         self.reserve_bytes = reserve_bytes
         self.on_conflict = on_conflict
+        # Functions run inside the transaction that indexes a new object, after its rows are written:
+        # fn(attributes, object_id, origin). They may only write index rows (e.g. a forwarding job), so
+        # that work is exactly as durable as the instance; if one raises, the store fails.
+        self.record_hooks: list = []
 
     def check_space(self) -> None:
         free = self.archive.disk_free_bytes()
@@ -113,10 +117,7 @@ class Ingestor:
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
         stored = self.archive.put(stream)
         try:
-            outcome = self.index.writer.run(
-                lambda: record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label,
-                                        self.on_conflict)
-            )
+            outcome = self.index.writer.run(lambda: self._record(a, stored, origin))
         except ApplianceError:
             self.archive.delete(stored.object_id)
             raise
@@ -130,6 +131,13 @@ class Ingestor:
         log.debug("instance %s %s from %s", a.sop_uid, outcome.value, origin.kind)
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
+
+    def _record(self, a, stored, origin: Origin) -> Outcome:
+        outcome = record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label, self.on_conflict)
+        if outcome is not Outcome.DUPLICATE:
+            for hook in self.record_hooks:
+                hook(a, stored.object_id, origin)
+        return outcome
 
     @staticmethod
     def _digest(prefix: bytes, src: BinaryIO) -> str:

@@ -1,0 +1,120 @@
+"""C-MOVE SCP (Patient Root and Study Root, every level), to registered destinations only.
+
+pynetdicom runs the C-STORE sub-operations and keeps the pending/warning/
+failure counts and the Failed SOP Instance UID List; this handler decides the
+destination, finds the instances through the query engine and yields one
+``Outgoing`` placeholder per instance, which ``scu.ObjectSender`` reads from the
+archive and sends (exact bytes, or losslessly transcoded, or a failed
+sub-operation with the reason in the log).
+
+An unknown destination, or a peer not allowed to receive moves, gets 0xA801.
+A caller registered without the retrieve permission gets 0xC001.
+"""
+from __future__ import annotations
+
+import logging
+
+from pydicom.dataset import Dataset
+from pynetdicom import build_context
+from pynetdicom.sop_class import Verification
+
+from ..index import Index
+from ..index.query import QueryError
+from ..peers import PeerRegistry
+from .scu import ObjectSender, Outgoing, storage_contexts
+from .status import status
+
+log = logging.getLogger(__name__)
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+IDENTIFIER_MISMATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+NOT_PERMITTED = 0xC001
+LEVEL_KEYS = {
+    "PATIENT": ("PatientID",),
+    "STUDY": ("PatientID", "StudyInstanceUID"),
+    "SERIES": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"),
+    "IMAGE": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"),
+}
+PATIENT_ROOT = ("1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3")  # MOVE, GET
+STUDY_ROOT = ("1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3")
+
+
+class BadIdentifier(ValueError):
+    pass
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def match_instances(index: Index, identifier: Dataset, model: str) -> list[Outgoing]:
+    """The stored instances a C-MOVE/C-GET identifier asks for (unique keys, PS3.4 C.4.2.2.1)."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in LEVEL_KEYS or (level == "PATIENT" and model in STUDY_ROOT):
+        raise BadIdentifier(f"QueryRetrieveLevel {level or '(missing)'} not valid for this model")
+    criteria = {}
+    for keyword in LEVEL_KEYS[level]:
+        value = _text(identifier.get(keyword))
+        if value:
+            criteria[keyword] = value
+    if LEVEL_KEYS[level][-1] not in criteria:
+        raise BadIdentifier(f"a {level} level retrieve needs {LEVEL_KEYS[level][-1]}")
+    try:
+        records = index.search("IMAGE", criteria)
+    except QueryError as exc:
+        raise BadIdentifier(str(exc)) from None
+    return [Outgoing(r["SOPClassUID"], r["SOPInstanceUID"], r["_object_id"], r["AvailableTransferSyntaxUID"])
+            for r in records]
+
+
+def caller_may_retrieve(peers: PeerRegistry, calling: str) -> bool:
+    peer = peers.get(calling)
+    return peer is None or bool(peer.can_retrieve)
+
+
+def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, audit):
+    calling = event.assoc.requestor.ae_title.strip()
+    destination = event.move_destination or ""
+    if isinstance(destination, bytes):
+        destination = destination.decode("ascii", "replace")
+    destination = destination.strip()
+    peer = peers.get(destination)
+    if peer is None or not peer.can_receive_moves:
+        log.warning("C-MOVE from %s to %r refused: not a registered move destination", calling, destination)
+        yield None, None
+        return
+    error = None
+    outgoing: list[Outgoing] = []
+    if not caller_may_retrieve(peers, calling):
+        error = status(NOT_PERMITTED, f"{calling} is not allowed to retrieve")
+    else:
+        try:
+            outgoing = match_instances(index, event.identifier, str(event.request.AffectedSOPClassUID))
+        except BadIdentifier as exc:
+            error = status(IDENTIFIER_MISMATCH, str(exc))
+    # With nothing to send, a Verification context still lets pynetdicom open the (unused) association.
+    contexts = (storage_contexts((o.SOPClassUID, o.transfer_syntax) for o in outgoing) if outgoing
+                else [build_context(Verification)])
+    yield peer.host, peer.port, {
+        "contexts": contexts,
+        "evt_handlers": sender.handlers(),
+    }
+    if error is not None:
+        yield 1
+        yield error, None
+        return
+    study_uids = sorted({_text(event.identifier.get("StudyInstanceUID"))} - {""})
+    log.info("C-MOVE from %s: %d instance(s) to %s", calling, len(outgoing), destination)
+    audit.record("dicom.move", f"dicom:{calling}", address=event.assoc.requestor.address,
+                 study_uid=",".join(study_uids), detail=f"{len(outgoing)} instance(s) to {destination}")
+    yield len(outgoing)
+    for out in outgoing:
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        yield PENDING, out

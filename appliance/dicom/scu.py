@@ -1,0 +1,167 @@
+"""Sending stored objects to a peer with C-STORE: exact bytes when possible, lossless transcoding otherwise.
+
+Used by C-MOVE and C-GET sub-operations and by forwarding. When the peer
+accepted the object's stored transfer syntax, the stored dataset bytes go out
+as they are, never decoded and re-encoded: the archive's plaintext is copied
+into an anonymous in-memory file (memfd, never the data disk) and pynetdicom
+sends it from there in chunks (``STORE_SEND_CHUNKED_DATASET``), so what the
+peer receives is byte-identical to what we received. Otherwise
+``transcode.for_peer`` makes a dataset the peer can take, or the sub-operation
+fails with the reason.
+
+pynetdicom's C-MOVE/C-GET service calls ``assoc.send_c_store(dataset)`` for
+each dataset our handler yields; ``install`` makes that call go through
+``ObjectSender`` for the ``Outgoing`` placeholders we yield.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config, build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+
+from ..archive import Archive
+from ..errors import ApplianceError
+from ..transcode import TranscodeError, for_peer, is_uncompressed
+
+log = logging.getLogger(__name__)
+
+# Send a dataset given as a file path without decoding it (see module docstring).
+_config.STORE_SEND_CHUNKED_DATASET = True
+MAX_CONTEXTS = 128
+UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+
+class SendError(ApplianceError):
+    """A C-STORE to a peer that did not succeed (no answer, refused, or not transcodable)."""
+
+
+class Outgoing(Dataset):
+    """What a C-MOVE/C-GET handler yields: a stored object, not yet read from the archive."""
+
+    def __init__(self, sop_class_uid: str, sop_uid: str, object_id: str, transfer_syntax: str):
+        super().__init__()
+        self.SOPClassUID = sop_class_uid
+        self.SOPInstanceUID = sop_uid
+        # plain attributes, not DICOM elements
+        object.__setattr__(self, "object_id", object_id)
+        object.__setattr__(self, "transfer_syntax", transfer_syntax)
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    status: int
+    transcoded: bool
+
+
+def storage_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts to propose for (SOP class, stored transfer syntax) pairs.
+
+    Each stored syntax gets its own context (so the peer can accept it exactly),
+    and each SOP class also gets an uncompressed one to fall back on.
+    """
+    contexts: dict[tuple[str, tuple[str, ...]], PresentationContext] = {}
+    for sop_class, ts in sorted(set(pairs)):
+        syntaxes = [ts] + [u for u in UNCOMPRESSED if u != ts] if is_uncompressed(ts) else [ts]
+        contexts.setdefault((sop_class, tuple(syntaxes)), build_context(sop_class, syntaxes))
+        if not is_uncompressed(ts):
+            contexts.setdefault((sop_class, tuple(UNCOMPRESSED)), build_context(sop_class, UNCOMPRESSED))
+    result = list(contexts.values())
+    if len(result) > MAX_CONTEXTS:
+        raise SendError(f"{len(result)} presentation contexts needed, more than DICOM's {MAX_CONTEXTS}: "
+                        "retrieve fewer SOP classes at once")
+    return result
+
+
+def accepted_syntaxes(assoc: Association, sop_class: str) -> list[str]:
+    return [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == sop_class and cx.as_scu]
+
+
+class ObjectSender:
+    def __init__(self, archive: Archive):
+        self.archive = archive
+
+    def send(self, assoc: Association, out: Outgoing, msg_id: int = 1, originator_aet: str | None = None,
+             originator_id: int | None = None) -> SendOutcome:
+        """C-STORE one stored object; return the peer's status, raise SendError/TranscodeError."""
+        accepted = accepted_syntaxes(assoc, out.SOPClassUID)
+        if not accepted:
+            raise SendError(f"the peer accepted no presentation context for SOP class {out.SOPClassUID}")
+        fd = os.memfd_create("pacs-send", os.MFD_CLOEXEC)
+        with os.fdopen(fd, "w+b") as fh:
+            self.archive.copy_to(out.object_id, fh)
+            fh.flush()
+            if out.transfer_syntax in accepted:
+                transcoded = False
+                payload: Path | Dataset = Path(f"/proc/self/fd/{fh.fileno()}")
+            else:
+                fh.seek(0)
+                payload = for_peer(fh.read(), out.transfer_syntax, accepted)
+                transcoded = True
+            status = Association.send_c_store(assoc, payload, msg_id=msg_id, originator_aet=originator_aet,
+                                              originator_id=originator_id)
+        code = getattr(status, "Status", None)
+        if code is None:
+            raise SendError("the peer did not answer the C-STORE (timeout or association lost)")
+        return SendOutcome(int(code), transcoded)
+
+    def send_c_store(self, assoc: Association, dataset, msg_id: int = 1, priority: int = 2,
+                     originator_aet: str | None = None, originator_id: int | None = None) -> Dataset:
+        """Drop-in for ``Association.send_c_store`` used by pynetdicom's C-MOVE/C-GET service."""
+        if not isinstance(dataset, Outgoing):
+            return Association.send_c_store(assoc, dataset, msg_id, priority, originator_aet, originator_id)
+        try:
+            outcome = self.send(assoc, dataset, msg_id, originator_aet, originator_id)
+        except (SendError, TranscodeError) as exc:
+            log.warning("C-STORE sub-operation for instance %s failed: %s", dataset.SOPInstanceUID, exc)
+            raise
+        rsp = Dataset()
+        rsp.Status = outcome.status
+        return rsp
+
+    def install(self, assoc: Association) -> None:
+        """Route this association's C-STOREs through the sender (an instance attribute, not a patch)."""
+        assoc.send_c_store = functools.partial(self.send_c_store, assoc)
+
+    def on_established(self, event) -> None:
+        self.install(event.assoc)
+
+    def handlers(self) -> list:
+        """Event handlers for a store association pynetdicom opens for us (the C-MOVE sub-operations)."""
+        return [(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_ESTABLISHED, self.on_established)]
+
+
+def nodelay(event) -> None:
+    """Send each small PDU at once: with Nagle on, every C-STORE waits for the peer's delayed ACK."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+def associate(our_ae: str, ae_title: str, host: str, port: int, contexts: list[PresentationContext],
+              timeout: float = 30.0) -> Association:
+    """A requestor association to a peer, or SendError saying why there is none."""
+    ae = AE(ae_title=our_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    try:
+        assoc = ae.associate(host, port, contexts=contexts, ae_title=ae_title,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
+    except Exception as exc:  # noqa: BLE001 - DNS and socket errors
+        raise SendError(f"cannot connect to {ae_title} at {host}:{port}: {exc}") from None
+    if not assoc.is_established:
+        what = "rejected the association" if assoc.is_rejected else "did not answer (down, or wrong host/port?)"
+        raise SendError(f"{ae_title} at {host}:{port} {what}")
+    return assoc

@@ -1,0 +1,116 @@
+"""Modality Worklist SCP: C-FIND on the Modality Worklist Information Model (PS3.4 K.6).
+
+A modality asks "what is scheduled for me today", typically with matching
+keys inside the Scheduled Procedure Step Sequence (station AE title,
+modality, start date range) and patient keys at the top level. Matching is
+done by ``Worklist.search`` with the query engine's rules; every key the
+modality asked for is returned, empty when we do not keep it.
+
+pynetdicom binds one handler per C-FIND, so ``handle_find_or_worklist``
+serves the worklist model and hands the query/retrieve models to find.py.
+"""
+from __future__ import annotations
+
+import logging
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from ..index import Index
+from ..index.query import QueryError
+from ..worklist import ATTRS, STEP_ATTRS, Worklist
+from .find import handle_find
+from .status import status
+
+log = logging.getLogger(__name__)
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+UNABLE_TO_PROCESS = 0xC000
+VALUES = {
+    "PatientName": "patient_name", "PatientID": "patient_id", "PatientBirthDate": "birth_date", "PatientSex": "sex",
+    "AccessionNumber": "accession", "RequestedProcedureID": "requested_procedure_id",
+    "RequestedProcedureDescription": "requested_procedure_description", "StudyInstanceUID": "study_uid",
+    "ReferringPhysicianName": "referring_physician", "ScheduledStationAETitle": "station_ae",
+    "Modality": "modality", "ScheduledProcedureStepStartDate": "scheduled_date",
+    "ScheduledProcedureStepStartTime": "scheduled_time", "ScheduledPerformingPhysicianName": "performing_physician",
+    "ScheduledProcedureStepID": "step_id", "ScheduledProcedureStepDescription": "step_description",
+    "ScheduledProcedureStepStatus": "status",
+}
+
+
+def _value(elem) -> str:
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def criteria_from(identifier: Dataset) -> dict[str, str]:
+    criteria = {}
+    for elem in identifier:
+        if elem.keyword in ATTRS and elem.VR != "SQ":
+            criteria[elem.keyword] = _value(elem)
+    steps = identifier.get("ScheduledProcedureStepSequence")
+    if steps:
+        for elem in steps[0]:
+            if elem.keyword in STEP_ATTRS and elem.VR != "SQ":
+                criteria[elem.keyword] = _value(elem)
+    return criteria
+
+
+def _fill(template: Dataset, item) -> tuple[Dataset, bool]:
+    out = Dataset()
+    non_ascii = False
+    for elem in template:
+        keyword = elem.keyword
+        if not keyword or keyword == "SpecificCharacterSet":
+            continue
+        if elem.VR == "SQ":
+            if keyword == "ScheduledProcedureStepSequence":
+                sub_template = elem.value[0] if elem.value else Dataset()
+                sub, sub_non_ascii = _fill(sub_template, item)
+                non_ascii |= sub_non_ascii
+                setattr(out, keyword, Sequence([sub]))
+            else:
+                setattr(out, keyword, Sequence([]))
+            continue
+        field = VALUES.get(keyword)
+        value = getattr(item, field) if field else ""
+        if isinstance(value, str) and not value.isascii():
+            non_ascii = True
+        try:
+            setattr(out, keyword, value)
+        except (TypeError, ValueError):
+            setattr(out, keyword, "")
+    return out, non_ascii
+
+
+def response_for(identifier: Dataset, item) -> Dataset:
+    rsp, non_ascii = _fill(identifier, item)
+    if non_ascii:
+        rsp.SpecificCharacterSet = "ISO_IR 192"
+    return rsp
+
+
+def handle_worklist_find(event, worklist: Worklist):
+    try:
+        items = worklist.search(criteria_from(event.identifier))
+    except QueryError as exc:
+        yield status(UNABLE_TO_PROCESS, str(exc)), None
+        return
+    log.info("worklist C-FIND from %s: %d match(es)", event.assoc.requestor.ae_title.strip(), len(items))
+    for item in items:
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        yield PENDING, response_for(event.identifier, item)
+
+
+def handle_find_or_worklist(event, index: Index, ae_title: str, worklist: Worklist):
+    if str(event.request.AffectedSOPClassUID) == ModalityWorklistInformationFind:
+        yield from handle_worklist_find(event, worklist)
+    else:
+        yield from handle_find(event, index, ae_title)

@@ -1,0 +1,252 @@
+"""Auto-forwarding: every stored instance that matches a rule is sent to a registered peer.
+
+Rules come from ``[forward] rules``, one string each::
+
+    "READPACS"                       forward everything to READPACS
+    "READPACS modality=CT,MR"        only these modalities
+    "READPACS calling=US1,US2"       only what these AE titles sent
+    "READPACS modality=US calling=US1"   both conditions
+
+Durability: the queue row (``ForwardJob``) is written by ``enqueue``, which the
+ingest path runs inside the same transaction as the instance's index rows,
+so an acknowledged instance always has its forward job, even across a crash.
+The worker thread sends due jobs per destination on one association, marks
+each sent job in the index right after the peer's success status, and
+reschedules failures with exponential back-off (``retry_initial_seconds``
+doubling up to ``retry_max_seconds``). With ``max_attempts = 0`` it never
+gives up, so a reading PACS that is down for a day gets everything when it
+comes back. A job marked sent is never sent again; a crash between the
+peer's success and that mark can send that one instance a second time (the
+same bytes under the same UID, which a PACS treats as a duplicate).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterable
+
+from peewee import fn
+
+from .archive import Archive
+from .dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
+from .errors import ConfigError
+from .index import Index
+from .index.models import Instance, utcnow
+from .index.models.retrieval import ForwardJob
+from .index.records import InstanceAttributes
+from .peers import PeerRegistry
+from .transcode import TranscodeError
+
+log = logging.getLogger(__name__)
+OK_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success, and the storage warnings (coercion, elements discarded)
+
+
+@dataclass(frozen=True)
+class Rule:
+    destination: str
+    modalities: frozenset[str] = frozenset()
+    callers: frozenset[str] = frozenset()
+
+    def matches(self, modality: str, calling_ae: str) -> bool:
+        if self.modalities and modality.upper() not in self.modalities:
+            return False
+        if self.callers and calling_ae not in self.callers:
+            return False
+        return True
+
+
+def parse_rules(texts: Iterable[str]) -> list[Rule]:
+    rules = []
+    for text in texts:
+        parts = text.split()
+        if not parts:
+            continue
+        conditions: dict[str, frozenset[str]] = {}
+        for part in parts[1:]:
+            key, sep, value = part.partition("=")
+            if not sep or key not in ("modality", "calling") or not value:
+                raise ConfigError(f"[forward] rules: cannot read {part!r} in {text!r}; write e.g. "
+                                  "\"READPACS modality=CT,MR calling=US1\"")
+            values = frozenset(v.strip() for v in value.split(",") if v.strip())
+            conditions[key] = frozenset(v.upper() for v in values) if key == "modality" else values
+        rules.append(Rule(parts[0], conditions.get("modality", frozenset()), conditions.get("calling", frozenset())))
+    return rules
+
+
+def calling_ae_of(origin) -> str:
+    return origin.detail.split("@", 1)[0] if origin.kind == "dicom" else ""
+
+
+class Forwarder:
+    def __init__(self, *, index: Index, archive: Archive, peers: PeerRegistry, ae_title: str, rules: list[Rule],
+                 retry_initial: float = 30, retry_max: float = 3600, max_attempts: int = 0, batch: int = 200,
+                 timeout: float = 30):
+        self.index = index
+        self.archive = archive
+        self.peers = peers
+        self.ae_title = ae_title
+        self.rules = rules
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.max_attempts = max_attempts
+        self.batch = batch
+        self.timeout = timeout
+        self.sender = ObjectSender(archive)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- queueing (inside the ingest transaction) ---------------------------
+    def enqueue(self, attributes: InstanceAttributes, object_id: str, origin) -> None:
+        calling = calling_ae_of(origin)
+        destinations = sorted({r.destination for r in self.rules if r.matches(attributes.modality, calling)})
+        for destination in destinations:
+            if destination == calling:
+                continue  # never send an object back to where it came from
+            ForwardJob.insert(sop_uid=attributes.sop_uid, object_id=object_id, destination=destination,
+                              next_attempt_at=utcnow()).on_conflict_ignore().execute()
+
+    def wake(self, **_payload) -> None:
+        self._wake.set()
+
+    # -- the worker -----------------------------------------------------------
+    def start(self) -> None:
+        if not self.rules or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(self.timeout + 5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - keep forwarding after an unexpected error
+                log.exception("forwarding round failed")
+            self._wake.wait(self._idle_seconds())
+            self._wake.clear()
+
+    def _idle_seconds(self) -> float:
+        due = (ForwardJob.select(fn.MIN(ForwardJob.next_attempt_at)).where(ForwardJob.state == "pending").scalar())
+        if due is None:
+            return 60.0
+        if isinstance(due, str):
+            due = datetime.datetime.fromisoformat(due)
+        return max(0.05, min(60.0, (due - utcnow()).total_seconds()))
+
+    def run_once(self) -> int:
+        """Send every job that is due; return how many were sent."""
+        sent = 0
+        now = utcnow()
+        destinations = [row.destination for row in ForwardJob.select(ForwardJob.destination).where(
+            (ForwardJob.state == "pending") & (ForwardJob.next_attempt_at <= now)).distinct()]
+        for destination in destinations:
+            if self._stop.is_set():
+                break
+            sent += self._send_due(destination, now)
+        return sent
+
+    def _send_due(self, destination: str, now: datetime.datetime) -> int:
+        jobs = list(ForwardJob.select().where(
+            (ForwardJob.state == "pending") & (ForwardJob.destination == destination)
+            & (ForwardJob.next_attempt_at <= now)).order_by(ForwardJob.id).limit(self.batch))
+        peer = self.peers.get(destination)
+        if peer is None or not peer.can_receive_moves:
+            self._retry(jobs, f"{destination} is not a registered peer allowed to receive images")
+            return 0
+        rows = {i.object_id: i for i in Instance.select().where(Instance.object_id.in_([j.object_id for j in jobs]))}
+        gone = [j for j in jobs if j.object_id not in rows]
+        if gone:
+            self._finish(gone, "dropped", "the instance is no longer stored (deleted or replaced)")
+        jobs = [j for j in jobs if j.object_id in rows]
+        if not jobs:
+            return 0
+        outgoing = {j.id: Outgoing(rows[j.object_id].sop_class_uid, j.sop_uid, j.object_id,
+                                   rows[j.object_id].transfer_syntax) for j in jobs}
+        try:
+            assoc = associate(self.ae_title, peer.ae_title, peer.host, peer.port,
+                              storage_contexts((o.SOPClassUID, o.transfer_syntax) for o in outgoing.values()),
+                              self.timeout)
+        except SendError as exc:
+            log.warning("forwarding to %s postponed: %s", destination, exc)
+            self._retry(jobs, str(exc))
+            return 0
+        sent = 0
+        try:
+            for job in jobs:
+                if self._stop.is_set() or not assoc.is_established:
+                    break
+                try:
+                    outcome = self.sender.send(assoc, outgoing[job.id])
+                except (SendError, TranscodeError) as exc:
+                    self._retry([job], str(exc))
+                    continue
+                if outcome.status in OK_STATUSES:
+                    self._finish([job], "sent", "")
+                    sent += 1
+                else:
+                    self._retry([job], f"{destination} answered C-STORE with status 0x{outcome.status:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        log.info("forwarded %d instance(s) to %s", sent, destination)
+        return sent
+
+    def _finish(self, jobs: list[ForwardJob], state: str, error: str) -> None:
+        ids = [j.id for j in jobs]
+        self.index.writer.run(lambda: ForwardJob.update(
+            state=state, last_error=error[:255], sent_at=utcnow() if state == "sent" else None,
+            attempts=ForwardJob.attempts + 1).where(ForwardJob.id.in_(ids)).execute())
+
+    def _retry(self, jobs: list[ForwardJob], error: str) -> None:
+        def write():
+            for job in jobs:
+                attempts = job.attempts + 1
+                give_up = self.max_attempts and attempts >= self.max_attempts
+                delay = min(self.retry_initial * (2 ** (attempts - 1)), self.retry_max)
+                ForwardJob.update(
+                    attempts=attempts, last_error=error[:255], state="failed" if give_up else "pending",
+                    next_attempt_at=utcnow() + datetime.timedelta(seconds=delay),
+                ).where(ForwardJob.id == job.id).execute()
+
+        self.index.writer.run(write)
+
+    # -- status and administration --------------------------------------------
+    def status(self) -> list[dict]:
+        """Per destination: counts by state, the next attempt and the last error."""
+        out: dict[str, dict] = {}
+        for row in (ForwardJob.select(ForwardJob.destination, ForwardJob.state, fn.COUNT(ForwardJob.id).alias("n"))
+                    .group_by(ForwardJob.destination, ForwardJob.state).dicts()):
+            entry = out.setdefault(row["destination"], {"destination": row["destination"], "pending": 0,
+                                                        "sent": 0, "failed": 0, "dropped": 0})
+            entry[row["state"]] = row["n"]
+        for destination, entry in out.items():
+            pending = (ForwardJob.select().where((ForwardJob.destination == destination)
+                                                 & (ForwardJob.state.in_(["pending", "failed"])))
+                       .order_by(ForwardJob.next_attempt_at))
+            first = pending.first()
+            entry["next_attempt_at"] = first.next_attempt_at if first else None
+            entry["last_error"] = first.last_error if first else ""
+            last_sent = ForwardJob.select(fn.MAX(ForwardJob.sent_at)).where(
+                (ForwardJob.destination == destination) & (ForwardJob.state == "sent")).scalar()
+            entry["last_sent_at"] = last_sent
+        return sorted(out.values(), key=lambda e: e["destination"])
+
+    def retry_failed(self, destination: str | None = None) -> int:
+        """Put failed jobs back in the queue, due now."""
+        cond = ForwardJob.state == "failed"
+        if destination:
+            cond &= ForwardJob.destination == destination
+        count = self.index.writer.run(lambda: ForwardJob.update(state="pending", next_attempt_at=utcnow())
+                                      .where(cond).execute())
+        self._wake.set()
+        return count

@@ -1,0 +1,154 @@
+"""The registry of known DICOM peers (modalities, workstations, other archives).
+
+A peer is an AE title with a host and port and what it may do here: send
+images (store), query (C-FIND and the worklist), retrieve (C-MOVE/C-GET from
+us) and receive (be a C-MOVE destination or a forwarding target). Kept in the
+index so the CLI, the web admin and the DICOM node all see one list.
+
+The registry also feeds the association allow-list (see ``allowed_callers``):
+a registered peer may associate by its AE title from any address, because
+modalities often get their address by DHCP; pin an address with
+``[dicom] allowed_callers = ["AE@10.0.0.5"]`` when that matters.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from .errors import ApplianceError
+from .index import Index
+from .index.models.retrieval import Peer
+
+AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+PERMISSIONS = ("can_store", "can_query", "can_retrieve", "can_receive_moves")
+
+
+class PeerError(ApplianceError):
+    """A peer that cannot be added, changed or found."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class UnknownPeer(PeerError):
+    http_status = 404
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    ok: bool
+    message: str
+    millis: float
+
+
+def _check(ae_title: str, host: str, port: int) -> tuple[str, str, int]:
+    ae_title = (ae_title or "").strip()
+    if not AE_TITLE.match(ae_title):
+        raise PeerError(f"AE title {ae_title!r} is not valid: 1 to 16 printable characters, no backslash")
+    host = (host or "").strip()
+    if not host or any(c.isspace() for c in host):
+        raise PeerError(f"host {host!r} is not valid: give an IP address or a host name")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise PeerError(f"port {port!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise PeerError(f"port {port} is out of range (1-65535)")
+    return ae_title, host, port
+
+
+class PeerRegistry:
+    def __init__(self, index: Index, ae_title: str = "PACSBOX", timeout: float = 10.0):
+        self.index = index
+        self.ae_title = ae_title  # our own AE title, used when we call a peer
+        self.timeout = timeout
+
+    def list(self) -> list[Peer]:
+        return list(Peer.select().order_by(Peer.ae_title))
+
+    def get(self, ae_title: str) -> Peer | None:
+        return Peer.get_or_none(Peer.ae_title == (ae_title or "").strip())
+
+    def require(self, ae_title: str) -> Peer:
+        peer = self.get(ae_title)
+        if peer is None:
+            raise UnknownPeer(f"no registered peer with AE title {ae_title!r}: add it with "
+                              "`pacs-appliance modality add`")
+        return peer
+
+    def add(self, ae_title: str, host: str, port: int, description: str = "", can_store: bool = True,
+            can_query: bool = True, can_retrieve: bool = True, can_receive_moves: bool = True) -> Peer:
+        ae_title, host, port = _check(ae_title, host, port)
+
+        def write():
+            if Peer.get_or_none(Peer.ae_title == ae_title) is not None:
+                raise PeerError(f"a peer with AE title {ae_title!r} is already registered; "
+                                "remove it first or update it")
+            return Peer.create(ae_title=ae_title, host=host, port=port, description=description.strip(),
+                               can_store=can_store, can_query=can_query, can_retrieve=can_retrieve,
+                               can_receive_moves=can_receive_moves)
+
+        return self.index.writer.run(write)
+
+    def update(self, ae_title: str, **changes) -> Peer:
+        """Change any of host, port, description and the can_* permissions."""
+        unknown = set(changes) - {"host", "port", "description", *PERMISSIONS}
+        if unknown:
+            raise PeerError(f"cannot change {', '.join(sorted(unknown))} of a peer")
+        peer = self.require(ae_title)
+        _, host, port = _check(peer.ae_title, changes.get("host", peer.host), changes.get("port", peer.port))
+        changes.update(host=host, port=port)
+
+        def write():
+            Peer.update(**changes).where(Peer.id == peer.id).execute()
+            return Peer.get_by_id(peer.id)
+
+        return self.index.writer.run(write)
+
+    def remove(self, ae_title: str) -> None:
+        peer = self.require(ae_title)
+        self.index.writer.run(lambda: Peer.delete().where(Peer.id == peer.id).execute())
+
+    def allowed_callers(self) -> list[str]:
+        """AE titles that may associate with us (feeds the association policy)."""
+        return [p.ae_title for p in Peer.select(Peer.ae_title)]
+
+    def echo(self, ae_title: str) -> EchoResult:
+        """C-ECHO the peer; never raises for network trouble, reports it instead."""
+        peer = self.require(ae_title)
+        return echo(self.ae_title, peer.ae_title, peer.host, peer.port, self.timeout)
+
+
+def echo(our_ae: str, ae_title: str, host: str, port: int, timeout: float = 10.0) -> EchoResult:
+    ae = AE(ae_title=our_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(Verification)
+    started = time.monotonic()
+    try:
+        assoc = ae.associate(host, port, ae_title=ae_title)
+    except Exception as exc:  # noqa: BLE001 - DNS failure and the like, reported to the admin
+        return EchoResult(False, f"cannot connect to {host}:{port}: {exc}", (time.monotonic() - started) * 1000)
+    try:
+        if not assoc.is_established:
+            reason = "association rejected" if assoc.is_rejected else "no answer (peer down or wrong host/port?)"
+            return EchoResult(False, f"{ae_title} at {host}:{port}: {reason}",
+                              (time.monotonic() - started) * 1000)
+        status = assoc.send_c_echo()
+        millis = (time.monotonic() - started) * 1000
+        code = getattr(status, "Status", None)
+        if code == 0:
+            return EchoResult(True, f"{ae_title} at {host}:{port} answered C-ECHO", millis)
+        return EchoResult(False, f"{ae_title} answered C-ECHO with status "
+                          f"{'none' if code is None else f'0x{code:04X}'}", millis)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def merge_allow_lists(static: Iterable[str], registered: Iterable[str]) -> list[str]:
+    return [*static, *registered]
