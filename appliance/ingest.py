@@ -28,7 +28,8 @@ from .dicomfile import parse
 from .errors import ApplianceError, DiskFull
 from .events import Events
 from .index import Index
-from .index.records import Outcome, find_instance, record_instance
+from .index.models import Instance
+from .index.records import Outcome, record_instance
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,10 @@ class Ingestor:
         parsed = parse(src, size)
         a = parsed.attributes
 
-        existing = find_instance(a.sop_uid)
-        if existing is not None and existing.sha256 == self._digest(parsed.prefix, src):
+        existing = self._stored(a.sop_uid)
+        if existing is not None and existing[0] == self._digest(parsed.prefix, src):
             log.info("instance %s already stored (identical), nothing written", a.sop_uid)
-            return self._result(Outcome.DUPLICATE, parsed, existing.object_id)
+            return self._result(Outcome.DUPLICATE, parsed, existing[1])
 
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
         stored = self.archive.put(stream)
@@ -138,6 +139,16 @@ class Ingestor:
             for hook in self.record_hooks:
                 hook(a, stored.object_id, origin)
         return outcome
+
+    def _stored(self, sop_uid: str) -> tuple[str, str] | None:
+        """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
+        incoming object, and building the equivalent peewee query costs more than running it."""
+        sql = f'SELECT "sha256", "object_id" FROM "{Instance._meta.table_name}" WHERE "sop_uid" = ?'
+        cursor = self.index.db.execute_sql(sql, (sop_uid,))
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()  # end the read at once, not when the cursor is collected
 
     @staticmethod
     def _digest(prefix: bytes, src: BinaryIO) -> str:
