@@ -141,5 +141,10 @@ main.add_command(modality)
 main.add_command(worklist)
 main.add_command(forward)
 
+from .cli_system import firstboot, tls  # noqa: E402
+
+main.add_command(firstboot)
+main.add_command(tls)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

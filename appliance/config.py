@@ -61,6 +61,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Addresses or networks (CIDR) that may read /metrics without a token; empty allows none."),
     Setting("http", "metrics_token", "",
             "A bearer token that also opens /metrics (Authorization: Bearer ...), e.g. for a Prometheus elsewhere."),
+    Setting("http", "tls", False,
+            "Serve the web UI over HTTPS on tls_port with <data dir>/tls/cert.pem and key.pem (made on the box at "
+            "first boot on the appliance image; `pacs-appliance tls renew|install`); port then only redirects to HTTPS."),
+    Setting("http", "tls_port", 8443, "TCP port of the HTTPS web UI when tls is on (443 on the appliance image)."),
+    # [site]
+    Setting("site", "clinic_name", "", "The clinic's name, for the web UI; the appliance image sets it from the vendor config."),
     # [storage] the archive
     Setting("storage", "reserve_mb", 1024,
             "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 507."),
