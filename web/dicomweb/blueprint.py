@@ -34,10 +34,10 @@ def actor() -> str:
     return getattr(user, "username", "") or "unknown"
 
 
-def audit(action: str, study_uid: str = "", detail: str = "") -> None:
+def audit(action: str, study_uid: str = "", detail: str = "", patient_id: str = "") -> None:
     """One audit record per request (not per instance), naming the user and the caller's address."""
-    appliance().audit.record(action, actor(), study_uid=study_uid, address=request.remote_addr or "",
-                             detail=detail)
+    appliance().audit.record(action, actor(), study_uid=study_uid, patient_id=patient_id,
+                             address=request.remote_addr or "", detail=f"{request.method} {request.path} {detail}")
 
 
 def base_url() -> str:

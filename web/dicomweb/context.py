@@ -15,7 +15,7 @@ import pydicom
 from flask import current_app
 from pydicom.dataset import Dataset
 
-from appliance.index.models import Instance, Series, Study
+from appliance.index.models import Instance, Patient, Series, Study
 from appliance.render import Renderer
 from appliance.render_cache import LRUCache
 
@@ -92,6 +92,7 @@ class Located:
     transfer_syntax: str
     frames: int | None
     rows: int | None = None
+    patient_id: str = ""
 
 
 class DicomWebContext:
@@ -108,7 +109,7 @@ class DicomWebContext:
     def locate(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Located]:
         """Instances of a study / series / one instance; 404 when there are none."""
         check_uid(study_uid, "Study Instance UID")
-        query = (Instance.select(Instance, Series, Study).join(Series).join(Study)
+        query = (Instance.select(Instance, Series, Study, Patient).join(Series).join(Study).join(Patient)
                  .where(Study.study_uid == study_uid))
         if series_uid is not None:
             check_uid(series_uid, "Series Instance UID")
@@ -118,7 +119,8 @@ class DicomWebContext:
             query = query.where(Instance.sop_uid == sop_uid)
         query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
         found = [Located(study_uid, row.series.series_uid, row.sop_uid, row.sop_class_uid, row.object_id,
-                         row.transfer_syntax, row.frames, row.rows) for row in query]
+                         row.transfer_syntax, row.frames, row.rows, row.series.study.patient.patient_id)
+                 for row in query]
         if not found:
             what = "instance" if sop_uid else "series" if series_uid else "study"
             raise NotFound(f"no such {what} in this archive")

@@ -119,8 +119,8 @@ def _store(study_in_path: str | None):
         response["00081198"] = {"vr": "SQ", "Value": items}
     response["00081199"] = {"vr": "SQ", "Value": stored}
     status = 200 if not failed else 202 if stored else 409
-    audit("dicomweb.store", study_uid="\\".join(studies) or (study_in_path or ""),
-          detail=f"stored={len(stored)} failed={len(failed)}")
+    audit("dicomweb.store", study_uid=studies[0] if len(studies) == 1 else (study_in_path or ""),
+          detail=f"stored={len(stored)} failed={len(failed)} studies={len(studies)}")
     return json_response(response, status, warnings=[w.replace('"', "'")[:200] for w in warnings])
 
 

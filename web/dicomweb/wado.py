@@ -68,7 +68,8 @@ def _retrieve(located: list[Located], what: str) -> Response:
     c = ctx()
     target = negotiate_instances(request.headers.get("Accept"), {i.transfer_syntax for i in located})
     boundary = multipart.new_boundary()
-    audit("dicomweb.retrieve", study_uid=located[0].study_uid, detail=f"{what} instances={len(located)}")
+    audit("dicomweb.retrieve", located[0].study_uid, patient_id=located[0].patient_id,
+          detail=f"{what} instances={len(located)}")
     body = multipart.stream(_instance_parts(c, located, target), boundary)
     return Response(body, 200, content_type=multipart.content_type("application/dicom", boundary, target))
 
@@ -108,7 +109,8 @@ def _bulk_base(item: Located, root: str) -> str:
 def _metadata(located: list[Located], what: str) -> Response:
     _want_json(request.headers.get("Accept"))
     c, root = ctx(), base_url()
-    audit("dicomweb.retrieve", study_uid=located[0].study_uid, detail=f"{what} metadata instances={len(located)}")
+    audit("dicomweb.retrieve", located[0].study_uid, patient_id=located[0].patient_id,
+          detail=f"{what} metadata instances={len(located)}")
 
     def body():
         yield b"["
@@ -189,7 +191,8 @@ def retrieve_frames(study, series, instance, frames):
     if "PixelData" not in ds:
         raise NotFound("this instance has no pixel data, so it has no frames")
     indexes = parse_frames(frames, number_of_frames(ds))
-    audit("dicomweb.retrieve", study_uid=item.study_uid, detail=f"frames count={len(indexes)}")
+    audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id,
+          detail=f"frames count={len(indexes)}")
     if mode == "stored":
         media = transcoding.frame_media_type(item.transfer_syntax)
         ts = item.transfer_syntax
@@ -225,7 +228,7 @@ def retrieve_bulkdata(study, series, instance, tag_path):
     else:
         raise NotAcceptable('bulk data is available as multipart/related; type="application/octet-stream"')
     value = elem.value if isinstance(elem.value, (bytes, bytearray)) else _element_bytes(elem)
-    audit("dicomweb.retrieve", study_uid=item.study_uid, detail="bulkdata")
+    audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id, detail="bulkdata")
     boundary = multipart.new_boundary()
     parts = [({"Content-Type": "application/octet-stream"}, (bytes(value),))]
     return Response(multipart.stream(parts, boundary), 200,
@@ -257,7 +260,7 @@ def negotiate_rendered() -> str:
 def _rendered(item: Located, index: int, thumbnail: bool, what: str) -> Response:
     media = negotiate_rendered()
     params = RenderParams.parse(request.args, media, thumbnail=thumbnail)
-    audit("dicomweb.retrieve", study_uid=item.study_uid, detail=what)
+    audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id, detail=what)
     data = ctx().renderer.render(item.object_id, index, params)
     response = Response(data, 200, content_type=media)
     response.headers["Cache-Control"] = "private, max-age=3600"
@@ -302,7 +305,8 @@ def _rendered_many(located: list[Located]) -> Response:
     images = [i for i in located if i.rows]
     if not images:
         raise NotAcceptable("nothing here has pixel data to render")
-    audit("dicomweb.retrieve", study_uid=located[0].study_uid, detail=f"rendered images={len(images)}")
+    audit("dicomweb.retrieve", located[0].study_uid, patient_id=located[0].patient_id,
+          detail=f"rendered images={len(images)}")
     boundary = multipart.new_boundary()
     parts = (({"Content-Type": media}, (c.renderer.render(i.object_id, 0, params),)) for i in images)
     return Response(multipart.stream(parts, boundary), 200, content_type=multipart.content_type(media, boundary))

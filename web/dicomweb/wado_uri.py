@@ -35,7 +35,7 @@ def wado_uri():
             ts = args.get("transferSyntax") or item.transfer_syntax
             if not transcoding.can_transcode(item.transfer_syntax, ts):
                 raise NotAcceptable(f"this object cannot be sent in transfer syntax {ts[:64]}")
-            audit("dicomweb.retrieve", study_uid=item.study_uid, detail="wado-uri dicom")
+            audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id, detail="wado-uri dicom")
             if ts == item.transfer_syntax:
                 return Response(c.stream(item.object_id), 200, content_type="application/dicom")
             return Response(transcoding.to_syntax(c.object_bytes(item.object_id), item.transfer_syntax, ts), 200,
@@ -56,6 +56,6 @@ def wado_uri():
             if frame < 0:
                 raise BadRequest("frameNumber starts at 1")
             params = RenderParams.parse({"window": window, "viewport": viewport, "quality": quality}, media)
-            audit("dicomweb.retrieve", study_uid=item.study_uid, detail="wado-uri rendered")
+            audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id, detail="wado-uri rendered")
             return Response(c.renderer.render(item.object_id, frame, params), 200, content_type=media)
     raise NotAcceptable("contentType must be application/dicom, image/jpeg or image/png")
