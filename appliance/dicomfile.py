@@ -84,6 +84,17 @@ def _check_complete(ds: Dataset, total_size: int) -> None:
             raise InvalidObject("the file is truncated: it ends inside its data")
 
 
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL")
+
+
+def _check_has_pixels(ds: Dataset, sop_class: str) -> None:
+    """An image object cut off at an element boundary parses cleanly; its missing pixels give it away."""
+    from pydicom.uid import UID
+
+    if UID(sop_class).name.endswith("Image Storage") and not any(k in ds for k in PIXEL_KEYWORDS):
+        raise InvalidObject("the file is truncated or incomplete: it is an image object without pixel data")
+
+
 def parse(src: BinaryIO, size: int) -> ParsedObject:
     """Parse and validate ``src`` (seekable, ``size`` bytes); leave it at position 0."""
     src.seek(0)
@@ -110,6 +121,7 @@ def parse(src: BinaryIO, size: int) -> ParsedObject:
     sop_class = _check_uid(ds.get("SOPClassUID"), "SOPClassUID")
     study_uid = _check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
     series_uid = _check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    _check_has_pixels(ds, sop_class)
 
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta else ""
