@@ -141,6 +141,10 @@ main.add_command(modality)
 main.add_command(worklist)
 main.add_command(forward)
 
+from .cli_users import user  # noqa: E402
+
+main.add_command(user)
+
 from .cli_system import firstboot, tls  # noqa: E402
 
 main.add_command(firstboot)
