@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -30,6 +31,7 @@ INVALID_ARGUMENT = 0x0115
 NO_SUCH_OBJECT = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
 PROCESSING_FAILURE = 0x0110
+SAME_ASSOCIATION_GRACE = 0.3  # seconds
 
 
 def check_references(archive: Archive, references) -> tuple[list[Dataset], list[Dataset]]:
@@ -94,7 +96,10 @@ class CommitmentService:
             log.info("storage commitment for %s: %d committed, %d failed", calling, len(committed), len(failed))
             self.audit.record("dicom.commitment", f"dicom:{calling}",
                               detail=f"{len(committed)} committed, {len(failed)} failed")
-            if assoc.is_established and self._send(assoc, event_type, ds):
+            # A modality that wants the report on this association waits for it; one that releases at
+            # once has its A-RELEASE handled within this grace period, and gets it on a new association.
+            time.sleep(SAME_ASSOCIATION_GRACE)
+            if assoc.is_established and not assoc.acse.is_release_requested() and self._send(assoc, event_type, ds):
                 return
             self._send_on_new_association(calling, event_type, ds)
         except Exception:  # noqa: BLE001 - a background thread must log, not die silently

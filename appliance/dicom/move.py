@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom import build_context
 from pynetdicom.sop_class import Verification
 
@@ -47,7 +48,7 @@ class BadIdentifier(ValueError):
 def _text(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+    if isinstance(value, (list, tuple, MultiValue)):  # not PersonName: it iterates over its characters
         return "\\".join(str(v) for v in value)
     return str(value).strip()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
@@ -43,7 +44,7 @@ def _value(elem) -> str:
     value = elem.value
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+    if isinstance(value, (list, tuple, MultiValue)):  # not PersonName: it iterates over its characters
         return "\\".join(str(v) for v in value)
     return str(value)
 
