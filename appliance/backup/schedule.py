@@ -66,8 +66,9 @@ class Scheduler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.service.cancel.set()  # a run in progress finishes its in-flight uploads, records them, and stops
         if self._thread:
-            self._thread.join(timeout=60)  # a run in progress finishes its current uploads first
+            self._thread.join(timeout=60)
 
     def run_now(self, actor: str = "system") -> None:
         with self._lock:

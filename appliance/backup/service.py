@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +45,7 @@ class BackupService:
         self.keys, self.archive, self.index, self.audit = keys, archive, index, audit
         self.scheduler = None  # set by schedule.Scheduler
         self._running = False
+        self.cancel = threading.Event()  # the scheduler sets it on shutdown
 
     # -- targets -------------------------------------------------------------
     @property
@@ -90,7 +92,8 @@ class BackupService:
                 s = self.settings
                 options = SyncOptions(parallel=s.parallel, max_bytes_per_s=s.max_kib_per_s * 1024,
                                       retention_days=s.retention_days)
-                Sync(target, key, self.keys, self.archive, self.index, self.work_dir, options, progress).run(result)
+                Sync(target, key, self.keys, self.archive, self.index, self.work_dir, options, progress,
+                     self.cancel).run(result)
             finally:
                 target.close()
         except Exception as exc:  # noqa: BLE001 - recorded in the history, then re-raised

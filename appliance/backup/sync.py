@@ -68,13 +68,15 @@ class SyncResult:
 
 class Sync:
     def __init__(self, target: Target, target_key: str, keys: KeyStore, archive: Archive, index, work_dir: Path,
-                 options: SyncOptions, progress: Callable[[str], None] | None = None):
+                 options: SyncOptions, progress: Callable[[str], None] | None = None,
+                 cancel: threading.Event | None = None):
         self.target, self.target_key = target, target_key
         self.keys, self.archive, self.index = keys, archive, index
         self.keyring = archive.keyring
         self.work_dir = Path(work_dir)
         self.options = options
         self.progress = progress or (lambda _msg: None)
+        self.cancel = cancel or threading.Event()  # set when the appliance stops: finish in-flight uploads, stop
         self.throttle = Throttle(options.max_bytes_per_s)
         self._count_lock = threading.Lock()
 
@@ -199,6 +201,9 @@ class Sync:
             running = set()
             failure: BaseException | None = None
             while True:
+                if self.cancel.is_set() and failure is None:
+                    failure = TargetError("the backup was interrupted because the appliance is stopping; "
+                                          "the next run resumes where it stopped")
                 while failure is None and len(running) < self.options.parallel * 2:
                     oid = next(todo, None)
                     if oid is None:

@@ -232,3 +232,14 @@ def test_status_warns_when_unconfigured_or_old(folder_box):
     box.app.index.writer.run(lambda: BackupRun.update(finished_at=old).execute())
     status = box.app.backup.status()
     assert status["warning"] and status["last_success_age_hours"] > 48
+
+
+def test_stopping_the_appliance_interrupts_a_run_cleanly(folder_box):
+    box = folder_box
+    box.add_study(3, patient_id="STOP1")
+    box.app.backup.cancel.set()
+    with pytest.raises(TargetError, match="appliance is stopping"):
+        box.app.backup.run()
+    assert box.app.backup.status()["last_run"]["result"] == "failed"
+    box.app.backup.cancel.clear()
+    assert box.app.backup.run().result == "success"
