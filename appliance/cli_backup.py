@@ -23,11 +23,14 @@ def backup() -> None:
 
 @backup.command("run")
 @data_option
+@click.option("--resend", is_flag=True,
+              help="Forget what this box believes is offsite and check the target again (after the offsite "
+                   "copy was lost or replaced); only what the target lacks is sent.")
 @friendly_errors
-def backup_run(data_dir) -> None:
+def backup_run(data_dir, resend: bool) -> None:
     """Send everything new to the offsite target now (waits until done)."""
     with open_appliance(data_dir) as app:
-        result = app.backup.run(trigger="manual", actor="cli", progress=_say)
+        result = app.backup.run(trigger="manual", actor="cli", progress=_say, resend=resend)
     click.echo(f"backup {result.result}: {result.objects} objects sent ({result.adopted} found already offsite), "
                f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s; manifest {result.manifest}")
     if result.error:

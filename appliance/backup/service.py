@@ -79,8 +79,11 @@ class BackupService:
         return fd
 
     def run(self, trigger: str = "manual", actor: str = "system",
-            progress: Callable[[str], None] | None = None) -> SyncResult:
-        """Run one backup now, in this thread; the result is also in the history."""
+            progress: Callable[[str], None] | None = None, resend: bool = False) -> SyncResult:
+        """Run one backup now, in this thread; the result is also in the history.
+
+        ``resend`` forgets what this box believes is offsite first, for a target that lost its copy.
+        """
         fd = self._lock()
         key = self.target_key()
         run = self.index.writer.run(lambda: BackupRun.create(target=key, trigger=trigger))
@@ -92,8 +95,11 @@ class BackupService:
                 s = self.settings
                 options = SyncOptions(parallel=s.parallel, max_bytes_per_s=s.max_kib_per_s * 1024,
                                       retention_days=s.retention_days)
-                Sync(target, key, self.keys, self.archive, self.index, self.work_dir, options, progress,
-                     self.cancel).run(result)
+                sync = Sync(target, key, self.keys, self.archive, self.index, self.work_dir, options, progress,
+                            self.cancel)
+                if resend:
+                    sync.forget_state()
+                sync.run(result)
             finally:
                 target.close()
         except Exception as exc:  # noqa: BLE001 - recorded in the history, then re-raised

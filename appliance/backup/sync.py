@@ -89,6 +89,13 @@ class Sync:
         snap_path = self.work_dir / f"snapshot-{n}.db"
         sealed_path = self.work_dir / f"snapshot-{n}.sealed"
         try:
+            if self.target.size(mf.CONFIG_NAME) is None and self._state_count():
+                # Likely an unmounted NAS (an empty mount point) or a wiped bucket: sending only "what is
+                # new" would leave an incomplete copy that looks fine, and may fill the local disk.
+                raise TargetError(
+                    f"{self.target.url} does not hold this box's backup any more, although earlier runs wrote "
+                    "there: is the disk or share mounted? If the offsite copy was really lost, run "
+                    "`pacs-appliance backup run --resend` to send everything again")
             self._put_bytes(mf.CONFIG_NAME, json.dumps(mf.CONFIG_DOC).encode(), result)
             sealed_keyring = self.keys.sealed_keyring()
             self._put_bytes(mf.KEYRING_NAME, sealed_keyring, result)
@@ -133,6 +140,13 @@ class Sync:
         rows = (BackupObject.select(BackupObject.object_id, BackupObject.size)
                 .where(BackupObject.target == self.target_key).tuples())
         return dict(rows)
+
+    def _state_count(self) -> int:
+        return BackupObject.select().where(BackupObject.target == self.target_key).count()
+
+    def forget_state(self) -> None:
+        """Forget what this box believes is on the target (the next run lists it and sends what is missing)."""
+        self.index.writer.run(lambda: BackupObject.delete().where(BackupObject.target == self.target_key).execute())
 
     def _needs_adopt(self) -> bool:
         last = (BackupRun.select(BackupRun.result).where(

@@ -243,3 +243,19 @@ def test_stopping_the_appliance_interrupts_a_run_cleanly(folder_box):
     assert box.app.backup.status()["last_run"]["result"] == "failed"
     box.app.backup.cancel.clear()
     assert box.app.backup.run().result == "success"
+
+
+def test_an_emptied_target_is_not_mistaken_for_a_complete_one(folder_box):
+    import shutil
+
+    box = folder_box
+    box.add_study(2, patient_id="UNMOUNT")
+    box.app.backup.run()
+    for child in box.nas.iterdir():  # the NAS is unmounted: the mount point is empty
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    with pytest.raises(TargetError, match="is the disk or share mounted"):
+        box.app.backup.run()
+    assert not any(box.nas.iterdir())
+    result = box.app.backup.run(resend=True)
+    assert result.result == "success" and result.objects == 2
+    assert verify(FolderTarget(box.nas), box.app.archive.keyring, full=True).ok
