@@ -42,6 +42,15 @@ _config.UNRESTRICTED_STORAGE_SERVICE = True
 tune_socket = tune_accepted_socket  # the EVT_CONN_OPEN handler for every acceptor (scu.py uses it too)
 
 
+def free_slot_of_silent_connection(event) -> None:
+    """EVT_CONN_CLOSE: a peer that connected and closed without an A-ASSOCIATE-RQ (a port probe,
+    a health check) would otherwise hold an association slot for ``acse_timeout`` seconds, and
+    with a few of them every real caller is rejected. Wake the waiting acceptor so it ends now."""
+    assoc = event.assoc
+    if assoc.is_acceptor and assoc.dul.state_machine.current_state == "Sta2":
+        assoc.dul.to_user_queue.put(None)  # read as "no A-ASSOCIATE-RQ came": pynetdicom cleans up
+
+
 class DicomNode:
     def __init__(self, *, ae_title: str, host: str, port: int, policy: AssociationPolicy, ingestor: Ingestor,
                  index: Index, events: Events, max_associations: int = 16, acse_timeout: float = 30,
@@ -60,6 +69,7 @@ class DicomNode:
         self._server = None
         self._handlers: list[tuple[Any, Callable, list]] = [
             (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
+            (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),
             (evt.EVT_ESTABLISHED, self._on_established, []),
             (evt.EVT_C_ECHO, handle_echo, []),

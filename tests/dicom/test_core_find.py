@@ -68,6 +68,7 @@ def find(shared_server, tmp_path):
             args += ["-k", f"{key}={value}" if value is not None else key]
         done = dcmtk("findscu", *args, "127.0.0.1", shared_server.dicom_port)
         assert done.returncode == 0, done.stderr
+        assert "E: " not in done.stderr, done.stderr  # findscu exits 0 even on a bad key
         responses = [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
         for rsp in responses:  # every requested key comes back, asked-for values or empty
             for key in keys:
@@ -171,3 +172,26 @@ def test_image_level(catalog, find, model):
     picked = find(model, "IMAGE", PatientID="FIND-A", StudyInstanceUID=catalog.study["A1"], SeriesInstanceUID=series,
                   SOPInstanceUID="\\".join(two))
     assert sorted(r.SOPInstanceUID for r in picked) == sorted(two)
+
+
+def test_sequence_key_and_unknown_keys_come_back_empty(catalog, find):
+    [rsp] = find("-S", "STUDY", StudyInstanceUID=catalog.study["B1"], ProcedureCodeSequence=None,
+                 PatientComments=None, EthnicGroup=None)
+    assert len(rsp.ProcedureCodeSequence) == 0
+
+
+def test_malformed_value_is_a_failure_not_a_crash(catalog, shared_server, tmp_path):
+    done = dcmtk("findscu", "-v", "-S", "-aec", "PACSBOX", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyDate=2025-01-01", "127.0.0.1", shared_server.dicom_port)
+    assert "Received Final Find Response (Failed: UnableToProcess)" in done.stderr, done.stderr
+    assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", shared_server.dicom_port).returncode == 0
+
+
+def test_non_ascii_names(shared_server, find, tmp_path):
+    ds = synth.make_instance("CT", patient_name="Müller^Jürgen", patient_id="FIND-UML")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    path = tmp_path / "latin1.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", shared_server.dicom_port, path).returncode == 0
+    found = find("-P", "PATIENT", SpecificCharacterSet="ISO_IR 192", PatientName="müller*", PatientID=None)
+    assert [(str(r.PatientName), r.PatientID) for r in found] == [("Müller^Jürgen", "FIND-UML")]

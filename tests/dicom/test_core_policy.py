@@ -50,3 +50,26 @@ def test_any_caller_is_allowed_by_default(shared_server):
     done = echo(shared_server, "WHOEVER")
     assert done.returncode == 0, done.stderr
     assert echo(shared_server, "WHOEVER", called="NOTPACS").returncode != 0
+
+
+def test_max_associations_and_idle_timeout(tmp_path):
+    """Over the limit a caller is rejected (transient: try later); an idle association is closed."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from helpers import wait_until
+
+    data = init_data_dir(tmp_path / "data")
+    srv = Server(data, env={"PACS_DICOM_MAX_ASSOCIATIONS": "1", "PACS_DICOM_NETWORK_TIMEOUT": "2"}).start()
+    try:
+        ae = AE(ae_title="HOLDER")
+        ae.add_requested_context(Verification)
+        held = ae.associate("127.0.0.1", srv.dicom_port, ae_title="PACSBOX")
+        assert held.is_established
+        done = echo(srv, "SECOND")
+        assert done.returncode != 0 and "Association Rejected" in done.stderr, done.stderr
+        assert "Transient" in done.stderr, done.stderr
+        wait_until(lambda: not held.is_established, 10, what="the idle association to be closed")
+        assert echo(srv, "SECOND").returncode == 0  # the slot is free again
+    finally:
+        srv.kill()
