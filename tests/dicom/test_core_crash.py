@@ -88,3 +88,26 @@ def test_kill_during_store_then_restart(data_dir, tmp_path):
         assert "index and archive agree" in log or "had no index row" in log
     finally:
         restarted.kill()
+
+
+def test_restart_reports_orphans_and_missing_objects(data_dir, tmp_path):
+    """Start-up reconciliation in a real restart: an unindexed object is moved aside, a lost one is named."""
+    srv = Server(data_dir).start()
+    files = synth.write_study(tmp_path / "src", n_series=1, per_series=2, patient_id="RECON1")
+    assert dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port, *files).returncode == 0
+    srv.stop()
+    rows = readback.index_object_ids(data_dir)
+    lost_uid, lost_object = sorted(rows.items())[0]
+    with readback.opened(data_dir) as (archive, _index):
+        archive.path(lost_object).unlink()  # a disk fault: the index names an object that is gone
+        orphan = archive.put_bytes(b"sealed but never indexed").object_id  # a crash before the commit
+    restarted = Server(data_dir).start()
+    try:
+        wait_until(lambda: "MISSING" in restarted.log(), 10, what="the reconciliation report")
+        log = restarted.log()
+        assert "1 archive object(s) had no index row" in log and orphan in log
+        assert "1 indexed object(s) are MISSING" in log and lost_uid in log
+        assert (data_dir / "archive" / "orphans" / orphan).exists()
+        assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", restarted.dicom_port).returncode == 0
+    finally:
+        restarted.kill()

@@ -69,6 +69,16 @@ def test_storescu_uncompressed(shared_server, tmp_path):
     assert_stored_as_sent(shared_server.data_dir, sent)
 
 
+def test_identical_resend_stores_nothing_twice(server, tmp_path):
+    sent = dict(write_source(tmp_path / "src", "CT", patient_id="STORE-AGAIN", instance_number=i) for i in range(2))
+    for _ in range(2):
+        done = dcmtk("storescu", "-v", *AE, "127.0.0.1", server.dicom_port, *sent.values())
+        assert done.returncode == 0 and done.stderr.count("Received Store Response (Success)") == 2, done.stderr
+    with readback.opened(server.data_dir) as (archive, _index):
+        assert len(list(archive.list_ids())) == 2
+    assert_stored_as_sent(server.data_dir, sent)
+
+
 @pytest.mark.parametrize("kind, convert, option", [
     ("MR", ("+ti",), "-xi"),  # implicit VR little endian, proposed alone
     ("MR", ("+tb",), "-xb"),  # explicit VR big endian, proposed first
