@@ -178,7 +178,7 @@ class Forwarder:
                               self.timeout)
         except SendError as exc:
             log.warning("forwarding to %s postponed: %s", destination, exc)
-            self._retry(jobs, str(exc))
+            self._retry(jobs, str(exc), hold_destination=destination)
             return 0
         sent = 0
         try:
@@ -207,16 +207,25 @@ class Forwarder:
             state=state, last_error=error[:255], sent_at=utcnow() if state == "sent" else None,
             attempts=ForwardJob.attempts + 1).where(ForwardJob.id.in_(ids)).execute())
 
-    def _retry(self, jobs: list[ForwardJob], error: str) -> None:
+    def _retry(self, jobs: list[ForwardJob], error: str, hold_destination: str | None = None) -> None:
+        """Count a failed attempt and schedule the next; with ``hold_destination`` (the peer is
+        unreachable) its other pending jobs wait as long, so a down peer is tried once per back-off."""
         def write():
+            latest = utcnow()
             for job in jobs:
                 attempts = job.attempts + 1
                 give_up = self.max_attempts and attempts >= self.max_attempts
                 delay = min(self.retry_initial * (2 ** (attempts - 1)), self.retry_max)
+                when = utcnow() + datetime.timedelta(seconds=delay)
+                latest = max(latest, when)
                 ForwardJob.update(
                     attempts=attempts, last_error=error[:255], state="failed" if give_up else "pending",
-                    next_attempt_at=utcnow() + datetime.timedelta(seconds=delay),
+                    next_attempt_at=when,
                 ).where(ForwardJob.id == job.id).execute()
+            if hold_destination:
+                ForwardJob.update(next_attempt_at=latest, last_error=error[:255]).where(
+                    (ForwardJob.destination == hold_destination) & (ForwardJob.state == "pending")
+                    & (ForwardJob.next_attempt_at < latest)).execute()
 
         self.index.writer.run(write)
 

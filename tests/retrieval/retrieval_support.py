@@ -115,6 +115,7 @@ def read(path: Path):
 
 def start_box(root: Path, env: dict | None = None, peers: tuple = ()) -> Server:
     """A running appliance with TESTSCU registered (its C-MOVE port is ``box.scu_port``) plus ``peers``."""
+    root.mkdir(parents=True, exist_ok=True)
     data_dir = init_data_dir(root / "data")
     scu_port = free_port()
     for ae, port in ((SCU_AE, scu_port), *peers):
