@@ -6,10 +6,13 @@ query never aggregates over the instance table.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass, field
 
 from ..errors import ConflictRejected
 from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,22 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
 
     now = utcnow()
     patient_key = f"{a.patient_id}\x1f{a.issuer}"
-    patient, _ = Patient.get_or_create(patient_key=patient_key,
-                                       defaults={"patient_id": a.patient_id, "issuer": a.issuer})
-    patient.name, patient.name_upper = a.patient_name, a.patient_name.upper()
-    patient.birth_date = a.birth_date or patient.birth_date
-    patient.sex = a.sex or patient.sex
+    # An existing series or study keeps its place in the hierarchy: an instance that names
+    # another study or patient (a corrected ID, a typo at the modality) is filed with it, so
+    # counts add up and no empty patient or study rows appear. The bytes keep what was sent.
+    series = Series.get_or_none(Series.series_uid == a.series_uid)
+    study = series.study if series is not None else Study.get_or_none(Study.study_uid == a.study_uid)
+    if study is not None and study.patient.patient_key != patient_key:
+        log.warning("instance %s names another patient than its stored study %s; filed with the study",
+                    a.sop_uid, study.study_uid)
+        patient = study.patient
+    else:
+        patient, _ = Patient.get_or_create(patient_key=patient_key,
+                                           defaults={"patient_id": a.patient_id, "issuer": a.issuer})
+        patient.name, patient.name_upper = a.patient_name, a.patient_name.upper()
+        patient.birth_date = a.birth_date or patient.birth_date
+        patient.sex = a.sex or patient.sex
 
-    study = Study.get_or_none(Study.study_uid == a.study_uid)
     if study is None:
         study = Study(patient=patient, study_uid=a.study_uid)
         patient.num_studies += 1
@@ -106,7 +118,6 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
 
     if study.id is None:
         study.save()
-    series = Series.get_or_none(Series.series_uid == a.series_uid)
     if series is None:
         series = Series(study=study, series_uid=a.series_uid)
         study.num_series += 1
@@ -119,7 +130,7 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
             setattr(series, attr, value)
 
     series.num_instances += 1
-    series_study = series.study if series.study_id != study.id and series.study_id else study
+    series_study = study  # the series' own study (see above)
     series_study.num_instances += 1
     series_study.modalities = _add_value(series_study.modalities, a.modality)
     series_study.sop_classes = _add_value(series_study.sop_classes, a.sop_class_uid)

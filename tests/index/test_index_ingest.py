@@ -115,3 +115,39 @@ def test_below_reserve_is_refused_before_anything_is_written(core_factory):
         core.store(synth.make_instance("CT", patient_id="ING8"))
     assert err.value.dimse_status == 0xA700
     assert not list(core.archive.list_ids())
+
+
+def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
+    """A later instance of a stored study with a different PatientID (a corrected ID, a typo at the
+    modality) is filed with its study: no empty patient or study rows, counts that add up."""
+    from appliance.index import query
+    from appliance.index.models import Patient, Series
+
+    first = synth.make_instance("CT", patient_id="ING-P1", patient_name="First^Id")
+    core.store(first)
+    second = synth.make_instance("CT", patient_id="ING-P2", patient_name="Second^Id",
+                                 study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID)
+    core.store(second)
+    other_series = synth.make_instance("CT", patient_id="ING-P1", series_uid=first.SeriesInstanceUID)
+    core.store(other_series)  # names another study for an existing series: filed with the series
+    assert Patient.select().count() == 1 and Study.select().count() == 1 and Series.select().count() == 1
+    patient, study = Patient.get(), Study.get()
+    assert (patient.num_studies, patient.num_series, patient.num_instances) == (1, 1, 3)
+    assert (study.num_series, study.num_instances) == (1, 3)
+    images = query.search("IMAGE", {"PatientID": "ING-P1"})
+    assert len(images) == 3
+    for level in ("PATIENT", "STUDY", "SERIES"):
+        for record in query.search(level, {}):
+            assert record.get("NumberOfPatientRelatedInstances", 1) > 0
+
+
+def test_counts_after_replacing_the_only_instance(core):
+    ds = synth.make_instance("CT", patient_id="ING-R1")
+    core.store(ds)
+    ds.StudyDescription = "v2"
+    core.store(ds)
+    from appliance.index.models import Patient, Series
+
+    assert (Patient.get().num_studies, Patient.get().num_series, Patient.get().num_instances) == (1, 1, 1)
+    assert (Study.get().num_series, Study.get().num_instances, Series.get().num_instances) == (1, 1, 1)
+    assert Study.get().modalities == "\\CT\\"
