@@ -111,6 +111,8 @@ def security_headers(response):
     h.setdefault("X-Frame-Options", "DENY")
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
+    if request.is_secure:
+        h.setdefault("Strict-Transport-Security", "max-age=31536000")
     if request.endpoint != "static":
         h.setdefault("Cache-Control", "no-store")
     return response

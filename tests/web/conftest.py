@@ -1,15 +1,27 @@
 """Fixtures for the web app: a real Appliance (index, archive, keys) without listeners, and its Flask app."""
 import re
+import shutil
 
 import pytest
 
-from helpers import ADMIN_PASSWORD
+from helpers import ADMIN_PASSWORD, init_data_dir
 
 from appliance import accounts
 from appliance.app import build
 from appliance.config import load
 
 USER_PASSWORD = "a-long-enough-password"
+
+
+@pytest.fixture(scope="session")
+def _template_data_dir(tmp_path_factory):
+    return init_data_dir(tmp_path_factory.mktemp("web-template") / "data")
+
+
+@pytest.fixture
+def data_dir(_template_data_dir, tmp_path):
+    """A copy of one data directory initialised once per run (``init`` costs seconds)."""
+    return shutil.copytree(_template_data_dir, tmp_path / "data")
 
 
 @pytest.fixture

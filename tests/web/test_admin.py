@@ -330,3 +330,8 @@ def test_cli_user_commands(appliance, tmp_path):
     appliance.audit.flush()
     assert {"user.create", "user.password", "token.create", "user.disable"} <= {
         e.action for e in appliance.audit.query(action="") if e.actor.startswith("cli")}
+
+
+def test_dashboard_hides_operations_panels_from_clinicians(clinician_client, admin_client):
+    assert "Recent problems" not in clinician_client.get("/").text
+    assert "Recent problems" in admin_client.get("/").text

@@ -133,3 +133,41 @@ def test_revoked_token_is_refused(appliance, flask_app):
     token, row = appliance.index.writer.run(lambda: accounts.create_api_token("admin", "x"))
     appliance.index.writer.run(lambda: accounts.revoke_api_token(row.id))
     assert c.post("/_test/api", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_logging_in_again_rotates_the_session_id(appliance, flask_app, client):
+    from appliance.index.models.web import WebSession
+
+    login(client)
+    first = client.get_cookie("pacs_session").value
+    first_rows = {r.sid_hash for r in WebSession.select()}
+    token = csrf_from(client.get("/admin/users").text)
+    r = client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token})
+    assert r.status_code == 302
+    rows = {r.sid_hash for r in WebSession.select()}
+    assert len(rows) == 1 and rows.isdisjoint(first_rows)  # a new server-side id; the old one is gone
+    replay = flask_app.test_client()
+    replay.set_cookie("pacs_session", first)
+    assert replay.get("/").status_code == 302
+
+
+def test_secure_cookie_when_configured(appliance):
+    from web import create_app
+
+    c = create_app(appliance, {"TESTING": True, "SESSION_COOKIE_SECURE": True}).test_client()
+    r = login(c)
+    assert "Secure" in r.headers["Set-Cookie"]
+
+
+def test_session_table_holds_only_hashes(appliance, client):
+    from appliance.index.models.web import WebSession
+
+    login(client)
+    cookie = client.get_cookie("pacs_session").value
+    row = WebSession.get()
+    assert row.sid_hash not in cookie
+
+
+def test_hsts_only_over_https(client):
+    assert "Strict-Transport-Security" not in client.get("/login").headers
+    assert "max-age" in client.get("/login", base_url="https://localhost").headers["Strict-Transport-Security"]
