@@ -150,8 +150,10 @@ class Inbox:
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event):
-                if not str(event.src_path).startswith(skip):
-                    inbox._wake.set()
+                # Reads (ours included: a scan opens files) must not wake the scan, or it would spin.
+                if event.event_type in ("opened", "closed_no_write") or str(event.src_path).startswith(skip):
+                    return
+                inbox._wake.set()
 
         try:
             observer = Observer()

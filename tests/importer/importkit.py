@@ -36,6 +36,21 @@ def index_counts(data_dir: Path) -> dict:
         index.close()
 
 
+def audit_details(data_dir: Path, action: str) -> list[tuple[str, str]]:
+    """(actor, detail) of the audit entries with ``action``, oldest first."""
+    from appliance.archive import KeyStore
+    from appliance.audit import AuditLog
+    from appliance.config import load
+    from appliance.index import Index
+
+    cfg = load(data_dir, env={})
+    index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
+    try:
+        return [(e.actor, e.detail) for e in AuditLog(index).query(action=action, newest_first=False, limit=None)]
+    finally:
+        index.close()
+
+
 def inbox_files(data_dir: Path, include_failed: bool = False) -> list[Path]:
     inbox = data_dir / "inbox"
     found = []

@@ -10,7 +10,7 @@ from pydicom.filewriter import write_dataset
 
 import synth
 from helpers import wait_until
-from importkit import (index_counts, inbox_files, make_zip, start_server, wait_inbox_empty, write_many)
+from importkit import (audit_details, index_counts, inbox_files, make_zip, start_server, wait_inbox_empty, write_many)
 
 
 def _reason(data_dir, rel: str) -> str:
@@ -139,3 +139,16 @@ def test_kill_during_500_file_import_then_restart(data_dir):
     assert not inbox_files(data_dir, include_failed=True)
     assert not (data_dir / "inbox" / "big").exists()
     assert index_counts(data_dir) == {"instances": 500, "study_counters": 500, "patient_counters": 500}
+
+
+def test_move_to_processed_and_audit(data_dir, tmp_path):
+    paths = synth.write_study(data_dir / "inbox" / "ward" / "exam", n_series=1, per_series=2)
+    srv = start_server(data_dir, PACS_INBOX_AFTER_IMPORT="move")
+    try:
+        wait_inbox_empty(data_dir)
+    finally:
+        srv.stop()
+    processed = data_dir / "inbox" / "processed" / "ward" / "exam"
+    assert sorted(p.name for p in processed.iterdir()) == sorted(p.name for p in paths)
+    assert not (data_dir / "inbox" / "ward").exists()
+    assert ("system", "inbox: 2 imported, 0 already present, 0 failed") in audit_details(data_dir, "import.run")
