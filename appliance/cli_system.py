@@ -35,9 +35,11 @@ def firstboot(root_dir: Path, vendor_file: Path, consoles: tuple[Path, ...], ser
     try:
         vendor = fb.read_vendor(vendor_file, zoneinfo_dir=sysroot / "usr/share/zoneinfo")
     except fb.VendorConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        click.echo(f"Provisioning stopped: fix {vendor_file.name} on the PACSCFG partition (see "
-                   f"pacs-vendor.toml.example next to it) and restart the box.", err=True)
+        message = (f"error: {exc}\nProvisioning stopped: fix {vendor_file.name} on the PACSCFG partition (see "
+                   f"pacs-vendor.toml.example next to it) and restart the box.")
+        click.echo(message, err=True)
+        for console in list(consoles) or fb.console_devices():  # the screen, not only the journal
+            fb.show(console, f"\n{message}\n")
         sys.exit(exc.exit_code)
     if not vendor.present:
         click.echo(f"no {vendor_file}: using the defaults (DHCP, hostname from the image)")

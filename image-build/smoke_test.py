@@ -199,6 +199,24 @@ def put_vendor_config(disk: Path, text: str) -> None:
                    env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
 
 
+def guest_journal(disk: Path, work: Path) -> str:
+    """The guest's journal for the appliance units, read from the root partition (no mount: debugfs)."""
+    try:
+        table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True,
+                                          text=True).stdout)["partitiontable"]["partitions"]
+        root = work / "root.part"
+        subprocess.run(["dd", f"if={disk}", f"of={root}", "bs=512", f"skip={table[2]['start']}",
+                        f"count={table[2]['size']}", "conv=sparse", "status=none"], check=True)
+        subprocess.run(["debugfs", "-R", f"rdump /var/log/journal {work}", str(root)], check=True,
+                       capture_output=True)
+        root.unlink()
+        out = subprocess.run(["journalctl", "--no-pager", "--file", f"{work}/journal/*/*", "-u", "pacs-appliance*"],
+                             capture_output=True, text=True)
+        return "\n".join((out.stdout + out.stderr).splitlines()[-40:])
+    except (OSError, subprocess.CalledProcessError, KeyError, IndexError) as exc:
+        return f"(could not read the guest journal: {exc})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", nargs="?", type=Path, help="the .img (or .img.zst) built by image-build/build")
@@ -281,8 +299,10 @@ def main() -> int:
     finally:
         for box in boxes:
             box.kill()
-        results["total_s"] = round(time.monotonic() - t0, 1)
-        results["work"] = str(work)
+    if results["result"] != "PASS":
+        results["guest_journal"] = guest_journal(disk, work).splitlines()
+    results["total_s"] = round(time.monotonic() - t0, 1)
+    results["work"] = str(work)
     print(json.dumps(results, indent=2))
     if results["result"] == "PASS" and args.work is None:
         shutil.rmtree(work, ignore_errors=True)

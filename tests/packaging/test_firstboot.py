@@ -147,4 +147,5 @@ def test_bad_vendor_value_stops_provisioning_with_a_clear_message(tmp_path):
     assert result.returncode == 2
     assert "error: pacs-vendor.toml: dicom_port: 'one hundred and four' is not valid" in result.stderr
     assert "fix pacs-vendor.toml on the PACSCFG partition" in result.stderr
+    assert "dicom_port: 'one hundred and four' is not valid" in (tmp_path / "console").read_text()  # on screen
     assert not (tmp_path / "part" / "data").exists()
