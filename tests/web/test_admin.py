@@ -240,8 +240,8 @@ def test_dashboard_shows_counts_sources_and_store_audit(appliance, admin_client)
         appliance.ingestor.store_bytes(buf.getvalue(), Origin("dicom", "CT_ROOM@10.1.2.3"))
     page = admin_client.get("/").text
     assert "DASH BOARD" in page and "CT_ROOM (10.1.2.3)" in page and "Head" in page
-    assert re.search(r"1\s*<small>studies</small>", page)
-    assert "dicom:CT_ROOM@10.1.2.3" in page  # the last hour, by source
+    assert re.search(r"1\s*<small>study</small>", page) and "1 patient ·" in page and "3 images" in page
+    assert re.search(r"CT_ROOM \(10.1.2.3\)</span><span class=\"badge\">3 images", page)  # the last hour
     appliance.audit.flush()
     entries = list(appliance.audit.query(action="dicom.store"))
     # not serving: each store is written at once (aggregation runs in the service thread)

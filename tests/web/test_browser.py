@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ADMIN_PASSWORD, Server, free_port, port_open, wait_until
+from helpers import ADMIN_PASSWORD, Server, dcmtk, free_port, port_open, wait_until
+from synth import write_study
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -61,8 +62,14 @@ def test_admin_journey_in_chromium(data_dir, tmp_path, storescp, browser):
         page.click("button[type=submit]")
         page.wait_for_url("**/admin/users")  # back where we wanted to go
 
+        files = write_study(tmp_path / "study", n_series=1, per_series=2, kind="CT", patient_name="BROWSER^TEST",
+                            patient_id="BRW001", study_description="Chest")
+        sent = dcmtk("storescu", "-aet", "CT_ROOM", "-aec", "PACSBOX", "127.0.0.1", server.dicom_port, *files)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
         page.goto(server.url + "/")
         assert page.inner_text("h1") == "Dashboard"
+        latest = page.inner_text("section:has(h2:text('Latest studies'))")
+        assert "BROWSER TEST" in latest and "CT_ROOM (127.0.0.1)" in latest and "Chest" in latest
         page.screenshot(path=shots / "02-dashboard.png", full_page=True)
 
         page.goto(server.url + "/admin/peers")
@@ -90,7 +97,7 @@ def test_admin_journey_in_chromium(data_dir, tmp_path, storescp, browser):
             page.goto(server.url + "/admin/audit")
             return set(page.locator("table.audit td .chip").all_inner_texts())
 
-        wanted = {"login.failed", "login.ok", "peer.add", "dicom.echo", "user.create"}
+        wanted = {"login.failed", "login.ok", "dicom.association", "peer.add", "dicom.echo", "user.create"}
         wait_until(lambda: wanted <= audit_actions(), 10, what="the audit entries")
         page.screenshot(path=shots / "05-audit.png", full_page=True)
         page.fill("input[name=action]", "user")

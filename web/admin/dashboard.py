@@ -86,7 +86,7 @@ def last_hour(now: datetime.datetime) -> list[dict]:
     rows = (Instance.select(Instance.source, fn.COUNT(Instance.id).alias("n"))
             .where(Instance.received_at >= now - datetime.timedelta(hours=1))
             .group_by(Instance.source).order_by(fn.COUNT(Instance.id).desc()).limit(10).dicts())
-    return [{"source": r["source"] or "unknown", "instances": r["n"]} for r in rows]
+    return [{"source": source_ae(r["source"]) or "unknown", "instances": r["n"]} for r in rows]
 
 
 def latest_studies(limit: int = 10) -> list[dict]:
