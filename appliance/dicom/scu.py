@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +31,7 @@ from pynetdicom.presentation import PresentationContext
 from ..archive import Archive
 from ..errors import ApplianceError
 from ..transcode import TranscodeError, for_peer, is_uncompressed
+from .sockets import tune_accepted_socket
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,9 @@ class ObjectSender:
 
 
 def nodelay(event) -> None:
-    """Send each small PDU at once: with Nagle on, every C-STORE waits for the peer's delayed ACK."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    try:
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
+    """TCP_NODELAY and re-armed TCP_QUICKACK on our outgoing associations too (see sockets.py): without
+    them each C-STORE of a C-MOVE to a Nagle-using peer (dcmtk, Orthanc) waits ~40-60 ms for a delayed ACK."""
+    tune_accepted_socket(event)
 
 
 def associate(our_ae: str, ae_title: str, host: str, port: int, contexts: list[PresentationContext],
