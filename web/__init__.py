@@ -47,7 +47,12 @@ def session_secret(keys) -> str:
     secret = keyring.extra.get(SECRET_NAME)
     if not secret:
         secret = keyring.extra[SECRET_NAME] = secrets.token_urlsafe(48)
-        keys.save(keyring)
+        try:
+            keys.save(keyring)
+        except OSError as exc:  # e.g. a read-only keys directory: still secure, only not kept across restarts
+            logging.getLogger(__name__).warning(
+                "cannot store the web session secret in %s (%s): sessions end when the appliance restarts",
+                keys.dir, exc)
     return secret
 
 

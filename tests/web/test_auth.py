@@ -171,3 +171,24 @@ def test_session_table_holds_only_hashes(appliance, client):
 def test_hsts_only_over_https(client):
     assert "Strict-Transport-Security" not in client.get("/login").headers
     assert "max-age" in client.get("/login", base_url="https://localhost").headers["Strict-Transport-Security"]
+
+
+def test_admin_post_without_csrf_changes_nothing(admin_client):
+    r = admin_client.post("/admin/users", data={"username": "sneaky", "password": USER_PASSWORD, "role": "admin"})
+    assert r.status_code == 400
+    assert accounts.User.get_or_none(accounts.User.username == "sneaky") is None
+
+
+def test_lockout_is_temporary_and_per_name_and_address():
+    from web.sessions import LoginThrottle
+
+    now = [1000.0]
+    t = LoginThrottle(max_failures=3, lockout_minutes=15, clock=lambda: now[0])
+    for _ in range(3):
+        assert t.locked_for("alice", "10.0.0.1") == 0
+        t.failed("alice", "10.0.0.1")
+    assert t.locked_for("alice", "10.0.0.2") > 0  # the name is locked from anywhere
+    assert t.locked_for("bob", "10.0.0.1") > 0  # and the address for any name
+    assert t.locked_for("bob", "10.0.0.2") == 0
+    now[0] += 15 * 60 + 1
+    assert t.locked_for("alice", "10.0.0.1") == 0
