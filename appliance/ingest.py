@@ -20,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .archive import Archive
+from .archive.store import StoredObject
 from .dicomfile import parse
 from .errors import ApplianceError, DiskFull
 from .events import Events
@@ -32,6 +35,9 @@ from .index.models import Instance
 from .index.records import Outcome, record_instance
 
 log = logging.getLogger(__name__)
+# Objects up to this size are sealed while their index rows are written (see _archive_while_indexing);
+# larger ones, sequentially (their digest pass would be a second full read).
+OVERLAP_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -111,14 +117,20 @@ class Ingestor:
         a = parsed.attributes
 
         existing = self._stored(a.sop_uid)
-        if existing is not None and existing[0] == self._digest(parsed.prefix, src):
+        sha256, nbytes = self._digest(parsed.prefix, src)
+        if existing is not None and existing[0] == sha256:
             log.info("instance %s already stored (identical), nothing written", a.sop_uid)
             return self._result(Outcome.DUPLICATE, parsed, existing[1])
 
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
-        stored = self.archive.put(stream)
+        if self.index.writer.is_running and nbytes <= OVERLAP_MAX_BYTES:
+            stored, pending = self._archive_while_indexing(stream, StoredObject(self.archive.new_object_id(),
+                                                                                nbytes, sha256), a, origin)
+        else:
+            stored = self.archive.put(stream)
+            pending = self.index.writer.submit(lambda: self._record(a, stored, origin))
         try:
-            outcome = self.index.writer.run(lambda: self._record(a, stored, origin))
+            outcome = pending.result()
         except ApplianceError:
             self.archive.delete(stored.object_id)
             raise
@@ -132,6 +144,31 @@ class Ingestor:
         log.debug("instance %s %s from %s", a.sop_uid, outcome.value, origin.kind)
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
+
+    def _archive_while_indexing(self, stream: BinaryIO, expected: StoredObject, a, origin: Origin):
+        """Seal and fsync the object while the writer builds its index rows, to overlap the two.
+
+        The writer's function waits for the archive before it returns, so the transaction
+        commits only once the object is durable: a committed row never points at nothing,
+        and if the archive write fails the rows are rolled back.
+        """
+        archived: Future = Future()
+
+        def record() -> Outcome:
+            outcome = self._record(a, expected, origin)
+            if archived.result() != expected:  # raises (rolling back) if the archive write failed
+                raise StoreFailed("the object changed while it was being stored")
+            return outcome
+
+        pending = self.index.writer.submit(record)
+        try:
+            stored = self.archive.put(stream, expected.object_id)
+        except BaseException as exc:
+            archived.set_exception(exc)
+            futures_wait([pending])  # its rows are rolled back; the put's error is the one to report
+            raise
+        archived.set_result(stored)
+        return stored, pending
 
     def _record(self, a, stored, origin: Origin) -> Outcome:
         outcome = record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label, self.on_conflict)
@@ -151,13 +188,16 @@ class Ingestor:
             cursor.close()  # end the read at once, not when the cursor is collected
 
     @staticmethod
-    def _digest(prefix: bytes, src: BinaryIO) -> str:
+    def _digest(prefix: bytes, src: BinaryIO) -> tuple[str, int]:
+        """SHA-256 and length of what the archive will hold (prefix + stream); leaves ``src`` at 0."""
         digest = hashlib.sha256(prefix)
+        nbytes = len(prefix)
         src.seek(0)
         for block in iter(lambda: src.read(1 << 20), b""):
             digest.update(block)
+            nbytes += len(block)
         src.seek(0)
-        return digest.hexdigest()
+        return digest.hexdigest(), nbytes
 
     @staticmethod
     def _result(outcome: Outcome, parsed, object_id: str) -> StoreResult:

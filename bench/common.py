@@ -67,6 +67,15 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a live process has used so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def make_corpus(directory: Path, studies: int = 20, series: int = 2, per_series: int = 50) -> list[Path]:
     """The benchmark corpus: ``studies`` CT studies of ``series`` x ``per_series`` small instances.
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CALLING_AE, make_corpus, peak_rss_mb, sender_env, summarize  # noqa: E402
+from common import CALLING_AE, cpu_seconds, make_corpus, peak_rss_mb, sender_env, summarize, summarize_ms  # noqa: E402
 from receivers import Appliance, BareScp, Orthanc  # noqa: E402
 
 
@@ -79,22 +79,26 @@ def main() -> None:
 
     rates: dict[tuple[str, str], list[float]] = defaultdict(list)
     rss: dict[tuple[str, str], list[float]] = defaultdict(list)
+    cpu: dict[tuple[str, str], list[float]] = defaultdict(list)  # server CPU ms per instance
     for run in range(args.runs):
         for scenario in scenarios:
             for r in receivers:
                 batch = files[: args.nagle_files] if scenario == "nagle" else files
                 r.start(f"{run}-{scenario}")
                 try:
+                    cpu_before = cpu_seconds(r.proc.pid) or 0.0
                     seconds = send(r, batch, nodelay=scenario != "nagle",
                                    parallel=4 if scenario == "4" else 1)
                     hwm = peak_rss_mb(r.proc.pid)
+                    cpu_ms = ((cpu_seconds(r.proc.pid) or 0.0) - cpu_before) * 1000 / len(batch)
                 finally:
                     r.stop()
                 rates[(r.name, scenario)].append(len(batch) / seconds)
+                cpu[(r.name, scenario)].append(cpu_ms)
                 if hwm is not None and scenario != "nagle":
                     rss[(r.name, scenario)].append(hwm)
                 print(f"run {run + 1} {r.name:22s} {scenario:>5s}: {len(batch) / seconds:7.1f} inst/s"
-                      f"  peak RSS {hwm or 0:5.0f} MB", flush=True)
+                      f"  peak RSS {hwm or 0:5.0f} MB  server CPU {cpu_ms:5.2f} ms/instance", flush=True)
 
     names = {"1": "1 assoc (NODELAY)", "4": "4 assoc (NODELAY)", "nagle": f"Nagle on ({args.nagle_files} files)"}
     print(f"\nmedian (min-max) over {args.runs} runs, instances/s")
@@ -104,9 +108,15 @@ def main() -> None:
         cells = [summarize(rates[(r.name, s)]) for s in scenarios]
         cells.append(" / ".join(summarize(rss[(r.name, s)]) for s in scenarios if s != "nagle"))
         print(f"| {r.name} | " + " | ".join(cells) + " |")
+    print(f"\nserver CPU time per instance, ms, median (min-max)")
+    print("| receiver | " + " | ".join(names[s] for s in scenarios) + " |")
+    print("|---|" + "---|" * len(scenarios))
+    for r in receivers:
+        print(f"| {r.name} | " + " | ".join(summarize_ms(cpu[(r.name, s)]) for s in scenarios) + " |")
     if args.json:
         args.json.write_text(json.dumps({"rates": {f"{k[0]}|{k[1]}": v for k, v in rates.items()},
-                                         "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()}}, indent=1))
+                                         "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()},
+                                         "cpu_ms": {f"{k[0]}|{k[1]}": v for k, v in cpu.items()}}, indent=1))
     tmp.cleanup()
 
 

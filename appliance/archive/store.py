@@ -80,9 +80,13 @@ class Archive:
         return self.objects_dir / object_id[:2] / object_id[2:4] / object_id
 
     # -- writing -----------------------------------------------------------
-    def put(self, src: BinaryIO) -> StoredObject:
-        """Seal ``src`` (read to its end) into a new durable object."""
-        object_id = self._new_object_id()
+    def put(self, src: BinaryIO, object_id: str | None = None) -> StoredObject:
+        """Seal ``src`` (read to its end) into a new durable object (named ``object_id`` if given,
+        which must come from ``new_object_id``)."""
+        if object_id is None:
+            object_id = self.new_object_id()
+        elif not OBJECT_ID.match(object_id):
+            raise ValueError(f"invalid object id {object_id!r}")
         digest = hashlib.sha256()
         key_id = self.keyring.current_archive_key
         tmp = self.tmp_dir / object_id
@@ -105,7 +109,7 @@ class Archive:
     def put_bytes(self, data: bytes) -> StoredObject:
         return self.put(io.BytesIO(data))
 
-    def _new_object_id(self) -> str:
+    def new_object_id(self) -> str:
         with self._lock:
             if self._prefix_left <= 0:
                 self._prefix, self._prefix_left = secrets.token_hex(2), FANOUT_BATCH

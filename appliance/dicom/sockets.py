@@ -28,6 +28,7 @@ import queue
 import select
 import socket
 import threading
+import time
 
 from pynetdicom.transport import AssociationSocket
 
@@ -138,6 +139,38 @@ class _MessageWaitCheckpoint(threading.Event):
         return result
 
 
+class _ReactorTime:
+    """Stands in for the ``time`` module inside ``pynetdicom.association``.
+
+    The acceptor loop starts every pass with ``time.sleep(0.001)`` (association.py,
+    ``_run_reactor``). For a tuned association that wait happens in
+    ``_MessageWaitCheckpoint.wait`` instead, which returns as soon as a message is
+    queued, so the fixed sleep is skipped there. Every other caller and every other
+    association sleeps exactly as before.
+    """
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        if seconds == 0.001 and getattr(threading.current_thread(), "_pacs_message_wait", False):
+            return
+        time.sleep(seconds)
+
+
+def _install_reactor_time() -> bool:
+    import pynetdicom.association as association_module
+
+    current = getattr(association_module, "time", None)
+    if isinstance(current, _ReactorTime):
+        return True
+    if current is not time:  # not the module layout this was written for
+        return False
+    association_module.time = _ReactorTime()
+    return True
+
+
 def tune(sock: socket.socket) -> None:
     """Set TCP_NODELAY and TCP_QUICKACK on a connected TCP socket (best effort)."""
     try:
@@ -172,3 +205,5 @@ def tune_accepted_socket(event) -> None:
     if isinstance(messages, queue.Queue) and type(checkpoint) is threading.Event and checkpoint.is_set():
         assoc._reactor_checkpoint = _MessageWaitCheckpoint(messages)
         assoc._reactor_checkpoint.set()
+        if isinstance(assoc, threading.Thread) and _install_reactor_time():
+            assoc._pacs_message_wait = True  # the association's own thread runs its reactor

@@ -40,6 +40,11 @@ class Writer:
             self._thread.join()
             self._thread = None
 
+    @property
+    def is_running(self) -> bool:
+        """True when a writer thread runs submitted work (False: ``submit`` runs it inline)."""
+        return self._thread is not None
+
     def submit(self, fn: Callable[[], Any]) -> Future:
         future: Future = Future()
         if self._thread is None:
