@@ -1,16 +1,13 @@
 """Fixtures for the web app: a real Appliance (index, archive, keys) without listeners, and its Flask app."""
-import re
 import shutil
 
 import pytest
+from web_support import USER_PASSWORD, login, make_user
 
-from helpers import ADMIN_PASSWORD, init_data_dir
+from helpers import init_data_dir
 
-from appliance import accounts
 from appliance.app import build
 from appliance.config import load
-
-USER_PASSWORD = "a-long-enough-password"
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +22,7 @@ def data_dir(_template_data_dir, tmp_path):
 
 
 @pytest.fixture
-def appliance(data_dir, monkeypatch):
-    for key in ("PACS_HTTP_LOGIN_MAX_FAILURES", "PACS_HTTP_METRICS_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
+def appliance(data_dir):
     app = build(load(data_dir, env={}), with_web=False)
     yield app
     app.index.close()
@@ -45,21 +40,6 @@ def client(flask_app):
     return flask_app.test_client()
 
 
-def csrf_from(html: str) -> str:
-    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert m, "no CSRF token in the page"
-    return m.group(1)
-
-
-def login(client, username="admin", password=ADMIN_PASSWORD):
-    token = csrf_from(client.get("/login").text)
-    return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
-
-
-def make_user(appliance, username, role, password=USER_PASSWORD):
-    return appliance.index.writer.run(lambda: accounts.create_user(username, password, role))
-
-
 @pytest.fixture
 def admin_client(client):
     assert login(client).status_code == 302
@@ -72,7 +52,3 @@ def clinician_client(appliance, flask_app):
     c = flask_app.test_client()
     assert login(c, "drwho", USER_PASSWORD).status_code == 302
     return c
-
-
-def page_csrf(client, path="/"):
-    return csrf_from(client.get(path).text)

@@ -1,7 +1,7 @@
 """Login, sessions, lockout, CSRF, API credentials and security headers, through Flask's test client."""
 import base64
 
-from conftest import USER_PASSWORD, csrf_from, login, make_user
+from web_support import USER_PASSWORD, csrf_from, login, make_user
 
 from helpers import ADMIN_PASSWORD
 
