@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator
 
 import pydicom
 from flask import current_app
@@ -99,7 +99,7 @@ class DicomWebContext:
     def __init__(self, appliance: Any):
         self.appliance = appliance
         settings = appliance.config.dicomweb
-        self.objects = LRUCache(settings.object_cache_mb << 20)
+        self.objects = LRUCache(settings.object_cache_mb << 20, size_of=lambda item: item[1])
         self.headers = LRUCache(settings.header_cache_entries, size_of=lambda _v: 1)
         self.renderer = Renderer(self.dataset, LRUCache(settings.render_cache_mb << 20),
                                  threads=settings.render_threads)
@@ -109,8 +109,10 @@ class DicomWebContext:
     def locate(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Located]:
         """Instances of a study / series / one instance; 404 when there are none."""
         check_uid(study_uid, "Study Instance UID")
-        query = (Instance.select(Instance, Series, Study, Patient).join(Series).join(Study).join(Patient)
-                 .where(Study.study_uid == study_uid))
+        # Only the columns needed, as tuples: building model rows costs more than the query here.
+        query = (Instance.select(Series.series_uid, Instance.sop_uid, Instance.sop_class_uid, Instance.object_id,
+                                 Instance.transfer_syntax, Instance.frames, Instance.rows, Patient.patient_id)
+                 .join(Series).join(Study).join(Patient).where(Study.study_uid == study_uid))
         if series_uid is not None:
             check_uid(series_uid, "Series Instance UID")
             query = query.where(Series.series_uid == series_uid)
@@ -118,9 +120,7 @@ class DicomWebContext:
             check_uid(sop_uid, "SOP Instance UID")
             query = query.where(Instance.sop_uid == sop_uid)
         query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-        found = [Located(study_uid, row.series.series_uid, row.sop_uid, row.sop_class_uid, row.object_id,
-                         row.transfer_syntax, row.frames, row.rows, row.series.study.patient.patient_id)
-                 for row in query]
+        found = [Located(study_uid, *row) for row in query.tuples()]
         if not found:
             what = "instance" if sop_uid else "series" if series_uid else "study"
             raise NotFound(f"no such {what} in this archive")
@@ -128,39 +128,36 @@ class DicomWebContext:
 
     # -- reading -------------------------------------------------------------
     def object_bytes(self, object_id: str) -> bytes:
-        return self.objects.get_or_make(object_id, lambda: self.appliance.archive.read(object_id))
+        return self.appliance.archive.read(object_id)
 
     def dataset(self, object_id: str) -> Dataset:
-        """The whole object parsed (from the in-memory object cache when there)."""
-        return pydicom.dcmread(io.BytesIO(self.object_bytes(object_id)))
+        """The whole object parsed, kept in the bounded in-memory cache (frames and rendering reuse it)."""
+        return self.objects.get_or_make(object_id, lambda: _parse_whole(self.object_bytes(object_id)))[0]
 
     def header(self, object_id: str) -> tuple[Dataset, bool]:
-        """The object's attributes without pixel data, and whether it has pixel data."""
+        """The object's attributes (pixel data left out when read here), and whether it has pixel data."""
+        cached_whole = self.objects.get(object_id)
+        if cached_whole is not None:
+            return cached_whole[0], "PixelData" in cached_whole[0]
         cached = self.headers.get(object_id)
         if cached is not None:
             return cached
-        data = self.objects.get(object_id)
-        source: BinaryIO = io.BytesIO(data) if data is not None else _ChunkReader(
-            self.appliance.archive.iter_chunks(object_id))
+        source = _ChunkReader(self.appliance.archive.iter_chunks(object_id))
         ds = pydicom.dcmread(source, stop_before_pixels=True)
-        has_pixels = _has_more(source)
-        result = (ds, has_pixels)
+        result = (ds, source.has_more())
         self.headers.put(object_id, result)
         return result
 
     def stream(self, object_id: str) -> Iterator[bytes]:
-        data = self.objects.get(object_id)
-        if data is not None:
-            yield data
-        else:
-            yield from self.appliance.archive.iter_chunks(object_id)
+        return self.appliance.archive.iter_chunks(object_id)
 
 
-def _has_more(source) -> bool:
-    if isinstance(source, _ChunkReader):
-        return source.has_more()
-    pos = source.tell()
-    return bool(source.read(1)) and source.seek(pos) >= 0
+def _parse_whole(data: bytes) -> tuple[Dataset, int]:
+    """The parsed dataset and what the object cache charges for it (its size in bytes)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for _elem in ds.iterall():  # convert every raw element now, so threads sharing it only read
+        pass
+    return ds, len(data)
 
 
 def ctx() -> DicomWebContext:
