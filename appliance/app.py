@@ -135,6 +135,7 @@ def install_retrieval(app: Appliance, peers) -> None:
     from .dicom.get import handle_get
     from .dicom.move import handle_move
     from .dicom.mpps import MppsService
+    from .dicom.permissions import store_if_permitted
     from .dicom.scu import ObjectSender
     from .dicom.worklist import handle_find_or_worklist
     from .forward import Forwarder, parse_rules
@@ -154,7 +155,9 @@ def install_retrieval(app: Appliance, peers) -> None:
     node.add_handler(evt.EVT_C_MOVE, handle_move, [index, peers, sender, app.audit])
     node.add_handler(evt.EVT_C_GET, handle_get, [index, peers, sender, app.audit])
     # pynetdicom binds one C-FIND handler: this one serves the worklist and passes Q/R finds to find.py.
-    node.add_handler(evt.EVT_C_FIND, handle_find_or_worklist, [index, node.ae_title, app.worklist])
+    node.add_handler(evt.EVT_C_FIND, handle_find_or_worklist, [index, node.ae_title, app.worklist, peers])
+    # Likewise for C-STORE: this checks the peer's store permission, then runs store.handle_store.
+    node.add_handler(evt.EVT_C_STORE, store_if_permitted, [app.ingestor, peers])
     commitment = CommitmentService(app.archive, peers, node.ae_title, app.audit)
     node.add_handler(evt.EVT_N_ACTION, commitment.handle_n_action)
     mpps = MppsService(index, app.audit)

@@ -26,6 +26,7 @@ from .index.models.retrieval import Peer
 
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PERMISSIONS = ("can_store", "can_query", "can_retrieve", "can_receive_moves")
+CACHE_SECONDS = 2.0  # how stale the permission snapshot used per request may be
 
 
 class PeerError(ApplianceError):
@@ -67,6 +68,8 @@ class PeerRegistry:
         self.index = index
         self.ae_title = ae_title  # our own AE title, used when we call a peer
         self.timeout = timeout
+        self._cache: dict[str, Peer] = {}
+        self._cache_at = float("-inf")
 
     def list(self) -> list[Peer]:
         return list(Peer.select().order_by(Peer.ae_title))
@@ -113,6 +116,17 @@ class PeerRegistry:
     def remove(self, ae_title: str) -> None:
         peer = self.require(ae_title)
         self.index.writer.run(lambda: Peer.delete().where(Peer.id == peer.id).execute())
+
+    def permits(self, ae_title: str, permission: str) -> bool:
+        """Whether ``ae_title`` has ``permission`` (one of PERMISSIONS); unregistered callers have all.
+
+        Read per request from a snapshot at most CACHE_SECONDS old, so a C-STORE pays no query."""
+        now = time.monotonic()
+        if now - self._cache_at > CACHE_SECONDS:
+            self._cache = {p.ae_title: p for p in Peer.select()}
+            self._cache_at = now
+        peer = self._cache.get(ae_title.strip())
+        return peer is None or bool(getattr(peer, permission))
 
     def allowed_callers(self) -> list[str]:
         """AE titles that may associate with us (feeds the association policy)."""

@@ -74,8 +74,7 @@ def match_instances(index: Index, identifier: Dataset, model: str) -> list[Outgo
 
 
 def caller_may_retrieve(peers: PeerRegistry, calling: str) -> bool:
-    peer = peers.get(calling)
-    return peer is None or bool(peer.can_retrieve)
+    return peers.permits(calling, "can_retrieve")
 
 
 def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, audit):

@@ -21,7 +21,9 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 from ..index import Index
 from ..index.query import QueryError
 from ..worklist import ATTRS, STEP_ATTRS, Worklist
+from ..peers import PeerRegistry
 from .find import handle_find
+from .permissions import query_refusal
 from .status import status
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,11 @@ def handle_worklist_find(event, worklist: Worklist):
         yield PENDING, response_for(event.identifier, item)
 
 
-def handle_find_or_worklist(event, index: Index, ae_title: str, worklist: Worklist):
+def handle_find_or_worklist(event, index: Index, ae_title: str, worklist: Worklist, peers: PeerRegistry):
+    refusal = query_refusal(peers, event.assoc.requestor.ae_title.strip())
+    if refusal is not None:
+        yield refusal, None
+        return
     if str(event.request.AffectedSOPClassUID) == ModalityWorklistInformationFind:
         yield from handle_worklist_find(event, worklist)
     else:

@@ -226,3 +226,22 @@ def test_modality_echo_from_the_cli(box):
     assert done.returncode == 0 and done.stdout.startswith("OK"), done.stdout
     listing = cli(box.data_dir, "modality", "list").stdout
     assert "PACSBOX" in listing and "SELF" in listing
+
+
+def test_registered_permissions_are_enforced(box, tmp_path):
+    done = cli(box.data_dir, "modality", "add", "LIMITED", "127.0.0.1", "104", "--no-store", "--no-query",
+               "--no-retrieve")
+    assert done.returncode == 0, done.stderr
+    files = synth.write_study(tmp_path / "perm", n_series=1, per_series=1, patient_id="PERM1")
+
+    def refused_store():
+        sent = dcmtk("storescu", "-v", "-aet", "LIMITED", "-aec", "PACSBOX", "127.0.0.1", box.dicom_port, *files)
+        return "0x124" in sent.stderr  # dcmtk: "Received Store Response (Unknown Status: 0x124)"
+
+    wait_until(refused_store, 10, 0.5, what="the store permission to apply")  # permissions are cached for 2 s
+    found = dcmtk("findscu", "-v", "-S", "-aet", "LIMITED", "-aec", "PACSBOX", "-k", "QueryRetrieveLevel=STUDY",
+                  "-k", "PatientID=PERM1", "127.0.0.1", box.dicom_port)
+    assert "Final Find Response (Unknown Status: 0x124)" in found.stderr, found.stderr
+    got = dcmtk("getscu", "-v", "-S", "-aet", "LIMITED", "-aec", "PACSBOX", "-k", "QueryRetrieveLevel=STUDY",
+                "-k", "StudyInstanceUID=1.2.3", "127.0.0.1", box.dicom_port)
+    assert "Received C-GET Response (Failed: UnableToProcess)" in got.stderr, got.stderr  # 0xC001
