@@ -76,3 +76,22 @@ def test_cors_preflight_off_by_default(dw_url):
     r = requests.options(f"{dw_url}/studies", headers={"Origin": "http://viewer.example",
                                                        "Access-Control-Request-Method": "GET"})
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_cors_when_configured(tmp_path):
+    from helpers import Server, init_data_dir
+
+    srv = Server(init_data_dir(tmp_path / "cors"), env={"PACS_DICOMWEB_CORS_ORIGINS": "http://viewer.example"}).start()
+    try:
+        url = f"{srv.url}/dicomweb/studies"
+        pre = requests.options(url, headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "GET",
+                                             "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code in (200, 204)
+        assert pre.headers["Access-Control-Allow-Origin"] == "http://viewer.example"
+        assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+        r = requests.get(url, auth=("admin", ADMIN_PASSWORD), headers={"Origin": "http://viewer.example"})
+        assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://viewer.example"
+        other = requests.get(url, auth=("admin", ADMIN_PASSWORD), headers={"Origin": "http://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+    finally:
+        srv.kill()
