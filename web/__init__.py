@@ -98,6 +98,7 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
     app.before_request(auth.check_csrf)
     app.after_request(security_headers)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)
+    app.jinja_env.filters["local"] = local_time
 
     from .admin import bp as admin_bp
     from .dicomweb import init_app as init_dicomweb
@@ -108,6 +109,13 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
     app.register_blueprint(health_bp)
     init_dicomweb(app)  # /dicomweb: QIDO-RS, WADO-RS, STOW-RS, WADO-URI
     return app
+
+
+def local_time(value, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A naive UTC datetime from the index, shown in the box's local time zone."""
+    if not value:
+        return ""
+    return value.replace(tzinfo=datetime.timezone.utc).astimezone().strftime(fmt)
 
 
 def security_headers(response):

@@ -335,3 +335,13 @@ def test_cli_user_commands(appliance, tmp_path):
 def test_dashboard_hides_operations_panels_from_clinicians(clinician_client, admin_client):
     assert "Recent problems" not in clinician_client.get("/").text
     assert "Recent problems" in admin_client.get("/").text
+
+
+def test_audit_date_filter_uses_local_days(appliance, admin_client):
+    import datetime
+    appliance.audit.record("test.today", "system")
+    appliance.audit.flush()
+    today = datetime.date.today().isoformat()
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    assert "test.today" in _audit_table(admin_client.get(f"/admin/audit?since={today}&until={today}").text)
+    assert "test.today" not in _audit_table(admin_client.get(f"/admin/audit?since={tomorrow}").text)

@@ -7,6 +7,7 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
                    url_for)
 
 from appliance import accounts
+from appliance.index.models import utcnow
 from appliance.errors import ApplianceError
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
@@ -36,7 +37,7 @@ def _fail(exc: Exception, endpoint: str, **values):
 def home():
     web = current_app.extensions["pacs_web"]
     data = dashboard.gather(_app(), web.recent_errors, web.sessions)
-    return render_template("admin/dashboard.html", title="Dashboard", d=data, now=datetime.datetime.utcnow(),
+    return render_template("admin/dashboard.html", title="Dashboard", d=data, now=utcnow(),
                            our_ae=_app().config.dicom.ae_title)
 
 
@@ -307,8 +308,10 @@ def _audit_filters() -> dict:
             except ValueError:
                 flash(f"{name}: give a date as YYYY-MM-DD", "error")
                 continue
-            filters[name] = datetime.datetime.combine(day + datetime.timedelta(days=1 if name == "until" else 0),
-                                                      datetime.time())
+            # A day in the box's time zone, as the naive UTC the index stores.
+            local_midnight = datetime.datetime.combine(day + datetime.timedelta(days=1 if name == "until" else 0),
+                                                       datetime.time()).astimezone()
+            filters[name] = local_midnight.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     return {k: v for k, v in filters.items() if v}
 
 
@@ -331,7 +334,7 @@ def audit_csv():
     log = _app().audit
     filters = _audit_filters()
     audit("audit.export", detail=", ".join(f"{k}={v}" for k, v in filters.items()))
-    stamp = datetime.datetime.utcnow().strftime("%Y%m%d-%H%M%S")
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     return Response(stream_with_context(log.export_csv(log.query(**filters, limit=None, newest_first=False))),
                     mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.csv"'})
