@@ -68,7 +68,7 @@ class Appliance(Receiver):
         env = sender_env(nodelay=False)  # the appliance tunes its own sockets
         env.update({"PACS_DICOM_HOST": "127.0.0.1", "PACS_DICOM_PORT": str(self.port),
                     "PACS_HTTP_HOST": "127.0.0.1", "PACS_HTTP_PORT": str(free_port()),
-                    "PACS_STORAGE_RESERVE_MB": "16", "PACS_LOG_LEVEL": "WARNING"})
+                    "PACS_STORAGE_RESERVE_MB": "16"})
         env.update(self.extra_env)
         self._spawn([PYTHON, "-m", "appliance", "serve", "--data", str(data)], env, tag)
         return self

@@ -76,7 +76,7 @@ def bench_dimse(data: Path, runs: int, studies: int) -> None:
     port = free_port()
     env = sender_env(nodelay=False)
     env.update({"PACS_DICOM_HOST": "127.0.0.1", "PACS_DICOM_PORT": str(port), "PACS_HTTP_HOST": "127.0.0.1",
-                "PACS_HTTP_PORT": str(free_port()), "PACS_STORAGE_RESERVE_MB": "16", "PACS_LOG_LEVEL": "WARNING"})
+                "PACS_HTTP_PORT": str(free_port()), "PACS_STORAGE_RESERVE_MB": "16"})
     log = open(data.parent / "find-serve.log", "ab")
     proc = subprocess.Popen([PYTHON, "-m", "appliance", "serve", "--data", str(data)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=ROOT)

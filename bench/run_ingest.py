@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--receivers", default="appliance,bare,orthanc")
     p.add_argument("--scenarios", default="1,4,nagle")
-    p.add_argument("--nagle-files", type=int, default=300)
+    p.add_argument("--nagle-files", type=int, default=200)
     p.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench-corpus")
     p.add_argument("--workdir", type=Path, help="keep receiver data here (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the raw figures here")

@@ -117,6 +117,10 @@ class DicomNode:
 
     # -- life cycle -----------------------------------------------------------
     def start(self) -> None:
+        # pynetdicom's standard handlers describe every PDU and DIMSE message (copying each dataset
+        # to do so) even when its logger drops the lines: bind them only if they would be shown.
+        _config.LOG_HANDLER_LEVEL = "standard" if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) \
+            else "none"
         self._server = self.ae.start_server(self.address, block=False, evt_handlers=self._handlers)
         log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
 
