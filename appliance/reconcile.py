@@ -12,6 +12,11 @@ two sets of object ids and decrypts nothing, so it stays fast on a big archive:
   affected SOP Instance UID, and returned for the caller to show.
 
 The log carries object ids and SOP Instance UIDs only, never patient data.
+
+Cost, measured on the 2-core test VM with 100,000 objects: reading the index ids
+0.7 s; walking the archive's two-level fan-out 1.7 s with a warm page cache and
+13 s cold (it reads ~65,000 small directories), so a cold start grows by about
+2 minutes per million objects (systemd's TimeoutStartSec for the unit is 10 min).
 """
 from __future__ import annotations
 
