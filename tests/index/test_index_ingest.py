@@ -151,3 +151,33 @@ def test_counts_after_replacing_the_only_instance(core):
     assert (Patient.get().num_studies, Patient.get().num_series, Patient.get().num_instances) == (1, 1, 1)
     assert (Study.get().num_series, Study.get().num_instances, Series.get().num_instances) == (1, 1, 1)
     assert Study.get().modalities == "\\CT\\"
+
+
+def test_index_failure_removes_the_object_and_reports(core, monkeypatch):
+    """If the index cannot record an object, nothing is acknowledged and nothing is left behind."""
+    import appliance.ingest as ingest_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(ingest_mod, "record_instance", broken)
+    with pytest.raises(ingest_mod.StoreFailed) as err:
+        core.store(synth.make_instance("CT", patient_id="ING9"))
+    assert err.value.dimse_status == 0x0110 and "RuntimeError" in str(err.value)
+    assert not list(core.archive.list_ids()) and not list(core.archive.tmp_dir.iterdir())
+
+
+def test_concurrent_identical_stores_keep_one_copy(core):
+    """Several senders delivering the same instance at once (group commit in the writer thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    core.index.start()
+    data = part10(synth.make_instance("CT", patient_id="ING10"))
+    others = [part10(synth.make_instance("CT", patient_id="ING10")) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(core.store, [data] * 8 + others))
+    outcomes = [r.outcome for r in results[:8]]
+    assert outcomes.count(Outcome.STORED) == 1 and outcomes.count(Outcome.DUPLICATE) == 7
+    assert Instance.select().count() == 5
+    assert sorted(core.archive.list_ids()) == sorted(r.object_id for r in Instance.select())
+    assert Study.select().count() == 5 and all(s.num_instances == 1 for s in Study.select())
