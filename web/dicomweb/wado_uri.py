@@ -3,8 +3,8 @@
 ``GET /dicomweb/wado?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..``
 with ``contentType`` application/dicom (the object, optionally ``transferSyntax``)
 or image/jpeg / image/png (rendered: ``frameNumber``, ``windowCenter``,
-``windowWidth``, ``rows``, ``columns``, ``imageQuality``). image/jpeg is the
-default, as the standard says for single-frame images.
+``windowWidth``, ``rows``, ``columns``, ``imageQuality``). The default is image/jpeg
+for an image and application/dicom for anything else (PS3.18 9.1.2.5).
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def wado_uri():
         raise BadRequest(f"missing parameter(s): {', '.join(missing)}")
     c = ctx()
     item = c.locate(args["studyUID"], args["seriesUID"], args["objectUID"])[0]
-    content_types = [t.strip().split(";")[0] for t in args.get("contentType", "image/jpeg").split(",")]
+    # image/jpeg is the default for images; an object without pixels (SR, PDF, ...) comes as itself.
+    default = "image/jpeg" if item.rows else "application/dicom"
+    content_types = [t.strip().split(";")[0] for t in (args.get("contentType") or default).split(",")]
     for media in content_types:
         if media == "application/dicom":
             ts = args.get("transferSyntax") or item.transfer_syntax
