@@ -97,16 +97,21 @@ class Forwarder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held_until: dict[str, datetime.datetime] = {}  # unreachable peers: next attempt (in memory)
 
     # -- queueing (inside the ingest transaction) ---------------------------
     def enqueue(self, attributes: InstanceAttributes, object_id: str, origin) -> None:
         calling = calling_ae_of(origin)
         destinations = sorted({r.destination for r in self.rules if r.matches(attributes.modality, calling)})
+        now = utcnow()
         for destination in destinations:
             if destination == calling:
                 continue  # never send an object back to where it came from
+            # While a peer is known to be down, new work waits for its next attempt too, so a busy
+            # modality does not make us knock on a dead peer's door once per image.
+            due = max(now, self._held_until.get(destination, now))
             ForwardJob.insert(sop_uid=attributes.sop_uid, object_id=object_id, destination=destination,
-                              next_attempt_at=utcnow()).on_conflict_ignore().execute()
+                              next_attempt_at=due).on_conflict_ignore().execute()
 
     def wake(self, **_payload) -> None:
         self._wake.set()
@@ -180,6 +185,7 @@ class Forwarder:
             log.warning("forwarding to %s postponed: %s", destination, exc)
             self._retry(jobs, str(exc), hold_destination=destination)
             return 0
+        self._held_until.pop(destination, None)
         sent = 0
         try:
             for job in jobs:
@@ -223,6 +229,7 @@ class Forwarder:
                     next_attempt_at=when,
                 ).where(ForwardJob.id == job.id).execute()
             if hold_destination:
+                self._held_until[hold_destination] = latest
                 ForwardJob.update(next_attempt_at=latest, last_error=error[:255]).where(
                     (ForwardJob.destination == hold_destination) & (ForwardJob.state == "pending")
                     & (ForwardJob.next_attempt_at < latest)).execute()
