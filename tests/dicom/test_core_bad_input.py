@@ -72,6 +72,8 @@ def test_bad_data_set_gets_cannot_understand(server, tmp_path, monkeypatch, make
     status = send_raw(server, path, monkeypatch)
     assert 0xC000 <= status.Status <= 0xCFFF, hex(status.Status)
     assert status.get("ErrorComment"), "a failure must say why"
+    if make is truncated_file:
+        assert "truncated" in status.ErrorComment
     # the server is still up and serving, and nothing of the bad object was kept
     assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", server.dicom_port).returncode == 0
     assert nothing_stored(server.data_dir)
