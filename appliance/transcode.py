@@ -18,7 +18,8 @@ import io
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+import numpy as np
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from .errors import ApplianceError
 
@@ -59,5 +60,21 @@ def for_peer(part10: bytes, stored_ts: str, accepted: list[str]) -> Dataset:
             ds.LossyImageCompression = "01"
     elif UID(stored_ts) == DeflatedExplicitVRLittleEndian:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    elif UID(stored_ts) == ExplicitVRBigEndian:
+        _pixels_to_little_endian(ds)
     # pynetdicom re-encodes an uncompressed dataset into whichever uncompressed syntax was accepted.
     return ds
+
+
+def _pixels_to_little_endian(ds: Dataset) -> None:
+    """Byte-swap big endian pixel data for a little endian peer.
+
+    pydicom converts every parsed element when pynetdicom encodes the dataset in the
+    accepted little endian syntax, but writes OW pixel data as the bytes it holds.
+    """
+    if "PixelData" not in ds:
+        return
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    if bits in (16, 32):
+        swapped = np.frombuffer(ds.PixelData, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}")
+        ds.PixelData = swapped.tobytes()

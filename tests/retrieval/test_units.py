@@ -98,3 +98,18 @@ def test_peer_registry_validation(index):
     assert peers.allowed_callers() == ["CR_ROOM1"]
     peers.remove("CR_ROOM1")
     assert peers.list() == []
+
+
+def test_big_endian_to_a_little_endian_peer_keeps_the_pixels():
+    import numpy as np
+    import pydicom
+    from pynetdicom.dsutils import decode, encode
+
+    be = synth.make_instance("MR_BIG_ENDIAN")
+    raw = part10(be)
+    out = for_peer(raw, be.file_meta.TransferSyntaxUID, [ImplicitVRLittleEndian])
+    # what pynetdicom puts on the wire for an accepted implicit VR little endian context
+    back = decode(io.BytesIO(encode(out, True, True, False)), True, True)
+    back.file_meta = pydicom.dataset.FileMetaDataset()
+    back.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    assert np.array_equal(back.pixel_array, pydicom.dcmread(io.BytesIO(raw)).pixel_array)
