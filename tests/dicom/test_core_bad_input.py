@@ -57,16 +57,18 @@ def send_raw(srv, path, monkeypatch) -> pydicom.Dataset:
         assoc.release()
 
 
-def nothing_stored(data_dir) -> bool:
+def contents(data_dir) -> tuple:
+    """What the data directory holds: index rows, archive objects, unfinished writes."""
     with readback.opened(data_dir) as (archive, _index):
         from appliance.index.models import Instance
 
-        return Instance.select().count() == 0 and not list(archive.list_ids()) and \
-            not list(archive.tmp_dir.iterdir())
+        return (Instance.select().count(), sorted(archive.list_ids()), sorted(archive.tmp_dir.iterdir()))
 
 
 @pytest.mark.parametrize("make", [garbage_file, truncated_file], ids=["garbage", "truncated"])
-def test_bad_data_set_gets_cannot_understand(server, tmp_path, monkeypatch, make):
+def test_bad_data_set_gets_cannot_understand(shared_server, tmp_path, monkeypatch, make):
+    server = shared_server
+    before = contents(server.data_dir)
     path = tmp_path / "bad.dcm"
     make(path)
     status = send_raw(server, path, monkeypatch)
@@ -76,17 +78,18 @@ def test_bad_data_set_gets_cannot_understand(server, tmp_path, monkeypatch, make
         assert "truncated" in status.ErrorComment
     # the server is still up and serving, and nothing of the bad object was kept
     assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", server.dicom_port).returncode == 0
-    assert nothing_stored(server.data_dir)
+    assert contents(server.data_dir) == before
     assert server.proc.poll() is None
 
 
-def test_storescu_truncated_file(server, tmp_path):
+def test_storescu_truncated_file(shared_server, tmp_path):
     """dcmtk refuses to read a truncated file itself; the server never sees a partial object."""
+    before = contents(shared_server.data_dir)
     path = tmp_path / "cut.dcm"
     truncated_file(path)
-    done = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", server.dicom_port, path)
+    done = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", shared_server.dicom_port, path)
     assert done.returncode != 0
-    assert nothing_stored(server.data_dir)
+    assert contents(shared_server.data_dir) == before
 
 
 def test_disk_below_reserve_gets_out_of_resources(tmp_path):
@@ -99,6 +102,6 @@ def test_disk_below_reserve_gets_out_of_resources(tmp_path):
         assert "Received Store Response (Refused: OutOfResources)" in done.stderr, done.stderr
         assert "Success" not in done.stderr
         assert "reserve" in srv.log()
-        assert nothing_stored(data)
+        assert contents(data) == (0, [], [])
     finally:
         srv.kill()
