@@ -107,6 +107,7 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     app = Appliance(config=config, keys=keys, archive=archive, index=index, events=events, ingestor=ingestor,
                     node=node, audit=AuditLog(index, events))
     app.services.append(("audit", app.audit.start, app.audit.stop))  # aggregates DICOM stores
+    app.audit.install(node)  # C-FIND per association
     from .backup import BackupService
     from .backup.schedule import Scheduler
 
