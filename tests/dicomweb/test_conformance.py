@@ -173,3 +173,27 @@ def test_wado_uri(http, dw_url, ct):
 def test_cors_off_by_default(http, dw_url):
     r = http.get(f"{dw_url}/studies", headers={"Origin": "http://viewer.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_transfer_syntax_negotiation(http, dw_url):
+    """Stored syntax by default; decompressed or byte-swapped to little endian on request; never compressed."""
+    import numpy as np
+
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=dw_url, session=http)
+    for kind in ("MR_BIG_ENDIAN", "MR_J2K", "MR_RLE", "MR_JPEG_LS", "DEFLATED"):
+        ds = synth.make_instance(kind, patient_id="CONFTS")
+        client.store_instances([ds])
+        ids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        stored = client.retrieve_instance(*ids)
+        assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, kind
+        got = client.retrieve_instance(*ids, media_types=(("application/dicom", "1.2.840.10008.1.2.1"),))
+        assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1", kind
+        assert np.array_equal(got.pixel_array, ds.pixel_array), kind
+        url = f"{dw_url}/studies/{ids[0]}/series/{ids[1]}/instances/{ids[2]}"
+        r = http.get(url, headers={"Accept": f"{DCM}; transfer-syntax=1.2.840.10008.1.2"})
+        assert r.status_code == 200 and "application/dicom; transfer-syntax=1.2.840.10008.1.2\r\n" in r.text, kind
+        r = http.get(f"{dw_url}/studies/{ids[0]}/series/{ids[1]}/instances/{ids[2]}",
+                     headers={"Accept": f"{DCM}; transfer-syntax=1.2.840.10008.1.2.5"})
+        assert r.status_code == 406 or kind == "MR_RLE", kind

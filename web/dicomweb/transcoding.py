@@ -1,14 +1,16 @@
 """Transfer syntaxes on the way out of DICOMweb, on top of the shared ``appliance.transcode``.
 
 ``appliance.transcode`` (shared with C-GET/C-MOVE) decides what is lossless-safe:
-decompressing to an uncompressed syntax, never compressing. This module adds what
-WADO-RS needs besides: Part 10 bytes in the target syntax, the media type of a
-compressed frame, and single frames as stored or decoded.
+decompressing (or byte-swapping) to an uncompressed little endian syntax, never
+compressing. This module adds what WADO-RS needs besides: Part 10 bytes in the
+target syntax, the media type of a compressed frame, single frames as stored or decoded.
 """
 from __future__ import annotations
 
 import io
 import logging
+
+import pydicom
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
@@ -51,10 +53,7 @@ class CannotTranscode(ApplianceError):
 
 def can_transcode(src: str, dst: str) -> bool:
     """Whether an object stored in ``src`` can be sent in ``dst`` without a lossy step."""
-    if dst == src:
-        return True
-    # pydicom cannot rewrite big-endian byte order; everything else decompresses to LE.
-    return dst in TARGETS and src != ExplicitVRBigEndian
+    return dst == src or dst in TARGETS
 
 
 def to_syntax(data: bytes, src: str, dst: str) -> bytes:
@@ -69,7 +68,9 @@ def to_syntax(data: bytes, src: str, dst: str) -> bytes:
         ds = transcode.for_peer(data, src, [dst])
         ds.file_meta.TransferSyntaxUID = UID(dst)
         out = io.BytesIO()
-        ds.save_as(out, enforce_file_format=True)
+        # explicit encoding arguments: pydicom then also rewrites a big endian dataset as little endian
+        pydicom.dcmwrite(out, ds, implicit_vr=dst == ImplicitVRLittleEndian, little_endian=True,
+                         enforce_file_format=True)
     except Exception as exc:  # noqa: BLE001 - decoders raise many kinds
         raise CannotTranscode(f"converting to {UID(dst).name} failed: {exc}") from exc
     return out.getvalue()
