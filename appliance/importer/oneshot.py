@@ -56,6 +56,7 @@ class Progress:
         self.done = 0
         self.start = time.monotonic()
         self._last_plain = self.start
+        self._last_draw = 0.0
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.start
@@ -68,12 +69,14 @@ class Progress:
 
     def advance(self, n: int = 1) -> None:
         self.done += n
-        if self.tty:
+        now = time.monotonic()
+        if self.tty and (now - self._last_draw >= 0.1 or self.done == self.total):
+            self._last_draw = now
             width = 30
             filled = int(width * self.done / self.total) if self.total else width
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.text()}   ")
             self.stream.flush()
-        elif time.monotonic() - self._last_plain >= PLAIN_EVERY_SECONDS or self.done == self.total:
+        elif not self.tty and (now - self._last_plain >= PLAIN_EVERY_SECONDS or self.done == self.total):
             self._last_plain = time.monotonic()
             self.stream.write(f"import: {self.text()}\n")
             self.stream.flush()
@@ -109,12 +112,20 @@ def run_import(ingestor: Ingestor, paths: list[Path], origin: Origin, *, member_
     if not tty:
         stream.write(f"import: {len(entries)} file(s) to import\n")
     try:
+        results: list[EntryResult] = []
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="import") as pool:
             for result in pool.map(lambda e: import_entry(ingestor, e, origin), entries):
-                summary.tally.add(result)
-                if on_result:
-                    on_result(result)
+                results.append(result)
                 progress.advance()
+        # A passing error (say, a server starting up meanwhile cleaned the archive's temp folder) gets
+        # one more try; disk full does not go away by itself.
+        for i, r in enumerate(results):
+            if r.status is Status.RETRY and not r.reason.startswith("disk full"):
+                results[i] = import_entry(ingestor, r.entry, origin)
+        for result in results:
+            summary.tally.add(result)
+            if on_result:
+                on_result(result)
     finally:
         progress.finish()
         for source in sources:

@@ -54,6 +54,8 @@ def import_entry(ingestor: Ingestor, entry: Entry, origin: Origin) -> EntryResul
         return result(Status.FAILED, "the file disappeared before it could be read")
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         return result(Status.FAILED, f"unreadable ZIP member: the ZIP is damaged ({exc.__class__.__name__})")
+    except IsADirectoryError:
+        return result(Status.FAILED, "this is a folder, not a file")
     except PermissionError:
         return result(Status.FAILED, "the file cannot be read: permission denied")
     except OSError as exc:

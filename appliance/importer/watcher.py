@@ -331,8 +331,12 @@ class Inbox:
                 return
             entry = file_entry(rec.path, self._rel(rec.path), rec.sop_uid)
             result = self._ingest_one(entry, tally)
-            if result is None or result.status is Status.RETRY:
-                return  # the media is retried later; what is in stays in
+            if result is None:
+                return  # disk full: the media is retried later; what is in stays in
+            if result.status is Status.RETRY:
+                if not self._give_up(dicomdir):
+                    return
+                result = EntryResult(entry, Status.FAILED, result.reason)
             if result.status is Status.FAILED:
                 if rec.path.exists():
                     self._fail(rec.path, result.reason)

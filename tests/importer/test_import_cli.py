@@ -85,4 +85,4 @@ def test_progress_bar_on_a_terminal():
         bar.advance()
     bar.finish()
     text = out.getvalue()
-    assert text.count("\r[") == 4 and "4/4 files" in text and "/s, ETA" in text and text.endswith("\n")
+    assert text.count("\r[") >= 2 and "4/4 files" in text.rsplit("\r", 1)[-1] and "/s, ETA" in text and text.endswith("\n")

@@ -152,3 +152,22 @@ def test_move_to_processed_and_audit(data_dir, tmp_path):
     assert sorted(p.name for p in processed.iterdir()) == sorted(p.name for p in paths)
     assert not (data_dir / "inbox" / "ward").exists()
     assert ("system", "inbox: 2 imported, 0 already present, 0 failed") in audit_details(data_dir, "import.run")
+
+
+def test_duplicate_with_different_content_is_refused_when_the_policy_rejects(data_dir, tmp_path):
+    ds = synth.make_instance("MR")
+    ds.save_as(data_dir / "inbox" / "first.dcm", enforce_file_format=True)
+    srv = start_server(data_dir, PACS_STORAGE_ON_CONFLICT="reject")
+    try:
+        wait_inbox_empty(data_dir)
+        ds.StudyDescription = "EDITED ELSEWHERE"
+        ds.save_as(data_dir / "inbox" / "second.dcm", enforce_file_format=True)
+        wait_inbox_empty(data_dir)
+        ds.save_as(tmp_path / "third.dcm", enforce_file_format=True)
+        shutil.copy(tmp_path / "third.dcm", data_dir / "inbox" / "third.dcm")  # same bytes as second: also refused
+        wait_inbox_empty(data_dir)
+    finally:
+        srv.stop()
+    assert "duplicate with different content" in _reason(data_dir, "second.dcm")
+    assert (data_dir / "inbox" / "failed" / "third.dcm").exists()
+    assert index_counts(data_dir)["instances"] == 1
