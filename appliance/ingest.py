@@ -20,13 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from concurrent.futures import Future
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .archive import Archive
-from .archive.store import StoredObject
 from .dicomfile import parse
 from .errors import ApplianceError, DiskFull
 from .events import Events
@@ -35,9 +32,6 @@ from .index.models import Instance
 from .index.records import Outcome, record_instance
 
 log = logging.getLogger(__name__)
-# Objects up to this size are sealed while their index rows are written (see _archive_while_indexing);
-# larger ones, sequentially (their digest pass would be a second full read).
-OVERLAP_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -117,18 +111,14 @@ class Ingestor:
         a = parsed.attributes
 
         existing = self._stored(a.sop_uid)
-        sha256, nbytes = self._digest(parsed.prefix, src)
+        sha256, _size = self._digest(parsed.prefix, src)
         if existing is not None and existing[0] == sha256:
             log.info("instance %s already stored (identical), nothing written", a.sop_uid)
             return self._result(Outcome.DUPLICATE, parsed, existing[1])
 
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
-        if self.index.writer.is_running and nbytes <= OVERLAP_MAX_BYTES:
-            stored, pending = self._archive_while_indexing(stream, StoredObject(self.archive.new_object_id(),
-                                                                                nbytes, sha256), a, origin)
-        else:
-            stored = self.archive.put(stream)
-            pending = self.index.writer.submit(lambda: self._record(a, stored, origin))
+        stored = self.archive.put(stream)
+        pending = self.index.writer.submit(lambda: self._record(a, stored, origin))
         try:
             outcome = pending.result()
         except ApplianceError:
@@ -144,31 +134,6 @@ class Ingestor:
         log.debug("instance %s %s from %s", a.sop_uid, outcome.value, origin.kind)
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
-
-    def _archive_while_indexing(self, stream: BinaryIO, expected: StoredObject, a, origin: Origin):
-        """Seal and fsync the object while the writer builds its index rows, to overlap the two.
-
-        The writer's function waits for the archive before it returns, so the transaction
-        commits only once the object is durable: a committed row never points at nothing,
-        and if the archive write fails the rows are rolled back.
-        """
-        archived: Future = Future()
-
-        def record() -> Outcome:
-            outcome = self._record(a, expected, origin)
-            if archived.result() != expected:  # raises (rolling back) if the archive write failed
-                raise StoreFailed("the object changed while it was being stored")
-            return outcome
-
-        pending = self.index.writer.submit(record)
-        try:
-            stored = self.archive.put(stream, expected.object_id)
-        except BaseException as exc:
-            archived.set_exception(exc)
-            futures_wait([pending])  # its rows are rolled back; the put's error is the one to report
-            raise
-        archived.set_result(stored)
-        return stored, pending
 
     def _record(self, a, stored, origin: Origin) -> Outcome:
         outcome = record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label, self.on_conflict)
