@@ -15,8 +15,6 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterable
-
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -162,7 +160,3 @@ def echo(our_ae: str, ae_title: str, host: str, port: int, timeout: float = 10.0
     finally:
         if assoc.is_established:
             assoc.release()
-
-
-def merge_allow_lists(static: Iterable[str], registered: Iterable[str]) -> list[str]:
-    return [*static, *registered]

@@ -9,7 +9,7 @@ import synth
 from helpers import dcmtk, free_port, wait_until
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, StorageCommitmentPushModel, Verification
 from retrieval_support import SCU_AE, cli
 
