@@ -17,6 +17,7 @@ reconciliation reports (never a lost acknowledged image).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -55,6 +56,21 @@ class StoreResult:
     series_uid: str
     object_id: str
     transfer_syntax: str
+
+
+DISK_FULL = "the disk is full: nothing was stored; free space or add storage before sending more images"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` (or what it was raised from: SQLite masks SQLITE_FULL behind its rollback
+    error) says the disk is out of space."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class StoreFailed(ApplianceError):
@@ -117,8 +133,13 @@ class Ingestor:
             return self._result(Outcome.DUPLICATE, parsed, existing[1])
 
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
-        stored = self.archive.put(stream)
-        pending = self.index.writer.submit(lambda: self._record(a, stored, origin))
+        try:
+            stored = self.archive.put(stream)
+            pending = self.index.writer.submit(lambda: self._record(a, stored, origin))
+        except OSError as exc:
+            if _disk_full(exc):
+                raise DiskFull(DISK_FULL) from None
+            raise
         try:
             outcome = pending.result()
         except ApplianceError:
@@ -126,6 +147,8 @@ class Ingestor:
             raise
         except Exception as exc:
             self.archive.delete(stored.object_id)
+            if _disk_full(exc):
+                raise DiskFull(DISK_FULL) from None
             log.exception("indexing instance %s failed; the object was not kept", a.sop_uid)
             raise StoreFailed(f"the index could not record the object ({exc.__class__.__name__})") from exc
         if outcome is Outcome.DUPLICATE:  # another sender stored the same bytes meanwhile

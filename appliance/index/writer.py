@@ -49,11 +49,14 @@ class Writer:
         future: Future = Future()
         if self._thread is None:
             # Not serving (CLI commands, tests): run inline in one transaction.
+            # The result is handed over only once the commit succeeded (a full disk fails the commit).
             try:
                 with self.db.atomic("IMMEDIATE"):
-                    future.set_result(fn())
+                    result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 future.set_exception(exc)
+            else:
+                future.set_result(result)
             return future
         self._queue.put((fn, future))
         return future

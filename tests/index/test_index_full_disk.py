@@ -1,0 +1,54 @@
+"""A disk that really fills up (a 1 MiB tmpfs): the store that does not fit fails with 0xA700,
+nothing half-written is left, and everything stored before it is intact.
+
+Needs permission to mount a tmpfs (root, as tests/run runs in CI); the reserve check that normally
+refuses stores long before this point is tested in tests/dicom/test_core_bad_input.py.
+"""
+from __future__ import annotations
+
+import io
+import subprocess
+
+import pytest
+
+import synth
+from appliance.errors import DiskFull
+from appliance.index.models import Instance
+from appliance.reconcile import reconcile
+from core_parts import make_core
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): run as root, as tests/run does in CI")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize("writer_thread", [True, False], ids=["serving", "inline"])
+def test_filling_the_disk(tiny_fs, writer_thread):
+    core = make_core(tiny_fs / "data")
+    if writer_thread:
+        core.index.start()  # as when serving: the archive write overlaps the index transaction
+    stored = []
+    try:
+        with pytest.raises(DiskFull) as err:
+            for i in range(200):  # ~40 KB each: the 1 MiB disk is full long before 200
+                buf = io.BytesIO()
+                synth.make_instance("CT", patient_id="FULL1", instance_number=i).save_as(buf, enforce_file_format=True)
+                stored.append(core.ingestor.store_bytes(buf.getvalue(), core.origin))
+        assert err.value.dimse_status == 0xA700
+        assert "full" in str(err.value)
+        assert stored, "some objects fit before the disk filled"
+        assert not list(core.archive.tmp_dir.iterdir())
+        assert Instance.select().count() == len(stored)
+        assert reconcile(core.archive).clean
+        for result in stored:
+            core.archive.verify(result.object_id)
+    finally:
+        core.index.close()
