@@ -182,3 +182,18 @@ def test_get_counts_failures_when_peer_accepts_no_usable_syntax(box, tmp_path):
     failed = final_identifier.FailedSOPInstanceUIDList
     assert set([failed] if isinstance(failed, str) else failed) == ct_uids
     assert received == [mr.SOPInstanceUID]
+
+
+def test_get_series_level_patient_root(box, tmp_path):
+    files = synth.write_study(tmp_path / "in", n_series=2, per_series=2, patient_id="GETSER")
+    store(box, *files)
+    ds = pydicom.dcmread(files[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    got = dcmtk("getscu", "-P", "-aet", SCU_AE, "-aec", "PACSBOX", "-od", out, "-k", "QueryRetrieveLevel=SERIES",
+                "-k", "PatientID=GETSER", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "127.0.0.1", box.dicom_port)
+    assert got.returncode == 0, got.stderr
+    received = received_by_uid(out.iterdir())
+    assert set(received) == {d.SOPInstanceUID for d in map(pydicom.dcmread, files)
+                             if d.SeriesInstanceUID == ds.SeriesInstanceUID}

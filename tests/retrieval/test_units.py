@@ -113,3 +113,30 @@ def test_big_endian_to_a_little_endian_peer_keeps_the_pixels():
     back.file_meta = pydicom.dataset.FileMetaDataset()
     back.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     assert np.array_equal(back.pixel_array, pydicom.dcmread(io.BytesIO(raw)).pixel_array)
+
+
+def test_forward_gives_up_after_max_attempts_and_can_be_retried(data_dir):
+    """In-process: a peer that refuses connections, max_attempts = 2, no waiting between attempts."""
+    from appliance.app import build
+    from appliance.config import load
+    from appliance.index.models.retrieval import ForwardJob
+    from appliance.ingest import Origin
+    from helpers import free_port
+
+    env = {"PACS_FORWARD_RULES": "DEAD", "PACS_FORWARD_MAX_ATTEMPTS": "2", "PACS_FORWARD_RETRY_INITIAL_SECONDS": "0",
+           "PACS_FORWARD_RETRY_MAX_SECONDS": "0"}
+    app = build(load(data_dir, env=env), with_web=False)
+    try:
+        app.peers.add("DEAD", "127.0.0.1", free_port())
+        app.ingestor.store_bytes(part10(synth.make_instance("CT", patient_id="FWDUNIT")), Origin("dicom", "US1@x"))
+        app.ingestor.store_bytes(part10(synth.make_instance("CT", patient_id="FWDUNIT")), Origin("dicom", "DEAD@x"))
+        assert ForwardJob.select().count() == 1  # never back to the AE it came from
+        assert app.forwarder.run_once() == 0
+        assert app.forwarder.run_once() == 0
+        [row] = app.forwarder.status()
+        assert (row["pending"], row["failed"], row["sent"]) == (0, 1, 0)
+        assert "did not answer" in row["last_error"]
+        assert app.forwarder.retry_failed("DEAD") == 1
+        assert app.forwarder.status()[0]["pending"] == 1
+    finally:
+        app.index.close()
