@@ -105,3 +105,33 @@ def test_disk_below_reserve_gets_out_of_resources(tmp_path):
         assert contents(data) == (0, [], [])
     finally:
         srv.kill()
+
+
+def test_tiny_filesystem_fills_up(tmp_path):
+    """The whole data directory on a 4 MiB tmpfs, no reserve: stores succeed until the disk is full,
+    then storescu gets 0xA700, the server stays up, and what was acknowledged is intact."""
+    import subprocess
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs", str(tiny)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): run as root, as tests/run does in CI")
+    try:
+        init_data_dir(tiny)
+        srv = Server(tiny, env={"PACS_STORAGE_RESERVE_MB": "0"}).start()
+        try:
+            files = synth.write_study(tmp_path / "src", n_series=1, per_series=150, patient_id="TINY-FS")
+            sent = dcmtk("storescu", "-v", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port, *files)
+            assert "Received Store Response (Refused: OutOfResources)" in sent.stderr, sent.stderr[-2000:]
+            acked = sent.stderr.count("Received Store Response (Success)")
+            assert acked > 0
+            assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port).returncode == 0
+            assert srv.proc.poll() is None
+        finally:
+            srv.kill()
+        count, ids, unfinished = contents(tiny)
+        assert count >= acked and len(ids) == count and unfinished == []
+    finally:
+        subprocess.run(["umount", "-l", str(tiny)], check=True)
