@@ -171,3 +171,25 @@ def test_duplicate_with_different_content_is_refused_when_the_policy_rejects(dat
     assert "duplicate with different content" in _reason(data_dir, "second.dcm")
     assert (data_dir / "inbox" / "failed" / "third.dcm").exists()
     assert index_counts(data_dir)["instances"] == 1
+
+
+def test_cd_contents_at_the_top_of_the_inbox_and_a_zip_bomb(data_dir, tmp_path):
+    """A DICOMDIR dropped straight into the inbox speaks only for the files it lists."""
+    cd = tmp_path / "cd"
+    (cd / "DATA").mkdir(parents=True)
+    for i, p in enumerate(synth.write_study(tmp_path / "src", n_series=1, per_series=3)):
+        shutil.copy(p, cd / "DATA" / f"IM{i:06d}")
+    assert _dcmmkdir(cd).returncode == 0
+    loose = synth.write_study(tmp_path / "other", n_series=1, per_series=1)[0]
+    make_zip(tmp_path / "bomb.zip", {"big.dcm": b"\0" * (3 << 20)})  # 3 MiB of zeros, a few KB zipped
+    srv = start_server(data_dir, PACS_INBOX_ZIP_MEMBER_MAX_MB="1")
+    try:
+        shutil.copytree(cd, data_dir / "inbox", dirs_exist_ok=True)
+        shutil.copy(loose, data_dir / "inbox" / "unrelated.dcm")  # not in the DICOMDIR, still imported
+        shutil.copy(tmp_path / "bomb.zip", data_dir / "inbox" / "bomb.zip")
+        wait_inbox_empty(data_dir)
+    finally:
+        srv.stop()
+    assert "above the 1 MiB limit" in _reason(data_dir, "bomb.zip")
+    assert sorted(p.name for p in (data_dir / "inbox").iterdir()) == ["failed"]
+    assert index_counts(data_dir)["instances"] == 4
