@@ -93,11 +93,27 @@ def test_admin_journey_in_chromium(data_dir, tmp_path, storescp, browser):
         assert page.locator("td:has-text('dr.house')").count() == 1
         page.screenshot(path=shots / "04-users.png", full_page=True)
 
+        page.goto(server.url + "/admin/worklist")
+        page.fill("input[name=patient_name]", "Doe, Jane")
+        page.fill("input[name=patient_id]", "WL-001")
+        page.fill("input[name=scheduled_time]", "09:30")
+        page.fill("input[name=modality]", "US")
+        page.fill("input[name=station_ae]", "US_ROOM1")
+        page.fill("input[name=step_description]", "Abdomen ultrasound")
+        page.click("text=Add to worklist")
+        assert "Added the worklist entry" in page.inner_text(".alert")
+        assert "Doe Jane" in page.inner_text("table")
+        page.screenshot(path=shots / "04b-worklist.png", full_page=True)
+        found = dcmtk("findscu", "-W", "-aet", "US_ROOM1", "-aec", "PACSBOX", "-k", "PatientID=WL-001",
+                      "-k", "PatientName", "127.0.0.1", server.dicom_port)
+        assert "Doe^Jane" in found.stdout + found.stderr  # the modality sees it
+
         def audit_actions():
             page.goto(server.url + "/admin/audit")
             return set(page.locator("table.audit td .chip").all_inner_texts())
 
-        wanted = {"login.failed", "login.ok", "dicom.association", "peer.add", "dicom.echo", "user.create"}
+        wanted = {"login.failed", "login.ok", "dicom.association", "peer.add", "dicom.echo", "user.create",
+                  "worklist.add", "dicom.find"}
         wait_until(lambda: wanted <= audit_actions(), 10, what="the audit entries")
         page.screenshot(path=shots / "05-audit.png", full_page=True)
         page.fill("input[name=action]", "user")
