@@ -2,8 +2,9 @@
 
 A modality sends N-ACTION listing the instances it wants us to take
 responsibility for. We answer at once, then check each one: committed only if
-its index row is committed (ingest writes it after the fsynced archive put)
-and its archive object is on disk with the same SOP Class. The result goes
+its index row is committed (ingest writes it after the fsynced archive put),
+with the same SOP Class, and its archive object decrypts and matches the
+recorded SHA-256. The result goes
 back as an N-EVENT-REPORT on the same association when the modality keeps it
 open, otherwise on a new association to the registered peer with the calling
 AE title (we take the SCP role in it, negotiated with role selection).
@@ -20,6 +21,7 @@ from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from ..archive import Archive
+from ..errors import ApplianceError
 from ..index.models import Instance
 from ..peers import PeerRegistry
 
@@ -48,9 +50,23 @@ def check_references(archive: Archive, references) -> tuple[list[Dataset], list[
         elif row.sop_class_uid != str(item.ReferencedSOPClassUID):
             item.FailureReason = CLASS_INSTANCE_CONFLICT
             failed.append(item)
+        elif not _intact(archive, row):
+            item.FailureReason = PROCESSING_FAILURE
+            failed.append(item)
         else:
             committed.append(item)
     return committed, failed
+
+
+def _intact(archive: Archive, row: Instance) -> bool:
+    """Decrypt and check the whole object against its recorded digest before taking responsibility
+    for it (this runs in the background thread, after the N-ACTION was answered)."""
+    try:
+        archive.verify(row.object_id, row.sha256)
+    except ApplianceError as exc:
+        log.error("storage commitment: instance %s fails its integrity check: %s", row.sop_uid, exc)
+        return False
+    return True
 
 
 def event_report(transaction_uid: str, committed: list[Dataset], failed: list[Dataset],
