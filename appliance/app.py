@@ -169,7 +169,7 @@ def install_retrieval(app: Appliance, peers) -> None:
                               rules=parse_rules(config.forward.rules),
                               retry_initial=config.forward.retry_initial_seconds,
                               retry_max=config.forward.retry_max_seconds, max_attempts=config.forward.max_attempts,
-                              timeout=config.dicom.dimse_timeout)
+                              timeout=config.dicom.dimse_timeout, audit=app.audit)
     if app.forwarder.rules:
         app.ingestor.record_hooks.append(app.forwarder.enqueue)  # same transaction as the instance rows
         app.events.subscribe("instance_stored", app.forwarder.wake)

@@ -82,8 +82,9 @@ def calling_ae_of(origin) -> str:
 class Forwarder:
     def __init__(self, *, index: Index, archive: Archive, peers: PeerRegistry, ae_title: str, rules: list[Rule],
                  retry_initial: float = 30, retry_max: float = 3600, max_attempts: int = 0, batch: int = 200,
-                 timeout: float = 30):
+                 timeout: float = 30, audit=None):
         self.index = index
+        self.audit = audit
         self.archive = archive
         self.peers = peers
         self.ae_title = ae_title
@@ -205,6 +206,8 @@ class Forwarder:
             if assoc.is_established:
                 assoc.release()
         log.info("forwarded %d instance(s) to %s", sent, destination)
+        if sent and self.audit is not None:
+            self.audit.record("dicom.forward", "system", detail=f"{sent} instance(s) to {destination}")
         return sent
 
     def _finish(self, jobs: list[ForwardJob], state: str, error: str) -> None:
