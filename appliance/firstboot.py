@@ -11,7 +11,7 @@ printed to stdout/stderr (the journal), only to the console devices.
 Every boot: apply the vendor settings that live in the OS (hostname, time zone,
 static network) from ``pacs-vendor.toml`` on the PACSCFG partition, so they
 survive an update that replaces the root partition. The settings that live in
-the appliance (AE title, DICOM port, site name) are written to the data
+the appliance (AE title, DICOM port, site name, backup target) are written to the data
 directory's appliance.toml on first boot only; afterwards an admin owns them.
 
 ``pacs-vendor.toml`` is read through a whitelist: unknown keys and bad values stop
@@ -28,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import config as config_mod, tls
 from .datadir import initialize, is_initialized
@@ -67,6 +68,7 @@ class VendorSettings:
     dicom_port: int | None = None
     site_name: str = ""
     network: Network | None = None
+    backup_target: str = ""
     present: bool = False  # whether the file was there at all
 
 
@@ -111,6 +113,8 @@ KEYS = {
     "dicom_port": "the DICOM port, a number from 1 to 65535 (104 is the standard port)",
     "site_name": "the clinic's name, at most 64 characters",
     "network": "a [network] table with address (CIDR), gateway and dns; leave it out for DHCP",
+    "backup_target": "where the nightly encrypted copy goes: file:///path, sftp://user@host:22/path or "
+                     "s3://bucket/prefix, without any password (credentials are set on the box later)",
 }
 NETWORK_KEYS = {
     "address": "the static address with prefix length, e.g. \"192.168.1.20/24\"",
@@ -165,7 +169,15 @@ def read_vendor(path: Path, zoneinfo_dir: Path = Path("/usr/share/zoneinfo")) ->
                                    or not 1 <= dicom_port <= 65535):
         raise bad("dicom_port", f"{dicom_port!r} is not valid: {KEYS['dicom_port']} (a number, no quotes)")
     network = _read_network(data["network"], bad) if "network" in data else None
-    return VendorSettings(hostname, timezone, ae_title, dicom_port, site_name, network, present=True)
+    backup_target = text("backup_target", None, 512)
+    if backup_target:
+        parts = urlsplit(backup_target)
+        if (parts.scheme not in ("file", "sftp", "s3") or parts.password
+                or (parts.scheme == "sftp" and not (parts.username and parts.hostname))
+                or (parts.scheme == "s3" and not parts.hostname) or (parts.scheme == "file" and not parts.path)):
+            raise bad("backup_target", f"{backup_target!r} is not valid: {KEYS['backup_target']}")
+    return VendorSettings(hostname, timezone, ae_title, dicom_port, site_name, network, backup_target,
+                          present=True)
 
 
 def _read_network(table: Any, bad) -> Network:
@@ -211,6 +223,8 @@ def appliance_toml(vendor: VendorSettings) -> str:
         values[("dicom", "port")] = vendor.dicom_port
     if vendor.site_name:
         values[("site", "clinic_name")] = vendor.site_name
+    if vendor.backup_target:
+        values[("backup", "target")] = vendor.backup_target
     known = {(s.section, s.key) for s in config_mod.SETTINGS}
     values = {k: v for k, v in values.items() if k in known}  # settings this version has
     lines, section = [], None

@@ -27,11 +27,12 @@ def test_missing_vendor_file_means_defaults(tmp_path):
 
 def test_good_vendor_file(tmp_path):
     s = vendor(tmp_path, '\ufeffhostname = "pacs-01"\ntimezone = "Europe/Berlin"\nae_title = "CLINIC PACS"\n'
-                         'dicom_port = 104\nsite_name = "Example Clinic"\n'
+                         'dicom_port = 104\nsite_name = "Example Clinic"\nbackup_target = "sftp://pacs@nas.lan/backup"\n'
                          '[network]\naddress = "192.168.1.20/24"\ngateway = "192.168.1.1"\ndns = ["192.168.1.1"]\n')
     assert (s.hostname, s.timezone, s.ae_title, s.dicom_port, s.site_name) == \
         ("pacs-01", "Europe/Berlin", "CLINIC PACS", 104, "Example Clinic")
     assert s.network == fb.Network("192.168.1.20/24", "192.168.1.1", ("192.168.1.1",))
+    assert s.backup_target == "sftp://pacs@nas.lan/backup"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -52,6 +53,9 @@ def test_good_vendor_file(tmp_path):
     ('[network]\naddress = "10.0.0.5/24"\ndns = "10.0.0.1"', "network.dns: must be a list"),
     ('[network]\naddress = "10.0.0.5/24"\nmtu = 1400', "network.mtu: unknown key"),
     ('hostname = "unterminated', "not valid TOML"),
+    ('backup_target = "sftp://user:secret@nas/x"', "backup_target: 'sftp://user:secret@nas/x' is not valid"),
+    ('backup_target = "ftp://nas/x"', "backup_target: 'ftp://nas/x' is not valid"),
+    ('backup_target = "sftp://nas/x"', "without any password"),
 ])
 def test_bad_vendor_values_name_the_key_and_what_is_allowed(tmp_path, text, message):
     with pytest.raises(fb.VendorConfigError) as err:
@@ -62,12 +66,13 @@ def test_bad_vendor_values_name_the_key_and_what_is_allowed(tmp_path, text, mess
 
 def test_appliance_toml_sets_image_and_vendor_values_and_loads(tmp_path):
     (tmp_path / "d").mkdir()
-    text = fb.appliance_toml(fb.VendorSettings(ae_title="CLINIC", dicom_port=11113, site_name="Clinic"))
+    text = fb.appliance_toml(fb.VendorSettings(ae_title="CLINIC", dicom_port=11113, site_name="Clinic",
+                                               backup_target="s3://bucket/box1"))
     (tmp_path / "d" / config_mod.CONFIG_FILE_NAME).write_text(text)
     cfg = config_mod.load(tmp_path / "d", env={})
     assert (cfg.dicom.ae_title, cfg.dicom.port, cfg.http.port, cfg.http.tls, cfg.http.tls_port) == \
         ("CLINIC", 11113, 80, True, 443)
-    assert cfg.site.clinic_name == "Clinic"
+    assert cfg.site.clinic_name == "Clinic" and cfg.backup.target == "s3://bucket/box1"
 
 
 def test_apply_system_writes_hostname_timezone_network_idempotently(tmp_path):
