@@ -66,6 +66,7 @@ def test_reject_policy(core_factory):
     assert ReplacedObject.select().count() == 0
 
 
+@pytest.mark.filterwarnings("ignore:End of file reached")
 @pytest.mark.parametrize("data, reason", [
     (b"", "not a DICOM file"),
     (b"\0" * 128 + b"DICM" + b"\xff" * 300, ".+"),
@@ -86,6 +87,7 @@ def test_truncated_is_invalid(core, keep):
     assert not list(core.archive.list_ids()) and Instance.select().count() == 0
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_missing_uids_are_invalid(core):
     ds = synth.make_instance("CT", patient_id="ING6")
     del ds.StudyInstanceUID
