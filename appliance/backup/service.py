@@ -22,7 +22,7 @@ from ..errors import ApplianceError
 from ..index.models.backup import BackupObject, BackupRun
 from ..index.models.core import utcnow
 from .sync import Sync, SyncOptions, SyncResult
-from .targets import Target, open_target
+from .targets import Target, TargetError, open_target
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,12 @@ class BackupService:
                 sync.run(result)
             finally:
                 target.close()
-        except Exception as exc:  # noqa: BLE001 - recorded in the history, then re-raised
-            result.result = "failed"
-            result.error = str(exc) if isinstance(exc, ApplianceError) else f"{exc.__class__.__name__}: {exc}"
+        except ApplianceError as exc:
+            result.result, result.error = "failed", str(exc)
             raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a dropped SSH connection: recorded, then reported
+            result.result, result.error = "failed", f"{exc.__class__.__name__}: {exc}"
+            raise TargetError(f"backup to {self.settings.target} failed: {result.error}") from exc
         finally:
             self._running = False
             self._finish(run.id, result)

@@ -121,9 +121,10 @@ class Sync:
                                    listed)
             self._put_bytes(manifest_name, manifest.seal(n, self.keyring), result)  # last: the run is now complete
             result.manifest = manifest_name
-            self.index.writer.run(lambda: BackupObject.update(manifest_at=now).where(
-                (BackupObject.target == self.target_key) & BackupObject.manifest_at.is_null()).execute())
-            result.pruned = self._retention(set(wanted), now)
+            if result.objects or result.adopted or self._unlisted:
+                self.index.writer.run(lambda: BackupObject.update(manifest_at=now).where(
+                    (BackupObject.target == self.target_key) & BackupObject.manifest_at.is_null()).execute())
+            result.pruned = self._retention(set(wanted), state, now)
             result.result = "partial" if result.missing_on_box else "success"
             if result.missing_on_box:
                 result.error = (f"{len(result.missing_on_box)} object(s) named by the index are missing from this "
@@ -136,10 +137,13 @@ class Sync:
 
     # -- state -------------------------------------------------------------
     def _state(self) -> dict[str, int]:
-        """object id -> offsite size, for objects recorded as uploaded to this target and still on the box."""
-        rows = (BackupObject.select(BackupObject.object_id, BackupObject.size)
-                .where(BackupObject.target == self.target_key).tuples())
-        return dict(rows)
+        """object id -> offsite size, for objects recorded as uploaded to this target (raw SQL: 100k rows)."""
+        rows = self.index.db.execute_sql(
+            "SELECT object_id, size, deleted_at IS NOT NULL, manifest_at IS NULL FROM backup_object "
+            "WHERE target = ?", (self.target_key,)).fetchall()
+        self._marked_deleted = {row[0] for row in rows if row[2]}
+        self._unlisted = any(row[3] for row in rows)  # uploaded by an interrupted run, not yet in a manifest
+        return {row[0]: row[1] for row in rows}
 
     def _state_count(self) -> int:
         return BackupObject.select().where(BackupObject.target == self.target_key).count()
@@ -250,13 +254,12 @@ class Sync:
                                   f"{failure.__class__.__name__}: {failure}") from failure
 
     # -- retention ---------------------------------------------------------
-    def _retention(self, wanted: set[str], now: datetime.datetime) -> int:
+    def _retention(self, wanted: set[str], state: dict[str, int], now: datetime.datetime) -> int:
         keep_after = now - datetime.timedelta(days=self.options.retention_days)
         t = self.target_key
-        gone = [oid for (oid,) in BackupObject.select(BackupObject.object_id).where(
-            (BackupObject.target == t) & BackupObject.deleted_at.is_null()).tuples() if oid not in wanted]
-        back = [oid for (oid,) in BackupObject.select(BackupObject.object_id).where(
-            (BackupObject.target == t) & BackupObject.deleted_at.is_null(False)).tuples() if oid in wanted]
+        deleted = self._marked_deleted  # as read at the start of the run; this run's uploads are all wanted
+        gone = [oid for oid in state if oid not in wanted and oid not in deleted]
+        back = [oid for oid in deleted if oid in wanted]
 
         def mark():
             for i in range(0, len(gone), 500):
@@ -266,7 +269,8 @@ class Sync:
                 BackupObject.update(deleted_at=None).where(
                     (BackupObject.target == t) & BackupObject.object_id.in_(back[i:i + 500])).execute()
 
-        self.index.writer.run(mark)
+        if gone or back:
+            self.index.writer.run(mark)
         pruned = 0
         # Manifests (and their snapshots) older than the retention period go first; the newest always stays.
         names = mf.manifest_names(self.target)
@@ -277,8 +281,8 @@ class Sync:
                 self.target.delete(name)
                 self.target.delete(mf.snapshot_name(n))
                 pruned += 1
-        expired = [oid for (oid,) in BackupObject.select(BackupObject.object_id).where(
-            (BackupObject.target == t) & (BackupObject.deleted_at < keep_after)).tuples()]
+        expired = [oid for (oid,) in self.index.db.execute_sql(
+            "SELECT object_id FROM backup_object WHERE target = ? AND deleted_at < ?", (t, keep_after)).fetchall()]
         for oid in expired:
             self.target.delete(mf.object_name(oid))
             self.index.writer.run(lambda oid=oid: BackupObject.delete().where(

@@ -356,7 +356,7 @@ class S3Target:
             raise self._error(exc, f"upload of {name}") from None
 
     def open(self, name: str) -> BinaryIO:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
@@ -364,15 +364,19 @@ class S3Target:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise FileNotFoundError(name) from None
             raise self._error(exc, f"download of {name}") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, f"download of {name}") from None
 
     def size(self, name: str) -> int | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
+            raise self._error(exc, f"stat of {name}") from None
+        except BotoCoreError as exc:
             raise self._error(exc, f"stat of {name}") from None
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
@@ -388,7 +392,12 @@ class S3Target:
             raise self._error(exc, "listing") from None
 
     def delete(self, name: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, f"delete of {name}") from None
 
     def close(self) -> None:
         self.client.close()

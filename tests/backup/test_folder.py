@@ -191,7 +191,7 @@ def test_partial_restore_of_one_study(folder_box, tmp_path):
 
 
 def test_retention_keeps_deleted_objects_then_prunes(tmp_path):
-    from conftest import make_box
+    from backupkit import make_box
 
     nas = tmp_path / "nas"
     nas.mkdir()

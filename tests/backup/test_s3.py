@@ -38,7 +38,7 @@ def s3(monkeypatch):
 
 
 def test_s3_backup_verify_tamper_restore(tmp_path, s3):
-    from conftest import make_box
+    from backupkit import make_box
 
     endpoint, client = s3
     box = make_box(tmp_path, "s3://clinic-backup/box1", s3_endpoint_url=endpoint)
@@ -75,7 +75,7 @@ def test_s3_backup_verify_tamper_restore(tmp_path, s3):
 
 
 def test_s3_unreachable_fails_cleanly_then_resumes(tmp_path, s3, monkeypatch):
-    from conftest import make_box
+    from backupkit import make_box
 
     endpoint, client = s3
     box = make_box(tmp_path, "s3://clinic-backup/box2", s3_endpoint_url=endpoint)

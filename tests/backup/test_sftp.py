@@ -17,7 +17,7 @@ def sshd(tmp_path):
 
 
 def sftp_box(tmp_path, server, remote):
-    from conftest import make_box
+    from backupkit import make_box
 
     return make_box(tmp_path, server.url(remote), sftp_key_file=server.client_key,
                     sftp_known_hosts=tmp_path / "known_hosts")
