@@ -6,6 +6,7 @@ values become BulkDataURIs pointing at the bulkdata endpoint.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Mapping
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -30,34 +31,59 @@ def keyword_of(name: str) -> str | None:
     return keyword_for_tag(tag) if tag is not None else None
 
 
-def _value(vr: str, value: Any) -> Any:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        return [v for v in value if v not in (None, "")] or None
-    if vr in ("IS", "US", "UL", "SS", "SL") and not isinstance(value, int):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
-    return value
+@functools.lru_cache(maxsize=None)
+def _tag_vr(keyword: str) -> tuple[str, str] | None:
+    tag = tag_for_keyword(keyword)
+    return (f"{tag:08X}", dictionary_VR(tag)) if tag is not None else None
+
+
+NUMBER_VRS = {"IS", "US", "UL", "SS", "SL", "DS", "FL", "FD", "UV", "SV"}
+
+
+def _json_value(vr: str, value: Any) -> list | None:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for v in values:
+        if v in (None, ""):
+            continue
+        if vr == "PN":
+            out.append({"Alphabetic": str(v)})
+        elif vr in NUMBER_VRS:
+            try:
+                out.append(int(v) if vr != "DS" and vr not in ("FL", "FD") else float(v))
+            except (TypeError, ValueError):
+                continue
+        else:
+            out.append(str(v))
+    return out or None
 
 
 def record_to_json(record: Mapping[str, Any], keywords: Iterable[str], extra: Mapping[str, Any] | None = None) \
         -> dict:
-    """The DICOM JSON object for the given keywords of an index record (plus ``extra`` keyword values)."""
-    ds = Dataset()
-    values = dict(record)
-    values.update(extra or {})
+    """The DICOM JSON object for the given keywords of an index record (plus ``extra`` keyword values).
+
+    Written directly rather than through a pydicom Dataset: a QIDO page has up to 1,000
+    of these, and this is several times faster.
+    """
+    out: dict[str, dict] = {}
+    extra = extra or {}
     for keyword in keywords:
-        if keyword not in values:
+        if keyword in extra:
+            value = extra[keyword]
+        elif keyword in record:
+            value = record[keyword]
+        else:
             continue
-        tag = tag_for_keyword(keyword)
-        if tag is None:
+        tag_vr = _tag_vr(keyword)
+        if tag_vr is None:
             continue
-        vr = dictionary_VR(tag)
-        ds.add(DataElement(tag, vr, _value(vr, values[keyword])))
-    return ds.to_json_dict()
+        tag, vr = tag_vr
+        item: dict[str, Any] = {"vr": vr}
+        values = _json_value(vr, value)
+        if values:
+            item["Value"] = values
+        out[tag] = item
+    return {k: out[k] for k in sorted(out)}
 
 
 def merge(into: dict, other: dict) -> dict:
