@@ -1,6 +1,8 @@
 """Backup to an SFTP target: a real OpenSSH sshd started by the test (Debian openssh-server)."""
 from __future__ import annotations
 
+import io
+
 import pytest
 from sshd import Sshd, keygen
 
@@ -35,6 +37,9 @@ def test_sftp_backup_verify_restore(tmp_path, sshd):
         assert box.app.backup.run().objects == 0
         target = box.app.backup.open_target()
         try:
+            target.put("probe", io.BytesIO(b"x"), 1)
+            assert target._has_fsync is True  # OpenSSH's fsync@openssh.com ran before the rename
+            target.delete("probe")
             report = verify(target, box.app.archive.keyring, box.app.keys.recovery_key(), full=True)
             assert report.ok and report.decrypted == 5
             restored = restore(target, box.app.keys.recovery_key(), tmp_path / "restored")
