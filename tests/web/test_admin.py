@@ -4,9 +4,8 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from web_support import USER_PASSWORD, csrf_from, login, make_user, page_csrf
+from web_support import USER_PASSWORD, login, make_user, page_csrf
 
-from helpers import ADMIN_PASSWORD
 from synth import make_instance
 
 from appliance import accounts

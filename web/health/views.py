@@ -15,9 +15,9 @@ import os
 import shutil
 
 from flask import Response, abort, current_app, jsonify, request
-
-from appliance.index.models import Instance, Patient, Study
 from peewee import fn
+
+from appliance.index.models import Patient, Study
 
 from . import bp
 
