@@ -129,3 +129,29 @@ def user_token(username, name, data_dir):
     token, _row = _apply(data_dir, lambda: accounts.create_api_token(username, name), "token.create",
                          f"{username}: {name}")
     click.echo(token)
+
+
+@user.command("tokens")
+@click.argument("username")
+@data_option
+@friendly_errors
+def user_tokens(username, data_dir):
+    """List a user's active API tokens (id, start of the token, name)."""
+    from .index.models.web import ApiToken
+
+    with open_appliance(data_dir):
+        owner = accounts.get_user(username)
+        rows = list(ApiToken.select().where((ApiToken.user == owner) & (ApiToken.revoked == False))  # noqa: E712
+                    .order_by(ApiToken.id))
+    for t in rows:
+        click.echo(f"{t.id:<6} {t.prefix}…  {t.name}  (created {t.created_at:%Y-%m-%d})")
+
+
+@user.command("revoke-token")
+@click.argument("token_id", type=int)
+@data_option
+@friendly_errors
+def user_revoke_token(token_id, data_dir):
+    """Revoke an API token by its id (see `user tokens`)."""
+    _apply(data_dir, lambda: accounts.revoke_api_token(token_id), "token.revoke", f"token {token_id}")
+    click.echo(f"revoked token {token_id}")

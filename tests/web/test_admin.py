@@ -320,6 +320,14 @@ def test_cli_user_commands(appliance, tmp_path):
     assert r.exit_code == 0 and accounts.authenticate("cli.user", "new-cli-password")
     r = run(main, ["user", "token", "cli.user", "--name", "backup script", "--data", data])
     assert r.exit_code == 0 and accounts.user_for_token(r.output.strip()).username == "cli.user"
+    r = run(main, ["user", "tokens", "cli.user", "--data", data])
+    token_id = r.output.split()[0]
+    assert r.exit_code == 0 and "backup script" in r.output
+    r = run(main, ["user", "token", "cli.user", "--data", data])
+    second = r.output.strip()
+    r = run(main, ["user", "revoke-token", token_id, "--data", data])
+    assert r.exit_code == 0 and accounts.user_for_token(second) is not None
+    assert "backup script" not in run(main, ["user", "tokens", "cli.user", "--data", data]).output
     r = run(main, ["user", "disable", "cli.user", "--data", data])
     assert r.exit_code == 0 and accounts.authenticate("cli.user", "new-cli-password") is None
     r = run(main, ["user", "disable", "admin", "--data", data])
