@@ -352,3 +352,23 @@ def test_audit_date_filter_uses_local_days(appliance, admin_client):
     tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
     assert "test.today" in _audit_table(admin_client.get(f"/admin/audit?since={today}&until={today}").text)
     assert "test.today" not in _audit_table(admin_client.get(f"/admin/audit?since={tomorrow}").text)
+
+
+def test_dashboard_survives_a_broken_backup_panel(appliance, admin_client):
+    class Broken:
+        def status(self):
+            raise RuntimeError("target unreachable")
+
+    appliance.backup = Broken()
+    r = admin_client.get("/")
+    assert r.status_code == 200 and "Backup status unavailable: target unreachable" in r.text
+
+
+def test_metrics_report_backup_age(appliance, client):
+    class Backup:
+        def status(self):
+            return {"configured": True, "last_success_age_hours": 2.0, "warning": False}
+
+    appliance.backup = Backup()
+    text = client.get("/metrics").text
+    assert "pacs_backup_age_seconds 7200" in text and "pacs_backup_warning 0" in text

@@ -7,6 +7,7 @@ scan of every recent row), so the page stays fast on a large index (bench/README
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from peewee import fn
 
 from appliance.index.models import Instance, Patient, Series, Study, utcnow
 
+log = logging.getLogger(__name__)
 INGEST_WINDOW = datetime.timedelta(days=7)  # the ingest rate that projects "days until full"
 
 
@@ -116,13 +118,19 @@ def source_ae(source: str) -> str:
 def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     now = utcnow()
     patients, studies, instances = counts()
-    node = appliance.node
-    associations = node.active_associations() if hasattr(node, "active_associations") else []
-    backup = None
-    if getattr(appliance, "backup", None) is not None:
-        backup = appliance.backup.status()
-    disk = disk_status(appliance, now)
     warnings = []
+    associations, backup = [], None
+    try:
+        associations = appliance.node.active_associations()
+    except Exception:  # noqa: BLE001 - one broken panel must not take the dashboard down
+        log.exception("dashboard: listing DICOM associations failed")
+    if getattr(appliance, "backup", None) is not None:
+        try:
+            backup = appliance.backup.status()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("dashboard: backup status failed")
+            warnings.append(f"Backup status unavailable: {exc}")
+    disk = disk_status(appliance, now)
     if disk.free <= disk.reserve:
         warnings.append("The disk is full: new images are being refused.")
     elif disk.days_until_full is not None and disk.days_until_full < 30:

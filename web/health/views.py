@@ -133,8 +133,13 @@ def metrics():
     _line(out, "pacs_disk_reserve_bytes", "gauge", "Free space below which stores are refused.",
           [({}, appliance.config.storage.reserve_mb * (1 << 20))])
     backup = getattr(appliance, "backup", None)
+    status = None
     if backup is not None:
-        status = backup.status()
+        try:
+            status = backup.status()
+        except Exception:  # noqa: BLE001 - the other metrics still matter
+            status = {"warning": True}
+    if status is not None:
         age = status.get("last_success_age_hours")
         _line(out, "pacs_backup_configured", "gauge", "1 when an offsite target is set.",
               [({}, int(bool(status.get("configured"))))])
