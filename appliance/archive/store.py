@@ -16,6 +16,7 @@ leaves nothing or a whole object. Objects are written once and never modified.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
@@ -63,11 +64,27 @@ class Archive:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def clean_tmp(self) -> int:
-        """Remove half-written objects left by a crash (never acknowledged)."""
+        """Remove half-written objects left by a crash (never acknowledged).
+
+        A writer holds an exclusive flock on its temp file until the rename, and
+        the kernel drops it when the writer dies; so a file we can lock is
+        abandoned, and one we cannot belongs to a live writer (say a CLI import
+        running beside a starting server) and is left alone.
+        """
         removed = 0
         if self.tmp_dir.exists():
             for entry in self.tmp_dir.iterdir():
+                try:
+                    fd = os.open(entry, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue  # still being written
                 entry.unlink(missing_ok=True)
+                os.close(fd)
                 removed += 1
         if removed:
             log.warning("removed %d unfinished object(s) left by an interrupted write", removed)
@@ -91,15 +108,16 @@ class Archive:
         key_id = self.keyring.current_archive_key
         tmp = self.tmp_dir / object_id
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # marks the file as in use for clean_tmp()
         try:
             with os.fdopen(fd, "wb", buffering=1 << 16) as fh:
                 size = envelope.seal(src, fh, bytes.fromhex(object_id), key_id,
                                      self.keyring.archive_key(key_id), self.chunk_size, digest.update)
                 fh.flush()
                 os.fsync(fh.fileno())
-            final = self.path(object_id)
-            self._ensure_dir(final.parent)
-            os.rename(tmp, final)
+                final = self.path(object_id)
+                self._ensure_dir(final.parent)
+                os.rename(tmp, final)  # still holding the lock, so clean_tmp() cannot race us
             fsync_dir(final.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
