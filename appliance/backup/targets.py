@@ -87,13 +87,19 @@ class ThrottledReader(io.RawIOBase):
         return True
 
     def read(self, n: int = -1) -> bytes:
-        data = self.src.read(COPY_BLOCK if n is None or n < 0 or n > COPY_BLOCK else n)
-        if data:
+        """Exactly ``n`` bytes unless the end comes first (boto3 takes a short read for the end)."""
+        parts, want = [], (1 << 62) if n is None or n < 0 else n
+        while want:
+            data = self.src.read(min(want, COPY_BLOCK))
+            if not data:
+                break
             if self.throttle:
                 self.throttle.consume(len(data))
             if self.on_bytes:
                 self.on_bytes(len(data))
-        return data
+            parts.append(data)
+            want -= len(data)
+        return b"".join(parts)
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
@@ -370,10 +376,15 @@ class S3Target:
     def put(self, name: str, src: BinaryIO, size: int) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        counted = [0]
+        reader = ThrottledReader(src, None, lambda k: counted.__setitem__(0, counted[0] + k))
         try:
-            self.client.upload_fileobj(src, self.bucket, self._key(name), Config=self.transfer)
+            self.client.upload_fileobj(reader, self.bucket, self._key(name), Config=self.transfer)
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, f"upload of {name}") from None
+        if counted[0] != size or reader.read(1):  # every byte, and nothing after: a short upload is an error
+            self.delete(name)
+            raise TargetError(f"{name}: uploaded {counted[0]} bytes, expected {size}")
 
     def open(self, name: str) -> BinaryIO:
         from botocore.exceptions import BotoCoreError, ClientError
