@@ -50,6 +50,9 @@ class TunedAssociationSocket(AssociationSocket):
 
     _wake_r: socket.socket | None = None
     _wake_w: socket.socket | None = None
+    _send_queue: queue.Queue | None = None
+    _waiting = False  # the DUL thread is in (or about to enter) select
+    _wake_sent = False  # a wake-up byte is on its way: no need for another
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
@@ -77,12 +80,18 @@ class TunedAssociationSocket(AssociationSocket):
         wake = self._wake_r
         if wake is None or self.socket is None or self._is_connected is False:
             return super().ready
+        self._waiting = True
         try:
+            if self._send_queue is not None and not self._send_queue.empty():
+                return False  # something to send: let the DUL loop get to it now
             readable, _, _ = select.select([self.socket, wake], [], [], POLL_INTERVAL)
         except (OSError, ValueError):
             self.event_queue.put("Evt17")  # transport closed, as pynetdicom reports it
             return False
+        finally:
+            self._waiting = False
         if wake in readable:
+            self._wake_sent = False
             try:
                 wake.recv(4096)  # drain; the DUL loop now looks at its send queue
             except OSError:
@@ -90,12 +99,15 @@ class TunedAssociationSocket(AssociationSocket):
         return self.socket in readable or bool(getattr(self.socket, "pending", lambda: 0)())
 
     def wake(self) -> None:
+        """Get the DUL thread out of ``select``; a no-op when it is not waiting there (it will look at
+        its send queue before it waits again), since each wake-up costs a syscall and a thread switch."""
         w = self._wake_w
-        if w is not None:
+        if w is not None and self._waiting and not self._wake_sent:
+            self._wake_sent = True
             try:
                 w.send(b"\0")
-            except OSError:  # full (a wake-up is pending anyway) or closed
-                pass
+            except OSError:  # closed, or full (a wake-up is pending anyway)
+                self._wake_sent = False
 
     def close(self) -> None:
         super().close()
@@ -198,7 +210,7 @@ def tune_accepted_socket(event) -> None:
     transport._wake_r, transport._wake_w = socket.socketpair()
     transport._wake_r.setblocking(False)
     transport._wake_w.setblocking(False)
-    dul.to_provider_queue = _WakingQueue(transport)
+    dul.to_provider_queue = transport._send_queue = _WakingQueue(transport)
     dul._run_loop_delay = 0  # the wait now happens in ``ready``
     messages = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
