@@ -86,7 +86,10 @@ def _authorization_scheme() -> str:
 
 def check_csrf() -> None:
     """before_request: refuse a state-changing request without the session's CSRF token."""
-    if request.method not in UNSAFE_METHODS or _authorization_scheme() in ("basic", "bearer"):
+    if request.method not in UNSAFE_METHODS:
+        return
+    if _authorization_scheme() in ("basic", "bearer"):
+        g.csrf_skipped = True  # only API views honour this; page views refuse it (login_required)
         return
     if current_user() is None and request.endpoint != "auth.login":
         return  # nobody is logged in: the view answers 302/401 itself; the login form is still checked
@@ -212,6 +215,9 @@ def login_required(*roles):
             user = current_user()
             if user is None:
                 return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            if g.get("csrf_skipped"):  # a page is driven by its session, never by an Authorization header
+                return Response("pages take no Authorization header; use the form\n", 400,
+                                {"Content-Type": "text/plain; charset=utf-8"})
             if roles and user.role not in roles:
                 return render_template("error.html", title="Not allowed",
                                        message="Your role does not allow this page."), 403

@@ -192,3 +192,10 @@ def test_lockout_is_temporary_and_per_name_and_address():
     assert t.locked_for("bob", "10.0.0.2") == 0
     now[0] += 15 * 60 + 1
     assert t.locked_for("alice", "10.0.0.1") == 0
+
+
+def test_authorization_header_cannot_skip_csrf_on_pages(admin_client):
+    r = admin_client.post("/admin/users", headers={"Authorization": "Bearer x"},
+                          data={"username": "sneaky2", "password": USER_PASSWORD, "role": "admin"})
+    assert r.status_code == 400
+    assert accounts.User.get_or_none(accounts.User.username == "sneaky2") is None
