@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from .errors import InvalidObject
+from .errors import ApplianceError, InvalidObject
 from .index.records import InstanceAttributes
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -97,6 +97,18 @@ def _check_has_pixels(ds: Dataset, sop_class: str) -> None:
 
 def parse(src: BinaryIO, size: int) -> ParsedObject:
     """Parse and validate ``src`` (seekable, ``size`` bytes); leave it at position 0."""
+    try:
+        return _parse(src, size)
+    except ApplianceError:
+        raise
+    except Exception as exc:  # pydicom converts values lazily: a bad VR or value can raise on first access
+        raise InvalidObject(f"not a readable DICOM file ({exc.__class__.__name__} while reading its "
+                            "attributes)") from None
+    finally:
+        src.seek(0)
+
+
+def _parse(src: BinaryIO, size: int) -> ParsedObject:
     src.seek(0)
     prefix = b""
     try:

@@ -214,7 +214,11 @@ class Inbox:
                     st = path.lstat()
                 except OSError:
                     continue
-                if not path.is_file() or path.is_symlink():
+                if path.is_symlink():  # never read what a link points to (/etc/passwd, another share)
+                    self._fail(path, "it is a symbolic link: the inbox imports only files placed in it, never "
+                                     "what a link points to", prune=False)
+                    continue
+                if not path.is_file():
                     continue
                 files[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         return files
