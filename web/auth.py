@@ -230,13 +230,21 @@ def login_required(*roles):
 
 # --- the login and logout pages ----------------------------------------------------------------
 
+def _home() -> str:
+    """Admins start on the dashboard; clinic staff on the study list (when the viewer is built)."""
+    user = current_user()
+    if user is not None and user.role != "admin" and "viewer.studies" in current_app.view_functions:
+        return url_for("viewer.studies")
+    return url_for("admin.home")
+
+
 def _safe_next(target: str | None) -> str:
     """Only same-site paths, so the login form cannot bounce a user to another site."""
     if not target:
-        return url_for("admin.home")
+        return _home()
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("admin.home")
+        return _home()
     return target
 
 

@@ -199,3 +199,12 @@ def test_authorization_header_cannot_skip_csrf_on_pages(admin_client):
                           data={"username": "sneaky2", "password": USER_PASSWORD, "role": "admin"})
     assert r.status_code == 400
     assert accounts.User.get_or_none(accounts.User.username == "sneaky2") is None
+
+
+def test_clinic_staff_land_on_the_study_list(appliance, flask_app):
+    make_user(appliance, "nurse2", "clinician")
+    c = flask_app.test_client()
+    r = login(c, "nurse2", USER_PASSWORD)
+    expected = "/studies" if "viewer.studies" in flask_app.view_functions else "/"
+    assert r.headers["Location"].startswith(expected)
+    assert login(flask_app.test_client()).headers["Location"] == "/"  # admins: the dashboard

@@ -137,7 +137,7 @@ def test_admin_journey_in_chromium(data_dir, tmp_path, storescp, browser):
         page.fill("input[name=username]", "dr.house")
         page.fill("input[name=password]", "vicodin-and-canes")
         page.click("button[type=submit]")
-        page.wait_for_url(server.url + "/")
+        page.wait_for_url(server.url + "/studies*")  # clinic staff start on the study list
         assert page.locator("#nav a:has-text('Users')").count() == 0
         response = page.goto(server.url + "/admin/users")
         assert response.status == 403
