@@ -6,8 +6,9 @@ is a DICOM JSON dataset listing what was stored (ReferencedSOPSequence) and what
 was not (FailedSOPSequence, with the DICOM FailureReason the ingest raised).
 
 Status: 200 when every instance was stored, 202 when some were and some failed,
-409 when none was stored, 400 for a body that is not a well-formed multipart,
-415 for a media type other than application/dicom.
+409 when none was stored (507 when the disk below its reserve refused them all),
+400 for a body that is not a well-formed multipart, 415 for a media type other
+than application/dicom.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import logging
 import pydicom
 from flask import request
 
-from appliance.errors import ApplianceError, CANNOT_UNDERSTAND, PROCESSING_FAILURE
+from appliance.errors import ApplianceError, CANNOT_UNDERSTAND, OUT_OF_RESOURCES, PROCESSING_FAILURE, DiskFull
 from appliance.ingest import Origin
 
 from . import multipart
@@ -119,6 +120,8 @@ def _store(study_in_path: str | None):
         response["00081198"] = {"vr": "SQ", "Value": items}
     response["00081199"] = {"vr": "SQ", "Value": stored}
     status = 200 if not failed else 202 if stored else 409
+    if status == 409 and all(reason == OUT_OF_RESOURCES for _c, _u, reason in failed):
+        status = DiskFull.http_status  # 507: the client may retry once space is freed, unlike a real conflict
     audit("dicomweb.store", study_uid=studies[0] if len(studies) == 1 else (study_in_path or ""),
           detail=f"stored={len(stored)} failed={len(failed)} studies={len(studies)}")
     return json_response(response, status, warnings=[w.replace('"', "'")[:200] for w in warnings])
