@@ -93,12 +93,20 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
     # An existing series or study keeps its place in the hierarchy: an instance that names
     # another study or patient (a corrected ID, a typo at the modality) is filed with it, so
     # counts add up and no empty patient or study rows appear. The bytes keep what was sent.
-    series = Series.get_or_none(Series.series_uid == a.series_uid)
-    study = series.study if series is not None else Study.get_or_none(Study.study_uid == a.study_uid)
+    # One joined query each (not one per foreign key): this runs for every stored instance.
+    series = (Series.select(Series, Study, Patient).join(Study).join(Patient)
+              .where(Series.series_uid == a.series_uid).first())
+    study = series.study if series is not None else (
+        Study.select(Study, Patient).join(Patient).where(Study.study_uid == a.study_uid).first())
     if study is not None and study.patient.patient_key != patient_key:
         log.warning("instance %s names another patient than its stored study %s; filed with the study",
                     a.sop_uid, study.study_uid)
         patient = study.patient
+    elif study is not None:  # the study's own patient, already read by the join above
+        patient = study.patient
+        patient.name, patient.name_upper = a.patient_name, a.patient_name.upper()
+        patient.birth_date = a.birth_date or patient.birth_date
+        patient.sex = a.sex or patient.sex
     else:
         patient, _ = Patient.get_or_create(patient_key=patient_key,
                                            defaults={"patient_id": a.patient_id, "issuer": a.issuer})
