@@ -56,16 +56,20 @@ def test_every_request_is_audited_once(dw_server, dw_url):
     assert requests.get(study, auth=auth, headers={"Accept": DCM}).status_code == 200
     assert requests.get(f"{study}/metadata", auth=auth).status_code == 200
     assert requests.get(f"{dw_url}/studies", params={"PatientID": "AUDIT1"}, auth=auth).status_code == 200
+    frames = f"{study}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1"
+    for _ in range(3):  # a viewer scrolling: one entry a minute, not one per frame
+        assert requests.get(frames, auth=auth).status_code == 200
 
     def entries():
         rows = [r for r in _audit_rows(dw_server) if r.get("study_uid") == ds.StudyInstanceUID
                 or "AUDIT1" in r.get("patient_id", "")]
-        return rows if len(rows) >= 3 else None
+        return rows if len(rows) >= 4 else None
 
     rows = wait_until(entries, 15, interval=0.5, what="the audit entries")
     actions = sorted((r["action"], r["actor"]) for r in rows if r["action"].startswith("dicomweb"))
     assert ("dicomweb.store", "tess") in actions
-    assert actions.count(("dicomweb.retrieve", "carol")) == 2  # one per request, not per instance
+    assert actions.count(("dicomweb.retrieve", "carol")) == 3  # study + metadata (not per instance) + frames once
+    assert sum("/frames/" in r["detail"] for r in rows) == 1
     retrieve = [r for r in rows if r["action"] == "dicomweb.retrieve"][0]
     assert retrieve["patient_id"] == "AUDIT1" and retrieve["address"] == "127.0.0.1"
     searches = [r for r in _audit_rows(dw_server) if r["action"] == "dicomweb.search" and r["actor"] == "carol"]

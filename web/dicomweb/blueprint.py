@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
@@ -34,10 +36,47 @@ def actor() -> str:
     return getattr(user, "username", "") or "unknown"
 
 
+class ViewerAuditWindow:
+    """Remembers (user, address, study, kind) for ``seconds``, so a viewer scrolling a cine
+    (one frame request each) is one audit entry per minute, not hundreds of writes
+    through the index writer that DICOM ingest also needs."""
+
+    def __init__(self, seconds: float = 60.0, max_entries: int = 10_000):
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._seen: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+
+    def first_in_window(self, key: tuple) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last < self.seconds:
+                return False
+            if len(self._seen) >= self.max_entries:
+                self._seen = {k: t for k, t in self._seen.items() if now - t < self.seconds}
+            self._seen[key] = now
+            return True
+
+
+VIEWER_KINDS = ("frames", "rendered", "thumbnail", "bulkdata")  # a full retrieve or metadata is always recorded
+
+
 def audit(action: str, study_uid: str = "", detail: str = "", patient_id: str = "") -> None:
-    """One audit record per request (not per instance), naming the user and the caller's address."""
-    appliance().audit.record(action, actor(), study_uid=study_uid, patient_id=patient_id,
-                             address=request.remote_addr or "", detail=f"{request.method} {request.path} {detail}")
+    """One audit record per request (not per instance), naming the user and the caller's address.
+
+    Viewer traffic (frames, rendered, thumbnails, bulk data) is recorded once a minute per
+    user, address and study: the entry says who looked at which study, and when.
+    """
+    address = request.remote_addr or ""
+    kind = detail.split(" ", 1)[0]
+    if action == "dicomweb.retrieve" and kind in VIEWER_KINDS:
+        window = current_app.extensions["dicomweb"].audit_window
+        if not window.first_in_window((actor(), address, study_uid, kind)):
+            return
+        detail += f" (further {kind} requests within {window.seconds:.0f} s not listed)"
+    appliance().audit.record(action, actor(), study_uid=study_uid, patient_id=patient_id, address=address,
+                             detail=f"{request.method} {request.path} {detail}")
 
 
 def base_url() -> str:

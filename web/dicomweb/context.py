@@ -104,6 +104,9 @@ class DicomWebContext:
         self.renderer = Renderer(self.dataset, LRUCache(settings.render_cache_mb << 20),
                                  threads=settings.render_threads)
         self.cors_origins = list(settings.cors_origins)
+        from .blueprint import ViewerAuditWindow
+
+        self.audit_window = ViewerAuditWindow()
 
     # -- locating ------------------------------------------------------------
     def locate(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Located]:
