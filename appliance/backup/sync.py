@@ -15,6 +15,11 @@ object its index names):
 5. retention: objects gone from the box are marked, and deleted offsite once
    older than ``retention_days``, as are old manifests and their snapshots.
 
+A target without ``config`` that this box has written to before (an unmounted
+NAS, a wiped bucket) is refused: sending only "what is new" there would build an
+incomplete copy that looks healthy. ``resend`` (``backup run --resend``) forgets
+the local state, so the run lists the target and sends whatever it lacks.
+
 Resume: after a run that did not finish (or for a target with no local state,
 e.g. a restored box) the run lists ``objects/`` on the target once and adopts
 every complete object there (same size as on the box) without sending it again.
