@@ -42,6 +42,7 @@ class Appliance:
     forwarder: Any = None  # appliance.forward.Forwarder: the auto-forwarding queue
     reconciliation: Any = None  # the start-up appliance.reconcile.ReconcileReport (orphans, missing objects)
     backup: Any = None  # an appliance.backup.BackupService: run, status(), is_offsite()
+    verifier: Any = None  # appliance.verify.Sampler: background sampled verification; .last is its report
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
 
@@ -120,6 +121,11 @@ def build(config: Config, with_web: bool = True) -> Appliance:
         inbox = Inbox(InboxSettings.from_config(config), ingestor, app.audit)
         app.services.append(("inbox", inbox.start, inbox.stop))
     install_retrieval(app, peers)
+    if config.integrity.sample_size > 0:
+        from .verify import Sampler
+
+        app.verifier = Sampler(archive, config.integrity.sample_size, config.integrity.interval_hours * 3600)
+        app.services.append(("background verification", app.verifier.start, app.verifier.stop))
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time
 

@@ -74,6 +74,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage", "on_conflict", "replace",
             "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "
             "keeps the replaced object recoverable until it is backed up; \"reject\" refuses the newcomer."),
+    # [integrity] background sampled verification (appliance/verify.py Sampler; `pacs-appliance verify` checks all)
+    Setting("integrity", "sample_size", 200,
+            "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
+    Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),
     # [index] the SQLite index
     Setting("index", "cache_mb", 64, "SQLite page cache per connection, in MiB."),
     Setting("index", "case_sensitive_names", False,

@@ -46,6 +46,17 @@ class Dashboard:
     backup: dict | None
     web_sessions: int = 0
     warnings: list[str] = field(default_factory=list)
+    integrity: dict | None = None  # the last background verification: checked, damaged, missing, finished_at
+
+
+def integrity_status(appliance) -> dict | None:
+    """The last sampled verification (None: not enabled or not run yet)."""
+    sampler = getattr(appliance, "verifier", None)
+    report = getattr(sampler, "last", None)
+    if report is None:
+        return None
+    return {"checked": report.checked, "damaged": len(report.damaged), "missing": len(report.missing),
+            "ok": report.ok, "finished_at": report.finished_at}
 
 
 def disk_status(appliance, now: datetime.datetime | None = None) -> Disk:
@@ -137,9 +148,14 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
         warnings.append(f"At the recent rate the disk is full in about {disk.days_until_full:.0f} days.")
     if backup and backup.get("warning"):
         warnings.append(f"Backup: {backup.get('warning_reason')}")
+    integrity = integrity_status(appliance)
+    if integrity and not integrity["ok"]:
+        warnings.append(f"Integrity: the last check found {integrity['damaged']} damaged and {integrity['missing']} "
+                        "missing image(s); run `pacs-appliance verify` and restore them from the backup.")
     return Dashboard(
         patients=patients, studies=studies, instances=instances, disk=disk,
         last_hour=last_hour(now), latest_studies=latest_studies(), associations=associations,
         errors=recent_errors.entries(limit=8) if recent_errors is not None else [], backup=backup,
         web_sessions=sessions.active_count() if sessions is not None else 0, warnings=warnings,
+        integrity=integrity,
     )

@@ -9,6 +9,7 @@ carrying ``Authorization: Bearer <[http] metrics_token>``; anything else gets 40
 """
 from __future__ import annotations
 
+import datetime
 import hmac
 import ipaddress
 import os
@@ -148,5 +149,14 @@ def metrics():
               [({}, -1 if age is None else f"{age * 3600:.0f}")])
         _line(out, "pacs_backup_warning", "gauge", "1 when the backup is late or failing.",
               [({}, int(bool(status.get("warning"))))])
+    report = getattr(getattr(appliance, "verifier", None), "last", None)
+    if report is not None:
+        _line(out, "pacs_verify_last_checked", "gauge", "Objects checked by the last background verification.",
+              [({}, report.checked)])
+        _line(out, "pacs_verify_last_damaged", "gauge", "Damaged or missing objects the last verification found.",
+              [({}, len(report.damaged) + len(report.missing))])
+        if report.finished_at is not None:
+            _line(out, "pacs_verify_last_time_seconds", "gauge", "When the last background verification ended.",
+                  [({}, f"{report.finished_at.replace(tzinfo=datetime.timezone.utc).timestamp():.0f}")])
     return Response("\n".join(out) + "\n", headers={"Cache-Control": "no-store"},
                     content_type="text/plain; version=0.0.4; charset=utf-8")
