@@ -197,3 +197,27 @@ def test_transfer_syntax_negotiation(http, dw_url):
         r = http.get(f"{dw_url}/studies/{ids[0]}/series/{ids[1]}/instances/{ids[2]}",
                      headers={"Accept": f"{DCM}; transfer-syntax=1.2.840.10008.1.2.5"})
         assert r.status_code == 406 or kind == "MR_RLE", kind
+
+
+def test_requests_as_ohif_sends_them(http, dw_url):
+    """The study list, series metadata and frames the way OHIF v3's DICOMweb data source asks."""
+    ds = synth.make_instance("US_CINE_JPEG", patient_id="OHIF1")
+    from dicomweb_client.api import DICOMwebClient
+
+    DICOMwebClient(url=dw_url, session=http).store_instances([ds])
+    r = http.get(f"{dw_url}/studies", params={"limit": "101", "offset": "0", "fuzzymatching": "false",
+                                              "includefield": "00081030,00080060", "PatientID": "OHIF1"},
+                 headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 200 and len(r.json()) == 1
+    series_url = f"{dw_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    meta = http.get(f"{series_url}/metadata", headers={"Accept": "application/dicom+json"}).json()
+    assert meta[0]["00280008"]["Value"] == [30]
+    frame_url = f"{series_url}/instances/{ds.SOPInstanceUID}/frames/2"
+    r = http.get(frame_url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    assert r.status_code == 200
+    assert 'type="application/octet-stream"' in r.headers["Content-Type"]
+    assert b"Content-Type: application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1\r\n" in r.content
+    assert len(r.content) > ds.Rows * ds.Columns * 3  # decoded RGB
+    r = http.get(frame_url, headers={"Accept": 'multipart/related; type="image/jpeg"; '
+                                               "transfer-syntax=1.2.840.10008.1.2.4.50"})
+    assert r.status_code == 200 and b"\xff\xd8" in r.content
