@@ -92,7 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Memory (MiB) for decrypted objects being rendered or served frame by frame (never written to disk)."),
     Setting("dicomweb", "render_threads", 1,
             "Most frames decoded and rendered at once; more requests wait, so rendering cannot starve DICOM "
-            "ingest (on 2 cores, 1 kept ingest at about 40% of its idle rate under heavy rendering, 2 at 10%)."),
+            "ingest (1 leaves the other core of a 2-core box to ingest; see bench/README.md)."),
     Setting("dicomweb", "stow_max_part_mb", 1024,
             "Largest single object accepted by STOW-RS, in MiB (each part is held in memory, never spooled to disk)."),
     Setting("dicomweb", "header_cache_entries", 5000,

@@ -11,6 +11,8 @@
 3. WADO-RS frame throughput on a 120-frame JPEG baseline ultrasound cine: every frame
    fetched one by one, as a viewer scrolling through it does, as stored (image/jpeg) and
    decoded (application/octet-stream); frames per second.
+4. (appliance only) DICOM ingest rate alone and while viewers keep the renderer busy,
+   with 1 and 2 rendering threads.
 
     .venv/bin/python bench/run_dicomweb.py [--runs 11] [--cache /tmp/pacs-bench] [--skip-qido]
 """
@@ -57,9 +59,10 @@ def init_box(data: Path) -> None:
                    check=True, capture_output=True, cwd=ROOT)
 
 
-def start_box(data: Path) -> tuple[subprocess.Popen, str]:
+def start_box(data: Path, dicom_port: int = 0) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = dict(os.environ, PACS_DICOM_HOST="127.0.0.1", PACS_DICOM_PORT=str(free_port()), PACS_HTTP_HOST="127.0.0.1",
+    env = dict(os.environ, PACS_DICOM_HOST="127.0.0.1", PACS_DICOM_PORT=str(dicom_port or free_port()),
+               PACS_HTTP_HOST="127.0.0.1",
                PACS_HTTP_PORT=str(port), PACS_STORAGE_RESERVE_MB="16", PACS_LOG_LEVEL="WARNING")
     log = open(data.parent / f"{data.name}-serve.log", "ab")
     proc = subprocess.Popen([PYTHON, "-m", "appliance", "serve", "--data", str(data)], env=env, stdout=log,
@@ -294,6 +297,64 @@ def bench_pixels(runs: int) -> list[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# -- 4. DICOM ingest while viewers render ---------------------------------------------------
+def bench_ingest_under_render(render_threads: int, clients: int = 6) -> str:
+    """storescu of 200 CT instances alone, then while ``clients`` keep asking for uncached renders of DXs."""
+    import threading
+
+    from tests import synth
+
+    tmp = Path(tempfile.mkdtemp(prefix="pacs-bench-ivr-"))
+    data = tmp / "box"
+    init_box(data)
+    dicom_port = free_port()
+    os.environ["PACS_DICOMWEB_RENDER_THREADS"] = str(render_threads)
+    proc, url = start_box(data, dicom_port)
+    try:
+        session = requests.Session()
+        session.auth = ("admin", PASSWORD)
+        dx = copies(synthetic_image(2000, 2000, "DX", "MONOCHROME1"), 4)
+        stow(session, url, dx)
+
+        def ingest(name: str) -> float:
+            files = synth.write_study(tmp / name, n_series=2, per_series=100, kind="CT")
+            started = time.perf_counter()
+            out = subprocess.run(["storescu", "-aec", "PACSBOX", "127.0.0.1", str(dicom_port), *map(str, files)],
+                                 capture_output=True, env=dict(os.environ, TCP_NODELAY="1"))
+            if out.returncode:
+                raise RuntimeError(out.stderr[-300:])
+            return len(files) / (time.perf_counter() - started)
+
+        alone = [ingest("a"), ingest("b")]
+        stop_event, rendered = threading.Event(), [0]
+
+        def viewer(k: int) -> None:
+            s = requests.Session()
+            s.auth = session.auth
+            n = 0
+            while not stop_event.is_set():
+                n += 1  # a new window each time: never a cache hit
+                s.get(f"{url}{instance_path(dx[k % 4])}/rendered", params={"window": f"{n},{400 + n}"})
+                rendered[0] += 1
+
+        threads = [threading.Thread(target=viewer, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        started, before = time.perf_counter(), rendered[0]
+        busy = [ingest("c"), ingest("d")]
+        renders = (rendered[0] - before) / (time.perf_counter() - started)
+        stop_event.set()
+        for t in threads:
+            t.join()
+        return (f"| {render_threads} | {statistics.median(alone):.0f} | {statistics.median(busy):.0f} | "
+                f"{renders:.1f} |")
+    finally:
+        stop(proc)
+        os.environ.pop("PACS_DICOMWEB_RENDER_THREADS", None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=11)
@@ -301,12 +362,18 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench")
     parser.add_argument("--skip-qido", action="store_true")
     parser.add_argument("--skip-pixels", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()
     rows: list[str] = []
     if not args.skip_qido:
         rows += bench_qido(args.cache, args.runs, args.studies)
     if not args.skip_pixels:
         rows += bench_pixels(args.runs)
+    if not args.skip_ingest:
+        rows += ["\nDICOM ingest (storescu, 200 CT instances, one association) alone and while 6 clients keep "
+                 "asking for uncached renders of 2000x2000 DXs, inst/s",
+                 "| [dicomweb] render_threads | ingest alone | ingest while rendering | renders/s |", "|---|---|---|---|"]
+        rows += [bench_ingest_under_render(n) for n in (1, 2)]
     print("\n".join(rows))
 
 
