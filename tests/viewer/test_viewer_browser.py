@@ -91,8 +91,22 @@ def test_measure_known_distance_in_mm(logged_in, viewer_box, shots):
     wait_attr(page, "data-count", lambda v: v == "1")
     wait_shown(page, 0)
     page.click("[data-tool=measure]")
-    view = page.evaluate("(() => { const v = window.pacsViewer.ports[0].view; return {z: v.zoom, x: v.x, y: v.y}; })()")
-    box = page.locator(".vport canvas").bounding_box()
+
+    def geometry():
+        view = page.evaluate("(() => { const v = window.pacsViewer.ports[0].view; return {z: v.zoom, x: v.x, y: v.y}; })()")
+        return view, page.locator(".vport canvas").bounding_box()
+
+    # Wait until layout and fit have settled: the same geometry twice in a row.
+    last = [None]
+
+    def settled():
+        now, last[0] = geometry(), last[0]
+        stable = now == last[0]
+        last[0] = now
+        return stable
+
+    wait_until(settled, 10, interval=0.2, what="the viewport to settle")
+    view, box = last[0]
 
     def screen(ix, iy):  # image pixel centre -> page coordinates
         return box["x"] + view["x"] + (ix + 0.5) * view["z"], box["y"] + view["y"] + (iy + 0.5) * view["z"]
