@@ -33,9 +33,9 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 import synth
 from helpers import ADMIN_PASSWORD, Server, wait_until
 
-ROUNDS = 4
-SEED = 20261123
-PER_ROUND = {"dimse": 60, "stow": 40, "inbox": 30}
+ROUNDS = int(os.environ.get("PACS_CRASH_ROUNDS", "4"))  # more for a long soak: PACS_CRASH_ROUNDS=20
+SEED = int(os.environ.get("PACS_CRASH_SEED", "20261123"))
+PER_ROUND = {"dimse": 150, "stow": 80, "inbox": 50}
 FAST_INBOX = {"PACS_INBOX_STABLE_SECONDS": "0.2", "PACS_INBOX_POLL_SECONDS": "0.5"}
 DCM = 'multipart/related; type="application/dicom"'
 
@@ -114,7 +114,7 @@ def drop_into_inbox(inbox: Path, staging: Path, files: dict[str, bytes], stop: t
         target = inbox / f"{uid}.dcm"
         os.rename(tmp, target)
         placed[uid] = target
-        time.sleep(0.02)
+        time.sleep(0.03)
     return placed
 
 
@@ -167,7 +167,7 @@ def test_sigkill_during_concurrent_stores(data_dir, tmp_path):
                 target=lambda: placed.update(drop_into_inbox(inbox, staging, sources["inbox"], stop)))
             stow.start()
             dropper.start()
-            delay = rng.uniform(0.8, 3.0)
+            delay = rng.uniform(0.5, 2.0)
             time.sleep(delay)
             srv.proc.kill()  # SIGKILL: nothing shuts down cleanly
             srv.proc.wait(10)
