@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,3 +111,16 @@ def dcmtk(tool: str, *args: str, check: bool = False, timeout: float = 120, env:
     full_env.update(env or {})
     return subprocess.run([tool, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=check,
                           env=full_env)
+
+
+def storescu_acknowledged(storescu_log: str) -> set[str]:
+    """SOP Instance UIDs that `storescu -d` saw answered with status Success (0x0000)."""
+    acked, in_rsp, uid = set(), False, None
+    for line in storescu_log.splitlines():
+        if "Message Type" in line:
+            in_rsp, uid = "C-STORE RSP" in line, None
+        elif in_rsp and "Affected SOP Instance UID" in line:
+            uid = line.rsplit(":", 1)[1].strip()
+        elif in_rsp and "DIMSE Status" in line and re.search(r": 0x0000\b", line) and uid:
+            acked.add(uid)
+    return acked

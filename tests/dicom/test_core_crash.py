@@ -7,7 +7,6 @@ and the archive must agree (orphans moved aside by start-up reconciliation).
 """
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -15,23 +14,10 @@ import pydicom
 
 import readback
 import synth
-from helpers import Server, dcmtk, wait_until
+from helpers import Server, dcmtk, wait_until, storescu_acknowledged
 
 N_FILES = 200
 SUCCESS = "DIMSE Status                  : 0x0000"
-
-
-def acknowledged(storescu_log: str) -> set[str]:
-    """SOP Instance UIDs of the C-STORE responses with status Success in storescu -d output."""
-    acked, in_rsp, uid = set(), False, None
-    for line in storescu_log.splitlines():
-        if "Message Type" in line:
-            in_rsp, uid = "C-STORE RSP" in line, None
-        elif in_rsp and "Affected SOP Instance UID" in line:
-            uid = line.rsplit(":", 1)[1].strip()
-        elif in_rsp and "DIMSE Status" in line and re.search(r": 0x0000\b", line) and uid:
-            acked.add(uid)
-    return acked
 
 
 def write_sources(directory: Path) -> tuple[str, str, dict[str, Path]]:
@@ -62,7 +48,7 @@ def test_kill_during_store_then_restart(data_dir, tmp_path):
             sender.wait(60)
         finally:
             sender.kill()
-    acked = acknowledged(log_path.read_text())
+    acked = storescu_acknowledged(log_path.read_text())
     assert 30 <= len(acked) < N_FILES, f"the kill must land mid-run ({len(acked)} acknowledged)"
     assert sender.returncode != 0  # storescu noticed the server go away
 

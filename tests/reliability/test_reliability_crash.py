@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import re
 import subprocess
 import threading
 import time
@@ -31,7 +30,7 @@ import requests
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, wait_until
+from helpers import ADMIN_PASSWORD, Server, wait_until, storescu_acknowledged
 
 ROUNDS = int(os.environ.get("PACS_CRASH_ROUNDS", "4"))  # more for a long soak: PACS_CRASH_ROUNDS=20
 SEED = int(os.environ.get("PACS_CRASH_SEED", "20261123"))
@@ -68,19 +67,6 @@ def make_sources(round_no: int) -> dict[str, dict[str, bytes]]:
             files[str(ds.SOPInstanceUID)] = part10(ds)
         out[kind] = files
     return out
-
-
-def storescu_acked(log: str) -> set[str]:
-    """SOP Instance UIDs that storescu -d saw answered with status 0x0000."""
-    acked, in_rsp, uid = set(), False, None
-    for line in log.splitlines():
-        if "Message Type" in line:
-            in_rsp, uid = "C-STORE RSP" in line, None
-        elif in_rsp and "Affected SOP Instance UID" in line:
-            uid = line.rsplit(":", 1)[1].strip()
-        elif in_rsp and "DIMSE Status" in line and re.search(r": 0x0000\b", line) and uid:
-            acked.add(uid)
-    return acked
 
 
 def stow_loop(url: str, files: dict[str, bytes], acked: set[str], stop: threading.Event) -> None:
@@ -179,7 +165,7 @@ def test_sigkill_during_concurrent_stores(data_dir, tmp_path):
             stow.join(30)
             dropper.join(30)
 
-        dimse_acked = storescu_acked(log_path.read_text())
+        dimse_acked = storescu_acknowledged(log_path.read_text())
         inbox_acked = {uid for uid, path in placed.items() if not path.exists()}
         failed = list((inbox / "failed").rglob("*")) if (inbox / "failed").exists() else []
         assert not failed, f"inbox files failed: {failed}"
