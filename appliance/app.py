@@ -87,6 +87,11 @@ def allowed_callers_from(config: Config, peers=None) -> Callable[[], list[str]]:
 
 
 def build(config: Config, with_web: bool = True) -> Appliance:
+    from .dicom import tls as dicom_tls  # DICOM TLS settings are checked before anything is opened
+
+    dicom_tls.check_listeners(config.dicom.port, config.dicom.tls_port, config.dicom.tls_only)
+    dicom_tls_context = (dicom_tls.server_context(dicom_tls.TlsSettings.from_config(config))
+                         if config.dicom.tls_port else None)
     keys = KeyStore(config.keys_dir)
     keyring = keys.load()
     archive = Archive(config.archive_dir, keyring, chunk_size=config.storage.chunk_kib * 1024)
@@ -103,7 +108,8 @@ def build(config: Config, with_web: bool = True) -> Appliance:
         policy=AssociationPolicy(d.ae_title, allowed_callers_from(config, peers)),
         ingestor=ingestor, index=index, events=events, max_associations=d.max_associations,
         acse_timeout=d.acse_timeout, dimse_timeout=d.dimse_timeout, network_timeout=d.network_timeout,
-        max_pdu=d.max_pdu,
+        max_pdu=d.max_pdu, plain=not d.tls_only, tls_port=d.tls_port,
+        tls_context=dicom_tls_context,
     )
     app = Appliance(config=config, keys=keys, archive=archive, index=index, events=events, ingestor=ingestor,
                     node=node, audit=AuditLog(index, events))

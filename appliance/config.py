@@ -47,6 +47,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom", "dimse_timeout", 60, "Seconds to wait for a DIMSE message within an association."),
     Setting("dicom", "network_timeout", 120, "Seconds an idle association may stay open before it is closed."),
     Setting("dicom", "max_pdu", 262144, "Largest PDU we receive, in bytes (0 = unlimited)."),
+    Setting("dicom", "tls_port", 0,
+            "TCP port of the DICOM TLS listener (2762 is the standard DICOM TLS port); 0 = no TLS listener. "
+            "It serves the same services and association policy as the plain port."),
+    Setting("dicom", "tls_only", False, "Do not open the plain DICOM port: modalities must use TLS on tls_port."),
+    Setting("dicom", "tls_cert", "",
+            "PEM certificate (chain) of the DICOM TLS listener; empty = the box's own <data dir>/tls/cert.pem "
+            "(`pacs-appliance tls renew|install`). Relative paths are inside the data directory."),
+    Setting("dicom", "tls_key", "", "PEM private key of tls_cert (unencrypted); empty = <data dir>/tls/key.pem."),
+    Setting("dicom", "tls_ca", "",
+            "PEM file of the CA certificates (or self-signed certificates) trusted for DICOM TLS: modalities' "
+            "client certificates are checked against it when sent, and peers we call over TLS must chain to it."),
+    Setting("dicom", "tls_require_client_cert", False,
+            "Refuse TLS connections without a client certificate that chains to tls_ca."),
+    Setting("dicom", "tls_min_version", "1.2", "Oldest TLS version accepted: \"1.2\" or \"1.3\"."),
     # [http] the web app
     Setting("http", "host", "0.0.0.0", "Address the web UI and DICOMweb bind to."),
     Setting("http", "port", 8080, "TCP port of the web UI and DICOMweb."),

@@ -4,11 +4,16 @@ Services are registered as (event, handler, args) triples so each handler
 module stays small and gets its collaborators passed in. Other parts of the
 appliance (retrieval, worklist, ...) add theirs with ``add_handler`` and
 ``add_contexts`` before ``start``.
+
+The node listens on the plain DICOM port, on a DICOM TLS port (``tls.py``), or on
+both: every listener serves the same services with the same handlers, association
+policy and ``max_associations`` budget, since they are acceptors of one AE.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import ssl
 from typing import Any, Callable, Iterable
 
 from pynetdicom import (
@@ -32,6 +37,7 @@ from .find import handle_find
 from .policy import AssociationPolicy
 from .sockets import tune_accepted_socket
 from .store import handle_store
+from .tls import start_tls_server
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +79,17 @@ class _ContextList(list):
 class DicomNode:
     def __init__(self, *, ae_title: str, host: str, port: int, policy: AssociationPolicy, ingestor: Ingestor,
                  index: Index, events: Events, max_associations: int = 16, acse_timeout: float = 30,
-                 dimse_timeout: float = 60, network_timeout: float = 120, max_pdu: int = 262144):
+                 dimse_timeout: float = 60, network_timeout: float = 120, max_pdu: int = 262144,
+                 tls_port: int = 0, tls_context: ssl.SSLContext | None = None, plain: bool = True):
+        if tls_port and tls_context is None:
+            raise ValueError("a TLS port needs an SSL context (appliance.dicom.tls.server_context)")
+        if not plain and not tls_port:
+            raise ValueError("the node needs a plain or a TLS listener")
         self.ae_title = ae_title
         self.address = (host, port)
+        self.tls_address = (host, tls_port) if tls_port else None
+        self.tls_context = tls_context
+        self.plain = plain
         self.policy = policy
         self.events = events
         self.ae = AE(ae_title=ae_title)
@@ -85,7 +99,8 @@ class DicomNode:
         self.ae.network_timeout = network_timeout
         self.ae.maximum_pdu_size = max_pdu
         self.ae.require_called_aet = True
-        self._server = None
+        self._server = None  # the plain listener
+        self._tls_server = None
         self._handlers: list[tuple[Any, Callable, list]] = [
             (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
@@ -107,7 +122,7 @@ class DicomNode:
             self.ae.add_supported_context(uid, transfer_syntaxes, scu_role=scu_role, scp_role=scp_role)
 
     def add_handler(self, event: Any, handler: Callable, args: list | None = None) -> None:
-        if self._server is not None:
+        if self._server is not None or self._tls_server is not None:
             raise RuntimeError("add handlers before the node starts")
         self._handlers.append((event, handler, list(args or [])))
 
@@ -140,15 +155,41 @@ class DicomNode:
         # to do so) even when its logger drops the lines: bind them only if they would be shown.
         _config.LOG_HANDLER_LEVEL = "standard" if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) \
             else "none"
-        self._server = self.ae.start_server(self.address, block=False, evt_handlers=self._handlers,
-                                            contexts=_ContextList(self.ae.supported_contexts))
-        log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
+        contexts = _ContextList(self.ae.supported_contexts)
+        if self.plain:
+            self._server = self.ae.start_server(self.address, block=False, evt_handlers=self._handlers,
+                                                contexts=contexts)
+            log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
+        if self.tls_address is not None:
+            try:
+                self._tls_server = start_tls_server(self.ae, self.tls_address, self.tls_context, self._handlers,
+                                                    contexts, handshake_timeout=self.ae.acse_timeout,
+                                                    on_failure=self._on_tls_failure)
+            except BaseException:
+                self.stop()  # do not leave the plain port open when the TLS one cannot be
+                raise
+            clients = {ssl.CERT_NONE: "not asked for", ssl.CERT_OPTIONAL: "checked when sent",
+                       ssl.CERT_REQUIRED: "required"}[self.tls_context.verify_mode]
+            log.info("DICOM node %s listening with TLS on %s:%d (client certificates %s)", self.ae_title,
+                     *self.tls_bound_address, clients)
+
+    def _on_tls_failure(self, address: str, reason: str) -> None:
+        self.events.emit("association_rejected", calling_ae="", called_ae="", address=address,
+                         reason=f"TLS handshake failed: {reason}")
 
     @property
     def bound_address(self) -> tuple[str, int]:
-        if self._server is None:
-            return self.address
-        return self._server.server_address[:2]
+        """The plain listener's address (the TLS one's when the node serves TLS only)."""
+        server = self._server or self._tls_server
+        if server is None:
+            return self.address if self.plain else self.tls_address
+        return server.server_address[:2]
+
+    @property
+    def tls_bound_address(self) -> tuple[str, int] | None:
+        if self._tls_server is None:
+            return self.tls_address
+        return self._tls_server.server_address[:2]
 
     def active_associations(self) -> list[dict]:
         return [
@@ -158,7 +199,12 @@ class DicomNode:
         ]
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        stopped = False
+        for name in ("_server", "_tls_server"):
+            server = getattr(self, name)
+            if server is not None:
+                server.shutdown()
+                setattr(self, name, None)
+                stopped = True
+        if stopped:
             log.info("DICOM node stopped")
