@@ -8,18 +8,23 @@ input. Anything else gets an ``InvalidObject`` with a reason a person can act on
 """
 from __future__ import annotations
 
+import functools
 import io
 import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 from .errors import ApplianceError, InvalidObject
+from .index.query import QueryError, normalize_time
 from .index.records import InstanceAttributes
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -43,55 +48,90 @@ def _check_uid(value: str, keyword: str) -> str:
     return value
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
+def _value(ds: Dataset, tag: BaseTag):
+    """The converted value of ``tag``, or None when absent (by tag: keyword lookups cost more)."""
+    try:
+        return ds[tag].value
+    except KeyError:
+        return None
+
+
+def _text(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)) or getattr(value, "VM", 1) > 1 and not isinstance(value, str):
-        value = "\\".join(str(v) for v in value)
+    if isinstance(value, (list, tuple, MultiValue)):  # multi-valued: as DICOM writes it, A\B
+        return "\\".join(str(v) for v in value).strip()
     return str(value).strip()
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(value) -> int | None:
     try:
-        value = ds.get(keyword)
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
 
-def _time(ds: Dataset, keyword: str) -> str:
-    from .index.query import QueryError, normalize_time
-
+def _time(value) -> str:
+    text = _text(value)
     try:
-        return normalize_time(_text(ds, keyword))
+        return normalize_time(text)
     except QueryError:
-        return _text(ds, keyword)
+        return text
+
+
+# What the index keeps of each instance: InstanceAttributes field, DICOM keyword, conversion.
+# The four UIDs are checked (and added) separately.
+_FIELDS = tuple((name, Tag(tag_for_keyword(keyword)), convert) for name, keyword, convert in (
+    ("patient_id", "PatientID", _text), ("issuer", "IssuerOfPatientID", _text),
+    ("patient_name", "PatientName", _text), ("birth_date", "PatientBirthDate", _text),
+    ("sex", "PatientSex", _text), ("study_date", "StudyDate", _text), ("study_time", "StudyTime", _time),
+    ("accession", "AccessionNumber", _text), ("study_id", "StudyID", _text),
+    ("study_description", "StudyDescription", _text),
+    ("referring_physician", "ReferringPhysicianName", _text), ("patient_age", "PatientAge", _text),
+    ("institution", "InstitutionName", _text), ("modality", "Modality", _text),
+    ("series_number", "SeriesNumber", _int), ("series_description", "SeriesDescription", _text),
+    ("body_part", "BodyPartExamined", _text), ("series_date", "SeriesDate", _text),
+    ("series_time", "SeriesTime", _time), ("station_name", "StationName", _text),
+    ("instance_number", "InstanceNumber", _int), ("rows", "Rows", _int), ("columns", "Columns", _int),
+    ("frames", "NumberOfFrames", _int), ("content_date", "ContentDate", _text),
+    ("content_time", "ContentTime", _time),
+))
 
 
 def _check_complete(ds: Dataset, total_size: int) -> None:
-    """Raise if any top-level value is shorter than its declared length (a truncated file)."""
-    for elem in ds.elements():
-        length = getattr(elem, "length", None)
-        if length in (None, UNDEFINED_LENGTH):
-            continue
-        value = getattr(elem, "value", None)
-        tell = getattr(elem, "value_tell", None)
-        if value is None and tell is not None:
-            if tell + length > total_size:
-                raise InvalidObject("the file is truncated: it ends inside its data")
-        elif isinstance(value, (bytes, bytearray)) and len(value) != length:
+    """Raise if the file ends inside a value (a truncated file).
+
+    pydicom reads a short value without complaint (and only notes where a deferred one
+    starts). Elements are read in file order, so only the last one can be cut short.
+    """
+    last_tag = next(reversed(ds.keys()), None)
+    if last_tag is None:
+        return
+    elem = ds.get_item(last_tag, keep_deferred=True)
+    length = getattr(elem, "length", None)
+    if length in (None, UNDEFINED_LENGTH):
+        return
+    value = getattr(elem, "value", None)
+    tell = getattr(elem, "value_tell", None)
+    if value is None and tell is not None:
+        if tell + length > total_size:
             raise InvalidObject("the file is truncated: it ends inside its data")
+    elif isinstance(value, (bytes, bytearray)) and len(value) != length:
+        raise InvalidObject("the file is truncated: it ends inside its data")
 
 
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL")
+PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
+
+
+@functools.lru_cache(maxsize=512)
+def _is_image_class(sop_class: str) -> bool:
+    return UID(sop_class).name.endswith("Image Storage")
 
 
 def _check_has_pixels(ds: Dataset, sop_class: str) -> None:
     """An image object cut off at an element boundary parses cleanly; its missing pixels give it away."""
-    from pydicom.uid import UID
-
-    if UID(sop_class).name.endswith("Image Storage") and not any(k in ds for k in PIXEL_KEYWORDS):
+    if _is_image_class(sop_class) and not any(tag in ds for tag in PIXEL_TAGS):
         raise InvalidObject("the file is truncated or incomplete: it is an image object without pixel data")
 
 
@@ -144,39 +184,9 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     elif str(meta.get("MediaStorageSOPInstanceUID", sop_uid)).strip("\0 ") != sop_uid:
         raise InvalidObject("the file meta names a different SOP Instance UID than the dataset")
 
-    attributes = InstanceAttributes(
-        patient_id=_text(ds, "PatientID"),
-        issuer=_text(ds, "IssuerOfPatientID"),
-        patient_name=_text(ds, "PatientName"),
-        birth_date=_text(ds, "PatientBirthDate"),
-        sex=_text(ds, "PatientSex"),
-        study_uid=study_uid,
-        study_date=_text(ds, "StudyDate"),
-        study_time=_time(ds, "StudyTime"),
-        accession=_text(ds, "AccessionNumber"),
-        study_id=_text(ds, "StudyID"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician=_text(ds, "ReferringPhysicianName"),
-        patient_age=_text(ds, "PatientAge"),
-        institution=_text(ds, "InstitutionName"),
-        series_uid=series_uid,
-        modality=_text(ds, "Modality"),
-        series_number=_int(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        body_part=_text(ds, "BodyPartExamined"),
-        series_date=_text(ds, "SeriesDate"),
-        series_time=_time(ds, "SeriesTime"),
-        station_name=_text(ds, "StationName"),
-        sop_uid=sop_uid,
-        sop_class_uid=sop_class,
-        instance_number=_int(ds, "InstanceNumber"),
-        transfer_syntax=transfer_syntax,
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        frames=_int(ds, "NumberOfFrames"),
-        content_date=_text(ds, "ContentDate"),
-        content_time=_time(ds, "ContentTime"),
-    )
+    values = {name: convert(_value(ds, tag)) for name, tag, convert in _FIELDS}
+    attributes = InstanceAttributes(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
+                                    series_uid=series_uid, transfer_syntax=transfer_syntax, **values)
     return ParsedObject(ds, attributes, prefix)
 
 
