@@ -64,15 +64,13 @@ def _clean(changes: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise WorklistError(f"unknown worklist field(s): {', '.join(sorted(unknown))}")
     out = {k: ("" if v is None else str(v).strip()) for k, v in changes.items()}
-    try:
-        if out.get("scheduled_date"):
-            out["scheduled_date"] = normalize_date(out["scheduled_date"].replace("-", ""))
-        if out.get("birth_date"):
-            out["birth_date"] = normalize_date(out["birth_date"].replace("-", ""))
-        if out.get("scheduled_time"):
-            out["scheduled_time"] = normalize_time(out["scheduled_time"])
-    except QueryError as exc:
-        raise WorklistError(str(exc)) from None
+    for key, normalize in (("scheduled_date", normalize_date), ("birth_date", normalize_date),
+                           ("scheduled_time", normalize_time)):
+        if out.get(key):
+            try:  # the message names the field: a form has several dates
+                out[key] = normalize(out[key].replace("-", "") if key.endswith("date") else out[key])
+            except QueryError as exc:
+                raise WorklistError(f"{key.replace('_', ' ')}: {exc}") from None
     if "status" in out and out["status"].upper() not in STATUSES:
         raise WorklistError(f"status must be one of {', '.join(STATUSES)}")
     if "status" in out:

@@ -97,7 +97,8 @@ def check_csrf() -> None:
     if sent is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         sent = request.form.get("csrf_token")
     expected = session.get("csrf")
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a 500).
+    if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         abort(Response("The form was stale or came from another site (CSRF token missing or wrong): "
                        "reload the page and try again.\n", 400, {"Content-Type": "text/plain; charset=utf-8"}))
 

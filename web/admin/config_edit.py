@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from pathlib import Path
 
 from appliance.archive.fsutil import write_file_atomic
@@ -32,12 +33,26 @@ def setting(section: str, key: str) -> Setting:
 
 
 def parse_form_value(s: Setting, text: str):
-    """A form field's text as the setting's type (lists: one per line or comma-separated)."""
+    """A form field's text as the setting's type (lists: one per line or comma-separated).
+
+    Refuses what the appliance would refuse (or be locked out by) at its next start,
+    since the change only takes effect then.
+    """
     if isinstance(s.default, list):
         text = ",".join(part.strip() for part in text.replace("\r", "").split("\n"))
+    if any(unicodedata.category(c) == "Cc" for c in text):  # TOML strings cannot hold them unescaped
+        raise ConfigError(f"[{s.section}] {s.key}: control characters (tabs, NULs, ...) are not allowed")
     value = _coerce(s, text.strip(), "the settings page")
     if s.section == "log" and s.key == "level" and str(value).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log level must be DEBUG, INFO, WARNING or ERROR")
+    if (s.section, s.key) == ("backup", "window"):
+        from appliance.backup.schedule import parse_window
+
+        parse_window(value)  # the scheduler parses it at start: a bad window would stop the appliance starting
+    if (s.section, s.key) == ("http", "session_idle_minutes") and value < 1:
+        raise ConfigError("[http] session_idle_minutes must be at least 1 (0 would end every session at once)")
+    if (s.section, s.key) == ("backup", "warn_after_hours") and value < 0:
+        raise ConfigError("[backup] warn_after_hours cannot be negative")
     return value.upper() if s.key == "level" else value
 
 
