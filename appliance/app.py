@@ -43,6 +43,7 @@ class Appliance:
     reconciliation: Any = None  # the start-up appliance.reconcile.ReconcileReport (orphans, missing objects)
     backup: Any = None  # an appliance.backup.BackupService: run, status(), is_offsite()
     verifier: Any = None  # appliance.verify.Sampler: background sampled verification; .last is its report
+    recycler: Any = None  # appliance.recycle.Recycler: frees space by deleting studies confirmed offsite
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
 
@@ -53,6 +54,8 @@ class Appliance:
         self.index.start()
         from .reconcile import reconcile  # index vs archive, before anything new arrives
 
+        if self.recycler is not None:  # deletions of recycled studies cut short by a crash are not orphans
+            self.recycler.finish_interrupted()
         self.reconciliation = reconcile(self.archive)
         self.node.start()
         if self.web is not None:
@@ -121,6 +124,13 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     app.backup = BackupService(config.backup, config.data_dir, keys, archive, index, app.audit)
     scheduler = Scheduler(app.backup, config.backup.window, config.backup.retries, config.backup.retry_seconds)
     app.services.append(("backup scheduler", scheduler.start, scheduler.stop))
+    from .recycle import Recycler, RecycleSettings
+
+    app.recycler = Recycler(RecycleSettings.from_config(config), archive, index, app.backup, app.audit,
+                            config.data_dir / "recycle.lock")
+    if app.recycler.settings.enabled:
+        events.subscribe("instance_stored", app.recycler.on_instance_stored)
+    app.services.append(("storage recycling", app.recycler.start, app.recycler.stop))
     if config.inbox.enabled:
         from .importer.watcher import Inbox, InboxSettings
 

@@ -150,5 +150,9 @@ from .cli_system import firstboot, tls  # noqa: E402
 main.add_command(firstboot)
 main.add_command(tls)
 
+from .cli_storage import storage  # noqa: E402
+
+main.add_command(storage)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -88,6 +88,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage", "on_conflict", "replace",
             "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "
             "keeps the replaced object recoverable until it is backed up; \"reject\" refuses the newcomer."),
+    # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
+    # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
+    Setting("storage", "recycle", False,
+            "Free disk space by deleting, least recently received or opened first, studies whose every object "
+            "is confirmed offsite by the backup; they can be brought back with `pacs-appliance storage restore`. "
+            "Studies not (fully) backed up are never deleted."),
+    Setting("storage", "recycle_free_below_mb", 4096,
+            "Recycling starts when free space drops below this (MiB); must be above reserve_mb."),
+    Setting("storage", "recycle_target_free_mb", 8192,
+            "Recycling stops once this much space (MiB) is free; must be at least recycle_free_below_mb."),
+    Setting("storage", "recycle_min_age_days", 30,
+            "Studies received or opened (viewer, export, C-MOVE/C-GET, DICOMweb) within this many days are kept."),
+    Setting("storage", "recycle_check_minutes", 60,
+            "How often free space is checked for recycling (it is also checked as images arrive)."),
     # [integrity] background sampled verification (appliance/verify.py Sampler; `pacs-appliance verify` checks all)
     Setting("integrity", "sample_size", 200,
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),

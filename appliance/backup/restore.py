@@ -120,7 +120,10 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
 
     index = Index.open(cfg.index_path, keyring.index_key)
     try:
-        wanted = dict(man.objects)
+        # Recycled studies (appliance/recycle.py) stay offsite-only, as on the old box; their rows come along,
+        # so `pacs-appliance storage restore` can still bring each one back.
+        recycled = {r[0] for r in index.db.execute_sql("SELECT object_id FROM recycled_object").fetchall()}
+        wanted = {oid: size for oid, size in man.objects.items() if oid not in recycled}
         if studies or patients:
             keep = index.writer.run(lambda: _keep_only(index, list(studies), list(patients)))
             wanted = {oid: size for oid, size in wanted.items() if oid in keep}

@@ -41,10 +41,24 @@ def take(index_db, index_key: bytes, dest: Path) -> Path:
 
 
 def object_ids(path: Path, index_key: bytes) -> list[str]:
-    """Every archive object the snapshot's index refers to (what a complete restore needs)."""
+    """Every archive object the snapshot's index refers to (what a complete restore needs).
+
+    Objects of recycled studies (appliance/recycle.py) are included: their only copy is offsite, so
+    they must stay listed, or retention would delete them there.
+    """
     conn = _connect(path, index_key)
     try:
-        rows = conn.execute("SELECT object_id FROM instance UNION SELECT object_id FROM replaced_object").fetchall()
+        rows = conn.execute("SELECT object_id FROM instance UNION SELECT object_id FROM replaced_object "
+                            "UNION SELECT object_id FROM recycled_object").fetchall()
     finally:
         conn.close()
     return [r[0] for r in rows]
+
+
+def recycled_sizes(path: Path, index_key: bytes) -> dict[str, int]:
+    """object id -> offsite size, for the objects of recycled studies (no longer on the box's disk)."""
+    conn = _connect(path, index_key)
+    try:
+        return dict(conn.execute("SELECT object_id, offsite_size FROM recycled_object").fetchall())
+    finally:
+        conn.close()

@@ -84,6 +84,7 @@ class Sync:
         self.cancel = cancel or threading.Event()  # set when the appliance stops: finish in-flight uploads, stop
         self.throttle = Throttle(options.max_bytes_per_s)
         self._count_lock = threading.Lock()
+        self._recycled: dict[str, int] = {}  # offsite-only objects of recycled studies (read when adopting)
 
     # -- the run -----------------------------------------------------------
     def run(self, result: SyncResult) -> SyncResult:
@@ -109,6 +110,7 @@ class Sync:
             wanted = snapshot.object_ids(snap_path, self.keyring.index_key)
             state = self._state()
             if self._needs_adopt():
+                self._recycled = snapshot.recycled_sizes(snap_path, self.keyring.index_key)
                 result.adopted = self._adopt(wanted, state)
             pending = [oid for oid in wanted if oid not in state]
             self.progress(f"{len(wanted)} objects in the index, {len(pending)} to send")
@@ -171,7 +173,8 @@ class Sync:
         found = []
         for name, size in self.target.list("objects"):
             oid = name.rsplit("/", 1)[-1]
-            if oid in want and self._local_size(oid) == size:
+            # A recycled study's objects are not on the box; the target's copy is the one recorded.
+            if oid in want and (self._local_size(oid) or self._recycled.get(oid)) == size:
                 found.append((oid, size))
         self._record(found)
         state.update(found)

@@ -5,10 +5,11 @@
 - web.py: audit log, API tokens, web sessions
 - backup.py: backup runs and offsite state
 - imports.py: inbox import bookkeeping
+- recycle.py: studies recycled to free space (their only copy is offsite)
 
 A model change needs a numbered migration in ../migrations/.
 """
-from . import backup, core, imports, retrieval, web  # noqa: F401 - importing registers the models
+from . import backup, core, imports, recycle, retrieval, web  # noqa: F401 - importing registers the models
 from .core import BaseModel, Instance, Patient, ReplacedObject, Series, Study, User, utcnow
 
 

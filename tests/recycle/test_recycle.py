@@ -1,0 +1,160 @@
+"""Recycling frees space with studies confirmed offsite, oldest use first, and nothing else."""
+from __future__ import annotations
+
+import datetime
+
+from recyclekit import MiB
+
+from appliance.index.models import Instance, Study
+from appliance.index.models.backup import BackupObject
+from appliance.index.models.recycle import RecycledObject, RecycledStudy
+
+
+def fill(box):
+    """A..D backed up; D then gets one more instance and E arrives, neither backed up."""
+    for name in "ABCD":
+        box.add_study(name)
+    result = box.app.backup.run(trigger="manual")
+    assert result.result == "success"
+    box.add_instance(box.studies["D"])
+    box.add_study("E")
+    for name, days in (("A", 90), ("B", 60), ("C", 40), ("D", 80), ("E", 100)):
+        box.age(name, days)
+
+
+def squeeze(box, free_after_freeing: int) -> None:
+    """Set the simulated disk so that freeing ``free_after_freeing`` bytes just meets the 3 MiB target."""
+    box.capacity = box.archive_bytes() + 3 * MiB - free_after_freeing + 100
+
+
+def audit_entries(box, action="storage.recycle"):
+    box.app.audit.flush()
+    return list(box.app.audit.query(action=action, newest_first=False))
+
+
+def test_only_backed_up_studies_go_oldest_first_until_the_target(box):
+    fill(box)
+    sizes = {n: box.sealed_size(n) for n in "ABCDE"}
+    ids = {n: box.object_ids(n) for n in "ABCDE"}
+    squeeze(box, sizes["A"] + sizes["B"])
+    assert box.free() < 3 * MiB
+
+    report = box.app.recycler.run(trigger="test")
+
+    assert [c.study_uid for c in report.recycled] == [box.studies["A"], box.studies["B"]]
+    assert report.bytes_freed == sizes["A"] + sizes["B"]
+    assert box.free() >= 3 * MiB and "target met" in report.result
+    blocked = {c.study_uid: c.reason for c in report.blocked}
+    assert blocked[box.studies["E"]] == "2 of 2 objects not yet offsite"
+    assert blocked[box.studies["D"]] == "1 of 3 objects not yet offsite"  # one instance came after the backup
+    for name in "AB":
+        assert box.find(name) == [] and not any(box.app.archive.exists(o) for o in ids[name])
+        assert all(box.app.backup.is_offsite(o) for o in ids[name])  # still offsite, and still listed
+        assert all((box.nas / "objects" / o[:2] / o).exists() for o in ids[name])
+    for name in "CDE":  # C was not needed; D and E are not safely offsite
+        assert len(box.find(name)) == 1 and all(box.app.archive.exists(o) for o in ids[name])
+    assert Study.select().count() == 3 and Instance.select().count() == 2 + 3 + 2
+
+    entries = audit_entries(box)
+    assert [e.study_uid for e in entries] == [box.studies["A"], box.studies["B"]]
+    assert "2 instances" in entries[0].detail and f"{sizes['A']} bytes freed" in entries[0].detail
+    assert entries[0].patient_id == "RCY1" and entries[0].actor == "system"
+    assert box.app.audit.verify().ok
+    assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count() == 0
+
+
+def test_patient_counts_stay_right(box):
+    box.add_study("A", patient_id="P1")
+    box.add_study("B", patient_id="P1")
+    box.add_study("C", patient_id="P2")
+    box.app.backup.run(trigger="manual")
+    for name, days in (("A", 30), ("C", 20), ("B", 10)):
+        box.age(name, days)
+    squeeze(box, box.sealed_size("A") + box.sealed_size("C"))
+    assert len(box.app.recycler.run().recycled) == 2
+    rows = box.app.index.db.execute_sql(
+        "SELECT patient_id, num_studies, num_series, num_instances FROM patient").fetchall()
+    assert rows == [("P1", 1, 2, 2)]  # P2 emptied and gone, as remove_instance does it
+    study = Study.get()
+    assert study.study_uid == box.studies["B"] and study.num_instances == 2
+
+
+def test_recently_opened_study_is_kept_longer(box):
+    fill(box)
+    box.app.audit.record("study.view", "alice", study_uid=box.studies["A"], patient_id="RCY1")
+    box.app.audit.flush()
+    squeeze(box, box.sealed_size("B") + 10)
+    report = box.app.recycler.run()
+    assert [c.study_uid for c in report.recycled] == [box.studies["B"]]  # A was viewed today: kept
+    assert box.studies["A"] not in {c.study_uid for c in report.blocked}  # and not even a candidate
+    assert report.recent >= 1
+
+
+def test_dry_run_and_recycling_off_delete_nothing(box, tmp_path):
+    from recyclekit import make_recycle_box
+
+    fill(box)
+    squeeze(box, box.sealed_size("A") + box.sealed_size("B"))
+    before = box.archive_bytes()
+    report = box.app.recycler.run(dry_run=True)
+    assert [c.study_uid for c in report.recycled] == [box.studies["A"], box.studies["B"]]
+    assert box.archive_bytes() == before and Study.select().count() == 5 and not audit_entries(box)
+
+    off = make_recycle_box(tmp_path, name="off", recycle="false")
+    try:
+        off.add_study("A")
+        off.app.backup.run(trigger="manual")
+        off.age("A", 365)
+        off.capacity = off.archive_bytes() + 10  # the disk is all but full
+        report = off.app.recycler.run()
+        assert "off" in report.result and not report.recycled and len(off.find("A")) == 1
+        assert off.app.recycler.settings.enabled is False and off.app.recycler._thread is None
+    finally:
+        off.app.index.close()
+
+
+def test_restore_brings_a_recycled_study_back_byte_identical(box):
+    fill(box)
+    original = box.study_bytes("A")
+    ids = sorted(box.object_ids("A"))
+    squeeze(box, box.sealed_size("A"))
+    report = box.app.recycler.run()
+    assert [c.study_uid for c in report.recycled] == [box.studies["A"]] and box.find("A") == []
+    assert [s.study_uid for s in box.app.recycler.recycled()] == [box.studies["A"]]
+
+    box.capacity += 10 * MiB  # room again
+    result = box.app.recycler.restore(box.studies["A"], actor="tester")
+    assert result.instances == 2 and result.replaced == 0
+    assert box.study_bytes("A") == original
+    assert sorted(box.object_ids("A")) == ids  # the same objects: the backup sends nothing again
+    found = box.find("A")
+    assert len(found) == 1 and found[0]["NumberOfStudyRelatedInstances"] == 2
+    assert box.app.recycler.recycled() == [] and RecycledObject.select().count() == 0
+    assert RecycledStudy.get().restored_at is not None
+    again = box.app.backup.run(trigger="manual")
+    assert again.result == "success" and again.objects == 1 + 2  # only D's and E's new instances
+    assert [e.study_uid for e in audit_entries(box, "storage.restore")] == [box.studies["A"]]
+
+
+def test_retention_never_expires_a_recycled_study_offsite(tmp_path):
+    from recyclekit import make_recycle_box
+
+    from appliance.backup import manifest as mf
+
+    # Retention 0 days: anything gone from the box is deleted offsite by the next run.
+    b = make_recycle_box(tmp_path, backup={"retention_days": 0}, recycle_free_below_mb=3, recycle_target_free_mb=3)
+    try:
+        b.add_study("A")
+        b.add_study("B")
+        b.app.backup.run(trigger="manual")
+        b.age("A", 50)
+        ids = b.object_ids("A")
+        squeeze(b, b.sealed_size("A"))
+        assert len(b.app.recycler.run().recycled) == 1
+        for _ in range(2):
+            assert b.app.backup.run(trigger="manual").result == "success"
+        assert all((b.nas / mf.object_name(o)).exists() for o in ids)
+        assert all(b.app.backup.is_offsite(o) for o in ids)
+        assert not BackupObject.select().where(BackupObject.deleted_at.is_null(False)).exists()
+    finally:
+        b.app.index.close()
