@@ -3,6 +3,11 @@
 The identifier's keys go to the shared query engine as matching keys; every
 key the peer asked for is returned (empty when the index does not keep it),
 as PS3.4 C.4.1.1.3.1 requires.
+
+Pending responses normally leave through ``PendingSender`` with identifiers from
+``IdentifierEncoder`` (both encode what is fixed for the query once, not per match:
+~10x less Python per match than a pydicom Dataset through pynetdicom's send path);
+``response_for`` builds the pydicom Dataset when either cannot take a query or a value.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from pydicom.multival import MultiValue
 
 from ..index import Index
 from ..index.query import ATTRS, QueryError
+from .identifier import IdentifierEncoder, Unencodable
+from .pending import PendingSender
 from .status import status
 
 log = logging.getLogger(__name__)
@@ -54,7 +61,8 @@ def response_for(identifier: Dataset, record: dict, ae_title: str) -> Dataset:
             value = ae_title
         if value is None:
             value = ""
-        if isinstance(value, str) and not value.isascii():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and not v.isascii() for v in values):
             non_ascii = True
         try:
             setattr(rsp, keyword, value)
@@ -80,8 +88,32 @@ def handle_find(event, index: Index, ae_title: str):
         yield status(UNABLE_TO_PROCESS, str(exc)), None
         return
     log.info("C-FIND %s level from %s: %d match(es)", level, event.assoc.requestor.ae_title.strip(), len(records))
+    sender, encoder = fast_path(event, identifier)
     for record in records:
         if event.is_cancelled:
             yield CANCELLED, None
             return
+        if sender is not None:
+            record["RetrieveAETitle"] = ae_title
+            try:
+                data = encoder.encode(record)
+            except Unencodable:
+                pass  # this one value needs pydicom: the Dataset below goes out in order, through pynetdicom
+            else:
+                if not event.assoc.is_established:
+                    return  # aborted by the peer: pynetdicom sends nothing more either
+                sender.send(data)
+                continue
         yield PENDING, response_for(identifier, record, ae_title)
+
+
+def fast_path(event, identifier: Dataset) -> tuple[PendingSender | None, IdentifierEncoder | None]:
+    """The sender and encoder for this request's pending responses, or (None, None) for pynetdicom's path."""
+    keywords = [elem.keyword for elem in identifier if elem.keyword]
+    sender = PendingSender.for_event(event)
+    if sender is None:
+        return None, None
+    encoder = IdentifierEncoder.for_keys(keywords + ["QueryRetrieveLevel"], explicit_vr=sender.explicit_vr)
+    if encoder is None:
+        return None, None
+    return sender, encoder

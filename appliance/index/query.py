@@ -180,26 +180,34 @@ def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
     return cond
 
 
-def _record(row: Any, level: str) -> dict[str, Any]:
-    entities = {}
-    obj = row
-    for lvl in reversed(LEVELS[: LEVELS.index(level) + 1]):
-        entities[lvl] = obj
-        obj = getattr(obj, {"IMAGE": "series", "SERIES": "study", "STUDY": "patient"}.get(lvl, ""), None)
-    record: dict[str, Any] = {}
-    for keyword, attr in ATTRS.items():
-        entity = entities.get(attr.level)
-        if entity is None:
-            continue
-        value = getattr(entity, attr.field.name)
-        if attr.kind == MULTI:
-            value = [v for v in value.split("\\") if v]
-        record[keyword] = value
+@dataclass(frozen=True)
+class _Columns:
+    """What ``search`` reads at one level: one row tuple per match instead of a model instance per level."""
+    fields: tuple  # the ATTRS fields at and above the level, then the extras
+    keywords: tuple[str, ...]  # record keys of the ATTRS fields, in the same order
+    multi: tuple[str, ...]  # those that hold a MULTI value ("\\CT\\MR\\" -> ["CT", "MR"])
+    extras: tuple[str, ...]  # record keys of the remaining fields
+
+
+def _columns(level: str) -> _Columns:
+    upto = LEVELS[: LEVELS.index(level) + 1]
+    chosen = [(keyword, attr) for keyword, attr in ATTRS.items() if attr.level in upto]
+    extras = [MODEL_BY_LEVEL[level].id] + ([Instance.object_id, Instance.size] if level == "IMAGE" else [])
+    return _Columns(fields=tuple(a.field for _, a in chosen) + tuple(extras),
+                    keywords=tuple(k for k, _ in chosen),
+                    multi=tuple(k for k, a in chosen if a.kind == MULTI),
+                    extras=("_id", "_object_id", "_size")[: len(extras)])
+
+
+COLUMNS = {level: _columns(level) for level in LEVELS}
+
+
+def _record(row: tuple, columns: _Columns, level: str) -> dict[str, Any]:
+    record: dict[str, Any] = dict(zip(columns.keywords, row))
+    for keyword in columns.multi:
+        record[keyword] = [v for v in record[keyword].split("\\") if v]
     record["QueryRetrieveLevel"] = level
-    record["_id"] = row.id
-    if level == "IMAGE":
-        record["_object_id"] = row.object_id
-        record["_size"] = row.size
+    record.update(zip(columns.extras, row[len(columns.keywords):]))
     return record
 
 
@@ -240,12 +248,13 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
     """Records matching ``criteria`` at ``level``, in the level's natural order."""
     level = level.upper()
     query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy)
-    query = query.order_by(*ORDER[level]())
+    columns = COLUMNS[level]
+    query = query.select(*columns.fields).order_by(*ORDER[level]())
     if limit is not None:
         query = query.limit(limit)
     if offset:
         query = query.offset(offset)
-    return [_record(row, level) for row in query]
+    return [_record(row, columns, level) for row in query.tuples()]
 
 
 def count(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
