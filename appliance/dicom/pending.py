@@ -10,9 +10,16 @@ a 142-match study query.
 Within one C-FIND request every pending response has the same command set
 (Message ID Being Responded To, Affected SOP Class, Status FF00, a data set
 present), so ``PendingSender`` encodes it once per request with pynetdicom's own
-classes and then gives each response to the association's DUL as P-DATA, split to
-the peer's maximum PDU length the way ``DIMSEMessage.encode_msg`` splits it: the
-bytes on the wire are the same (tests/dicom/test_identifier.py compares them).
+classes and then gives each response to the association's DUL as P-DATA. The PDVs
+(message fragments) are the ones ``DIMSEMessage.encode_msg`` makes, split to the
+peer's maximum PDU length the same way (tests/dicom/test_identifier.py compares
+them). Unlike pynetdicom, which sends every PDV in a PDU of its own, the command
+PDV and the identifier PDV of one response share a P-DATA-TF PDU when they fit
+(PS3.8 9.3.5: a PDU carries "one or more" PDVs; dcm4che packs them the same way,
+PDUEncoder.writeDIMSE with packPDV). That halves the PDUs and the DUL thread's
+socket sends, the largest cost left per match once encoding was cheap. A PDU
+still holds one message only: pynetdicom as a receiver, for one, drops the PDVs
+of a second message in the same PDU.
 
 ``PendingSender.for_event`` returns None, and the caller yields Datasets through
 pynetdicom as usual, whenever something needs the per-message path: a handler bound
@@ -48,6 +55,21 @@ def fragments(data: bytes, max_pdu: int, more: bytes, last: bytes) -> Iterator[b
         yield (last if offset + size >= len(data) else more) + chunk
 
 
+def pack(pdvs: list[bytes], max_pdu: int) -> Iterator[list[bytes]]:
+    """``pdvs`` in order, grouped into as few PDUs as ``max_pdu`` (0: unlimited) allows."""
+    group: list[bytes] = []
+    size = 0
+    for pdv in pdvs:
+        item = 5 + len(pdv)  # item length (4) + presentation context ID (1) + PDV
+        if group and max_pdu and size + item > max_pdu:
+            yield group
+            group, size = [], 0
+        group.append(pdv)
+        size += item
+    if group:
+        yield group
+
+
 class PendingSender:
     """Sends pending responses of one C-FIND request straight to the association's DUL."""
 
@@ -76,16 +98,12 @@ class PendingSender:
 
     def send(self, identifier: bytes) -> None:
         """One pending response: the command set, then ``identifier`` (encoded in the context's syntax)."""
-        cx = self.context_id
-        for pdv in self._command_pdvs:
-            self._pdata(cx, pdv)
-        for pdv in fragments(identifier, self.max_pdu, DATA_MORE, DATA_LAST):
-            self._pdata(cx, pdv)
-
-    def _pdata(self, context_id: int, pdv: bytes) -> None:
-        primitive = P_DATA()
-        primitive.presentation_data_value_list.append((context_id, pdv))
-        self._send_pdu(primitive)
+        pdvs = self._command_pdvs + list(fragments(identifier, self.max_pdu, DATA_MORE, DATA_LAST))
+        for group in pack(pdvs, self.max_pdu):
+            primitive = P_DATA()
+            for pdv in group:
+                primitive.presentation_data_value_list.append((self.context_id, pdv))
+            self._send_pdu(primitive)
 
 
 def pending_command_set(request) -> bytes:

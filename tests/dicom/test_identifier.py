@@ -5,7 +5,8 @@
    and Explicit VR Little Endian: empty, odd and even lengths, multiple values,
    integers, non-ASCII text (ISO_IR 192), person names with ideographic groups.
 2. ``PendingSender`` puts the same PDVs on the wire as pynetdicom's send path
-   (``C_FIND_RSP.primitive_to_message`` + ``encode_msg``), at several maximum PDU sizes.
+   (``C_FIND_RSP.primitive_to_message`` + ``encode_msg``), at several maximum PDU sizes,
+   in fewer PDUs none of which exceeds the peer's maximum.
 3. A real pynetdicom association in-process: a C-FIND answered through the fast path
    gives the same responses as one answered through pynetdicom's own path, under each
    transfer syntax (big endian and deflate take pynetdicom's path by design).
@@ -25,6 +26,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from appliance.dicom import find as find_module
@@ -152,8 +154,15 @@ def test_pending_sender_puts_the_same_pdvs_on_the_wire_as_pynetdicom(max_pdu):
     rsp.Identifier = BytesIO(identifier)
     message = C_FIND_RSP()
     message.primitive_to_message(rsp)
-    expected = [p.presentation_data_value_list for p in message.encode_msg(3, max_pdu)]
-    assert [p.presentation_data_value_list for p in dul.sent] == expected
+    expected = [pdv for p in message.encode_msg(3, max_pdu) for pdv in p.presentation_data_value_list]
+    assert [pdv for p in dul.sent for pdv in p.presentation_data_value_list] == expected
+    # Fewer PDUs (command and identifier share one when they fit), none longer than the peer takes.
+    for primitive in dul.sent:
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        assert max_pdu == 0 or len(pdu.encode()) - 6 <= max_pdu  # PDU header: type, reserved, length
+    if max_pdu in (0, 16384, 4096):
+        assert len(dul.sent) == 1
     if max_pdu == 20:
         assert len(expected) > 4  # the command set and the identifier were both fragmented
 
