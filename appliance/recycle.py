@@ -577,11 +577,17 @@ class Recycler:
         studies, freed = self.totals()
         last = self.last.summary() if self.last else None
         warning = ""
-        if self.settings.enabled and free < self.settings.free_below and self.last is not None:
-            if self.last.free_after < self.settings.target_free and self.last.blocked and not self.last.eligible_left:
-                warning = (f"the disk is nearly full and nothing more can be recycled: "
-                           f"{_plural(len(self.last.blocked), 'study')} not yet offsite or still to forward "
-                           "(check that the backup runs)")
+        last_run = self.last
+        if (self.settings.enabled and free < self.settings.free_below and last_run is not None
+                and last_run.free_after < self.settings.target_free and not last_run.eligible_left):
+            why = []
+            if last_run.blocked:
+                why.append(f"{_plural(len(last_run.blocked), 'study')} not yet offsite or still to forward "
+                           "(is the backup running?)")
+            if last_run.recent:
+                why.append(f"{_plural(last_run.recent, 'study')} used in the last {self.settings.min_age.days} days")
+            warning = "the disk is nearly full and nothing more can be recycled" + (
+                ": " + "; ".join(why) if why else "")
         return {"enabled": self.settings.enabled, "free": free, "free_below": self.settings.free_below,
                 "target_free": self.settings.target_free, "min_age_days": self.settings.min_age.days,
                 "recycled_studies": studies, "recycled_bytes": freed,

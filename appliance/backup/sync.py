@@ -109,7 +109,9 @@ class Sync:
             snapshot.take(self.index.db, self.keyring.index_key, snap_path)
             wanted = snapshot.object_ids(snap_path, self.keyring.index_key)
             state = self._state()
-            if self._needs_adopt():
+            # No local state (a restored box: its snapshot's history says "success", but restore cleared
+            # backup_object) also needs the listing, or everything would be sent again.
+            if not state or self._needs_adopt():
                 self._recycled = snapshot.recycled_sizes(snap_path, self.keyring.index_key)
                 result.adopted = self._adopt(wanted, state)
             pending = [oid for oid in wanted if oid not in state]

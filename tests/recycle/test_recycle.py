@@ -158,3 +158,42 @@ def test_retention_never_expires_a_recycled_study_offsite(tmp_path):
         assert not BackupObject.select().where(BackupObject.deleted_at.is_null(False)).exists()
     finally:
         b.app.index.close()
+
+
+def test_disaster_restore_keeps_recycled_studies_offsite_and_restorable(box, tmp_path):
+    """The box is lost after recycling: a full restore skips the offsite-only study (no orphans on the new box),
+    the new box's first backup is complete, and `storage restore` brings the study back there."""
+    from appliance.app import build
+    from appliance.backup.restore import restore
+    from appliance.backup.targets import FolderTarget
+    from appliance.config import load
+    from appliance.reconcile import reconcile
+
+    box.add_study("A")
+    box.add_study("B")
+    box.app.backup.run(trigger="manual")
+    box.age("A", 50)
+    original = box.study_bytes("A")
+    squeeze(box, box.sealed_size("A"))
+    assert len(box.app.recycler.run().recycled) == 1
+    assert box.app.backup.run(trigger="manual").result == "success"  # the manifest now reflects the recycling
+    recovery = box.app.keys.recovery_key()
+
+    report = restore(FolderTarget(box.nas), recovery, tmp_path / "new")
+    assert report.ok and report.objects == 2  # B only
+    env = {"PACS_BACKUP_TARGET": f"file://{box.nas}", "PACS_INBOX_ENABLED": "false",
+           "PACS_STORAGE_RESERVE_MB": "1"}
+    new = build(load(tmp_path / "new", env=env), with_web=False)
+    try:
+        assert reconcile(new.archive).clean
+        first = new.backup.run(trigger="manual")
+        assert first.result == "success" and first.objects == 0, first.error  # recycled objects adopted too
+        assert [s.study_uid for s in new.recycler.recycled()] == [box.studies["A"]]
+        assert new.recycler.restore(box.studies["A"]).instances == 2
+        rows = new.index.db.execute_sql(
+            "SELECT i.sop_uid, i.object_id FROM instance i JOIN series se ON se.id = i.series_id "
+            "JOIN study s ON s.id = se.study_id WHERE s.study_uid = ?", (box.studies["A"],)).fetchall()
+        assert {sop: new.archive.read(oid) for sop, oid in rows} == original
+        assert reconcile(new.archive).clean
+    finally:
+        new.index.close()

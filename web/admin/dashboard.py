@@ -47,6 +47,7 @@ class Dashboard:
     web_sessions: int = 0
     warnings: list[str] = field(default_factory=list)
     integrity: dict | None = None  # the last background verification: checked, damaged, missing, finished_at
+    recycle: dict | None = None  # appliance.recycle.Recycler.status(): on/off, last run, totals, warning
 
 
 def integrity_status(appliance) -> dict | None:
@@ -149,6 +150,14 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     if backup and backup.get("warning"):
         warnings.append(f"Backup: {backup.get('warning_reason')}")
     integrity = integrity_status(appliance)
+    recycle = None
+    if getattr(appliance, "recycler", None) is not None:
+        try:
+            recycle = appliance.recycler.status()
+            if recycle["warning"]:
+                warnings.append(f"Recycling: {recycle['warning']}.")
+        except Exception:  # noqa: BLE001 - one broken panel must not take the dashboard down
+            log.exception("dashboard: recycling status failed")
     if integrity and not integrity["ok"]:
         warnings.append(f"Integrity: the last check found {integrity['damaged']} damaged and {integrity['missing']} "
                         "missing image(s); run `pacs-appliance verify` and restore them from the backup.")
@@ -157,5 +166,5 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
         last_hour=last_hour(now), latest_studies=latest_studies(), associations=associations,
         errors=recent_errors.entries(limit=8) if recent_errors is not None else [], backup=backup,
         web_sessions=sessions.active_count() if sessions is not None else 0, warnings=warnings,
-        integrity=integrity,
+        integrity=integrity, recycle=recycle,
     )

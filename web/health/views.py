@@ -158,5 +158,30 @@ def metrics():
         if report.finished_at is not None:
             _line(out, "pacs_verify_last_time_seconds", "gauge", "When the last background verification ended.",
                   [({}, f"{report.finished_at.replace(tzinfo=datetime.timezone.utc).timestamp():.0f}")])
+    recycler = getattr(appliance, "recycler", None)
+    if recycler is not None:
+        _recycle_metrics(out, recycler)
     return Response("\n".join(out) + "\n", headers={"Cache-Control": "no-store"},
                     content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _recycle_metrics(out: list, recycler) -> None:
+    """Storage recycling (appliance/recycle.py): counters from the index, so they survive restarts."""
+    status = recycler.status()
+    _line(out, "pacs_recycle_enabled", "gauge", "1 when studies confirmed offsite may be deleted to free space.",
+          [({}, int(status["enabled"]))])
+    _line(out, "pacs_recycled_studies_total", "counter", "Studies recycled (deleted locally, kept offsite), ever.",
+          [({}, status["recycled_studies"])])
+    _line(out, "pacs_recycled_bytes_total", "counter", "Bytes freed on the local disk by recycling, ever.",
+          [({}, status["recycled_bytes"])])
+    _line(out, "pacs_recycle_offsite_only_studies", "gauge", "Recycled studies not restored: their only copy is offsite.",
+          [({}, status["offsite_only"])])
+    _line(out, "pacs_recycle_warning", "gauge", "1 when the disk is nearly full and nothing more can be recycled.",
+          [({}, int(bool(status["warning"])))])
+    last = status["last"]
+    if last is not None:
+        _line(out, "pacs_recycle_last_blocked_studies", "gauge",
+              "Studies the last recycling run had to keep (not yet offsite, or still to forward).",
+              [({}, last["blocked"])])
+        _line(out, "pacs_recycle_last_run_time_seconds", "gauge", "When the last recycling run ended.",
+              [({}, f"{last['at'].replace(tzinfo=datetime.timezone.utc).timestamp():.0f}")])
