@@ -29,8 +29,9 @@ attributes this was written against.
 """
 from __future__ import annotations
 
+import time
 from io import BytesIO
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
@@ -40,6 +41,9 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
 PENDING = 0xFF00
+# Responses are made faster than the DUL thread sends them: past this many queued PDUs (~100 KB)
+# the handler waits, so a large result for a slow reader does not pile up in memory.
+MAX_QUEUED_PDUS = 256
 # PS3.8 E.2 message control header: bit 0 command/data set, bit 1 last fragment
 COMMAND_MORE, COMMAND_LAST, DATA_MORE, DATA_LAST = b"\x01", b"\x03", b"\x00", b"\x02"
 
@@ -73,8 +77,11 @@ def pack(pdvs: list[bytes], max_pdu: int) -> Iterator[list[bytes]]:
 class PendingSender:
     """Sends pending responses of one C-FIND request straight to the association's DUL."""
 
-    def __init__(self, dul, context_id: int, command: bytes, max_pdu: int, explicit_vr: bool):
+    def __init__(self, dul, context_id: int, command: bytes, max_pdu: int, explicit_vr: bool,
+                 established: Callable[[], bool] = lambda: True):
         self._send_pdu = dul.send_pdu
+        self._queue = getattr(dul, "to_provider_queue", None)
+        self._established = established
         self.context_id = context_id
         self.max_pdu = max_pdu
         self.explicit_vr = explicit_vr
@@ -94,11 +101,14 @@ class PendingSender:
         if assoc.get_handlers(evt.EVT_DIMSE_SENT):
             return None
         return cls(dul, context.context_id, pending_command_set(event.request), dimse.maximum_pdu_size,
-                   explicit_vr=syntax == ExplicitVRLittleEndian)
+                   explicit_vr=syntax == ExplicitVRLittleEndian, established=lambda: assoc.is_established)
 
     def send(self, identifier: bytes) -> None:
         """One pending response: the command set, then ``identifier`` (encoded in the context's syntax)."""
         pdvs = self._command_pdvs + list(fragments(identifier, self.max_pdu, DATA_MORE, DATA_LAST))
+        queue = self._queue
+        while queue is not None and queue.qsize() >= MAX_QUEUED_PDUS and self._established():
+            time.sleep(0.001)
         for group in pack(pdvs, self.max_pdu):
             primitive = P_DATA()
             for pdv in group:

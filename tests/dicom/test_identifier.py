@@ -13,7 +13,10 @@
 """
 from __future__ import annotations
 
+import queue
 import socket
+import threading
+import time
 from io import BytesIO
 from types import SimpleNamespace
 
@@ -32,7 +35,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from appliance.dicom import find as find_module
 from appliance.dicom.find import STUDY_ROOT_FIND, handle_find, response_for
 from appliance.dicom.identifier import VRS, IdentifierEncoder, Unencodable
-from appliance.dicom.pending import PendingSender, pending_command_set
+from appliance.dicom.pending import MAX_QUEUED_PDUS, PendingSender, pending_command_set
 
 AE_TITLE = "PACSBOX"
 
@@ -165,6 +168,25 @@ def test_pending_sender_puts_the_same_pdvs_on_the_wire_as_pynetdicom(max_pdu):
         assert len(dul.sent) == 1
     if max_pdu == 20:
         assert len(expected) > 4  # the command set and the identifier were both fragmented
+
+
+def test_pending_sender_waits_while_the_dul_queue_is_full():
+    dul = FakeDul()
+    dul.to_provider_queue = queue.Queue()
+    for _ in range(MAX_QUEUED_PDUS):
+        dul.to_provider_queue.put(None)
+    established = [True]
+    sender = PendingSender(dul, 1, pending_command_set(request()), 16384, True, lambda: established[0])
+    threading.Timer(0.1, lambda: dul.to_provider_queue.get()).start()
+    started = time.monotonic()
+    sender.send(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    assert time.monotonic() - started >= 0.09 and len(dul.sent) == 1  # sent once the DUL took one
+    for _ in range(2):
+        dul.to_provider_queue.put(None)
+    established[0] = False  # an aborted association: no waiting (pynetdicom stops the handler next)
+    started = time.monotonic()
+    sender.send(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    assert time.monotonic() - started < 0.05
 
 
 def fake_event(transfer_syntax: str, dimse_sent_handlers=()):
