@@ -125,6 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest single object accepted by STOW-RS, in MiB (each part is held in memory, never spooled to disk)."),
     Setting("dicomweb", "header_cache_entries", 5000,
             "Instance headers kept in memory for metadata and QIDO includefield requests."),
+    Setting("dicomweb", "header_cache_mb", 32,
+            "Memory (MiB) those headers may take (a parsed header costs ~0.5 KiB per attribute: 20-200 KiB)."),
     # [backup] offsite backup (appliance/backup/)
     Setting("backup", "target", "",
             "Where the nightly encrypted copy goes: file:///mnt/nas/pacs (a mounted folder), "

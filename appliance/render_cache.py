@@ -12,10 +12,11 @@ from typing import Any, Callable, Hashable
 
 
 class LRUCache:
-    """A thread-safe LRU mapping bounded by the total ``size_of`` its values."""
+    """A thread-safe LRU mapping bounded by the total ``size_of`` its values (and, if given, an entry count)."""
 
-    def __init__(self, max_size: int, size_of: Callable[[Any], int] = len):
+    def __init__(self, max_size: int, size_of: Callable[[Any], int] = len, max_entries: int | None = None):
         self.max_size = max_size
+        self.max_entries = max_entries
         self._size_of = size_of
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._size = 0
@@ -43,7 +44,8 @@ class LRUCache:
                 self._size -= old[1]
             self._items[key] = (value, size)
             self._size += size
-            while self._size > self.max_size and self._items:
+            while self._items and (self._size > self.max_size
+                                   or (self.max_entries is not None and len(self._items) > self.max_entries)):
                 _key, (_value, evicted) = self._items.popitem(last=False)
                 self._size -= evicted
 
