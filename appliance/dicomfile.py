@@ -34,7 +34,7 @@ DEFER_SIZE = 4 * 1024 * 1024  # larger values are checked for presence, not read
 
 @dataclass
 class ParsedObject:
-    dataset: Dataset  # header only; large values deferred
+    dataset: Dataset  # only the elements parse reads (READ_TAGS); large values deferred
     attributes: InstanceAttributes
     prefix: bytes  # generated file meta to put before the input (b"" when it had its own)
 
@@ -98,12 +98,16 @@ _FIELDS = tuple((name, Tag(tag_for_keyword(keyword)), convert) for name, keyword
 ))
 
 
-def _check_complete(ds: Dataset, total_size: int) -> None:
+def _check_complete(ds: Dataset, src: BinaryIO, total_size: int) -> None:
     """Raise if the file ends inside a value (a truncated file).
 
-    pydicom reads a short value without complaint (and only notes where a deferred one
-    starts). Elements are read in file order, so only the last one can be cut short.
+    pydicom skips values it was not asked for (and defers large ones) by seeking, and
+    reads a short value without complaint: either way the file was cut if reading went
+    past its end, or if the last value read is shorter than its declared length (only
+    the last one can be: elements are read in file order).
     """
+    if src.tell() > total_size:
+        raise InvalidObject("the file is truncated: it ends inside its data")
     last_tag = next(reversed(ds.keys()), None)
     if last_tag is None:
         return
@@ -127,6 +131,13 @@ PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
 @functools.lru_cache(maxsize=512)
 def _is_image_class(sop_class: str) -> bool:
     return UID(sop_class).name.endswith("Image Storage")
+
+
+SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET = (Tag(tag_for_keyword(k)) for k in (
+    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SpecificCharacterSet"))
+# The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
+READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
+                   | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET})
 
 
 def _check_has_pixels(ds: Dataset, sop_class: str) -> None:
@@ -153,13 +164,13 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     prefix = b""
     try:
         try:
-            ds = pydicom.dcmread(src, defer_size=DEFER_SIZE)
+            ds = pydicom.dcmread(src, defer_size=DEFER_SIZE, specific_tags=READ_TAGS)
         except InvalidDicomError:
             src.seek(0)
-            ds = pydicom.dcmread(src, defer_size=DEFER_SIZE, force=True)
-            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+            ds = pydicom.dcmread(src, defer_size=DEFER_SIZE, specific_tags=READ_TAGS, force=True)
+            if SOP_INSTANCE_UID not in ds or SOP_CLASS_UID not in ds:
                 raise InvalidObject("not a DICOM file (no DICOM header or SOP identifiers found)") from None
-        _check_complete(ds, size)
+        _check_complete(ds, src, size)
     except InvalidObject:
         raise
     except EOFError:
@@ -169,10 +180,10 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     finally:
         src.seek(0)
 
-    sop_uid = _check_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
-    sop_class = _check_uid(ds.get("SOPClassUID"), "SOPClassUID")
-    study_uid = _check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
-    series_uid = _check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    sop_uid = _check_uid(_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID")
+    sop_class = _check_uid(_value(ds, SOP_CLASS_UID), "SOPClassUID")
+    study_uid = _check_uid(_value(ds, STUDY_UID), "StudyInstanceUID")
+    series_uid = _check_uid(_value(ds, SERIES_UID), "SeriesInstanceUID")
     _check_has_pixels(ds, sop_class)
 
     meta = getattr(ds, "file_meta", None)

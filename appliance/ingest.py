@@ -127,8 +127,7 @@ class Ingestor:
         a = parsed.attributes
 
         existing = self._stored(a.sop_uid)
-        sha256, _size = self._digest(parsed.prefix, src)
-        if existing is not None and existing[0] == sha256:
+        if existing is not None and existing[0] == self._digest(parsed.prefix, src)[0]:
             log.info("instance %s already stored (identical), nothing written", a.sop_uid)
             return self._result(Outcome.DUPLICATE, parsed, existing[1])
 
