@@ -102,7 +102,8 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     index = Index.open(config.index_path, keyring.index_key, cache_mb=config.index.cache_mb,
                        case_sensitive_names=config.index.case_sensitive_names)
     events = Events()
-    peers = PeerRegistry(index, config.dicom.ae_title)
+    peers = PeerRegistry(index, config.dicom.ae_title,
+                         tls_context=lambda: dicom_tls.client_context(dicom_tls.TlsSettings.from_config(config)))
     ingestor = Ingestor(archive, index, events, reserve_bytes=config.storage.reserve_mb * (1 << 20),
                         on_conflict=config.storage.on_conflict)
     d = config.dicom

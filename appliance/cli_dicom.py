@@ -34,15 +34,17 @@ def modality() -> None:
 @click.option("--retrieve/--no-retrieve", default=True, show_default=True, help="May C-MOVE/C-GET from here.")
 @click.option("--receive/--no-receive", default=True, show_default=True,
               help="May be a C-MOVE destination or forwarding target.")
+@click.option("--tls/--no-tls", default=False, show_default=True,
+              help="Call it over DICOM TLS (PORT is then its TLS port; its certificate must chain to [dicom] tls_ca).")
 @friendly_errors
 def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, description: str, store: bool,
-                 query: bool, retrieve: bool, receive: bool) -> None:
+                 query: bool, retrieve: bool, receive: bool, tls: bool) -> None:
     """Register a peer AE_TITLE listening at HOST PORT."""
     with open_appliance(data_dir) as app:
         first = not app.peers.list()
         peer = app.peers.add(ae_title, host, port, description, can_store=store, can_query=query,
-                             can_retrieve=retrieve, can_receive_moves=receive)
-        click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}")
+                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls)
+        click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else ""))
         if first and not app.config.dicom.allowed_callers:
             click.echo("Note: with a peer registered, only registered peers (and [dicom] allowed_callers) may "
                        "now connect; register every modality that sends images here.")
@@ -58,10 +60,10 @@ def modality_list(data_dir: Path | None) -> None:
         if not peers:
             click.echo("No peers registered (any caller may connect while [dicom] allowed_callers is empty too).")
             return
-        click.echo(f"{'AE title':16}  {'host':24} {'port':>5}  store query retrieve receive  description")
+        click.echo(f"{'AE title':16}  {'host':24} {'port':>5}  tls  store query retrieve receive  description")
         for p in peers:
-            click.echo(f"{p.ae_title:16}  {p.host:24} {p.port:>5}  {_yes(p.can_store):5} {_yes(p.can_query):5} "
-                       f"{_yes(p.can_retrieve):8} {_yes(p.can_receive_moves):7}  {p.description}")
+            click.echo(f"{p.ae_title:16}  {p.host:24} {p.port:>5}  {_yes(p.tls):3}  {_yes(p.can_store):5} "
+                       f"{_yes(p.can_query):5} {_yes(p.can_retrieve):8} {_yes(p.can_receive_moves):7}  {p.description}")
 
 
 @modality.command("remove")

@@ -36,7 +36,7 @@ from .index import Index
 from .index.models import Instance, utcnow
 from .index.models.retrieval import ForwardJob
 from .index.records import InstanceAttributes
-from .peers import PeerRegistry
+from .peers import PeerError, PeerRegistry
 from .transcode import TranscodeError
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,8 @@ class Forwarder:
         try:
             assoc = associate(self.ae_title, peer.ae_title, peer.host, peer.port,
                               storage_contexts((o.SOPClassUID, o.transfer_syntax) for o in outgoing.values()),
-                              self.timeout)
-        except SendError as exc:
+                              self.timeout, tls_args=self.peers.tls_args(peer))
+        except (SendError, PeerError) as exc:
             log.warning("forwarding to %s postponed: %s", destination, exc)
             self._retry(jobs, str(exc), hold_destination=destination)
             return 0

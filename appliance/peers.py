@@ -9,12 +9,19 @@ The registry also feeds the association allow-list (see ``allowed_callers``):
 a registered peer may associate by its AE title from any address, because
 modalities often get their address by DHCP; pin an address with
 ``[dicom] allowed_callers = ["AE@10.0.0.5"]`` when that matters.
+
+A peer flagged ``tls`` is called over DICOM TLS (its port is then its TLS port)
+for C-ECHO, C-MOVE sub-operations, forwarding and storage commitment reports;
+``tls_args`` gives what ``AE.associate`` needs for that. Which peers may *call
+us* over TLS is decided by the TLS listener's settings, not by this flag.
 """
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -24,6 +31,7 @@ from .index.models.retrieval import Peer
 
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PERMISSIONS = ("can_store", "can_query", "can_retrieve", "can_receive_moves")
+SETTABLE = {"host", "port", "description", "tls", *PERMISSIONS}
 CACHE_SECONDS = 2.0  # how stale the permission snapshot used per request may be
 
 
@@ -62,10 +70,13 @@ def _check(ae_title: str, host: str, port: int) -> tuple[str, str, int]:
 
 
 class PeerRegistry:
-    def __init__(self, index: Index, ae_title: str = "PACSBOX", timeout: float = 10.0):
+    def __init__(self, index: Index, ae_title: str = "PACSBOX", timeout: float = 10.0,
+                 tls_context: Callable[[], ssl.SSLContext] | None = None):
         self.index = index
         self.ae_title = ae_title  # our own AE title, used when we call a peer
         self.timeout = timeout
+        self._tls_context = tls_context  # makes the client context on first use (appliance.dicom.tls)
+        self._tls_made: ssl.SSLContext | None = None
         self._cache: dict[str, Peer] = {}
         self._cache_at = float("-inf")
 
@@ -83,7 +94,8 @@ class PeerRegistry:
         return peer
 
     def add(self, ae_title: str, host: str, port: int, description: str = "", can_store: bool = True,
-            can_query: bool = True, can_retrieve: bool = True, can_receive_moves: bool = True) -> Peer:
+            can_query: bool = True, can_retrieve: bool = True, can_receive_moves: bool = True,
+            tls: bool = False) -> Peer:
         ae_title, host, port = _check(ae_title, host, port)
 
         def write():
@@ -92,13 +104,13 @@ class PeerRegistry:
                                 "remove it first or update it")
             return Peer.create(ae_title=ae_title, host=host, port=port, description=description.strip(),
                                can_store=can_store, can_query=can_query, can_retrieve=can_retrieve,
-                               can_receive_moves=can_receive_moves)
+                               can_receive_moves=can_receive_moves, tls=bool(tls))
 
         return self.index.writer.run(write)
 
     def update(self, ae_title: str, **changes) -> Peer:
-        """Change any of host, port, description and the can_* permissions."""
-        unknown = set(changes) - {"host", "port", "description", *PERMISSIONS}
+        """Change any of host, port, description, tls and the can_* permissions."""
+        unknown = set(changes) - SETTABLE
         if unknown:
             raise PeerError(f"cannot change {', '.join(sorted(unknown))} of a peer")
         peer = self.require(ae_title)
@@ -130,31 +142,60 @@ class PeerRegistry:
         """AE titles that may associate with us (feeds the association policy)."""
         return [p.ae_title for p in Peer.select(Peer.ae_title)]
 
+    def tls_args(self, peer: Peer) -> tuple[ssl.SSLContext, str] | None:
+        """``tls_args`` for ``AE.associate`` to this peer: None unless it is flagged for TLS.
+
+        Raises PeerError when the TLS settings cannot be used (e.g. ``[dicom] tls_ca`` is missing)."""
+        if not peer.tls:
+            return None
+        if self._tls_made is None:
+            if self._tls_context is None:
+                raise PeerError(f"{peer.ae_title} is set to use DICOM TLS but this process has no TLS settings")
+            try:
+                self._tls_made = self._tls_context()
+            except ApplianceError as exc:
+                raise PeerError(f"cannot call {peer.ae_title} over TLS: {exc}") from None
+        return self._tls_made, peer.host
+
     def echo(self, ae_title: str) -> EchoResult:
         """C-ECHO the peer; never raises for network trouble, reports it instead."""
         peer = self.require(ae_title)
-        return echo(self.ae_title, peer.ae_title, peer.host, peer.port, self.timeout)
+        try:
+            tls_args = self.tls_args(peer)
+        except PeerError as exc:
+            return EchoResult(False, str(exc), 0.0)
+        return echo(self.ae_title, peer.ae_title, peer.host, peer.port, self.timeout, tls_args)
 
 
-def echo(our_ae: str, ae_title: str, host: str, port: int, timeout: float = 10.0) -> EchoResult:
+def echo(our_ae: str, ae_title: str, host: str, port: int, timeout: float = 10.0,
+         tls_args: tuple[ssl.SSLContext, str] | None = None) -> EchoResult:
     ae = AE(ae_title=our_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     ae.add_requested_context(Verification)
     started = time.monotonic()
+    over = " over TLS" if tls_args else ""
     try:
-        assoc = ae.associate(host, port, ae_title=ae_title)
+        assoc = ae.associate(host, port, ae_title=ae_title, tls_args=tls_args)
     except Exception as exc:  # noqa: BLE001 - DNS failure and the like, reported to the admin
-        return EchoResult(False, f"cannot connect to {host}:{port}: {exc}", (time.monotonic() - started) * 1000)
+        return EchoResult(False, f"cannot connect to {host}:{port}{over}: {exc}",
+                          (time.monotonic() - started) * 1000)
     try:
         if not assoc.is_established:
-            reason = "association rejected" if assoc.is_rejected else "no answer (peer down or wrong host/port?)"
+            if assoc.is_rejected:
+                reason = "association rejected"
+            elif tls_args:
+                from .dicom.tls import diagnose
+
+                reason = f"no association over TLS: {diagnose(tls_args, host, port, timeout)}"
+            else:
+                reason = "no answer (peer down or wrong host/port?)"
             return EchoResult(False, f"{ae_title} at {host}:{port}: {reason}",
                               (time.monotonic() - started) * 1000)
         status = assoc.send_c_echo()
         millis = (time.monotonic() - started) * 1000
         code = getattr(status, "Status", None)
         if code == 0:
-            return EchoResult(True, f"{ae_title} at {host}:{port} answered C-ECHO", millis)
+            return EchoResult(True, f"{ae_title} at {host}:{port} answered C-ECHO{over}", millis)
         return EchoResult(False, f"{ae_title} answered C-ECHO with status "
                           f"{'none' if code is None else f'0x{code:04X}'}", millis)
     finally:

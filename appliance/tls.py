@@ -1,4 +1,4 @@
-"""The box's TLS certificate for the web UI: made on the box, replaceable by the admin.
+"""The box's TLS certificate for the web UI (and DICOM TLS): made on the box, replaceable by the admin.
 
 First boot makes a self-signed certificate (ECDSA P-256, valid 10 years) for the
 box's host name, ``<host>.local`` and ``localhost``; browsers warn once, and the
@@ -65,7 +65,9 @@ def make_self_signed(hostname: str, now: dt.datetime | None = None) -> tuple[byt
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # CLIENT_AUTH too: the box presents this certificate when it calls a DICOM TLS peer (appliance/dicom/tls.py)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

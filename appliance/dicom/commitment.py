@@ -135,10 +135,15 @@ class CommitmentService:
             log.warning("storage commitment result for %s not delivered: the association closed and %s is not "
                         "a registered peer (add it with `pacs-appliance modality add`)", calling, calling)
             return
+        try:
+            tls_args = self.peers.tls_args(peer)  # None unless the peer is flagged for DICOM TLS
+        except ApplianceError as exc:
+            log.warning("storage commitment result for %s not delivered: %s", calling, exc)
+            return
         ae = AE(ae_title=self.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout
         ae.add_requested_context(StorageCommitmentPushModel)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args,
                              ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)])
         if not assoc.is_established:
             log.warning("storage commitment result for %s not delivered: cannot associate with %s:%d", calling,

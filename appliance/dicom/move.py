@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from ..index import Index
 from ..index.query import QueryError
-from ..peers import PeerRegistry
+from ..peers import PeerError, PeerRegistry
 from .scu import ObjectSender, Outgoing, storage_contexts
 from .status import status
 
@@ -88,6 +88,12 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
         log.warning("C-MOVE from %s to %r refused: not a registered move destination", calling, destination)
         yield None, None
         return
+    try:
+        tls_args = peers.tls_args(peer)  # None unless the destination is flagged for DICOM TLS
+    except PeerError as exc:
+        log.warning("C-MOVE from %s to %r refused: %s", calling, destination, exc)
+        yield None, None
+        return
     error = None
     outgoing: list[Outgoing] = []
     if not caller_may_retrieve(peers, calling):
@@ -103,6 +109,7 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
     yield peer.host, peer.port, {
         "contexts": contexts,
         "evt_handlers": sender.handlers(),
+        "tls_args": tls_args,
     }
     if error is not None:
         yield 1

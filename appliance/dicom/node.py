@@ -98,6 +98,7 @@ class DicomNode:
         self.ae.dimse_timeout = dimse_timeout
         self.ae.network_timeout = network_timeout
         self.ae.maximum_pdu_size = max_pdu
+        self.ae.connection_timeout = acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
         self.ae.require_called_aet = True
         self._server = None  # the plain listener
         self._tls_server = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +33,7 @@ from ..archive import Archive
 from ..errors import ApplianceError
 from ..transcode import TranscodeError, for_peer, is_uncompressed
 from .sockets import tune_accepted_socket
+from .tls import diagnose
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +150,21 @@ def nodelay(event) -> None:
 
 
 def associate(our_ae: str, ae_title: str, host: str, port: int, contexts: list[PresentationContext],
-              timeout: float = 30.0) -> Association:
-    """A requestor association to a peer, or SendError saying why there is none."""
+              timeout: float = 30.0, tls_args: tuple[ssl.SSLContext, str] | None = None) -> Association:
+    """A requestor association to a peer (over TLS with ``tls_args``), or SendError saying why there is none."""
     ae = AE(ae_title=our_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     try:
-        assoc = ae.associate(host, port, contexts=contexts, ae_title=ae_title,
+        assoc = ae.associate(host, port, contexts=contexts, ae_title=ae_title, tls_args=tls_args,
                              evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
     except Exception as exc:  # noqa: BLE001 - DNS and socket errors
         raise SendError(f"cannot connect to {ae_title} at {host}:{port}: {exc}") from None
     if not assoc.is_established:
-        what = "rejected the association" if assoc.is_rejected else "did not answer (down, or wrong host/port?)"
+        if assoc.is_rejected:
+            what = "rejected the association"
+        elif tls_args:
+            what = f"gave no association over TLS: {diagnose(tls_args, host, port, timeout)}"
+        else:
+            what = "did not answer (down, or wrong host/port?)"
         raise SendError(f"{ae_title} at {host}:{port} {what}")
     return assoc

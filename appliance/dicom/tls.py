@@ -132,6 +132,43 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+def diagnose(tls_args: tuple[ssl.SSLContext, str], host: str, port: int, timeout: float = 10.0) -> str:
+    """Why a TLS association we opened failed, found by a bare handshake with the same context.
+
+    pynetdicom only reports that the association was aborted; this names the cause for the log,
+    the admin's echo test and the forwarding queue."""
+    context, server_hostname = tls_args
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return f"cannot connect: {exc}"
+    try:
+        with raw, context.wrap_socket(raw, server_hostname=server_hostname) as tls:
+                tls.settimeout(min(timeout, 1.0))
+                try:
+                    tls.recv(1)  # with TLS 1.3 a refused client certificate is only reported after the handshake
+                except (socket.timeout, TimeoutError):
+                    pass
+                return "the TLS handshake succeeds: the peer closed the association itself"
+    except ssl.SSLCertVerificationError as exc:
+        return (f"the peer's certificate is not trusted ({exc.verify_message}): add its CA, or the certificate "
+                "itself, to [dicom] tls_ca")
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        if reason == "WRONG_VERSION_NUMBER":
+            return "the peer did not answer with TLS: is its port the TLS port, and TLS on there?"
+        if reason in ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE"):
+            return (f"the peer wants a client certificate it trusts: give it this box's certificate "
+                    f"([dicom] tls_cert) or its CA [{reason}]")
+        if reason.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_")):
+            return f"the peer refused our TLS handshake (does it trust this box's certificate?) [{reason}]"
+        return f"TLS handshake failed: {reason}"
+    except (ConnectionError, socket.timeout, TimeoutError) as exc:
+        return (f"the peer dropped our TLS handshake ({exc}): is its port the TLS port, and TLS on there?")
+    except OSError as exc:
+        return f"TLS handshake failed: {exc}"
+
+
 def describe_failure(exc: BaseException, settings_hint: str = "") -> str:
     """Why a handshake failed, in words an admin can act on."""
     reason = getattr(exc, "reason", None) or ""

@@ -20,7 +20,8 @@ def pki(tmp_path_factory) -> Pki:
     stranger = Authority(root / "stranger", "Stranger CA")
     return Pki(ca=clinic.pem.cert, server=clinic.issue("server", "pacsbox", server=True),
                client=clinic.issue("client", "US_ROOM1", server=False),
-               stranger_ca=stranger.pem.cert, stranger_client=stranger.issue("client", "INTRUDER", server=False))
+               stranger_ca=stranger.pem.cert, stranger_client=stranger.issue("client", "INTRUDER", server=False),
+               stranger_server=stranger.issue("server", "IMPOSTOR", server=True))
 
 
 @pytest.fixture(scope="module")

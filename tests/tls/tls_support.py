@@ -1,6 +1,7 @@
 """Helpers for the DICOM TLS tests: an appliance with a TLS listener, dcmtk's TLS options."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from helpers import CLI, Server, free_port, init_data_dir  # noqa: E402
+from helpers import CLI, Server, free_port, init_data_dir, port_open, wait_until  # noqa: E402
 from tls_certs import Pem  # noqa: E402
 
 
@@ -19,9 +20,57 @@ class Pki:
     client: Pem  # a modality's client certificate, issued by the clinic CA
     stranger_ca: Path
     stranger_client: Pem  # a client certificate from a CA the box does not trust
+    stranger_server: Pem  # a peer's server certificate from that CA
 
 
-def start_tls_box(root: Path, pki: Pki | None, env: dict | None = None, tls_only: bool = False) -> Server:
+class TlsStoreScp:
+    """dcmtk's storescp with TLS (+tls), requiring a client certificate that chains to ``trusted_ca``."""
+
+    def __init__(self, directory: Path, ae_title: str, cert: Pem | None, trusted_ca: Path | None):
+        self.directory, self.ae_title, self.port = directory, ae_title, free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.args = ["storescp", "-aet", ae_title, "-od", str(directory), "+xa"]
+        if cert is not None:  # None: plain DICOM, for a peer wrongly flagged for TLS
+            self.args += ["+tls", str(cert.key), str(cert.cert), "+cf", str(trusted_ca)]
+        self.log = directory.parent / f"{directory.name}.log"
+        self.proc = None
+
+    def start(self) -> "TlsStoreScp":
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(self.args + [str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: port_open(self.port), 10, what="storescp")
+        return self
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.directory.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A CLI command on the data directory, with the box's PACS_* settings in ``env``."""
+    return subprocess.run(CLI + [*args, "--data", str(data_dir)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def register_peers(data_dir: Path, peers) -> None:
+    """Register (AE, host, port[, "--tls"]) peers in-process: a CLI call each costs seconds on a busy box."""
+    from appliance.app import build
+    from appliance.config import load
+
+    app = build(load(data_dir, env={}), with_web=False)
+    try:
+        for ae, host, port, *options in peers:
+            app.peers.add(ae, host, int(port), tls="--tls" in options)
+    finally:
+        app.index.close()
+
+
+def start_tls_box(root: Path, pki: Pki | None, env: dict | None = None, tls_only: bool = False,
+                  peers: tuple[tuple[str, ...], ...] = ()) -> Server:
     """A running appliance with a TLS listener on ``box.tls_port``.
 
     With ``pki`` it uses the clinic CA's server certificate and checks client certificates against
@@ -43,6 +92,10 @@ def start_tls_box(root: Path, pki: Pki | None, env: dict | None = None, tls_only
         # Server.start waits for dicom_port: point it at the TLS port, and give the plain port its own.
         settings.update(PACS_DICOM_TLS_ONLY="true", PACS_DICOM_PORT=str(plain_port))
     settings.update(env or {})
+    if peers:
+        register_peers(data_dir, peers[1:])
+        done = cli(data_dir, "modality", "add", *peers[0])  # the first through the CLI, as an admin would
+        assert done.returncode == 0, done.stderr
     box = Server(data_dir, env=settings, dicom_port=tls_port if tls_only else 0)
     box.start()
     box.tls_port = tls_port

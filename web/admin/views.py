@@ -48,7 +48,7 @@ def _peer_form() -> dict:
     return dict(host=f.get("host", "").strip(), port=f.get("port", "").strip(),
                 description=f.get("description", "").strip(),
                 can_store="can_store" in f, can_query="can_query" in f, can_retrieve="can_retrieve" in f,
-                can_receive_moves="can_receive_moves" in f)
+                can_receive_moves="can_receive_moves" in f, tls="tls" in f)
 
 
 @bp.get("/admin/peers")
@@ -57,7 +57,7 @@ def peers():
     registry = _part("peers")
     return render_template("admin/peers.html", title="DICOM peers", available=registry is not None,
                            peers=registry.list() if registry else [], our_ae=_app().config.dicom.ae_title,
-                           our_port=_app().config.dicom.port, edit=None)
+                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None)
 
 
 @bp.get("/admin/peers/<ae_title>/edit")
@@ -66,7 +66,8 @@ def peer_edit(ae_title):
     registry = _part("peers") or abort(404)
     peer = registry.get(ae_title) or abort(404)
     return render_template("admin/peers.html", title="DICOM peers", available=True, peers=registry.list(),
-                           our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port, edit=peer)
+                           our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port,
+                           dicom=_app().config.dicom, edit=peer)
 
 
 @bp.post("/admin/peers")

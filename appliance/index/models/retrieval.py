@@ -21,6 +21,7 @@ class Peer(BaseModel):
     can_query = BooleanField(default=True)  # may C-FIND (and query the worklist)
     can_retrieve = BooleanField(default=True)  # may C-MOVE / C-GET from us
     can_receive_moves = BooleanField(default=True)  # may be a C-MOVE destination / forward target
+    tls = BooleanField(default=False)  # we call it with DICOM TLS (port is its TLS port; migration 0006)
     created_at = DateTimeField(default=utcnow)
 
 
