@@ -88,7 +88,7 @@ def handle_find(event, index: Index, ae_title: str):
         yield status(UNABLE_TO_PROCESS, str(exc)), None
         return
     log.info("C-FIND %s level from %s: %d match(es)", level, event.assoc.requestor.ae_title.strip(), len(records))
-    sender, encoder = fast_path(event, identifier)
+    sender, encoder = fast_path(event, identifier) if records else (None, None)
     for record in records:
         if event.is_cancelled:
             yield CANCELLED, None
