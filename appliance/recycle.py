@@ -81,6 +81,7 @@ MiB = 1 << 20
 # Audit actions that mean "somebody opened this study" (see web/viewer, dicom/move.py, get.py, dicomweb).
 ACCESS_ACTIONS = ("study.view", "study.export", "dicom.move", "dicom.get", "dicomweb.retrieve")
 WAKE_CHECK_SECONDS = 5.0  # free space is looked at on arrivals at most this often
+STUCK_RETRY_SECONDS = 600.0  # after a run that could not meet the target, arrivals wake it no sooner
 
 
 class RecycleBusy(ApplianceError):
@@ -191,6 +192,7 @@ class Recycler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_space_check = 0.0
+        self._quiet_until = 0.0  # after a run that could not meet the target, arrivals do not wake it before this
 
     # -- the plan ----------------------------------------------------------
     def plan(self, now: datetime.datetime | None = None) -> tuple[list[Candidate], int]:
@@ -261,6 +263,11 @@ class Recycler:
                 self.finish_interrupted()
             free = report.free_before = self.archive.disk_free_bytes()
             report.needed = free < self.settings.free_below
+            if not report.needed and not dry_run:  # the plan reads the whole index: only when it matters
+                report.free_after, report.result = free, self._result(report, free)
+                report.finished_at = utcnow()
+                self.last = report
+                return report
             candidates, report.recent = self.plan()
             report.blocked = [c for c in candidates if not c.eligible]
             eligible = [c for c in candidates if c.eligible]
@@ -281,7 +288,7 @@ class Recycler:
                          f"{c.bytes / MiB:.1f} MiB")
                 free = self.archive.disk_free_bytes()
             report.free_after = free
-            report.eligible_left = len(eligible) - len(report.recycled)
+            report.eligible_left = sum(1 for c in eligible if c.eligible) - len(report.recycled)
             report.result = self._result(report, free)
         finally:
             if fd is not None:
@@ -289,6 +296,9 @@ class Recycler:
         report.finished_at = utcnow()
         if not dry_run:
             self.last = report
+            if report.needed and report.free_after < self.settings.target_free:
+                # Stuck (nothing more eligible): arrivals must not start a full plan every few seconds.
+                self._quiet_until = time.monotonic() + min(self.settings.check_seconds, STUCK_RETRY_SECONDS)
             if report.recycled or report.needed:
                 log.info("recycling (%s): %d studies, %.1f MiB freed; %s", trigger, len(report.recycled),
                          report.bytes_freed / MiB, report.result)
@@ -598,7 +608,7 @@ class Recycler:
     def on_instance_stored(self, **_payload) -> None:
         """Wake the service as soon as arrivals push free space below the watermark (checked every few s)."""
         now = time.monotonic()
-        if now - self._last_space_check < WAKE_CHECK_SECONDS:
+        if now - self._last_space_check < WAKE_CHECK_SECONDS or now < self._quiet_until:
             return
         self._last_space_check = now
         if self.archive.disk_free_bytes() < self.settings.free_below:

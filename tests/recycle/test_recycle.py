@@ -197,3 +197,20 @@ def test_disaster_restore_keeps_recycled_studies_offsite_and_restorable(box, tmp
         assert reconcile(new.archive).clean
     finally:
         new.index.close()
+
+
+def test_arrivals_below_the_watermark_wake_the_service_but_not_when_stuck(box):
+    r = box.app.recycler
+    box.add_study("A")  # not backed up
+    box.age("A", 50)
+    box.capacity = box.archive_bytes() + 2 * MiB
+    r._last_space_check = 0.0  # (the store above already looked, while there was room)
+    r.on_instance_stored()
+    assert r._wake.is_set()
+    r._wake.clear()
+    report = r.run(trigger="low space")
+    assert report.needed and not report.recycled and len(report.blocked) == 1
+    assert "1 study not yet offsite" in r.status()["warning"]
+    r._last_space_check = 0.0
+    r.on_instance_stored()
+    assert not r._wake.is_set()  # stuck: the next scheduled check retries, arrivals do not
