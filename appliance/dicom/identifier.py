@@ -36,6 +36,10 @@ VRS = TEXT_VRS | ASCII_VRS | frozenset(BINARY_VRS)
 LONG_LENGTH_VRS = frozenset({"UC", "UR", "UT"})  # explicit VR: 2 reserved bytes + 4-byte length
 
 
+_US = struct.Struct("<H").pack
+_UL = struct.Struct("<I").pack
+
+
 class Unencodable(ValueError):
     """A value this encoder will not write; the caller falls back to pydicom."""
 
@@ -52,7 +56,13 @@ class IdentifierEncoder:
     def __init__(self, keys: list[tuple[str, int, str]], explicit_vr: bool):
         self.keys = sorted(keys, key=lambda k: k[1])
         self.explicit_vr = explicit_vr
-        self._headers = [self._header(tag, vr) for _, tag, vr in self.keys]
+        # Per key, worked out once: (keyword, VR, tag/VR bytes, 4-byte length?, padding, binary format, text VR?)
+        self._plan = []
+        for keyword, tag, vr in self.keys:
+            head, long_length = self._header(tag, vr)
+            self._plan.append((keyword, vr, head, long_length, b"\x00" if vr == "UI" else b" ", BINARY_VRS.get(vr),
+                               vr in TEXT_VRS))
+        self._charset = self._element(self._header(SPECIFIC_CHARACTER_SET, "CS"), UTF8_CHARSET)
 
     @classmethod
     def for_keys(cls, keywords: Iterable[str], *, explicit_vr: bool) -> IdentifierEncoder | None:
@@ -82,44 +92,40 @@ class IdentifierEncoder:
 
     def encode(self, values: dict[str, Any]) -> bytes:
         """The identifier for ``values`` (keyword -> str, int, list or None; missing = empty)."""
-        encoded = []
+        parts = []
         utf8 = False
-        for (keyword, _tag, vr) in self.keys:
+        for keyword, vr, head, long_length, pad, fmt, text_vr in self._plan:
             value = values.get(keyword)
             if value is None or value == "" or value == []:
-                encoded.append(b"")
-                continue
-            fmt = BINARY_VRS.get(vr)
-            if fmt is not None:
+                data = b""
+            elif fmt is not None:
                 try:
                     items = value if isinstance(value, (list, tuple)) else [value]
-                    encoded.append(b"".join(struct.pack(fmt, int(v)) for v in items))
+                    data = b"".join(struct.pack(fmt, int(v)) for v in items)
                 except (struct.error, TypeError, ValueError) as exc:
                     raise Unencodable(f"{keyword}: {exc}") from None
-                continue
-            text = _text(value)
-            if not text.isascii():
-                if vr not in TEXT_VRS:
-                    raise Unencodable(f"{keyword}: non-ASCII value in VR {vr}")
-                utf8 = True
-                data = text.encode("utf-8")
             else:
-                data = text.encode("ascii")
-            if len(data) % 2:
-                data += b"\x00" if vr == "UI" else b" "
-            encoded.append(data)
-        parts = []
+                text = value if value.__class__ is str else _text(value)
+                if text.isascii():
+                    data = text.encode("ascii")
+                elif text_vr:
+                    utf8 = True
+                    data = text.encode("utf-8")
+                else:
+                    raise Unencodable(f"{keyword}: non-ASCII value in VR {vr}")
+                if len(data) & 1:
+                    data += pad
+            if long_length:
+                parts.append(head + _UL(len(data)) + data)
+            elif len(data) <= 0xFFFF:
+                parts.append(head + _US(len(data)) + data)
+            else:
+                raise Unencodable(f"{keyword}: value longer than 64 KiB in a 2-byte-length VR")
         if utf8:
-            parts.append(self._element(self._header(SPECIFIC_CHARACTER_SET, "CS"), UTF8_CHARSET))
-        for header, data in zip(self._headers, encoded):
-            parts.append(self._element(header, data))
+            parts.insert(0, self._charset)
         return b"".join(parts)
 
     @staticmethod
     def _element(header: tuple[bytes, bool], data: bytes) -> bytes:
         head, long_length = header
-        if long_length:
-            return head + struct.pack("<I", len(data)) + data
-        if len(data) > 0xFFFF:
-            raise Unencodable("value longer than 64 KiB in a 2-byte-length VR")
-        return head + struct.pack("<H", len(data)) + data
+        return head + (_UL if long_length else _US)(len(data)) + data
