@@ -61,6 +61,16 @@ def test_plain_dicom_on_the_tls_port_fails_and_the_listener_stays_up(tls_box, pk
     failures = wait_until(lambda: handshake_failures(tls_box)[before:], 10, what="the handshake failure log line")
     assert "not a TLS client (plain DICOM sent to the TLS port?)" in failures[0]
     assert echo(tls_box.tls_port, *tls_options(pki.ca, pki.client)).returncode == 0
+    wait_until(lambda: any("TLS handshake failed: not a TLS client" in detail for detail in audited(tls_box)), 10,
+               what="the failed handshake in the audit log")
+
+
+def audited(box) -> list[str]:
+    """The details of the audit log's DICOM association entries."""
+    from appliance.index.models.web import AuditEntry
+
+    with readback.opened(box.data_dir):
+        return [e.detail for e in AuditEntry.select().where(AuditEntry.action == "dicom.association")]
 
 
 def test_client_certificate_from_an_untrusted_ca_is_refused(tls_box, pki):
