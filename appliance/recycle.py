@@ -40,6 +40,10 @@ files of ``recycled_object`` rows whose ``purged_at`` is NULL. The other order
 (files first) is unsafe: a kill in between would leave index rows pointing at
 nothing, the one thing an archive must never show.
 
+A retrieval already under way when its study is recycled (a C-MOVE, a viewer) fails for the
+objects deleted under it; keeping recently used studies makes that unlikely. Studies with
+pending forwarding jobs are kept until the jobs are sent (or fail for good).
+
 What keeps the offsite copy
 ---------------------------
 ``recycled_object`` rows are listed by the backup as wanted objects

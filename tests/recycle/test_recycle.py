@@ -214,3 +214,49 @@ def test_arrivals_below_the_watermark_wake_the_service_but_not_when_stuck(box):
     r._last_space_check = 0.0
     r.on_instance_stored()
     assert not r._wake.is_set()  # stuck: the next scheduled check retries, arrivals do not
+
+
+def _replace_one(box, name: str) -> str:
+    """Send a corrected version of one instance of the study (same SOP Instance UID, other bytes)."""
+    import io
+
+    import pydicom
+
+    from appliance.ingest import Origin
+
+    sop, oid = box.app.index.db.execute_sql(
+        "SELECT i.sop_uid, i.object_id FROM instance i JOIN series se ON se.id = i.series_id "
+        "JOIN study s ON s.id = se.study_id WHERE s.study_uid = ? LIMIT 1", (box.studies[name],)).fetchone()
+    ds = pydicom.dcmread(io.BytesIO(box.app.archive.read(oid)))
+    ds.StudyDescription = "corrected"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    box.app.ingestor.store_bytes(buf.getvalue(), Origin("import"))
+    return oid
+
+
+def test_replaced_versions_must_be_offsite_too_and_come_back(box):
+    from appliance.index.models import ReplacedObject
+
+    box.add_study("A")
+    box.add_study("B")
+    old_a = _replace_one(box, "A")
+    box.app.backup.run(trigger="manual")
+    old_b = _replace_one(box, "B")  # B's older version is on the box only... and so is its new one
+    box.age("A", 60)
+    box.age("B", 50)
+    squeeze(box, box.sealed_size("A") + box.sealed_size("B") + box.app.archive.path(old_a).stat().st_size
+            + box.app.archive.path(old_b).stat().st_size)
+    report = box.app.recycler.run()
+    assert [c.study_uid for c in report.recycled] == [box.studies["A"]]
+    assert {c.study_uid: c.reason for c in report.blocked}[box.studies["B"]] == "1 of 3 objects not yet offsite"
+    assert not box.app.archive.exists(old_a) and not ReplacedObject.select().where(
+        ReplacedObject.object_id == old_a).exists()
+    assert RecycledObject.get(RecycledObject.object_id == old_a).replaced
+
+    box.capacity += 10 * MiB
+    result = box.app.recycler.restore(box.studies["A"])
+    assert (result.instances, result.replaced) == (2, 1)
+    assert ReplacedObject.get(ReplacedObject.object_id == old_a) and box.app.archive.exists(old_a)
+    descriptions = {Study.get(Study.study_uid == box.studies["A"]).description}
+    assert descriptions == {"corrected"}  # the current version is still the newer one
