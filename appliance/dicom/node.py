@@ -186,6 +186,13 @@ class DicomNode:
             return self.address if self.plain else self.tls_address
         return server.server_address[:2]
 
+    def listening(self) -> list[str]:
+        """The listeners whose socket is open, e.g. ["port 11112", "TLS port 2762"] (for health checks:
+        looking at the sockets, since a TCP probe would make pynetdicom log an aborted association)."""
+        return [f"{label}port {server.server_address[1]}"
+                for label, server in (("", self._server), ("TLS ", self._tls_server))
+                if server is not None and server.socket.fileno() >= 0]
+
     @property
     def tls_bound_address(self) -> tuple[str, int] | None:
         if self._tls_server is None:

@@ -119,9 +119,21 @@ def strict_box(tmp_path_factory, pki):
 
 
 def test_tls_only_opens_no_plain_port(strict_box, pki):
+    import requests
+
     assert not port_open(strict_box.plain_port)
     assert "listening on 127.0.0.1:%d" % strict_box.plain_port not in strict_box.log()
     assert echo(strict_box.tls_port, *tls_options(pki.ca, pki.client)).returncode == 0
+    health = requests.get(f"{strict_box.url}/healthz", timeout=10)
+    assert health.status_code == 200, health.text
+    assert health.json()["checks"]["dicom"]["detail"] == f"listening on TLS port {strict_box.tls_port}"
+
+
+def test_health_names_both_listeners(tls_box):
+    import requests
+
+    detail = requests.get(f"{tls_box.url}/healthz", timeout=10).json()["checks"]["dicom"]["detail"]
+    assert detail == f"listening on port {tls_box.plain_port}, TLS port {tls_box.tls_port}"
 
 
 def test_required_client_certificate_refuses_a_client_without_one(strict_box, pki):

@@ -121,3 +121,62 @@ def test_admin_peer_form_sets_and_clears_tls(peer_box):
     assert ">TLS</span>" in row(page, "WEBTLS")
     page = web.post(f"{peer_box.url}/admin/peers/WEBTLS", data=form).text  # the box unticked
     assert ">TLS</span>" not in row(page, "WEBTLS")
+
+
+def test_storage_commitment_over_tls_both_ways(peer_box, pki, tmp_path):
+    """A pynetdicom modality stores and asks for commitment over the box's TLS port with its client
+    certificate, hangs up, and gets the N-EVENT-REPORT on a new association to its own TLS listener."""
+    import ssl
+    import threading
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StorageCommitmentPushModel
+    from tls_support import register_peers
+
+    from helpers import free_port
+
+    port = free_port()
+    register_peers(peer_box.data_dir, [("COMMITTLS", "127.0.0.1", str(port), "--tls")])
+    # the modality's TLS listener: the clinic CA's certificate, and the box must present one
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    server_ctx.load_cert_chain(str(pki.server.cert), str(pki.server.key))
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    reports = []
+    got = threading.Event()
+
+    def on_report(event):
+        reports.append((event.event_type, event.event_information, event.assoc.dul.socket.socket.version()))
+        got.set()
+        return 0x0000, None
+
+    modality = AE(ae_title="COMMITTLS")
+    modality.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    listener = modality.start_server(("127.0.0.1", port), block=False, ssl_context=server_ctx,
+                                     evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        path = synth.write_study(tmp_path, n_series=1, per_series=1, patient_id="TLSCOMMIT")[0]
+        ds = pydicom.dcmread(path)
+        client_ctx = ssl.create_default_context(cafile=str(pki.ca))
+        client_ctx.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+        client_ctx.check_hostname = False
+        modality.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        modality.add_requested_context(StorageCommitmentPushModel)
+        assoc = modality.associate("127.0.0.1", peer_box.tls_port, ae_title="PACSBOX",
+                                   tls_args=(client_ctx, "localhost"))
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == 0x0000
+        request = Dataset()
+        request.TransactionUID = pydicom.uid.generate_uid()
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        request.ReferencedSOPSequence = [ref]
+        status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        assert status.Status == 0x0000
+        assoc.release()  # do not wait: the report must come on a new association, over TLS
+        assert got.wait(20), "no N-EVENT-REPORT on a new TLS association:\n" + peer_box.log()[-2000:]
+        event_type, info, version = reports[0]
+        assert event_type == 1 and info.TransactionUID == request.TransactionUID  # all committed
+        assert version.startswith("TLSv1.")
+    finally:
+        listener.shutdown()

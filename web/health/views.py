@@ -38,10 +38,10 @@ def _check(fn_):
 def _dicom_listening(appliance) -> str:
     # Looks at the listening socket instead of connecting: a bare TCP connect makes pynetdicom log an
     # aborted association at ERROR level on every probe.
-    server = getattr(appliance.node, "_server", None)
-    if server is None or server.socket.fileno() < 0:
+    listening = appliance.node.listening()  # the plain and/or the TLS listener
+    if not listening:
         raise RuntimeError("the DICOM listener is not running")
-    return f"listening on port {server.server_address[1]}"
+    return "listening on " + ", ".join(listening)
 
 
 def _disk(appliance) -> str:
