@@ -53,9 +53,9 @@ restore does not download them (backup/restore.py) but keeps these rows, so
 ``storage restore`` works on the new box too.
 
 Restore (``pacs-appliance storage restore STUDY_UID``) downloads each object
-from the target (recorded per study) under its own object id, checks every
-tag, indexes it again, and removes the ``recycled_*`` rows in the same
-transaction: the study is back byte for byte, and because its object ids did
+from the target (recorded per study) into ``archive/restoring/``, checks every
+tag, parses it, and then, in one transaction, moves it into ``objects/`` under
+its own object id, indexes it again and removes the ``recycled_*`` rows: the study is back byte for byte, and because its object ids did
 not change the backup sends nothing again. The restored study counts as just
 received, so it is not recycled again for ``recycle_min_age_days``.
 
@@ -264,7 +264,7 @@ class Recycler:
         fd = None if dry_run else self._lock()
         try:
             if not dry_run:
-                self.finish_interrupted()
+                self._finish_interrupted()
             free = report.free_before = self.archive.disk_free_bytes()
             report.needed = free < self.settings.free_below
             if not report.needed and not dry_run:  # the plan reads the whole index: only when it matters
@@ -420,7 +420,24 @@ class Recycler:
             fsync_dir(d)
 
     def finish_interrupted(self) -> int:
-        """Delete local files whose deletion (or restore) was interrupted; run before reconciliation."""
+        """Delete local files whose deletion (or restore) was interrupted; run before reconciliation.
+
+        Skipped while another process (a CLI run) holds the recycling lock: that run finishes its own work.
+        """
+        try:
+            fd = self._lock()
+        except RecycleBusy:
+            log.info("recycling: another process is recycling or restoring; its unfinished work is its own")
+            return 0
+        try:
+            return self._finish_interrupted()
+        finally:
+            os.close(fd)
+
+    def _finish_interrupted(self) -> int:
+        if self.staging_dir.exists():  # downloads of a restore cut short: never indexed
+            for entry in self.staging_dir.iterdir():
+                entry.unlink(missing_ok=True)
         pending = list(RecycledObject.select(RecycledObject.object_id, RecycledObject.study)
                        .where(RecycledObject.purged_at.is_null()).tuples())
         if not pending:
@@ -485,16 +502,20 @@ class Recycler:
                 ids = [o.object_id for o in fetch]
                 self.index.writer.run(lambda: RecycledObject.update(purged_at=None).where(
                     RecycledObject.object_id.in_(ids)).execute())  # intent: these files may now appear
-                self._download(rs.target, fetch, parallel, progress)
+                staged = self._download(rs.target, fetch, parallel, progress)
                 parsed = {}
                 for o in fetch:
                     if not o.replaced:
-                        data = self.archive.read(o.object_id)
+                        data = self._read_staged(o.object_id, staged[o.object_id])
                         parsed[o.object_id] = parse(io.BytesIO(data), len(data)).attributes
+                        del data
 
-                def reindex(rs=rs, objects=objects, fetch=fetch, parsed=parsed):
+                def reindex(rs=rs, objects=objects, fetch=fetch, parsed=parsed, staged=staged):
+                    # Objects move into the archive inside this transaction: if it rolls back, the intent
+                    # rows (purged_at NULL) make the next run or start-up remove them again.
                     counts = {"instances": 0, "replaced": 0, "skipped": len(objects) - len(fetch)}
                     for o in fetch:
+                        self._move_in(o.object_id, staged[o.object_id])
                         current = Instance.get_or_none(Instance.sop_uid == o.sop_uid)
                         if o.replaced or (current is not None and current.sha256 != o.sha256):
                             ReplacedObject.create(sop_uid=o.sop_uid, object_id=o.object_id, size=o.size,
@@ -518,6 +539,8 @@ class Recycler:
                     return counts
 
                 counts = self.index.writer.run(reindex)
+                for d in {self.archive.path(o.object_id).parent for o in fetch}:
+                    fsync_dir(d)
                 if self._purge(rs.id):  # surplus files (the same bytes arrived during the download)
                     self.index.writer.run(lambda rs=rs: RecycledObject.delete().where(
                         RecycledObject.study == rs.id).execute())
@@ -531,50 +554,65 @@ class Recycler:
                  result.replaced)
         return result
 
-    def _download(self, target_url: str, objects: list, parallel: int, progress) -> None:
+    @property
+    def staging_dir(self) -> Path:
+        """Where restored objects wait, checked, until the transaction that indexes them moves them in.
+
+        Not ``archive/tmp`` (start-up removes what is there) and not ``objects/`` (reconciliation would
+        call a not-yet-indexed object an orphan if a server started meanwhile).
+        """
+        return self.archive.root / "restoring"
+
+    def _download(self, target_url: str, objects: list, parallel: int, progress) -> dict[str, Path]:
+        """Fetch each object into the staging folder, every tag checked; object id -> staged path."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .backup import manifest as mf
 
+        self.staging_dir.mkdir(mode=0o700, exist_ok=True)
         target = self.backup.open_target(target_url)
         keyring = self.archive.keyring
 
-        def one(o) -> None:
-            final = self.archive.path(o.object_id)
-            if final.exists():
-                return
-            tmp = self.archive.tmp_dir / o.object_id
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # clean_tmp() leaves a locked temp file alone
-            try:
-                with os.fdopen(fd, "wb") as dst:
-                    try:
-                        with target.open(mf.object_name(o.object_id)) as src:
-                            while block := src.read(1 << 20):
-                                dst.write(block)
-                    except FileNotFoundError:
-                        raise NotFound(f"object {o.object_id} of a recycled study is missing from "
-                                       f"{target.url}") from None
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                    size = os.fstat(dst.fileno()).st_size
-                    with open(tmp, "rb") as check:  # every tag, before the object is put in place
-                        for _chunk in envelope.open_chunks(check, size, bytes.fromhex(o.object_id),
-                                                           keyring.archive_key, f"offsite object {o.object_id}"):
-                            pass
-                    final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    os.rename(tmp, final)
-                fsync_dir(final.parent)
-            finally:
-                tmp.unlink(missing_ok=True)
+        def one(o) -> tuple[str, Path]:
+            staged = self.staging_dir / o.object_id
+            with open(staged, "wb") as dst:
+                try:
+                    with target.open(mf.object_name(o.object_id)) as src:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
+                except FileNotFoundError:
+                    raise NotFound(f"object {o.object_id} of recycled study {o.study.study_uid} is missing "
+                                   f"from {target.url}") from None
+                dst.flush()
+                os.fsync(dst.fileno())
+                size = os.fstat(dst.fileno()).st_size
+            with open(staged, "rb") as check:  # every tag, before the object is used
+                for _chunk in envelope.open_chunks(check, size, bytes.fromhex(o.object_id), keyring.archive_key,
+                                                   f"offsite object {o.object_id}"):
+                    pass
+            return o.object_id, staged
 
+        staged: dict[str, Path] = {}
         try:
             with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="recycle-restore") as pool:
-                for n, _ in enumerate(pool.map(one, objects), 1):
-                    if n % 50 == 0:
-                        progress(f"fetched {n}/{len(objects)} objects")
+                for oid, path in pool.map(one, objects):
+                    staged[oid] = path
+                    if len(staged) % 50 == 0:
+                        progress(f"fetched {len(staged)}/{len(objects)} objects")
         finally:
             target.close()
+        return staged
+
+    def _read_staged(self, object_id: str, path: Path) -> bytes:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            return b"".join(envelope.open_chunks(fh, size, bytes.fromhex(object_id), self.archive.keyring.archive_key,
+                                                 f"object {object_id}"))
+
+    def _move_in(self, object_id: str, staged: Path) -> None:
+        final = self.archive.path(object_id)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.rename(staged, final)
 
     # -- status ------------------------------------------------------------
     def totals(self) -> tuple[int, int]:

@@ -81,3 +81,34 @@ def _env(box) -> dict:
             "PACS_STORAGE_RECYCLE": "true", "PACS_STORAGE_RECYCLE_FREE_BELOW_MB": "3",
             "PACS_STORAGE_RECYCLE_TARGET_FREE_MB": "4", "PACS_STORAGE_RECYCLE_MIN_AGE_DAYS": "7",
             "PACS_HTTP_PORT": str(free_port())}
+
+
+def test_restore_cut_short_leaves_nothing_behind(tmp_path):
+    import pytest
+
+    from appliance.backup import manifest as mf
+    from appliance.errors import NotFound
+
+    box = make_recycle_box(tmp_path, recycle_free_below_mb=3, recycle_target_free_mb=4)
+    try:
+        box.add_study("A", n=3)
+        box.app.backup.run(trigger="manual")
+        box.age("A", 50)
+        ids = box.object_ids("A")
+        box.capacity = box.archive_bytes() + 2 * MiB
+        assert len(box.app.recycler.run().recycled) == 1
+        gone = box.nas / mf.object_name(ids[1])
+        kept = gone.read_bytes()
+        gone.unlink()  # the target lost one object
+        box.capacity += 10 * MiB
+        with pytest.raises(NotFound, match="missing from"):
+            box.app.recycler.restore(box.studies["A"])
+        assert box.find("A") == [] and not any(box.app.archive.exists(o) for o in ids)
+        assert box.app.recycler.finish_interrupted() == 3  # staged downloads and intent rows cleared
+        assert not any(box.app.recycler.staging_dir.iterdir())
+        assert reconcile(box.app.archive).clean
+        gone.write_bytes(kept)  # back on the target: the restore now works
+        assert box.app.recycler.restore(box.studies["A"]).instances == 3
+        assert reconcile(box.app.archive).clean
+    finally:
+        box.app.index.close()
