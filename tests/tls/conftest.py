@@ -26,7 +26,10 @@ def pki(tmp_path_factory) -> Pki:
 
 @pytest.fixture(scope="module")
 def tls_box(tmp_path_factory, pki):
-    """An appliance with both listeners; client certificates checked against the clinic CA when sent."""
-    srv = start_tls_box(tmp_path_factory.mktemp("tlsbox"), pki)
+    """An appliance with both listeners; client certificates checked against the clinic CA when sent.
+
+    At most 2 associations at once (shared by both listeners): the tests open one at a time, except
+    the one that checks the shared budget."""
+    srv = start_tls_box(tmp_path_factory.mktemp("tlsbox"), pki, env={"PACS_DICOM_MAX_ASSOCIATIONS": "2"})
     yield srv
     srv.kill()

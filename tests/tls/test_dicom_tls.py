@@ -108,6 +108,32 @@ def test_a_silent_connection_does_not_hold_up_the_tls_port(tls_box, pki):
     assert handshake_failures(tls_box)[before:] == []  # probes are not logged as failures
 
 
+def test_both_listeners_share_one_association_budget(tls_box, pki):
+    """max_associations (2 here) counts associations on either port together."""
+    import ssl
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.check_hostname = False
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    ae = AE(ae_title="US_ROOM1")
+    ae.add_requested_context(Verification)
+    held = [ae.associate("127.0.0.1", tls_box.plain_port, ae_title="PACSBOX"),
+            ae.associate("127.0.0.1", tls_box.tls_port, ae_title="PACSBOX", tls_args=(context, "localhost"))]
+    try:
+        assert all(a.is_established for a in held)
+        full = echo(tls_box.tls_port, *tls_options(pki.ca, pki.client))
+        assert full.returncode != 0 and "Association Rejected" in full.stderr, full.stderr
+        assert "Local Limit Exceeded" in full.stderr or "local-limit" in full.stderr.lower(), full.stderr
+    finally:
+        held[0].release()
+    wait_until(lambda: echo(tls_box.tls_port, *tls_options(pki.ca, pki.client)).returncode == 0, 10,
+               what="a free association slot")
+    held[1].release()
+
+
 # -- a clinic that requires client certificates and serves TLS only ----------------------------------------
 
 @pytest.fixture(scope="module")
