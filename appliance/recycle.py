@@ -112,6 +112,9 @@ class RecycleSettings:
                 raise ConfigError(f"[storage] recycle_free_below_mb ({s.recycle_free_below_mb}) must be above "
                                   f"reserve_mb ({s.reserve_mb}), or recycling would start only after stores "
                                   "are refused")
+            if s.recycle_min_age_days < 0 or s.recycle_check_minutes <= 0:
+                raise ConfigError("[storage] recycle_min_age_days cannot be negative and recycle_check_minutes "
+                                  "must be above 0")
             if settings.target_free < settings.free_below:
                 raise ConfigError(f"[storage] recycle_target_free_mb ({s.recycle_target_free_mb}) must be at "
                                   f"least recycle_free_below_mb ({s.recycle_free_below_mb})")

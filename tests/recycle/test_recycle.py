@@ -260,3 +260,26 @@ def test_replaced_versions_must_be_offsite_too_and_come_back(box):
     assert ReplacedObject.get(ReplacedObject.object_id == old_a) and box.app.archive.exists(old_a)
     descriptions = {Study.get(Study.study_uid == box.studies["A"]).description}
     assert descriptions == {"corrected"}  # the current version is still the newer one
+
+
+def test_inconsistent_settings_are_refused_with_a_reason(tmp_path):
+    import pytest
+
+    from appliance.config import load
+    from appliance.errors import ConfigError
+    from appliance.recycle import RecycleSettings
+
+    def settings(**values):
+        env = {f"PACS_STORAGE_{k.upper()}": str(v) for k, v in values.items()}
+        return RecycleSettings.from_config(load(tmp_path, env=env))
+
+    assert settings().enabled is False  # off by default
+    settings(recycle="false", recycle_free_below_mb=1)  # checked only when on
+    with pytest.raises(ConfigError, match="must be above reserve_mb"):
+        settings(recycle="true", reserve_mb=1024, recycle_free_below_mb=1024)
+    with pytest.raises(ConfigError, match="at least recycle_free_below_mb"):
+        settings(recycle="true", recycle_free_below_mb=4096, recycle_target_free_mb=2048)
+    with pytest.raises(ConfigError, match="cannot be negative"):
+        settings(recycle="true", recycle_min_age_days=-1)
+    ok = settings(recycle="true")
+    assert ok.free_below == 4096 << 20 and ok.target_free == 8192 << 20 and ok.min_age.days == 30
