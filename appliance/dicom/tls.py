@@ -39,6 +39,21 @@ log = logging.getLogger(__name__)
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
+class _NoSslTraceback(logging.Filter):
+    """pynetdicom logs a full traceback for every TLS connection it could not open (each forwarding
+    retry to a misconfigured peer would add one to the journal); the message line already says why,
+    and ``diagnose`` explains it. Keep the line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ssl.SSLError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("pynetdicom.transport").addFilter(_NoSslTraceback())
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     port: int  # 0 = no TLS listener
