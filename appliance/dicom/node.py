@@ -181,7 +181,7 @@ class DicomNode:
     @property
     def bound_address(self) -> tuple[str, int]:
         """The plain listener's address (the TLS one's when the node serves TLS only)."""
-        server = self._server or self._tls_server
+        server = self._server if self._server is not None else self._tls_server
         if server is None:
             return self.address if self.plain else self.tls_address
         return server.server_address[:2]
