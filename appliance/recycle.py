@@ -55,9 +55,10 @@ restore does not download them (backup/restore.py) but keeps these rows, so
 Restore (``pacs-appliance storage restore STUDY_UID``) downloads each object
 from the target (recorded per study) into ``archive/restoring/``, checks every
 tag, parses it, and then, in one transaction, moves it into ``objects/`` under
-its own object id, indexes it again and removes the ``recycled_*`` rows: the study is back byte for byte, and because its object ids did
-not change the backup sends nothing again. The restored study counts as just
-received, so it is not recycled again for ``recycle_min_age_days``.
+its own object id, indexes it again and removes the ``recycled_*`` rows: the
+study is back byte for byte, and because its object ids did not change the
+backup sends nothing again. The restored study counts as just received, so it is
+not recycled again for ``recycle_min_age_days``.
 
 Logs name study UIDs and counts only; patient IDs go to the audit log alone.
 """

@@ -1,8 +1,6 @@
 """Recycling frees space with studies confirmed offsite, oldest use first, and nothing else."""
 from __future__ import annotations
 
-import datetime
-
 from recyclekit import MiB
 
 from appliance.index.models import Instance, Study

@@ -174,7 +174,8 @@ def _recycle_metrics(out: list, recycler) -> None:
           [({}, status["recycled_studies"])])
     _line(out, "pacs_recycled_bytes_total", "counter", "Bytes freed on the local disk by recycling, ever.",
           [({}, status["recycled_bytes"])])
-    _line(out, "pacs_recycle_offsite_only_studies", "gauge", "Recycled studies not restored: their only copy is offsite.",
+    _line(out, "pacs_recycle_offsite_only_studies", "gauge",
+          "Recycled studies not restored: their only copy is offsite.",
           [({}, status["offsite_only"])])
     _line(out, "pacs_recycle_warning", "gauge", "1 when the disk is nearly full and nothing more can be recycled.",
           [({}, int(bool(status["warning"])))])
