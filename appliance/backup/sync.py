@@ -84,7 +84,7 @@ class Sync:
         self.cancel = cancel or threading.Event()  # set when the appliance stops: finish in-flight uploads, stop
         self.throttle = Throttle(options.max_bytes_per_s)
         self._count_lock = threading.Lock()
-        self._recycled: dict[str, int] = {}  # offsite-only objects of recycled studies (read when adopting)
+        self._recycled: dict[str, int] = {}  # offsite-only objects of recycled studies (appliance/recycle.py)
 
     # -- the run -----------------------------------------------------------
     def run(self, result: SyncResult) -> SyncResult:
@@ -111,8 +111,8 @@ class Sync:
             state = self._state()
             # No local state (a restored box: its snapshot's history says "success", but restore cleared
             # backup_object) also needs the listing, or everything would be sent again.
+            self._recycled = snapshot.recycled_sizes(snap_path, self.keyring.index_key)
             if not state or self._needs_adopt():
-                self._recycled = snapshot.recycled_sizes(snap_path, self.keyring.index_key)
                 result.adopted = self._adopt(wanted, state)
             pending = [oid for oid in wanted if oid not in state]
             self.progress(f"{len(wanted)} objects in the index, {len(pending)} to send")
@@ -135,9 +135,17 @@ class Sync:
                     (BackupObject.target == self.target_key) & BackupObject.manifest_at.is_null()).execute())
             result.pruned = self._retention(set(wanted), state, now)
             result.result = "partial" if result.missing_on_box else "success"
-            if result.missing_on_box:
-                result.error = (f"{len(result.missing_on_box)} object(s) named by the index are missing from this "
-                                f"box's disk and could not be backed up: {', '.join(result.missing_on_box[:10])}")
+            recycled = [oid for oid in result.missing_on_box if oid in self._recycled]
+            lost = [oid for oid in result.missing_on_box if oid not in self._recycled]
+            errors = []
+            if lost:
+                errors.append(f"{len(lost)} object(s) named by the index are missing from this box's disk and "
+                              f"could not be backed up: {', '.join(lost[:10])}")
+            if recycled:  # e.g. the target was changed after recycling: the old target holds them
+                errors.append(f"{len(recycled)} object(s) of recycled studies are not on this target (their only "
+                              "copy is on the target they were recycled from): bring those studies back with "
+                              "`pacs-appliance storage restore` so they are backed up here")
+            result.error = "; ".join(errors)
         finally:
             snap_path.unlink(missing_ok=True)
             sealed_path.unlink(missing_ok=True)

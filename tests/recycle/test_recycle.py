@@ -281,3 +281,28 @@ def test_inconsistent_settings_are_refused_with_a_reason(tmp_path):
         settings(recycle="true", recycle_min_age_days=-1)
     ok = settings(recycle="true")
     assert ok.free_below == 4096 << 20 and ok.target_free == 8192 << 20 and ok.min_age.days == 30
+
+
+def test_a_new_target_after_recycling_says_what_it_lacks(box, tmp_path):
+    from appliance.app import build
+    from appliance.config import load
+
+    box.add_study("A")
+    box.add_study("B")
+    box.app.backup.run(trigger="manual")
+    box.age("A", 50)
+    squeeze(box, box.sealed_size("A"))
+    assert len(box.app.recycler.run().recycled) == 1
+    box.app.index.close()
+    other = tmp_path / "other-nas"
+    other.mkdir()
+    app = build(load(box.data_dir, env={"PACS_BACKUP_TARGET": f"file://{other}", "PACS_STORAGE_RESERVE_MB": "1"}),
+                with_web=False)
+    try:
+        result = app.backup.run(trigger="manual")
+        assert result.result == "partial" and result.objects == 2  # B went; A's objects are elsewhere
+        assert "2 object(s) of recycled studies are not on this target" in result.error
+        assert "missing from this box's disk" not in result.error
+    finally:
+        app.index.close()
+        box.app.index = app.index  # closed again by the fixture: harmless
