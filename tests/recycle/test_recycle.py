@@ -306,3 +306,20 @@ def test_a_new_target_after_recycling_says_what_it_lacks(box, tmp_path):
     finally:
         app.index.close()
         box.app.index = app.index  # closed again by the fixture: harmless
+
+
+def test_a_study_still_to_be_forwarded_is_kept(box):
+    from appliance.index.models.retrieval import ForwardJob
+
+    box.add_study("A")
+    box.add_study("B")
+    box.app.backup.run(trigger="manual")
+    box.age("A", 60)
+    box.age("B", 50)
+    oid = box.object_ids("A")[0]
+    box.app.index.writer.run(lambda: ForwardJob.create(sop_uid="1.2.3", object_id=oid, destination="READPACS"))
+    squeeze(box, box.sealed_size("A") + box.sealed_size("B"))
+    report = box.app.recycler.run()
+    assert [c.study_uid for c in report.recycled] == [box.studies["B"]]
+    assert {c.study_uid: c.reason for c in report.blocked} == {
+        box.studies["A"]: "1 instance still to be forwarded to a peer"}
