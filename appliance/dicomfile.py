@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.charset import TEXT_VR_DELIMS, convert_encodings, decode_bytes
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
@@ -48,12 +50,43 @@ def _check_uid(value: str, keyword: str) -> str:
     return value
 
 
-def _value(ds: Dataset, tag: BaseTag):
-    """The converted value of ``tag``, or None when absent (by tag: keyword lookups cost more)."""
-    try:
-        return ds[tag].value
-    except KeyError:
+# Values of these VRs are text, whatever the transfer syntax.
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                      "UR", "UT"})
+
+
+def _value(ds: Dataset, tag: BaseTag, encodings: list[str]):
+    """The value of ``tag`` (None when absent); text as one string, several values joined by backslashes.
+
+    Text is decoded straight from the bytes read, with pydicom's own character set decoder:
+    building pydicom's element objects for the ~30 values the index keeps cost more than
+    reading the file. Anything else (binary VRs, an explicit VR that differs from the
+    dictionary's, such as UN) goes through pydicom's full conversion.
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
         return None
+    vr = _DICTIONARY_VR[tag]
+    if vr in TEXT_VRS and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
+            and elem.VR in (None, vr):  # None: implicit VR, the dictionary's applies
+        values = [v.strip("\0 ") for v in decode_bytes(elem.value, encodings, TEXT_VR_DELIMS).split("\\")]
+        if vr == "PN":  # as pydicom's PersonName: no empty trailing component groups
+            values = [v.rstrip("=") for v in values]
+        return "\\".join(values)
+    return ds[tag].value
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(charset: str) -> list[str]:
+    return convert_encodings(charset.split("\\") if charset else None)
+
+
+def _encodings_of(ds: Dataset) -> list[str]:
+    """The Python codecs for the dataset's Specific Character Set (pydicom's mapping)."""
+    value = ds[CHARSET].value if CHARSET in ds else ""
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = "\\".join(str(v) for v in value)
+    return _encodings(str(value or "").strip())
 
 
 def _text(value) -> str:
@@ -124,6 +157,10 @@ def _check_complete(ds: Dataset, src: BinaryIO, total_size: int) -> None:
         raise InvalidObject("the file is truncated: it ends inside its data")
 
 
+SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET = (Tag(tag_for_keyword(k)) for k in (
+    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SpecificCharacterSet"))
+_DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in [t for _, t, _ in _FIELDS]
+                  + [SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID]}
 PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
     "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
 
@@ -133,8 +170,6 @@ def _is_image_class(sop_class: str) -> bool:
     return UID(sop_class).name.endswith("Image Storage")
 
 
-SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET = (Tag(tag_for_keyword(k)) for k in (
-    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SpecificCharacterSet"))
 # The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
 READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
                    | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET})
@@ -180,10 +215,11 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     finally:
         src.seek(0)
 
-    sop_uid = _check_uid(_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID")
-    sop_class = _check_uid(_value(ds, SOP_CLASS_UID), "SOPClassUID")
-    study_uid = _check_uid(_value(ds, STUDY_UID), "StudyInstanceUID")
-    series_uid = _check_uid(_value(ds, SERIES_UID), "SeriesInstanceUID")
+    encodings = _encodings_of(ds)
+    sop_uid = _check_uid(_value(ds, SOP_INSTANCE_UID, encodings), "SOPInstanceUID")
+    sop_class = _check_uid(_value(ds, SOP_CLASS_UID, encodings), "SOPClassUID")
+    study_uid = _check_uid(_value(ds, STUDY_UID, encodings), "StudyInstanceUID")
+    series_uid = _check_uid(_value(ds, SERIES_UID, encodings), "SeriesInstanceUID")
     _check_has_pixels(ds, sop_class)
 
     meta = getattr(ds, "file_meta", None)
@@ -195,7 +231,7 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     elif str(meta.get("MediaStorageSOPInstanceUID", sop_uid)).strip("\0 ") != sop_uid:
         raise InvalidObject("the file meta names a different SOP Instance UID than the dataset")
 
-    values = {name: convert(_value(ds, tag)) for name, tag, convert in _FIELDS}
+    values = {name: convert(_value(ds, tag, encodings)) for name, tag, convert in _FIELDS}
     attributes = InstanceAttributes(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
                                     series_uid=series_uid, transfer_syntax=transfer_syntax, **values)
     return ParsedObject(ds, attributes, prefix)
