@@ -159,12 +159,12 @@ def diagnose(tls_args: tuple[ssl.SSLContext, str], host: str, port: int, timeout
         return f"cannot connect: {exc}"
     try:
         with raw, context.wrap_socket(raw, server_hostname=server_hostname) as tls:
-                tls.settimeout(min(timeout, 1.0))
-                try:
-                    tls.recv(1)  # with TLS 1.3 a refused client certificate is only reported after the handshake
-                except (socket.timeout, TimeoutError):
-                    pass
-                return "the TLS handshake succeeds: the peer closed the association itself"
+            tls.settimeout(min(timeout, 1.0))
+            try:
+                tls.recv(1)  # with TLS 1.3 a refused client certificate is only reported after the handshake
+            except (socket.timeout, TimeoutError):
+                pass
+            return "the TLS handshake succeeds: the peer closed the association itself"
     except ssl.SSLCertVerificationError as exc:
         return (f"the peer's certificate is not trusted ({exc.verify_message}): add its CA, or the certificate "
                 "itself, to [dicom] tls_ca")

@@ -126,3 +126,39 @@ def test_serve_refuses_to_start_without_the_certificate(data_dir):
                           timeout=60)
     assert done.returncode == 2, done.stderr
     assert "tls_cert" in done.stderr and "pacs-appliance tls renew" in done.stderr
+
+
+@pytest.mark.parametrize("case", ["no client certificate", "untrusted server", "plain server"])
+def test_diagnose_names_why_a_tls_association_failed(material, tmp_path, case):
+    """What `modality echo` and the forwarding queue report when a TLS peer cannot be reached."""
+    from appliance.dicom.tls import diagnose
+
+    ca, server = material
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server_ctx = server_context(settings(material, require_client_cert=True))
+
+    def serve_once():
+        conn, _ = listener.accept()
+        with conn:
+            if case == "plain server":
+                conn.recv(1024)
+                conn.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # an A-ABORT, as a DICOM port would
+                return
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    trusted = ca.pem.cert if case != "untrusted server" else Authority(tmp_path / "other", "Other CA").pem.cert
+    client = client_context(replace(settings(material, ca=trusted), cert=tmp_path / "none.pem"))  # no client cert
+    reason = diagnose((client, "localhost"), "127.0.0.1", port, timeout=5)
+    thread.join(5)
+    listener.close()
+    expected = {"no client certificate": "the peer wants a client certificate it trusts",
+                "untrusted server": "the peer's certificate is not trusted",
+                "plain server": "is its port the TLS port, and TLS on there?"}[case]
+    assert expected in reason, reason
