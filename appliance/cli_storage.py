@@ -17,7 +17,7 @@ def storage() -> None:
 
 
 def _row(c, status: str) -> str:
-    return (f"  {c.last_used:%Y-%m-%d}  {c.study_uid:<44} {c.study_date or '-':8}  {c.accession or '-':<12} "
+    return (f"  {c.last_used:%Y-%m-%d}  {c.study_uid:<64} {c.study_date or '-':8}  {c.accession or '-':<12} "
             f"{c.instances:6}  {c.bytes / MiB:9.1f}  {status}")
 
 
@@ -44,8 +44,8 @@ def recycle(data_dir, dry_run: bool, limit: int) -> None:
                f"are kept ({recent} such)" + ("" if s.enabled else "; recycling is OFF"))
     if dry_run:
         going = {c.pk for c in report.recycled}
-        click.echo("  last used   study UID                                    date      accession    "
-                   "inst.        MiB  what happens")
+        click.echo(f"  {'last used':10}  {'study UID':<64} {'date':8}  {'accession':<12} {'inst.':>6}  "
+                   f"{'MiB':>9}  what happens")
         for c in candidates[:limit or None]:
             status = ("WOULD RECYCLE" if c.pk in going else
                       "eligible (not needed now)" if c.eligible else f"kept: {c.reason}")
@@ -77,7 +77,7 @@ def recycled(data_dir, as_json: bool) -> None:
     if not rows:
         click.echo("no recycled studies: everything indexed is on this box")
     for row in rows:
-        click.echo(f"{row['recycled_at']}  {row['study_uid']:<44} {row['study_date'] or '-':8}  "
+        click.echo(f"{row['recycled_at']}  {row['study_uid']:<64} {row['study_date'] or '-':8}  "
                    f"{row['accession'] or '-':<12} {row['modalities']:<8} {row['instances']:6} instances  "
                    f"{row['bytes'] / MiB:9.1f} MiB  on {row['target']}")
 

@@ -132,7 +132,7 @@ class Candidate:
     study_date: str
     instances: int
     objects: int  # instances + replaced objects
-    bytes: int  # sealed bytes on the local disk (as offsite)
+    bytes: int  # sealed bytes on the local disk (as recorded offsite; plaintext size for objects not offsite)
     last_received: datetime.datetime | None
     last_accessed: datetime.datetime | None
     not_offsite: int = 0
@@ -187,7 +187,9 @@ def _dt(value) -> datetime.datetime | None:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 class Recycler:
@@ -214,13 +216,13 @@ class Recycler:
         studies = {}
         rows = db.execute_sql(
             "SELECT s.id, s.study_uid, s.accession, s.study_date, s.num_instances, count(i.id), "
-            "coalesce(sum(b.size), 0), sum(b.id IS NULL), max(i.received_at) "
+            "coalesce(sum(coalesce(b.size, i.size)), 0), sum(b.id IS NULL), max(i.received_at) "
             "FROM study s JOIN series se ON se.study_id = s.id JOIN instance i ON i.series_id = se.id "
             + offsite_join.format(col="i.object_id") + " GROUP BY s.id", (target,)).fetchall()
         for pk, uid, acc, date, n, objects, size, missing, received in rows:
             studies[pk] = Candidate(pk, uid, acc, date, n, objects, size, _dt(received), None, missing or 0)
         for pk, objects, size, missing in db.execute_sql(
-                "SELECT se.study_id, count(r.id), coalesce(sum(b.size), 0), sum(b.id IS NULL) "
+                "SELECT se.study_id, count(r.id), coalesce(sum(coalesce(b.size, r.size)), 0), sum(b.id IS NULL) "
                 "FROM replaced_object r JOIN instance i ON i.sop_uid = r.sop_uid "
                 "JOIN series se ON se.id = i.series_id " + offsite_join.format(col="r.object_id")
                 + " GROUP BY se.study_id", (target,)).fetchall():
