@@ -1,6 +1,6 @@
 """CLI for DICOM peers, the modality worklist and forwarding.
 
-    pacs-appliance modality add|list|remove|echo
+    pacs-appliance modality add|update|list|remove|echo
     pacs-appliance worklist add|list|remove
     pacs-appliance forward status|retry
 """
@@ -48,6 +48,28 @@ def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, des
         if first and not app.config.dicom.allowed_callers:
             click.echo("Note: with a peer registered, only registered peers (and [dicom] allowed_callers) may "
                        "now connect; register every modality that sends images here.")
+
+
+@modality.command("update")
+@data_option
+@click.argument("ae_title")
+@click.option("--host", default=None, help="New host or IP address.")
+@click.option("--port", type=int, default=None, help="New port.")
+@click.option("--description", default=None, help="New description.")
+@click.option("--store/--no-store", default=None, help="May send images here.")
+@click.option("--query/--no-query", default=None, help="May C-FIND and query the worklist.")
+@click.option("--retrieve/--no-retrieve", default=None, help="May C-MOVE/C-GET from here.")
+@click.option("--receive/--no-receive", default=None, help="May be a C-MOVE destination or forwarding target.")
+@click.option("--tls/--no-tls", default=None, help="Call it over DICOM TLS (give its TLS port with --port).")
+@friendly_errors
+def modality_update(data_dir: Path | None, ae_title: str, host, port, description, store, query, retrieve, receive,
+                    tls) -> None:
+    """Change a registered peer; options not given stay as they are."""
+    given = {"host": host, "port": port, "description": description, "can_store": store, "can_query": query,
+             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls}
+    with open_appliance(data_dir) as app:
+        peer = app.peers.update(ae_title, **{k: v for k, v in given.items() if v is not None})
+        click.echo(f"Updated {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else ""))
 
 
 @modality.command("list")

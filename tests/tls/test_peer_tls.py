@@ -180,3 +180,12 @@ def test_storage_commitment_over_tls_both_ways(peer_box, pki, tmp_path):
         assert version.startswith("TLSv1.")
     finally:
         listener.shutdown()
+
+
+def test_cli_update_turns_tls_off_and_on(peer_box):
+    done = cli(peer_box.data_dir, "modality", "update", "PLAINSCP", "--no-tls")
+    assert done.returncode == 0 and "Updated PLAINSCP" in done.stdout, done.stderr
+    assert echo_in_process(peer_box, "PLAINSCP").ok  # plain storescp answers a plain echo
+    done = cli(peer_box.data_dir, "modality", "update", "PLAINSCP", "--tls", "--description", "wrongly TLS")
+    assert done.returncode == 0 and "(DICOM TLS)" in done.stdout, done.stderr
+    assert not echo_in_process(peer_box, "PLAINSCP").ok
