@@ -217,6 +217,8 @@ class TlsAssociationServer(ThreadedAssociationServer):
 
     handshake_timeout: float = 30.0
     on_failure: Callable[[str, str], None] | None = None  # (address, reason): e.g. the association_rejected event
+    max_handshakes: int = 16  # handshakes in progress at once; more connections are closed at once
+    _handshakes: threading.BoundedSemaphore | None = None  # made by start_tls_server; None = no bound
 
     def get_request(self):
         client, address = self.socket.accept()
@@ -224,6 +226,13 @@ class TlsAssociationServer(ThreadedAssociationServer):
 
     def process_request_thread(self, request, client_address) -> None:
         host = client_address[0]
+        # Silent connections each hold a thread until the handshake timeout: bound how many at once.
+        handshakes = self._handshakes
+        if handshakes is not None and not handshakes.acquire(blocking=False):
+            log.warning("TLS connection from %s refused: %d TLS handshakes already in progress", host,
+                        self.max_handshakes)
+            self.shutdown_request(request)
+            return
         try:
             request.settimeout(self.handshake_timeout)
             request.do_handshake()
@@ -238,6 +247,9 @@ class TlsAssociationServer(ThreadedAssociationServer):
                     self.on_failure(host, reason)
             self.shutdown_request(request)
             return
+        finally:
+            if handshakes is not None:
+                handshakes.release()
         if log.isEnabledFor(logging.DEBUG):
             subject = dict(x[0] for x in (request.getpeercert() or {}).get("subject", ()))
             log.debug("TLS from %s: %s %s, client certificate %s", host, request.version(),
@@ -252,6 +264,8 @@ def start_tls_server(ae, address: tuple[str, int], context: ssl.SSLContext, hand
                             server_class=TlsAssociationServer)
     server.handshake_timeout = handshake_timeout
     server.on_failure = on_failure
+    server.max_handshakes = max(1, ae.maximum_associations)
+    server._handshakes = threading.BoundedSemaphore(server.max_handshakes)
     thread = threading.Thread(target=make_target(server.serve_forever),
                               name=f"TlsAcceptorServer@{datetime.now():%Y%m%d%H%M%S}", daemon=True)
     thread.start()

@@ -108,6 +108,20 @@ def test_a_silent_connection_does_not_hold_up_the_tls_port(tls_box, pki):
     assert handshake_failures(tls_box)[before:] == []  # probes are not logged as failures
 
 
+def test_silent_connections_cannot_pile_up(tls_box, pki):
+    """At most max_associations (2 here) handshakes wait at once; the next connection is closed at once."""
+    silent = [socket.create_connection(("127.0.0.1", tls_box.tls_port)) for _ in range(2)]
+    try:
+        wait_until(lambda: echo(tls_box.tls_port, *tls_options(pki.ca, pki.client)).returncode != 0, 10,
+                   what="the handshake bound to refuse a third connection")
+        assert "TLS connection from 127.0.0.1 refused: 2 TLS handshakes already in progress" in tls_box.log()
+    finally:
+        for s in silent:
+            s.close()
+    wait_until(lambda: echo(tls_box.tls_port, *tls_options(pki.ca, pki.client)).returncode == 0, 10,
+               what="handshakes to be served again")
+
+
 def test_both_listeners_share_one_association_budget(tls_box, pki):
     """max_associations (2 here) counts associations on either port together."""
     import ssl
