@@ -33,7 +33,11 @@ class RecycleBox:
     def archive_bytes(self) -> int:
         total = 0
         for root, _dirs, files in os.walk(self.app.archive.objects_dir):
-            total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+            for name in files:
+                try:
+                    total += os.path.getsize(os.path.join(root, name))
+                except FileNotFoundError:  # recycled meanwhile (the concurrency test)
+                    pass
         return total
 
     def free(self) -> int:
