@@ -2,7 +2,8 @@
 
 Order of work, and why:
 
-1. refuse early when free space is below the reserve (``DiskFull``, 0xA700);
+1. refuse early when storing the object would leave less free space than the
+   reserve (``DiskFull``, 0xA700): nothing is parsed or written;
 2. parse and validate the object (``InvalidObject``, 0xC000 with a reason);
 3. if the SOP Instance UID is already indexed with the same bytes, report
    success without writing anything again;
@@ -109,12 +110,14 @@ class Ingestor:
         # that work is exactly as durable as the instance; if one raises, the store fails.
         self.record_hooks: list = []
 
-    def check_space(self) -> None:
+    def check_space(self, size: int = 0) -> None:
+        """Refuse when storing ``size`` more bytes would leave less than the reserve free."""
         free = self.archive.disk_free_bytes()
-        if free < self.reserve_bytes:
+        if free - size < self.reserve_bytes:
             raise DiskFull(
-                f"the archive disk has {free // (1 << 20)} MiB free, below the {self.reserve_bytes // (1 << 20)} MiB "
-                "reserve: free space or add storage before sending more images"
+                f"the archive disk has {free // (1 << 20)} MiB free and keeps a {self.reserve_bytes // (1 << 20)} MiB "
+                f"reserve{f' (this object needs {-(-size // (1 << 20))} MiB)' if size else ''}: free space or add "
+                "storage before sending more images"
             )
 
     def store_bytes(self, data: bytes, origin: Origin) -> StoreResult:
@@ -122,7 +125,7 @@ class Ingestor:
 
     def store(self, src: BinaryIO, size: int, origin: Origin) -> StoreResult:
         """Store one object from a seekable stream; raise an ApplianceError if it is not stored."""
-        self.check_space()
+        self.check_space(size)
         parsed = parse(src, size)
         a = parsed.attributes
 

@@ -119,6 +119,22 @@ def test_below_reserve_is_refused_before_anything_is_written(core_factory):
     assert not list(core.archive.list_ids())
 
 
+def test_an_object_that_would_eat_into_the_reserve_is_refused(core_factory):
+    """Free space just above the reserve: a small object fits, one larger than the headroom does not.
+    The free-space figure is pinned (other writers on this disk would move it); the real full disk is
+    tested in test_index_full_disk.py and tests/dicom."""
+    core = core_factory(reserve_bytes=64 << 20)
+    core.archive.disk_free_bytes = lambda: (64 + 4) << 20  # 4 MiB of headroom
+    core.store(synth.make_instance("CT", patient_id="ING9"))
+    big = synth.make_instance("CT", patient_id="ING9")
+    big.PixelData = b"\0" * (16 << 20)
+    big.Rows, big.Columns, big.BitsAllocated, big.BitsStored, big.HighBit = 2048, 4096, 16, 16, 15
+    with pytest.raises(DiskFull, match="this object needs 17 MiB") as err:
+        core.store(big)
+    assert err.value.dimse_status == 0xA700
+    assert len(list(core.archive.list_ids())) == 1
+
+
 def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
     """A later instance of a stored study with a different PatientID (a corrected ID, a typo at the
     modality) is filed with its study: no empty patient or study rows, counts that add up."""
