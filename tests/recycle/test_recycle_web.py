@@ -40,6 +40,7 @@ def test_dashboard_and_metrics(box):
     assert len(box.app.recycler.run().recycled) == 1
     page = client.get("/").text
     assert "nothing more can be recycled" not in page and "last freed" in page and "1 study offsite only" in page
+    assert "Offsite only (recycled)" in page and "storage restore" in page and "TEST PATIENT" in page
     text = client.get("/metrics").text
     assert metric(text, "pacs_recycled_studies_total") == 1 and metric(text, "pacs_recycled_bytes_total") == size
     assert metric(text, "pacs_recycle_warning") == 0 and metric(text, "pacs_recycle_offsite_only_studies") == 1

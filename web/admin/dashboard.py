@@ -154,6 +154,12 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     if getattr(appliance, "recycler", None) is not None:
         try:
             recycle = appliance.recycler.status()
+            recycle["recent"] = [{
+                "study_uid": r.study_uid, "patient_name": r.patient_name.replace("^", " ").strip(),
+                "patient_id": r.patient_id, "study_date": r.study_date, "accession": r.accession,
+                "modalities": r.modalities.strip("\\").replace("\\", ", "), "instances": r.num_instances,
+                "recycled_at": r.recycled_at} for r in appliance.recycler.recycled(limit=5)] \
+                if recycle["offsite_only"] else []
             if recycle["warning"]:
                 warnings.append(f"Recycling: {recycle['warning']}.")
         except Exception:  # noqa: BLE001 - one broken panel must not take the dashboard down
