@@ -282,8 +282,8 @@ class Recycler:
             report.blocked = [c for c in candidates if not c.eligible]
             eligible = [c for c in candidates if c.eligible]
             for c in eligible:
-                if not report.needed or free >= self.settings.target_free:
-                    break
+                if not report.needed or free >= self.settings.target_free or self._stop.is_set():
+                    break  # (stopping: each study is done or not, so the next run simply goes on)
                 if dry_run:
                     report.recycled.append(c)
                     free += c.bytes
