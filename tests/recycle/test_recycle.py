@@ -337,3 +337,29 @@ def test_verification_racing_a_recycling_run_reports_no_missing_object(box, monk
     monkeypatch.setattr(verify, "_rows", lambda sample: listed)
     report = verify.verify_all(box.app.archive)
     assert report.ok and not report.missing
+
+
+def test_the_sql_offsite_check_agrees_with_the_backup_service(box):
+    """recycle.OFFSITE_JOIN is BackupService.is_offsite in SQL: the same answer for every kind of object."""
+    import datetime
+
+    from appliance.recycle import OFFSITE_JOIN
+
+    box.add_study("A", n=5)
+    box.app.backup.run(trigger="manual")
+    ids = box.object_ids("A")
+    target = box.app.backup.target_key()
+
+    def change():
+        BackupObject.update(manifest_at=None).where(BackupObject.object_id == ids[1]).execute()  # no manifest
+        BackupObject.update(target="file:///elsewhere").where(BackupObject.object_id == ids[2]).execute()
+        BackupObject.delete().where(BackupObject.object_id == ids[3]).execute()  # never sent
+        BackupObject.update(deleted_at=datetime.datetime(2020, 1, 1)).where(
+            BackupObject.object_id == ids[4]).execute()
+
+    box.app.index.writer.run(change)
+    sql = dict(box.app.index.db.execute_sql(
+        "SELECT i.object_id, b.size IS NOT NULL FROM instance i " + OFFSITE_JOIN.format(col="i.object_id"),
+        (target,)).fetchall())
+    assert {oid: bool(sql[oid]) for oid in ids} == {oid: box.app.backup.is_offsite(oid) for oid in ids}
+    assert [bool(sql[oid]) for oid in ids] == [True, False, False, False, True]
