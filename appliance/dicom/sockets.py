@@ -13,8 +13,10 @@ Two things make a small C-STORE slow in a stock pynetdicom acceptor:
    several times. Here the DUL thread instead blocks in ``select`` on the socket
    *and* on a wake-up socket that is poked whenever a PDU is queued for sending, and
    the association thread waits on its message queue's condition. Both still wake at
-   least once per millisecond, so every timer and state check pynetdicom makes keeps
-   its cadence.
+   least every POLL_INTERVAL (5 ms) for pynetdicom's timers and state checks (ARTIM
+   and idle timeouts, counted in seconds; a release request, answered at most 5 ms
+   later). Each idle wake-up costs ~30 us of CPU under the GIL: at 1 ms that was
+   ~10 % of the CPU of an ingest (bench/README.md).
 
 ``tune_accepted_socket`` is an EVT_CONN_OPEN handler that applies all of this to a
 new association before its threads start. It only touches attributes that exist in
@@ -34,7 +36,7 @@ from pynetdicom.transport import AssociationSocket
 
 log = logging.getLogger(__name__)
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-POLL_INTERVAL = 0.001  # the longest either thread now waits without re-checking its state
+POLL_INTERVAL = 0.005  # the longest either thread now waits without re-checking its state
 
 
 def _quickack(sock: socket.socket | None) -> None:
