@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("site", "clinic_name", "", "The clinic's name, for the web UI; the appliance image sets it from the vendor config."),
     # [storage] the archive
     Setting("storage", "reserve_mb", 1024,
-            "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 507."),
+            "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 503."),
     Setting("storage", "chunk_kib", 1024, "Encryption chunk size in KiB: the most plaintext held in memory per object."),
     Setting("storage", "on_conflict", "replace",
             "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "

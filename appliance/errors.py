@@ -58,7 +58,7 @@ class DiskFull(ApplianceError):
     """Free space is below the configured reserve; nothing is accepted until space is freed."""
 
     dimse_status = OUT_OF_RESOURCES
-    http_status = 507
+    http_status = 503  # PS3.18's "busy": the client may retry later, unlike a 409 conflict
 
 
 class ConflictRejected(ApplianceError):

@@ -1,4 +1,4 @@
-"""Below the storage reserve: STOW-RS answers 507 with the reason, inbox files wait in the inbox, C-STORE 0xA700.
+"""Below the storage reserve: STOW-RS answers 503 (Retry-After) with the reason, inbox files wait in the inbox, C-STORE 0xA700.
 
 The reserve is set above any real free space (PACS_STORAGE_RESERVE_MB), which is
 what the ingest checks before taking anything; tests/dicom and tests/index
@@ -31,7 +31,7 @@ def test_below_reserve_stow_inbox_and_cstore_refuse_with_reason(data_dir, tmp_pa
                 + f"\r\n--{boundary}--\r\n".encode())
         r = requests.post(f"{srv.url}/dicomweb/studies", data=body, auth=("admin", ADMIN_PASSWORD), timeout=30,
                           headers={"Content-Type": f'{DCM}; boundary="{boundary}"', "Accept": "application/dicom+json"})
-        assert r.status_code == 507, r.text
+        assert r.status_code == 503 and r.headers["Retry-After"] == "300", r.text
         assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
         assert "reserve" in r.headers.get("Warning", ""), r.headers
 

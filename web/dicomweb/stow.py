@@ -6,7 +6,8 @@ is a DICOM JSON dataset listing what was stored (ReferencedSOPSequence) and what
 was not (FailedSOPSequence, with the DICOM FailureReason the ingest raised).
 
 Status: 200 when every instance was stored, 202 when some were and some failed,
-409 when none was stored (507 when the disk below its reserve refused them all),
+409 when none was stored (503 with Retry-After when the disk below its reserve
+refused them all: the client should send again later, unlike a real conflict),
 400 for a body that is not a well-formed multipart, 415 for a media type other
 than application/dicom.
 """
@@ -28,6 +29,7 @@ from .context import check_uid, ctx
 from .errors import BadRequest, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_FULL_DISK = 300  # seconds: freeing space takes a person
 
 STUDY_UID_MISMATCH = 0xA900  # the instance does not belong to the study named in the URL
 
@@ -121,10 +123,13 @@ def _store(study_in_path: str | None):
     response["00081199"] = {"vr": "SQ", "Value": stored}
     status = 200 if not failed else 202 if stored else 409
     if status == 409 and all(reason == OUT_OF_RESOURCES for _c, _u, reason in failed):
-        status = DiskFull.http_status  # 507: the client may retry once space is freed, unlike a real conflict
+        status = DiskFull.http_status
     audit("dicomweb.store", study_uid=studies[0] if len(studies) == 1 else (study_in_path or ""),
           detail=f"stored={len(stored)} failed={len(failed)} studies={len(studies)}")
-    return json_response(response, status, warnings=[w.replace('"', "'")[:200] for w in warnings])
+    response = json_response(response, status, warnings=[w.replace('"', "'")[:200] for w in warnings])
+    if status == DiskFull.http_status:
+        response.headers["Retry-After"] = str(RETRY_AFTER_FULL_DISK)
+    return response
 
 
 @bp.post("/studies")
