@@ -1,6 +1,7 @@
 """Shared test helpers: free ports, polling, a real `pacs-appliance serve` process, dcmtk commands."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -103,6 +104,26 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+
+def run_cli(*args, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``pacs-appliance`` with ``args``; by default fail the test on a non-zero exit."""
+    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})))
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def dataset_bytes(part10: bytes) -> bytes:
+    """The dataset part of a Part 10 file (what a C-STORE carries), without preamble and file meta:
+    what must come back byte-identical, since a sender's file meta may legitimately be rewritten."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(part10)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)
+    return part10[fp.tell():]
 
 
 def dcmtk(tool: str, *args: str, check: bool = False, timeout: float = 120, env: dict | None = None):

@@ -7,35 +7,16 @@ results and C-MOVE/C-GET with byte-identical objects.
 """
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pydicom
 import synth
-from helpers import CLI, Server, dcmtk, free_port
+from helpers import Server, dataset_bytes, dcmtk, free_port, run_cli as cli
 
 SCU = "TESTSCU"
-
-
-def cli(*args, env=None, check=True):
-    full = dict(os.environ, **(env or {}))
-    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=120, env=full)
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-def dataset_bytes(raw: bytes) -> bytes:
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
-    f = io.BytesIO(raw)
-    read_preamble(f, False)
-    _read_file_meta_info(f)
-    return raw[f.tell():]
 
 
 def find_all(server, tmp, level="STUDY", **keys):

@@ -2,34 +2,14 @@
 dcmtk's findscu, and `storage restore`."""
 from __future__ import annotations
 
-import io
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pydicom
 import synth
-from helpers import CLI, Server, dcmtk, wait_until
+from helpers import Server, dataset_bytes, dcmtk, run_cli as cli, wait_until
 
 HUGE_MB = str(1 << 40)  # a watermark above any real disk's free space
-
-
-def cli(*args, env=None, check=True):
-    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, **(env or {})))
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-def dataset_bytes(raw: bytes) -> bytes:
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
-    f = io.BytesIO(raw)
-    read_preamble(f, False)
-    _read_file_meta_info(f)
-    return raw[f.tell():]
 
 
 def find_studies(server, tmp) -> set[str]:

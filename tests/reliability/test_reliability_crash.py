@@ -27,24 +27,15 @@ from pathlib import Path
 
 import pydicom
 import requests
-from pydicom.filereader import _read_file_meta_info, read_preamble
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, wait_until, storescu_acknowledged
+from helpers import ADMIN_PASSWORD, Server, dataset_bytes, storescu_acknowledged, wait_until
 
 ROUNDS = int(os.environ.get("PACS_CRASH_ROUNDS", "4"))  # more for a long soak: PACS_CRASH_ROUNDS=20
 SEED = int(os.environ.get("PACS_CRASH_SEED", "20261123"))
 PER_ROUND = {"dimse": 150, "stow": 80, "inbox": 50}
 FAST_INBOX = {"PACS_INBOX_STABLE_SECONDS": "0.2", "PACS_INBOX_POLL_SECONDS": "0.5"}
 DCM = 'multipart/related; type="application/dicom"'
-
-
-def dataset_bytes(data: bytes) -> bytes:
-    """The bytes after the file meta group (the sender's meta may legitimately be rewritten)."""
-    fp = io.BytesIO(data)
-    read_preamble(fp, force=False)
-    _read_file_meta_info(fp)
-    return data[fp.tell():]
 
 
 def part10(ds) -> bytes:

@@ -1,7 +1,6 @@
 """Helpers for retrieval tests: the appliance CLI, dcmtk storescp, Orthanc, Part 10 byte comparisons."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import pydicom
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "dicom"))  # readback
 
-from helpers import CLI, Server, free_port, init_data_dir, port_open, wait_until  # noqa: E402
+from helpers import CLI, Server, dataset_bytes, free_port, init_data_dir, port_open, wait_until  # noqa: E402,F401
 
 SCU_AE = "TESTSCU"
 
@@ -21,16 +20,6 @@ SCU_AE = "TESTSCU"
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + [*args[:2], "--data", str(data_dir), *args[2:]], capture_output=True, text=True,
                           timeout=60)
-
-
-def dataset_bytes(raw: bytes) -> bytes:
-    """The dataset part of a Part 10 file (what a C-STORE carries), without preamble and file meta."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
-    f = io.BytesIO(raw)
-    read_preamble(f, False)
-    _read_file_meta_info(f)
-    return raw[f.tell():]
 
 
 class StoreSCP:
