@@ -107,7 +107,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
     Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),
     # [index] the SQLite index
-    Setting("index", "cache_mb", 64, "SQLite page cache per connection, in MiB."),
+    Setting("index", "cache_mb", 64,
+            "SQLite page cache per connection, in MiB; all connections together are held to about twice this "
+            "(a process-wide soft limit: each thread that reads the index has its own connection)."),
     Setting("index", "case_sensitive_names", False,
             "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
     # [dicomweb] the DICOMweb API under /dicomweb

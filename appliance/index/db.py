@@ -37,6 +37,9 @@ class IndexDatabase(SqlCipherDatabase):
                 "foreign_keys": 1,
                 "busy_timeout": 30000,
                 "cache_size": -1024 * cache_mb,
+                # Process-wide: every thread reads through its own connection (20+ under load), and each
+                # cache would otherwise grow to cache_mb as the index grows (measured: bench/README.md).
+                "soft_heap_limit": 2 * cache_mb << 20,
                 "temp_store": "memory",
             },
             check_same_thread=False,

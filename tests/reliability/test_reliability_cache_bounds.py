@@ -81,3 +81,45 @@ def test_lru_cache_entry_bound():
     for n in range(5):
         cache.put(n, b"x")
     assert len(cache) == 3 and cache.get(0) is None and cache.get(4) == b"x"
+
+
+def test_sqlite_page_caches_share_one_process_wide_bound(tmp_path):
+    """Each reading thread has its own connection and page cache; together they stay near 2 x [index] cache_mb."""
+    import ctypes
+    import os
+    import threading
+
+    import sqlcipher3._sqlite3 as sqlite_ext
+
+    from appliance.index.db import open_index
+
+    memory_used = ctypes.CDLL(sqlite_ext.__file__).sqlite3_memory_used
+    memory_used.restype = ctypes.c_int64
+    db = open_index(tmp_path / "index.db", os.urandom(32), cache_mb=1)
+    db.execute_sql("CREATE TABLE scratch (x BLOB)")
+    with db.atomic():
+        for _ in range(40):
+            db.execute_sql("INSERT INTO scratch SELECT randomblob(1000) FROM (SELECT 1 UNION ALL SELECT 2) "
+                           "JOIN (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
+                           "SELECT i FROM n)")  # 8,000 rows of 1 KB: ~8 MiB of pages
+    baseline = memory_used()
+    done, go = threading.Barrier(7), threading.Event()
+
+    def reader():
+        db.connect(reuse_if_open=True)
+        db.execute_sql("SELECT sum(length(x)) FROM scratch").fetchone()  # every page through this thread's cache
+        done.wait()
+        go.wait()
+        db.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    done.wait()
+    used = memory_used() - baseline
+    go.set()
+    for t in threads:
+        t.join()
+    db.close()
+    # Without the limit each of the 6 caches holds its 1 MiB (cache_size): 6 MiB and more.
+    assert used < 3 << 20, f"SQLite grew by {used / 2**20:.1f} MiB over 6 connections with cache_mb=1"

@@ -28,7 +28,7 @@ from appliance.index.models.retrieval import Peer, WorklistItem
 from appliance.index.models.web import ApiToken
 
 SEED = 20261123
-FUZZ = settings(max_examples=30, derandomize=True, deadline=None, database=None,
+FUZZ = settings(max_examples=25, derandomize=True, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 EXECUTIONS: dict[str, int] = {}
 
@@ -311,7 +311,7 @@ def startable(app) -> None:
 
 
 @seed(SEED)
-@settings(max_examples=60, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(which=st.sampled_from(["allowed_callers", "window", "warn_after_hours", "session_idle_minutes", "level",
                               "other"]),
        value=st.one_of(FIELD, st.integers(-10, 10**6).map(str), st.sampled_from(
@@ -371,7 +371,7 @@ QIDO_KEYS = st.sampled_from(["PatientName", "PatientID", "StudyDate", "StudyTime
 
 
 @seed(SEED)
-@settings(max_examples=60, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(level=st.sampled_from(["/studies", "/series", "/instances", "/studies/1.2.3/series",
                               "/studies/1.2.3/series/4.5/instances"]),
        params=st.lists(st.tuples(QIDO_KEYS, FIELD), max_size=4),
