@@ -74,6 +74,10 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _amount(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.0f} MiB" if nbytes >= 10 << 20 else f"{nbytes / (1 << 20):.1f} MiB"
+
+
 class StoreFailed(ApplianceError):
     """The object could not be stored; the reason is in the log. Nothing was kept."""
 
@@ -114,10 +118,10 @@ class Ingestor:
         """Refuse when storing ``size`` more bytes would leave less than the reserve free."""
         free = self.archive.disk_free_bytes()
         if free - size < self.reserve_bytes:
+            needs = f" (this object needs {_amount(size)})" if size else ""
             raise DiskFull(
-                f"the archive disk has {free // (1 << 20)} MiB free and keeps a {self.reserve_bytes // (1 << 20)} MiB "
-                f"reserve{f' (this object needs {-(-size // (1 << 20))} MiB)' if size else ''}: free space or add "
-                "storage before sending more images"
+                f"the archive disk is too full: {_amount(free)} free, {_amount(self.reserve_bytes)} kept in "
+                f"reserve{needs}: free space or add storage before sending more images"
             )
 
     def store_bytes(self, data: bytes, origin: Origin) -> StoreResult:
