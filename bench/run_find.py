@@ -7,12 +7,16 @@ and the cost of SQLCipher against plain SQLite.
 2. Starts ``pacs-appliance serve`` on it and times dcmtk ``findscu`` (Study Root, STUDY level)
    for an exact PatientID, a PatientName wildcard and a one-month StudyDate range, each
    ``--runs`` times; ``echoscu`` is timed the same way as the baseline (process start,
-   association set-up and release), so "net" = median - echo median.
+   association set-up and release), so "net" = median - echo median. Per query on one open
+   association (``findscu --repeat``) it reports the wall time and the server's CPU time
+   (utime+stime of the serve process), which a loaded machine changes much less.
+   ``--server-root`` runs the server from another checkout (e.g. a ``git worktree`` of an
+   older commit) on the same index, for before/after figures in one session.
 3. In-process, with the same rows in an SQLCipher and in a plain SQLite database: the three
    queries through the query engine, and ingest-style index writes (record_instance, one
    committed transaction each, synchronous=FULL).
 
-    .venv/bin/python bench/run_find.py [--runs 9] [--skip-sqlcipher-cost]
+    .venv/bin/python bench/run_find.py [--runs 9] [--skip-sqlcipher-cost] [--server-root DIR]
 """
 from __future__ import annotations
 
@@ -28,10 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CALLING_AE, PYTHON, ROOT, free_port, sender_env, stop, summarize_ms, wait_port  # noqa: E402
+from common import (CALLING_AE, PYTHON, ROOT, cpu_seconds, free_port, sender_env, stop, summarize_ms,  # noqa: E402
+                    wait_port)
 import synthindex  # noqa: E402
 
-REPEAT = 10
+REPEAT = 20
 RETURN_KEYS = ["PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "AccessionNumber", "ModalitiesInStudy",
                "NumberOfStudyRelatedInstances", "NumberOfStudyRelatedSeries", "StudyDescription"]
 
@@ -73,19 +78,20 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     return elapsed, out.stdout + out.stderr
 
 
-def bench_dimse(data: Path, runs: int, studies: int) -> None:
+def bench_dimse(data: Path, runs: int, studies: int, server_root: Path = ROOT) -> None:
     port = free_port()
     env = sender_env(nodelay=False)
     env.update({"PACS_DICOM_HOST": "127.0.0.1", "PACS_DICOM_PORT": str(port), "PACS_HTTP_HOST": "127.0.0.1",
-                "PACS_HTTP_PORT": str(free_port()), "PACS_STORAGE_RESERVE_MB": "16"})
+                "PACS_HTTP_PORT": str(free_port()), "PACS_STORAGE_RESERVE_MB": "16", "PYTHONPATH": str(server_root)})
     log = open(data.parent / "find-serve.log", "ab")
+    load_before = os.getloadavg()[0]
     proc = subprocess.Popen([PYTHON, "-m", "appliance", "serve", "--data", str(data)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=ROOT)
+                            stderr=subprocess.STDOUT, cwd=server_root)
     try:
         wait_port(proc, port, "pacs-appliance serve")
         peer = ["-aet", CALLING_AE, "-aec", "PACSBOX", "127.0.0.1", str(port)]
         echo = [timed(["echoscu"] + peer)[0] for _ in range(runs)]
-        rows = [("C-ECHO (baseline: process start + association)", echo, "-", [], [])]
+        rows = [("C-ECHO (baseline: process start + association)", echo, "-", [], [], [])]
         for label, keys, expected in synthindex.queries(studies):
             cmd = ["findscu", "-S", "-k", "QueryRetrieveLevel=STUDY"]
             for k in RETURN_KEYS:
@@ -102,17 +108,24 @@ def bench_dimse(data: Path, runs: int, studies: int) -> None:
             if matches != expected:
                 raise RuntimeError(f"{label}: {matches} matches, expected {expected}")
             # Latency on an open association: findscu --repeat runs the query N times on one association.
-            per_query = []
+            per_query, cpu_per_query = [], []
             for _ in range(max(3, runs // 3)):
+                cpu0 = cpu_seconds(proc.pid)
                 one = timed(cmd + ["--repeat", "1"])[0]
+                cpu1 = cpu_seconds(proc.pid)
                 many = timed(cmd + ["--repeat", str(REPEAT + 1)])[0]
+                cpu2 = cpu_seconds(proc.pid)
                 per_query.append((many - one) / REPEAT)
-            rows.append((label, times, matches, nets, per_query))
-        print(f"\nC-FIND STUDY on {studies:,} studies / {studies * 10:,} instances, {runs} runs each, ms")
+                cpu_per_query.append(((cpu2 - cpu1) - (cpu1 - cpu0)) * 1000 / REPEAT)
+            rows.append((label, times, matches, nets, per_query, cpu_per_query))
+        print(f"\nC-FIND STUDY on {studies:,} studies / {studies * 10:,} instances, {runs} runs each, ms; server from "
+              f"{server_root}; load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end")
         print("| query | findscu wall time | minus the C-ECHO run just before it | per query on an open association "
-              f"(findscu --repeat {REPEAT + 1} vs 1, / {REPEAT}) | matches |\n|---|---|---|---|---|")
-        for label, times, matches, nets, per_query in rows:
-            print(f"| {label} | {summarize_ms(times)} | {summarize_ms(nets)} | {summarize_ms(per_query)} | {matches} |")
+              f"(findscu --repeat {REPEAT + 1} vs 1, / {REPEAT}) | server CPU per query (same runs) | matches |\n"
+              "|---|---|---|---|---|---|")
+        for label, times, matches, nets, per_query, cpu in rows:
+            print(f"| {label} | {summarize_ms(times)} | {summarize_ms(nets)} | {summarize_ms(per_query)} | "
+                  f"{summarize_ms(cpu)} | {matches} |")
     finally:
         stop(proc)
         log.close()
@@ -184,9 +197,11 @@ def main() -> None:
     p.add_argument("--studies", type=int, default=10_000)
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench-find")
     p.add_argument("--skip-sqlcipher-cost", action="store_true")
+    p.add_argument("--server-root", type=Path, default=ROOT,
+                   help="checkout to run the server from (default: this one), e.g. a git worktree of an older commit")
     args = p.parse_args()
     data = prepare(args.cache, args.studies)
-    bench_dimse(data, args.runs, args.studies)
+    bench_dimse(data, args.runs, args.studies, args.server_root.resolve())
     if not args.skip_sqlcipher_cost:
         bench_sqlcipher_cost(args.cache, args.runs, args.studies)
 
