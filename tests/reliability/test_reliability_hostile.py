@@ -10,7 +10,6 @@ import io
 import os
 import random
 import time
-import uuid
 import zipfile
 from pathlib import Path
 
