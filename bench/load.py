@@ -311,7 +311,7 @@ def main() -> None:
                                            capture_output=True, text=True).stdout or "{}")
         runs = [{k: r.get(k) for k in ("started_at", "finished_at", "result", "trigger", "objects", "bytes", "error")}
                 for r in status.get("history", [])]
-        indexed = count_instances(data)
+        indexed, backups, backups_ok = count_instances(data)
         attempted = sum(r["attempted"] for r in results)
         acked = sum(r["acked"] for r in results)
         lat = [x for r in results for x in r["latency"]]
@@ -327,10 +327,9 @@ def main() -> None:
               f" p95 {pct(web['latency'], 95) * 1000:.0f} ms, max {max(web['latency']) * 1000:.0f} ms")
         print(f"RSS: start {values[0]:.0f} MiB, at 20 s {settled[0]:.0f} MiB, peak {max(values):.0f} MiB, "
               f"end {values[-1]:.0f} MiB (growth after warm-up {values[-1] - settled[0]:+.0f} MiB)")
-        ok_runs = sum(1 for r in runs if r["result"] == "success")
-        print(f"backup runs: {len(runs)} ({ok_runs} succeeded); last: {json.dumps(runs[:2], default=str)[:600]}")
+        print(f"backup runs: {backups} ({backups_ok} succeeded); last: {json.dumps(runs[:2], default=str)[:600]}")
         report = {"elapsed": elapsed, "attempted": attempted, "acked": acked, "indexed": indexed,
-                  "expected": acked + len(preload), "rss": rss, "backup_runs": runs,
+                  "expected": acked + len(preload), "rss": rss, "backup_runs": runs, "backups": [backups, backups_ok],
                   "store_latency": lat, "http_latency": list(zip(web["at"], web["latency"]))}
         if args.soak:
             report.update(soak_report(rss, web, started, elapsed))
@@ -402,16 +401,19 @@ def hook_report(hook_dir: Path) -> dict:
     return out
 
 
-def count_instances(data: Path) -> int:
+def count_instances(data: Path) -> tuple[int, int, int]:
+    """Instances in the index, backup runs recorded and how many of them succeeded."""
     from appliance.archive import KeyStore
     from appliance.config import load
     from appliance.index import Index
     from appliance.index.models import Instance
+    from appliance.index.models.backup import BackupRun
 
     cfg = load(data, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
     try:
-        return Instance.select().count()
+        return (Instance.select().count(), BackupRun.select().count(),
+                BackupRun.select().where(BackupRun.result == "success").count())
     finally:
         index.close()
 
