@@ -163,6 +163,7 @@ _DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in [t for _, t, _ in _FIELDS]
                   + [SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID]}
 PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
     "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
+PIXEL_DATA = PIXEL_TAGS[0]
 
 
 @functools.lru_cache(maxsize=512)
@@ -188,10 +189,15 @@ def parse(src: BinaryIO, size: int) -> ParsedObject:
     except ApplianceError:
         raise
     except Exception as exc:  # pydicom converts values lazily: a bad VR or value can raise on first access
-        raise InvalidObject(f"not a readable DICOM file ({exc.__class__.__name__} while reading its "
-                            "attributes)") from None
+        raise InvalidObject(f"not a readable DICOM file ({_kind(exc)} while reading its attributes)") from None
     finally:
         src.seek(0)
+
+
+def _kind(exc: Exception) -> str:
+    """The error's class for a reason line: zlib's is plainly called ``error``."""
+    name = exc.__class__.__name__
+    return "damaged deflated data (zlib)" if exc.__class__.__module__ == "zlib" else name
 
 
 def _parse(src: BinaryIO, size: int) -> ParsedObject:
@@ -211,7 +217,7 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     except EOFError:
         raise InvalidObject("the file is truncated: it ends inside its data") from None
     except Exception as exc:  # pydicom raises many types on malformed input
-        raise InvalidObject(f"not a readable DICOM file ({exc.__class__.__name__})") from None
+        raise InvalidObject(f"not a readable DICOM file ({_kind(exc)})") from None
     finally:
         src.seek(0)
 
@@ -230,11 +236,33 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
         prefix = _file_meta_prefix(sop_class, sop_uid, transfer_syntax)
     elif str(meta.get("MediaStorageSOPInstanceUID", sop_uid)).strip("\0 ") != sop_uid:
         raise InvalidObject("the file meta names a different SOP Instance UID than the dataset")
+    else:
+        _check_transfer_syntax(ds, transfer_syntax.strip("\0 "))
 
     values = {name: convert(_value(ds, tag, encodings)) for name, tag, convert in _FIELDS}
     attributes = InstanceAttributes(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
                                     series_uid=series_uid, transfer_syntax=transfer_syntax, **values)
     return ParsedObject(ds, attributes, prefix)
+
+
+def _check_transfer_syntax(ds: Dataset, transfer_syntax: str) -> None:
+    """The declared transfer syntax must be one we know and the one the data is really in: the
+    object is kept and sent on under it, and under a wrong one a receiver reads garbage."""
+    if not UID_PATTERN.match(transfer_syntax) or not UID(transfer_syntax).is_transfer_syntax:
+        raise InvalidObject(f"the file meta declares an unknown transfer syntax ({transfer_syntax[:64]!r}): "
+                            "the appliance could neither show nor send on such an object")
+    syntax = UID(transfer_syntax)
+    # pydicom reads on in the encoding it finds (with a warning); an element it read raw shows which:
+    # explicit VR elements carry their VR. (Wrong endianness garbles the tags: no SOP UIDs, refused earlier.)
+    sample = ds.get_item(SOP_CLASS_UID, keep_deferred=True)
+    if isinstance(sample, RawDataElement) and (sample.VR is None) != syntax.is_implicit_VR:
+        found = "implicit VR" if sample.VR is None else "explicit VR"
+        raise InvalidObject(f"the file meta declares the transfer syntax {syntax.name or syntax}, but the data "
+                            f"is encoded in {found}")
+    pixels = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if pixels is not None and (pixels.length == UNDEFINED_LENGTH) != syntax.is_encapsulated:
+        raise InvalidObject(f"the file meta declares the transfer syntax {syntax.name or syntax}, but the pixel "
+                            f"data is {'compressed' if pixels.length == UNDEFINED_LENGTH else 'not compressed'}")
 
 
 def _guessed_syntax(ds: Dataset) -> str:
