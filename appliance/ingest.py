@@ -75,6 +75,8 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 def _amount(nbytes: int) -> str:
+    if nbytes < 1 << 20:
+        return f"{max(nbytes, 0) // 1024} KiB"
     return f"{nbytes / (1 << 20):.0f} MiB" if nbytes >= 10 << 20 else f"{nbytes / (1 << 20):.1f} MiB"
 
 
