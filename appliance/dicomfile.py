@@ -131,6 +131,18 @@ _FIELDS = tuple((name, Tag(tag_for_keyword(keyword)), convert) for name, keyword
 ))
 
 
+SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET = (Tag(tag_for_keyword(k)) for k in (
+    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SpecificCharacterSet"))
+_DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in [t for _, t, _ in _FIELDS]
+                  + [SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID]}
+PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
+PIXEL_DATA = PIXEL_TAGS[0]
+# The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
+READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
+                   | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET})
+
+
 def _check_complete(ds: Dataset, src: BinaryIO, total_size: int) -> None:
     """Raise if the file ends inside a value (a truncated file).
 
@@ -157,23 +169,9 @@ def _check_complete(ds: Dataset, src: BinaryIO, total_size: int) -> None:
         raise InvalidObject("the file is truncated: it ends inside its data")
 
 
-SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET = (Tag(tag_for_keyword(k)) for k in (
-    "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SpecificCharacterSet"))
-_DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in [t for _, t, _ in _FIELDS]
-                  + [SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID]}
-PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
-    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
-PIXEL_DATA = PIXEL_TAGS[0]
-
-
 @functools.lru_cache(maxsize=512)
 def _is_image_class(sop_class: str) -> bool:
     return UID(sop_class).name.endswith("Image Storage")
-
-
-# The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
-READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
-                   | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET})
 
 
 def _check_has_pixels(ds: Dataset, sop_class: str) -> None:
@@ -195,9 +193,8 @@ def parse(src: BinaryIO, size: int) -> ParsedObject:
 
 
 def _kind(exc: Exception) -> str:
-    """The error's class for a reason line: zlib's is plainly called ``error``."""
-    name = exc.__class__.__name__
-    return "damaged deflated data (zlib)" if exc.__class__.__module__ == "zlib" else name
+    """The error's class for a reason line (zlib's is plainly called ``error``)."""
+    return "damaged deflated data (zlib)" if exc.__class__.__module__ == "zlib" else exc.__class__.__name__
 
 
 def _parse(src: BinaryIO, size: int) -> ParsedObject:
