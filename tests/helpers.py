@@ -106,6 +106,34 @@ class Server:
         return f"http://127.0.0.1:{self.http_port}"
 
 
+class StoreSCP:
+    """dcmtk storescp on a free loopback port, writing what it receives into a folder (its output in
+    ``<folder>.log``); ``extra`` adds options, e.g. +tls."""
+
+    def __init__(self, directory: Path, ae_title: str = "STORESCP", port: int | None = None,
+                 accept_all: bool = True, extra: list[str] | None = None):
+        self.directory, self.ae_title, self.port = directory, ae_title, port or free_port()
+        self.args = ["storescp", "-aet", ae_title, "-od", str(directory)] + (["+xa"] if accept_all else []) \
+            + list(extra or [])
+        self.log = directory.parent / f"{directory.name}.log"
+        self.proc = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "StoreSCP":
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(self.args + [str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: port_open(self.port), 10, what="storescp")
+        return self
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.directory.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def run_cli(*args, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``pacs-appliance`` with ``args``; by default fail the test on a non-zero exit."""
     proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=120,

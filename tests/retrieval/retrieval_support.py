@@ -12,7 +12,8 @@ import pydicom
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "dicom"))  # readback
 
-from helpers import CLI, Server, dataset_bytes, free_port, init_data_dir, port_open, wait_until  # noqa: E402,F401
+from helpers import (CLI, Server, StoreSCP, dataset_bytes, free_port, init_data_dir, port_open,  # noqa: E402,F401
+                     wait_until)
 
 SCU_AE = "TESTSCU"
 
@@ -20,35 +21,6 @@ SCU_AE = "TESTSCU"
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + [*args[:2], "--data", str(data_dir), *args[2:]], capture_output=True, text=True,
                           timeout=60)
-
-
-class StoreSCP:
-    """dcmtk storescp on a free loopback port, writing what it receives into a folder."""
-
-    def __init__(self, directory: Path, ae_title: str = "STORESCP", port: int | None = None,
-                 accept_all: bool = True):
-        self.directory = directory
-        self.ae_title = ae_title
-        self.port = port or free_port()
-        self.accept_all = accept_all
-        self.proc = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> "StoreSCP":
-        args = ["storescp", "-aet", self.ae_title, "-od", str(self.directory)]
-        if self.accept_all:
-            args.append("+xa")
-        self.proc = subprocess.Popen(args + [str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port), 10, what="storescp")
-        return self
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir() if p.is_file())
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class Orthanc:

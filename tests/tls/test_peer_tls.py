@@ -31,7 +31,7 @@ def peer_box(tmp_path_factory, pki):
         peer.stop()
 
 
-def received_uids(scp: TlsStoreScp) -> set[str]:
+def received_uids(scp) -> set[str]:
     return {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in scp.files()}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from helpers import CLI, Server, free_port, init_data_dir, port_open, wait_until  # noqa: E402
+from helpers import CLI, Server, StoreSCP, free_port, init_data_dir  # noqa: E402
 from tls_certs import Pem  # noqa: E402
 
 
@@ -23,31 +23,11 @@ class Pki:
     stranger_server: Pem  # a peer's server certificate from that CA
 
 
-class TlsStoreScp:
-    """dcmtk's storescp with TLS (+tls), requiring a client certificate that chains to ``trusted_ca``."""
-
-    def __init__(self, directory: Path, ae_title: str, cert: Pem | None, trusted_ca: Path | None):
-        self.directory, self.ae_title, self.port = directory, ae_title, free_port()
-        directory.mkdir(parents=True, exist_ok=True)
-        self.args = ["storescp", "-aet", ae_title, "-od", str(directory), "+xa"]
-        if cert is not None:  # None: plain DICOM, for a peer wrongly flagged for TLS
-            self.args += ["+tls", str(cert.key), str(cert.cert), "+cf", str(trusted_ca)]
-        self.log = directory.parent / f"{directory.name}.log"
-        self.proc = None
-
-    def start(self) -> "TlsStoreScp":
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(self.args + [str(self.port)], stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: port_open(self.port), 10, what="storescp")
-        return self
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir() if p.is_file())
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+def TlsStoreScp(directory: Path, ae_title: str, cert: Pem | None, trusted_ca: Path | None) -> StoreSCP:
+    """dcmtk's storescp with TLS (+tls), requiring a client certificate that chains to ``trusted_ca``;
+    ``cert`` None: plain DICOM, for a peer wrongly flagged for TLS."""
+    tls = [] if cert is None else ["+tls", str(cert.key), str(cert.cert), "+cf", str(trusted_ca)]
+    return StoreSCP(directory, ae_title, extra=tls)
 
 
 def cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
