@@ -19,7 +19,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 import readback
 import synth
-from helpers import Server, dcmtk, init_data_dir
+from helpers import Server, dcmtk, init_data_dir, tmpfs
 
 
 def part10_with(dataset_bytes: bytes, sop_uid: str) -> bytes:
@@ -110,15 +110,7 @@ def test_disk_below_reserve_gets_out_of_resources(tmp_path):
 def test_tiny_filesystem_fills_up(tmp_path):
     """The whole data directory on a 4 MiB tmpfs, no reserve: stores succeed until the disk is full,
     then storescu gets 0xA700, the server stays up, and what was acknowledged is intact."""
-    import subprocess
-
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs", str(tiny)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): run as root, as tests/run does in CI")
-    try:
+    with tmpfs(tmp_path / "tiny", "4m", mode="0750") as tiny:
         init_data_dir(tiny)
         srv = Server(tiny, env={"PACS_STORAGE_RESERVE_MB": "0"}).start()
         try:
@@ -133,5 +125,3 @@ def test_tiny_filesystem_fills_up(tmp_path):
             srv.kill()
         count, ids, unfinished = contents(tiny)
         assert count >= acked and len(ids) == count and unfinished == []
-    finally:
-        subprocess.run(["umount", "-l", str(tiny)], check=True)

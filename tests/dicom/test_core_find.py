@@ -5,7 +5,6 @@ not from its log, so values and empty keys can be checked exactly.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pydicom
 import pytest

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core_parts import make_core
+from core_parts import Core, make_core
 
 
 @pytest.fixture

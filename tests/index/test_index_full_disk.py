@@ -7,7 +7,6 @@ refuses stores long before this point is tested in tests/dicom/test_core_bad_inp
 from __future__ import annotations
 
 import io
-import subprocess
 
 import pytest
 
@@ -16,18 +15,13 @@ from appliance.errors import DiskFull
 from appliance.index.models import Instance
 from appliance.reconcile import reconcile
 from core_parts import make_core
+from helpers import tmpfs
 
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): run as root, as tests/run does in CI")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+    with tmpfs(tmp_path / "tiny", "1m") as mount_point:
+        yield mount_point
 
 
 @pytest.mark.parametrize("writer_thread", [True, False], ids=["serving", "inline"])

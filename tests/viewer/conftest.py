@@ -1,16 +1,11 @@
 """One running appliance with a CT series, a calibrated image and an ultrasound cine, for the viewer tests."""
-import io
 
 import numpy as np
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, dcmtk, init_data_dir
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
+from helpers import ADMIN_PASSWORD, Server, chromium, dcmtk, init_data_dir
 
 def calibrated_image(study_uid: str, patient_id: str):
     """A 16-bit 200x200 image with 0.5 mm pixels and two marks 100 pixels (50.0 mm) apart."""
@@ -60,11 +55,8 @@ def viewer_box(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -65,7 +65,6 @@ def test_clinician_downloads_and_it_is_audited(app_and_study):
     login(client, "doc")
     response = client.get(f"/studies/{uid}/download.zip")
     assert response.status_code == 200 and response.data[:2] == b"PK"
-    appliance = flask_app.extensions["appliance"]
     from appliance.index.models.web import AuditEntry
 
     actions = [(e.actor, e.action) for e in AuditEntry.select().where(AuditEntry.study_uid == uid)]

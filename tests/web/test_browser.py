@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ADMIN_PASSWORD, Server, dcmtk, free_port, port_open, wait_until
+from helpers import ADMIN_PASSWORD, Server, chromium, dcmtk, free_port, port_open, wait_until
 from synth import write_study
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
 
 @pytest.fixture
 def storescp(tmp_path):
@@ -33,11 +29,8 @@ def storescp(tmp_path):
 
 @pytest.fixture
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_admin_journey_in_chromium(data_dir, tmp_path, storescp, browser):
