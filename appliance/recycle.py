@@ -65,7 +65,6 @@ Logs name study UIDs and counts only; patient IDs go to the audit log alone.
 from __future__ import annotations
 
 import datetime
-import fcntl
 import io
 import logging
 import os
@@ -76,7 +75,7 @@ from pathlib import Path
 from typing import Callable
 
 from .archive import envelope
-from .archive.fsutil import fsync_dir
+from .archive.fsutil import fsync_dir, try_lock
 from .errors import ApplianceError, ConfigError, DiskFull, NotFound
 from .index.models import Instance, Patient, ReplacedObject, Study, utcnow
 from .index.models.recycle import RecycledObject, RecycledStudy
@@ -331,12 +330,9 @@ class Recycler:
                 f"nothing more is eligible{blocked}")
 
     def _lock(self) -> int:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RecycleBusy("another recycling run is in progress on this box; try again when it ends") from None
+        fd = try_lock(self.lock_path)
+        if fd is None:
+            raise RecycleBusy("another recycling run is in progress on this box; try again when it ends")
         return fd
 
     # -- deleting one study ------------------------------------------------

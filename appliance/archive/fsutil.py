@@ -1,6 +1,7 @@
 """Durable file writes: temp file, fsync, rename, fsync the directory."""
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -29,3 +30,15 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive lock on ``path`` (created 0600) as an open descriptor, or None while another
+    process (or descriptor) holds it. Closing the descriptor, or the process ending, releases it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

@@ -11,13 +11,13 @@ CONTRACT for other parts:
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
 from pathlib import Path
 from typing import Callable
 
+from ..archive.fsutil import try_lock
 from ..errors import ApplianceError
 from ..index.models.backup import BackupObject, BackupRun
 from ..index.models.core import utcnow
@@ -70,12 +70,9 @@ class BackupService:
     # -- running -------------------------------------------------------------
     def _lock(self):
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.work_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BackupBusy("a backup is already running on this box; wait for it to finish") from None
+        fd = try_lock(self.work_dir / "lock")
+        if fd is None:
+            raise BackupBusy("a backup is already running on this box; wait for it to finish")
         return fd
 
     def run(self, trigger: str = "manual", actor: str = "system",

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import ConflictRejected
-from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
+from .models import Instance, ReplacedObject, Series, utcnow
 
 log = logging.getLogger(__name__)
 
