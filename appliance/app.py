@@ -218,19 +218,15 @@ class Parts:
     def node(self) -> DicomNode:
         """The DICOM node with every DIMSE service registered (registry.py: the conformance table)."""
         from .dicom import commitment, echo, find, get, move, mpps, store, worklist
-        from .dicom.node import DicomNode
+        from .dicom.node import DicomNode, NodeSettings
         from .dicom.policy import AssociationPolicy
         from .dicom.query_audit import QueryAudit
         from .dicom.scu import ObjectSender
 
-        d = self.config.dicom
-        node = DicomNode(
-            ae_title=d.ae_title, host=d.host, port=d.port,
-            policy=AssociationPolicy(d.ae_title, allowed_callers_from(self.config, self.peers)),
-            events=self.events, max_associations=d.max_associations,
-            acse_timeout=d.acse_timeout, dimse_timeout=d.dimse_timeout, network_timeout=d.network_timeout,
-            max_pdu=d.max_pdu, plain=not d.tls_only, tls_port=d.tls_port, tls_context=self.dicom_tls_context,
-        )
+        settings = NodeSettings.from_config(self.config)
+        node = DicomNode(settings, policy=AssociationPolicy(settings.ae_title,
+                                                            allowed_callers_from(self.config, self.peers)),
+                         events=self.events, tls_context=self.dicom_tls_context)
         sender = ObjectSender(self.archive)
         for service in (
             echo.service(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import ssl
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pynetdicom import AE, _config, evt
@@ -64,29 +65,51 @@ class _ContextList(list):
         return copies
 
 
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's ``[dicom]`` settings (config.py documents each)."""
+
+    ae_title: str = "PACSBOX"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    max_associations: int = 16
+    acse_timeout: float = 30
+    dimse_timeout: float = 60
+    network_timeout: float = 120
+    max_pdu: int = 262144
+    tls_port: int = 0
+    plain: bool = True  # False: TLS only
+
+    @classmethod
+    def from_config(cls, config) -> NodeSettings:
+        d = config.dicom
+        return cls(ae_title=d.ae_title, host=d.host, port=d.port, max_associations=d.max_associations,
+                   acse_timeout=d.acse_timeout, dimse_timeout=d.dimse_timeout, network_timeout=d.network_timeout,
+                   max_pdu=d.max_pdu, tls_port=d.tls_port, plain=not d.tls_only)
+
+
 class DicomNode:
-    def __init__(self, *, ae_title: str, host: str, port: int, policy: AssociationPolicy, events: Events,
-                 max_associations: int = 16, acse_timeout: float = 30,
-                 dimse_timeout: float = 60, network_timeout: float = 120, max_pdu: int = 262144,
-                 tls_port: int = 0, tls_context: ssl.SSLContext | None = None, plain: bool = True):
-        if tls_port and tls_context is None:
+    def __init__(self, settings: NodeSettings, *, policy: AssociationPolicy, events: Events,
+                 tls_context: ssl.SSLContext | None = None):
+        s = settings
+        if s.tls_port and tls_context is None:
             raise ValueError("a TLS port needs an SSL context (appliance.dicom.tls.server_context)")
-        if not plain and not tls_port:
+        if not s.plain and not s.tls_port:
             raise ValueError("the node needs a plain or a TLS listener")
-        self.ae_title = ae_title
-        self.address = (host, port)
-        self.tls_address = (host, tls_port) if tls_port else None
+        self.ae_title = s.ae_title
+        self.address = (s.host, s.port)
+        self.tls_address = (s.host, s.tls_port) if s.tls_port else None
         self.tls_context = tls_context
-        self.plain = plain
+        self.plain = s.plain
         self.policy = policy
         self.events = events
-        self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_associations = max_associations
-        self.ae.acse_timeout = acse_timeout
-        self.ae.dimse_timeout = dimse_timeout
-        self.ae.network_timeout = network_timeout
-        self.ae.maximum_pdu_size = max_pdu
-        self.ae.connection_timeout = acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
+        self.ae = AE(ae_title=s.ae_title)
+        self.ae.maximum_associations = s.max_associations
+        self.ae.acse_timeout = s.acse_timeout
+        self.ae.dimse_timeout = s.dimse_timeout
+        self.ae.network_timeout = s.network_timeout
+        self.ae.maximum_pdu_size = s.max_pdu
+        self.ae.connection_timeout = s.acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
         self.ae.require_called_aet = True
         self._server = None  # the plain listener
         self._tls_server = None

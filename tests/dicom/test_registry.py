@@ -17,14 +17,14 @@ from pynetdicom.sop_class import (
 )
 
 from appliance.dicom import echo, find, store, worklist
-from appliance.dicom.node import DicomNode
+from appliance.dicom.node import DicomNode, NodeSettings
 from appliance.dicom.policy import AssociationPolicy
 from appliance.dicom.registry import DimseService, DuplicateHandler, Handler, ServiceRegistry, dispatch
 from appliance.events import Events
 
 
 def node() -> DicomNode:
-    return DicomNode(ae_title="PACSBOX", host="127.0.0.1", port=0, policy=AssociationPolicy("PACSBOX", list),
+    return DicomNode(NodeSettings(host="127.0.0.1", port=0), policy=AssociationPolicy("PACSBOX", list),
                      events=Events())
 
 
