@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Appliance:
+    """Every part of one running appliance, built by ``build``: always set, except the two that are
+    optional by configuration (``verifier``, ``web``). Parts that are idle by configuration (a
+    forwarder without rules, a recycler switched off) are still there, so callers never probe."""
+
     config: Config
     keys: KeyStore
     archive: Archive
