@@ -31,12 +31,12 @@ from peewee import fn
 from .archive import Archive
 from .dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
 from .dicom.status import STORE_OK
-from .lifecycle import PeriodicTask
 from .errors import ConfigError
 from .index import Index
 from .index.models import Instance, utcnow
 from .index.models.retrieval import ForwardJob
 from .index.records import InstanceAttributes
+from .lifecycle import PeriodicTask
 from .peers import PeerError, PeerRegistry
 from .transcode import TranscodeError
 
