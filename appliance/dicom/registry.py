@@ -70,7 +70,7 @@ class Row:
     service: str
     sop_class: str
     role: str  # "SCP", or "SCU" (we send it, on the requestor's association)
-    events: tuple[str, ...]
+    messages: tuple[str, ...]  # the DIMSE requests of the role, e.g. ("N-CREATE", "N-SET")
     reference: str
 
 
@@ -122,9 +122,9 @@ class ServiceRegistry:
         """The conformance table: every SOP class the node serves, with our role and events."""
         rows = []
         for s in self.services:
-            events = tuple(h.event.name for h in s.handlers)
-            rows += [Row(s.name, uid, "SCP", events, s.reference) for uid in s.sop_classes]
-            rows += [Row(s.name, uid, "SCU", ("EVT_C_STORE",), s.reference) for uid in s.requestor_scp_for]
+            messages = tuple(h.event.name.removeprefix("EVT_").replace("_", "-") for h in s.handlers)
+            rows += [Row(s.name, uid, "SCP", messages, s.reference) for uid in s.sop_classes]
+            rows += [Row(s.name, uid, "SCU", ("C-STORE",), s.reference) for uid in s.requestor_scp_for]
         return rows
 
 

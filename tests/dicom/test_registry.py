@@ -85,6 +85,8 @@ def test_the_appliance_node_serves_each_dimse_event_once_and_lists_its_sop_class
         assert {evt.EVT_C_ECHO, evt.EVT_C_STORE, evt.EVT_C_FIND, evt.EVT_C_MOVE, evt.EVT_C_GET, evt.EVT_N_ACTION,
                 evt.EVT_N_CREATE, evt.EVT_N_SET} == set(events)
         roles = {(row.sop_class, row.role) for row in registry.rows()}  # the conformance table
+        assert ("Modality Performed Procedure Step", ("N-CREATE", "N-SET")) in {
+            (row.service, row.messages) for row in registry.rows()}
         assert (ModalityWorklistInformationFind, "SCP") in roles
         assert (StudyRootQueryRetrieveInformationModelGet, "SCP") in roles
         assert (CTImageStorage, "SCP") in roles and (CTImageStorage, "SCU") in roles  # C-GET sends on their assoc
