@@ -247,6 +247,7 @@ class Parts:
             node.watch(event, handler)
         return node
 
+    @cached_property
     def services(self) -> list[Service]:
         """The background services, in start order (``Appliance.stop`` stops them in reverse)."""
         from .backup.schedule import Scheduler
@@ -276,10 +277,14 @@ class Parts:
 def build(config: Config, with_web: bool = True) -> Appliance:
     parts = Parts(config)
     _ = parts.dicom_tls_context  # DICOM TLS settings are checked before anything is opened
-    app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index, events=parts.events,
-                    audit=parts.audit, ingestor=parts.ingestor, peers=parts.peers, worklist=parts.worklist,
-                    forwarder=parts.forwarder, backup=parts.backup, recycler=parts.recycler, node=parts.node,
-                    verifier=parts.verifier, services=parts.services())
+    try:
+        app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index,
+                        events=parts.events, audit=parts.audit, ingestor=parts.ingestor, peers=parts.peers,
+                        worklist=parts.worklist, forwarder=parts.forwarder, backup=parts.backup,
+                        recycler=parts.recycler, node=parts.node, verifier=parts.verifier, services=parts.services)
+    except BaseException:
+        parts.close()  # e.g. a bad [forward] rule: do not leave the index open behind the error
+        raise
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time
 
