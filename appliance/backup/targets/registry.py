@@ -21,7 +21,7 @@ TARGETS: Mapping[str, TargetClass] = MappingProxyType({
 PLAIN_PATH = "file"  # the scheme of a URL without one (a plain path)
 
 
-def target_class(url: str, targets: Mapping[str, TargetClass] = TARGETS) -> TargetClass:
+def target_class(url: str, *, targets: Mapping[str, TargetClass] = TARGETS) -> TargetClass:
     if not url:
         raise ConfigError(f"no backup target configured: set [backup] target ({_forms(targets)})")
     scheme = urlsplit(url).scheme.lower() or PLAIN_PATH
@@ -31,18 +31,18 @@ def target_class(url: str, targets: Mapping[str, TargetClass] = TARGETS) -> Targ
         raise ConfigError(f"unknown backup target scheme {scheme!r}: use {_forms(targets, ' or ')}") from None
 
 
-def check_url(url: str, targets: Mapping[str, TargetClass] = TARGETS) -> None:
+def check_url(url: str, *, targets: Mapping[str, TargetClass] = TARGETS) -> None:
     """Check the URL's form without connecting or reading any file (ConfigError says what is wrong)."""
-    target_class(url, targets).parse_url(url)
+    target_class(url, targets=targets).parse_url(url)
 
 
-def open_target(url: str, targets: Mapping[str, TargetClass] = TARGETS, **options: Any) -> Target:
+def open_target(url: str, *, targets: Mapping[str, TargetClass] = TARGETS, **options: Any) -> Target:
     """Open the target named by ``url``; credentials come from the options (files) or the environment,
     never the URL. Each class reads only the options it declares; an option no class declares is a bug."""
     unknown = set(options) - {name for cls in targets.values() for name in cls.OPTIONS}
     if unknown:
         raise TypeError(f"unknown target options {sorted(unknown)}")
-    return target_class(url, targets).from_url(url, options)
+    return target_class(url, targets=targets).from_url(url, options)
 
 
 def _forms(targets: Mapping[str, TargetClass], last: str = ", ") -> str:
