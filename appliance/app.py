@@ -245,6 +245,8 @@ class Parts:
             node.register(service)
         for event, handler in QueryAudit(self.audit).handlers():  # one "dicom.find" entry per association
             node.watch(event, handler)
+        for event, handler in get.watchers():  # C-GET storage contexts accepted as the box can fill them
+            node.watch(event, handler)
         return node
 
     @cached_property
