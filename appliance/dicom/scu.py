@@ -100,8 +100,8 @@ class ObjectSender:
              originator_id: int | None = None) -> SendOutcome:
         """C-STORE one stored object; return the peer's status, raise SendError/TranscodeError."""
         accepted = accepted_syntaxes(assoc, out.SOPClassUID)
-        if not accepted:
-            raise SendError(f"the peer accepted no presentation context for SOP class {out.SOPClassUID}")
+        if not accepted:  # not transient: the peer does not take this SOP class
+            raise TranscodeError(f"the peer accepted no presentation context for SOP class {out.SOPClassUID}")
         target = choose(out.transfer_syntax, accepted)  # TranscodeError when none can be produced
         fd = os.memfd_create("pacs-send", os.MFD_CLOEXEC)
         with os.fdopen(fd, "w+b") as fh:
