@@ -221,7 +221,7 @@ class Parts:
     @cached_property
     def node(self) -> DicomNode:
         """The DICOM node with every DIMSE service registered (registry.py: the conformance table)."""
-        from .dicom import commitment, echo, find, get, move, mpps, store, worklist
+        from .dicom import services
         from .dicom.node import DicomNode, NodeSettings
         from .dicom.policy import AssociationPolicy
         from .dicom.query_audit import QueryAudit
@@ -231,21 +231,13 @@ class Parts:
         node = DicomNode(settings, policy=AssociationPolicy(settings.ae_title,
                                                             allowed_callers_from(self.config, self.peers)),
                          events=self.events, tls_context=self.dicom_tls_context)
-        sender = ObjectSender(self.archive)
-        for service in (
-            echo.service(),
-            store.service(self.ingestor, self.peers),
-            find.service(self.index, node.ae_title, self.peers),
-            worklist.service(self.worklist, self.peers),
-            move.service(self.index, self.peers, sender, self.audit),
-            get.service(self.index, self.peers, sender, self.audit),
-            commitment.CommitmentService(self.archive, self.peers, node.ae_title, self.audit).service(),
-            mpps.MppsService(self.index, self.audit).service(),
-        ):
+        for service in services.all_services(ingestor=self.ingestor, index=self.index, peers=self.peers,
+                                             worklist_store=self.worklist, archive=self.archive, audit=self.audit,
+                                             ae_title=node.ae_title, sender=ObjectSender(self.archive)):
             node.register(service)
         for event, handler in QueryAudit(self.audit).handlers():  # one "dicom.find" entry per association
             node.watch(event, handler)
-        for event, handler in get.watchers():  # C-GET storage contexts accepted as the box can fill them
+        for event, handler in services.watchers():  # C-GET storage contexts accepted as the box can fill them
             node.watch(event, handler)
         return node
 

@@ -234,3 +234,18 @@ def forward_drop(data_dir: Path | None, job_id: int | None, all_failed: bool, de
     if job_id is not None and count == 0:
         raise click.ClickException(f"no job {job_id} waiting in the forwarding queue (see `forward status`)")
     click.echo(f"{count} job(s) dropped")
+
+
+@click.command("conformance")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the statement to this file (docs/CONFORMANCE.md in the repository) instead of stdout.")
+def conformance(output: Path | None) -> None:
+    """Print the DICOM Conformance Statement, generated from the node's own tables."""
+    from .dicom.conformance import render
+
+    text = render()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"Wrote {output}")
