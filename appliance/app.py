@@ -222,6 +222,7 @@ class Parts:
     def node(self) -> DicomNode:
         """The DICOM node with every DIMSE service registered (registry.py: the conformance table)."""
         from .dicom import services
+        from .dicom.association_log import AssociationLog
         from .dicom.node import DicomNode, NodeSettings
         from .dicom.policy import AssociationPolicy
         from .dicom.query_audit import QueryAudit
@@ -238,6 +239,8 @@ class Parts:
         for event, handler in QueryAudit(self.audit).handlers():  # one "dicom.find" entry per association
             node.watch(event, handler)
         for event, handler in services.watchers():  # C-GET storage contexts accepted as the box can fill them
+            node.watch(event, handler)
+        for event, handler in AssociationLog().handlers():  # one INFO line per association for the journal
             node.watch(event, handler)
         return node
 

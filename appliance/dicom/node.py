@@ -23,6 +23,7 @@ from typing import Any, Callable
 from pynetdicom import AE, _config, evt
 
 from ..events import Events
+from .association_log import reason_text
 from .policy import AssociationPolicy
 from .registry import DimseService, ServiceRegistry
 from .sockets import tune_accepted_socket
@@ -153,8 +154,8 @@ class DicomNode:
         rejection = self.policy.check(called, calling, host)
         if rejection is None:
             return
-        log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
-                    rejection[2])
+        log.warning("association from %s at %s to %s rejected: %s", calling, host, called,
+                    reason_text(rejection[1], rejection[2]))
         assoc.acse.send_reject(*rejection)
         assoc.is_rejected = True
         self.events.emit("association_rejected", calling_ae=calling, called_ae=called, address=host,
