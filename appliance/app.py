@@ -184,6 +184,16 @@ class Parts:
                          timeout=self.config.dicom.dimse_timeout, audit=self.audit)
 
     @cached_property
+    def commitment(self):
+        """Storage commitment: the N-ACTION handler and the task that retries undelivered reports."""
+        from .dicom.commitment import CommitmentService
+
+        d = self.config.dicom
+        return CommitmentService(self.archive, self.peers, d.ae_title, self.audit, index=self.index,
+                                 timeout=d.dimse_timeout, retry_initial=d.commitment_retry_initial_seconds,
+                                 retry_max=d.commitment_retry_max_seconds)
+
+    @cached_property
     def backup(self) -> BackupService:
         from .backup import BackupService
 
@@ -234,7 +244,8 @@ class Parts:
                          events=self.events, tls_context=self.dicom_tls_context)
         for service in services.all_services(ingestor=self.ingestor, index=self.index, peers=self.peers,
                                              worklist_store=self.worklist, archive=self.archive, audit=self.audit,
-                                             ae_title=node.ae_title, sender=ObjectSender(self.archive)):
+                                             ae_title=node.ae_title, sender=ObjectSender(self.archive),
+                                             commitment=self.commitment):
             node.register(service)
         for event, handler in QueryAudit(self.audit).handlers():  # one "dicom.find" entry per association
             node.watch(event, handler)
@@ -260,6 +271,7 @@ class Parts:
 
             services.append(Inbox(InboxSettings.from_config(self.config), self.ingestor, self.audit))
         services.append(self.forwarder)
+        services.append(self.commitment)  # reports not delivered yet, retried with back-off
         expire_days = self.config.worklist.expire_days
         services.append(PeriodicTask("worklist expiry", lambda: self.worklist.expire(expire_days), 3600))
         if self.verifier is not None:

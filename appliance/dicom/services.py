@@ -2,13 +2,15 @@
 and the Conformance Statement (conformance.py) is generated from."""
 from __future__ import annotations
 
-from . import commitment, echo, find, get, move, mpps, store, worklist
+from . import commitment as commitment_mod
+from . import echo, find, get, move, mpps, store, worklist
 from .registry import DimseService
 from .scu import ObjectSender
 
 
 def all_services(*, ingestor, index, peers, worklist_store, archive, audit, ae_title: str,
-                 sender: ObjectSender) -> list[DimseService]:
+                 sender: ObjectSender, commitment: commitment_mod.CommitmentService | None = None) -> list[DimseService]:
+    commitment_service = commitment or commitment_mod.CommitmentService(archive, peers, ae_title, audit, index)
     return [
         echo.service(),
         store.service(ingestor, peers),
@@ -16,7 +18,7 @@ def all_services(*, ingestor, index, peers, worklist_store, archive, audit, ae_t
         worklist.service(worklist_store, peers),
         move.service(index, peers, sender, audit),
         get.service(index, peers, sender, audit),
-        commitment.CommitmentService(archive, peers, ae_title, audit).service(),
+        commitment_service.service(),
         mpps.MppsService(index, audit).service(),
     ]
 
