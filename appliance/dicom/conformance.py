@@ -108,7 +108,10 @@ def render() -> str:
             "## 6. Character sets", "",
             "- Query keys (C-FIND, worklist) are decoded with the Specific Character Set the query declares.",
             "- Responses carry `ISO_IR 192` (UTF-8) in Specific Character Set (0008,0005) when a value is not "
-            "ASCII, and whenever the query asked for Specific Character Set; otherwise the default repertoire.",
+            "ASCII; otherwise the default repertoire. A worklist query that asks for Specific Character Set gets "
+            "it back (the query's own value when every value is ASCII).",
+            "- Worklist entries are checked against their value representation (length, characters) when added, "
+            "so what a modality receives fits its VR.",
             "- Stored objects keep the character set they were sent in.", "",
             "## 7. Statuses", "",
             "| Name | Code |", "|---|---|"]
