@@ -51,13 +51,45 @@ def _peer_form() -> dict:
                 can_receive_moves="can_receive_moves" in f, tls="tls" in f)
 
 
+def _forwarding() -> dict:
+    """The forwarding queue per peer, with its last error and the failed jobs (shown on the peers page)."""
+    forwarder = _part("forwarder")
+    if forwarder is None:
+        return {"forwarding": [], "failed_jobs": []}
+    return {"forwarding": forwarder.status(), "failed_jobs": forwarder.failed()}
+
+
 @bp.get("/admin/peers")
 @login_required("admin")
 def peers():
     registry = _part("peers")
     return render_template("admin/peers.html", title="DICOM peers", available=registry is not None,
                            peers=registry.list() if registry else [], our_ae=_app().config.dicom.ae_title,
-                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None)
+                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None,
+                           **_forwarding())
+
+
+@bp.post("/admin/forward/retry")
+@login_required("admin")
+def forward_retry():
+    forwarder = _part("forwarder") or abort(404)
+    destination = request.form.get("destination", "").strip() or None
+    count = forwarder.retry_failed(destination)
+    audit("forward.retry", detail=f"{count} job(s){' for ' + destination if destination else ''}")
+    flash(f"{count} failed job(s) queued again.", "ok")
+    return redirect(url_for("admin.peers"))
+
+
+@bp.post("/admin/forward/drop")
+@login_required("admin")
+def forward_drop():
+    forwarder = _part("forwarder") or abort(404)
+    job_id = request.form.get("job_id", "").strip()
+    destination = request.form.get("destination", "").strip() or None
+    count = forwarder.drop(int(job_id) if job_id.isdigit() else None, destination)
+    audit("forward.drop", detail=f"{count} job(s)" + (f", job {job_id}" if job_id else ""))
+    flash(f"{count} job(s) dropped from the forwarding queue.", "ok")
+    return redirect(url_for("admin.peers"))
 
 
 @bp.get("/admin/peers/<ae_title>/edit")
@@ -67,7 +99,7 @@ def peer_edit(ae_title):
     peer = registry.get(ae_title) or abort(404)
     return render_template("admin/peers.html", title="DICOM peers", available=True, peers=registry.list(),
                            our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port,
-                           dicom=_app().config.dicom, edit=peer)
+                           dicom=_app().config.dicom, edit=peer, **_forwarding())
 
 
 @bp.post("/admin/peers")
