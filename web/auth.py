@@ -301,6 +301,8 @@ def _safe_next(target: str | None) -> str:
     """Only same-site paths, so the login form cannot bounce a user to another site."""
     if not target:
         return _home()
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return _home()  # CR/LF would split the Location header (Werkzeug refuses it: a 500)
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return _home()
