@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # A client that connects and never finishes the TLS handshake holds cheroot's
 # accept loop; bound how long (a LAN client completes it in milliseconds).
 HANDSHAKE_TIMEOUT = 5.0
+# The request line and headers together (a long QIDO or frame list is a few KiB); more gets 413/414.
+MAX_HEADER_BYTES = 64 << 10
 
 
 class WebServer:
@@ -138,8 +140,10 @@ class _Cheroot(_Runner):
         self._server = wsgi.Server((host, port), app, numthreads=threads, server_name="pacs-appliance", timeout=30)
         self._server.gateway = _NoDrainGateway
         # A backstop for web.auth.limit_body: cheroot answers 413 itself past this (0: no limit; the
-        # redirect listener reads no body at all).
-        self._server.max_request_body_size = max_body
+        # redirect listener reads no body at all). 1 MiB above the app's own limit, so that a chunked
+        # body is stopped by the app's clear 413 rather than by cheroot's error in the middle of a read.
+        self._server.max_request_body_size = max_body + (1 << 20) if max_body else 0
+        self._server.max_request_header_size = MAX_HEADER_BYTES  # cheroot's default is no limit
         if cert is not None:
             from cheroot.ssl.builtin import BuiltinSSLAdapter
 

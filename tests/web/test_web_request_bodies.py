@@ -119,3 +119,29 @@ def test_an_upload_in_progress_is_not_spooled_to_disk(server):
         with pytest.raises(TimeoutError):
             spooled = wait_until(lambda: _open_files_holding(MARKER), timeout=3, what="a spooled body")
             pytest.fail(f"the request body lies on disk in plaintext: {spooled} (TMPDIR {tempfile.gettempdir()})")
+
+
+def _chunked_head(path: str, auth=None) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked",
+             'Content-Type: multipart/related; type="application/dicom"; boundary=b0undary']
+    if auth:
+        lines.append("Authorization: Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_anonymous_chunked_body_is_refused_at_once(server):
+    with _connect(server) as sock:
+        sock.sendall(_chunked_head("/dicomweb/studies"))
+        assert _status(sock) == 413
+
+
+def test_authenticated_chunked_body_is_cut_off_at_max_upload_mb(server):
+    chunk = b"--b0undary\r\nContent-Type: application/dicom\r\n\r\n" + MARKER * 40_000  # ~1 MiB
+    with _connect(server) as sock:
+        sock.sendall(_chunked_head("/dicomweb/studies", auth=("admin", ADMIN_PASSWORD)))
+        try:
+            for _ in range(8):  # 8 MiB against the 4 MiB limit; the server stops reading at 4
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        assert _status(sock) == 413
