@@ -322,10 +322,11 @@ def login():
     wait = services.throttle.locked_for(username, address)
     if wait:
         audit("login.locked", actor=username or "anonymous")
-        minutes = max(1, round(wait / 60))
+        minutes, seconds = max(1, round(wait / 60)), max(1, round(wait))
+        later = f"{seconds} second{'s' if seconds != 1 else ''}" if wait < 60 else \
+            f"{minutes} minute{'s' if minutes != 1 else ''}"
         return render_template("login.html", next=request.form.get("next", ""), username=username,
-                               error=f"Too many failed logins. Try again in {minutes} minute"
-                                     f"{'s' if minutes != 1 else ''}."), 429
+                               error=f"Too many failed logins. Try again in {later}."), 429
     user = accounts.authenticate(username, password)
     if user is None:
         services.throttle.failed(username, address)
