@@ -67,8 +67,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http", "session_idle_minutes", 30, "A web session ends after this many minutes without a request."),
     Setting("http", "session_max_hours", 12, "A web session ends this many hours after login, however busy."),
     Setting("http", "login_max_failures", 5,
-            "Failed logins (per user name, and per address) before logins are refused for lockout_minutes."),
+            "Failed logins for one user name from one address before that address may not try that name for "
+            "lockout_minutes (4x as many from one address for any names lock the address; failures for a name "
+            "from everywhere slow down addresses the user has not logged in from, up to 30 s between tries)."),
     Setting("http", "lockout_minutes", 15, "How long logins stay refused after too many failures."),
+    Setting("http", "max_upload_mb", 2048,
+            "Largest request body a logged-in user may send (STOW-RS); it is read part by part, in memory, "
+            "never spooled to disk. Anonymous requests may send 8 KiB, forms 1 MiB."),
     Setting("http", "secure_cookies", False,
             "Always mark cookies Secure (HTTPS only); when off they are Secure whenever the request came over HTTPS."),
     Setting("http", "metrics_allowed", ["127.0.0.1", "::1"],
