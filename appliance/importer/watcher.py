@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..archive.fsutil import PRIVATE_FILE, private_dir, write_file_atomic
 from ..index.records import find_instance
 from ..ingest import Ingestor, Origin
 from .runner import EntryResult, Status, Tally, import_entry
@@ -120,7 +121,7 @@ class Inbox:
     # -- service ----------------------------------------------------------------------------------
     def start(self) -> None:
         self.inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.failed_dir.mkdir(exist_ok=True)
+        private_dir(self.failed_dir)
         self._pool = ThreadPoolExecutor(self.s.workers, thread_name_prefix="inbox-import")
         self._start_observer()
         self._stop.clear()
@@ -401,8 +402,9 @@ class Inbox:
         """The content is durably stored: remove the file from the inbox (or move it to processed/)."""
         if self.s.after_import == "move":
             dest = _free_name(self.processed_dir / path.relative_to(self.inbox))
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(dest.parent)
             os.rename(path, dest)
+            _private_now(dest)
         else:
             path.unlink(missing_ok=True)
         self._seen.pop(path, None)
@@ -412,15 +414,14 @@ class Inbox:
     def _fail(self, path: Path, reason: str, prune: bool = True) -> None:
         """Move ``path`` to failed/ (keeping its folders) with a plain-words reason beside it."""
         dest = _free_name(self.failed_dir / path.relative_to(self.inbox))
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         text = (f"{path.name} was not imported.\n\nReason: {reason}\n\nWhen: {stamp}\n\n"
                 "To try again, fix the problem and put the file back into the inbox.\n")
         sidecar = dest.with_name(dest.name + REASON_SUFFIX)
-        tmp = sidecar.with_name("." + sidecar.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, sidecar)
+        write_file_atomic(sidecar, text.encode())
         os.rename(path, dest)
+        _private_now(dest)
         self._seen.pop(path, None)
         if prune:
             self._prune(path.parent)
@@ -438,6 +439,16 @@ class Inbox:
         failed = f" (reasons beside the files in {FAILED_DIR}/)" if tally.failed else ""
         log.info("inbox: %s%s", tally.describe(), failed)
         self.audit.record("import.run", "system", detail=f"inbox: {tally.describe()}")
+
+
+def _private_now(path: Path) -> None:
+    """Make a file moved to processed/ or failed/ private (plaintext DICOM) and stamp its mtime with now, so
+    processed/ is pruned by when a file was imported, not by the date a CD or ZIP gave it."""
+    try:
+        os.chmod(path, PRIVATE_FILE)
+        os.utime(path)
+    except PermissionError:  # dropped by another user through a share: we may rename it, not chmod it
+        log.warning("inbox: a processed file could not be made private (owned by another user)")
 
 
 def _free_name(dest: Path) -> Path:
