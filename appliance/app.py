@@ -199,6 +199,22 @@ def install_retrieval(app: Appliance, peers) -> None:
     app.services.append(("forwarder", app.forwarder.start, app.forwarder.stop))
     expirer = PeriodicTask("worklist expiry", 3600, lambda: app.worklist.expire(config.worklist.expire_days))
     app.services.append(("worklist expiry", expirer.start, expirer.stop))
+    install_pruning(app)
+
+
+def install_pruning(app: Appliance) -> None:
+    """Hourly (and at start, after reconciliation): old orphans and old inbox/processed/ copies."""
+    from .archive.orphans import prune_orphans
+    from .importer.watcher import prune_processed
+
+    config = app.config
+
+    def prune() -> None:
+        prune_orphans(app.archive, config.storage.orphans_keep_days)
+        prune_processed(config.inbox_dir, config.inbox.processed_keep_days)
+
+    pruning = PeriodicTask("pruning", 3600, prune)
+    app.services.append(("pruning", pruning.start, pruning.stop))
 
 
 class PeriodicTask:

@@ -88,6 +88,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage", "on_conflict", "replace",
             "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "
             "keeps the replaced object recoverable until it is backed up; \"reject\" refuses the newcomer."),
+    Setting("storage", "orphans_keep_days", 30,
+            "Objects of writes a crash interrupted (never acknowledged; moved to archive/orphans/ at start-up) "
+            "are deleted this many days after they were written; 0 keeps them for ever."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
     # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
@@ -163,6 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(and, where Linux can tell, nobody has it open for writing)."),
     Setting("inbox", "poll_seconds", 10.0,
             "Rescan the inbox at least this often, for network shares that send no change notifications."),
+    Setting("inbox", "processed_keep_days", 30,
+            "Files in inbox/processed/ (after_import = \"move\"; their content is in the archive, the copies are "
+            "plaintext) are deleted this many days after their import; 0 keeps them for ever."),
     Setting("inbox", "retry_seconds", 60.0, "After \"disk full\", wait this long before trying the inbox again."),
     Setting("inbox", "zip_member_max_mb", 4096,
             "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),

@@ -441,6 +441,35 @@ class Inbox:
         self.audit.record("import.run", "system", detail=f"inbox: {tally.describe()}")
 
 
+def prune_processed(inbox: Path, keep_days: float, now: float | None = None) -> int:
+    """Delete files in ``inbox/processed/`` imported more than ``keep_days`` ago (0 or less: keep them),
+    and the folders that leaves empty; return how many files went. Their content is in the archive;
+    the copies are plaintext, so they should not stay for ever."""
+    root = Path(inbox) / PROCESSED_DIR
+    if keep_days <= 0 or not root.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - keep_days * 86400
+    removed = 0
+    for dirpath, _dirs, names in os.walk(root, topdown=False):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                if path.lstat().st_mtime < cutoff:  # stamped at import by _private_now
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if Path(dirpath) != root:
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass  # not empty
+    if removed:
+        log.info("inbox: removed %d file(s) from %s/ imported more than %g days ago", removed, PROCESSED_DIR,
+                 keep_days)
+    return removed
+
+
 def _private_now(path: Path) -> None:
     """Make a file moved to processed/ or failed/ private (plaintext DICOM) and stamp its mtime with now, so
     processed/ is pruned by when a file was imported, not by the date a CD or ZIP gave it."""
