@@ -44,6 +44,7 @@ class Appliance:
     backup: Any = None  # an appliance.backup.BackupService: run, status(), is_offsite()
     verifier: Any = None  # appliance.verify.Sampler: background sampled verification; .last is its report
     recycler: Any = None  # appliance.recycle.Recycler: frees space by deleting studies confirmed offsite
+    failed_imports: Any = None  # appliance.importer.failed.FailedImports: the encrypted quarantine of failed imports
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
 
@@ -132,10 +133,14 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     if app.recycler.settings.enabled:
         events.subscribe("instance_stored", app.recycler.on_instance_stored)
     app.services.append(("storage recycling", app.recycler.start, app.recycler.stop))
+    from .importer.failed import FailedImports
+
+    app.failed_imports = FailedImports(archive.quarantine(), ingestor, app.audit,
+                                       int(config.inbox.zip_member_max_mb) << 20)
     if config.inbox.enabled:
         from .importer.watcher import Inbox, InboxSettings
 
-        inbox = Inbox(InboxSettings.from_config(config), ingestor, app.audit)
+        inbox = Inbox(InboxSettings.from_config(config), ingestor, app.audit, app.failed_imports.quarantine)
         app.services.append(("inbox", inbox.start, inbox.stop))
     install_retrieval(app, peers)
     if config.integrity.sample_size > 0:

@@ -200,5 +200,11 @@ class Archive:
                 with os.scandir(b) as entries:
                     yield from sorted(e.name for e in entries if OBJECT_ID.match(e.name))
 
+    def quarantine(self):
+        """The encrypted quarantine of failed imports beside the objects (quarantine.py)."""
+        from .quarantine import Quarantine
+
+        return Quarantine(self.root / "quarantine", self.keyring, self.chunk_size)
+
     def disk_free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

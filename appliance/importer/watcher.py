@@ -13,14 +13,18 @@ How a file gets in, and why it is safe:
   start it is imported again, which ingest recognises as already present, so
   nothing is lost and nothing is counted twice. A ZIP is removed only after
   every member is in, so a half-imported ZIP is simply retried.
-- A file that cannot be imported goes to failed/, keeping its folder path, with
-  ``<name>.reason.txt`` beside it saying why in plain words. A ZIP with a bad
-  member goes there whole (its good members are already in).
+- A file that cannot be imported is sealed into the archive's encrypted
+  quarantine (archive/quarantine.py) with its path in the inbox and the reason
+  in plain words, then removed: no plaintext stays behind. A ZIP with a bad
+  member goes there whole (its good members are already in). Admins list,
+  retry, export and delete them with `pacs-appliance import failed ...` or the
+  admin page (importer/failed.py). Plaintext files an older version left in
+  failed/ (with their .reason.txt) are sealed the same way at start-up.
 - Disk full leaves files where they are and pauses the inbox for
   ``retry_seconds``; other passing errors are retried a few times, then failed.
 - A folder holding a DICOMDIR is read through the DICOMDIR once the DICOMDIR
-  and every file in that folder are stable. Files it does not list go to
-  failed/ (a CD's viewer software, say) - except when the DICOMDIR lies at the
+  and every file in that folder are stable. Files it does not list are failed
+  (a CD's viewer software, say) - except when the DICOMDIR lies at the
   top of the inbox, where it cannot speak for everything else dropped there.
 - Folders emptied by the import are removed.
 Logs give counts, never file names (a folder may be named after a patient).
@@ -35,10 +39,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from ..archive.fsutil import PRIVATE_FILE, private_dir, write_file_atomic
+from ..archive.fsutil import PRIVATE_FILE, private_dir
+from ..archive.quarantine import Quarantine
 from ..index.records import find_instance
 from ..ingest import Ingestor, Origin
 from .runner import EntryResult, Status, Tally, import_entry
@@ -101,8 +105,9 @@ def still_being_written(path: Path) -> bool:
 class Inbox:
     """The inbox service: ``start`` / ``stop`` for Appliance.services; ``scan`` runs one pass."""
 
-    def __init__(self, settings: InboxSettings, ingestor: Ingestor, audit):
+    def __init__(self, settings: InboxSettings, ingestor: Ingestor, audit, quarantine: Quarantine | None = None):
         self.s = settings
+        self.quarantine = quarantine if quarantine is not None else ingestor.archive.quarantine()
         self.inbox = Path(settings.inbox)
         self.failed_dir = self.inbox / FAILED_DIR
         self.processed_dir = self.inbox / PROCESSED_DIR
@@ -121,7 +126,7 @@ class Inbox:
     # -- service ----------------------------------------------------------------------------------
     def start(self) -> None:
         self.inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
-        private_dir(self.failed_dir)
+        self.seal_legacy_failed()
         self._pool = ThreadPoolExecutor(self.s.workers, thread_name_prefix="inbox-import")
         self._start_observer()
         self._stop.clear()
@@ -412,19 +417,62 @@ class Inbox:
             self._prune(path.parent)
 
     def _fail(self, path: Path, reason: str, prune: bool = True) -> None:
-        """Move ``path`` to failed/ (keeping its folders) with a plain-words reason beside it."""
-        dest = _free_name(self.failed_dir / path.relative_to(self.inbox))
-        private_dir(dest.parent)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        text = (f"{path.name} was not imported.\n\nReason: {reason}\n\nWhen: {stamp}\n\n"
-                "To try again, fix the problem and put the file back into the inbox.\n")
-        sidecar = dest.with_name(dest.name + REASON_SUFFIX)
-        write_file_atomic(sidecar, text.encode())
-        os.rename(path, dest)
-        _private_now(dest)
+        """Seal ``path`` into the quarantine with its reason, then remove it from the inbox."""
+        if not self._seal(path, self._rel(path), reason):
+            return  # stays in the inbox; tried again at a later scan
+        path.unlink(missing_ok=True)
         self._seen.pop(path, None)
         if prune:
             self._prune(path.parent)
+
+    def _seal(self, path: Path, name: str, reason: str) -> bool:
+        try:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # never what a link points to
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                self.quarantine.put(None, name, reason, kind="symlink")
+                return True
+            with os.fdopen(fd, "rb") as fh:
+                self.quarantine.put(fh, name, reason)
+            return True
+        except OSError as exc:
+            log.error("inbox: a failed file could not be sealed into the quarantine (%s); it stays in the inbox",
+                      exc.strerror or exc.__class__.__name__)
+            return False
+
+    def seal_legacy_failed(self) -> int:
+        """Seal plaintext files an older version left in failed/ (reason from their .reason.txt), then
+        remove them; return how many."""
+        if not self.failed_dir.is_dir():
+            return 0
+        sealed = 0
+        for dirpath, _dirs, names in os.walk(self.failed_dir, topdown=False):
+            for name in names:
+                path = Path(dirpath) / name
+                if name.endswith(REASON_SUFFIX) and (path.with_name(name[: -len(REASON_SUFFIX)])).exists():
+                    continue  # read with its file below
+                if name.endswith(REASON_SUFFIX) or name.startswith("."):
+                    path.unlink(missing_ok=True)  # a reason (or temp file) whose file is gone
+                    continue
+                sidecar = path.with_name(name + REASON_SUFFIX)
+                try:
+                    reason = sidecar.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    reason = "moved to inbox/failed/ by an earlier version; no reason recorded"
+                if self._seal(path, str(path.relative_to(self.failed_dir)), reason.strip()):
+                    path.unlink(missing_ok=True)
+                    sidecar.unlink(missing_ok=True)
+                    sealed += 1
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        if sealed:
+            log.warning("inbox: sealed %d plaintext file(s) left in %s/ by an earlier version into the encrypted "
+                        "quarantine (`pacs-appliance import failed list`)", sealed, FAILED_DIR)
+        return sealed
 
     def _prune(self, directory: Path) -> None:
         """Remove folders the import emptied, up to (not including) the inbox."""
@@ -436,7 +484,7 @@ class Inbox:
             directory = directory.parent
 
     def _report(self, tally: Tally) -> None:
-        failed = f" (reasons beside the files in {FAILED_DIR}/)" if tally.failed else ""
+        failed = " (see `pacs-appliance import failed list` or the admin page Failed imports)" if tally.failed else ""
         log.info("inbox: %s%s", tally.describe(), failed)
         self.audit.record("import.run", "system", detail=f"inbox: {tally.describe()}")
 

@@ -2,7 +2,7 @@
 
 An admin who runs `pacs-appliance init` or `serve` from a shell (umask 022) must not get a
 world-readable index, config or archive. Run with umask 022 through init, serve, an inbox
-import (archive fan-out folders), a failed import and `after_import = "move"`.
+import (archive fan-out folders), a failed import (the quarantine) and `after_import = "move"`.
 """
 from __future__ import annotations
 
@@ -47,5 +47,5 @@ def test_umask_022_creates_nothing_world_readable(tmp_path):
     assert modes["appliance.toml"] == 0o600
     archive_dirs = [p for p in modes if p.startswith("archive") and (data / p).is_dir()]
     assert archive_dirs and all(modes[p] == 0o700 for p in archive_dirs), {p: oct(modes[p]) for p in archive_dirs}
-    inbox_subdirs = [p for p in modes if p.startswith(("inbox/processed", "inbox/failed")) and (data / p).is_dir()]
+    inbox_subdirs = [p for p in modes if p.startswith("inbox/processed") and (data / p).is_dir()]
     assert inbox_subdirs and all(modes[p] == 0o700 for p in inbox_subdirs), {p: oct(modes[p]) for p in inbox_subdirs}
