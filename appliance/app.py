@@ -45,6 +45,7 @@ class Appliance:
     verifier: Any = None  # appliance.verify.Sampler: background sampled verification; .last is its report
     recycler: Any = None  # appliance.recycle.Recycler: frees space by deleting studies confirmed offsite
     failed_imports: Any = None  # appliance.importer.failed.FailedImports: the encrypted quarantine of failed imports
+    versions: Any = None  # appliance.versions.Versions: replaced and held versions of instances
     # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
     services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
 
@@ -106,7 +107,7 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     peers = PeerRegistry(index, config.dicom.ae_title,
                          tls_context=lambda: dicom_tls.client_context(dicom_tls.TlsSettings.from_config(config)))
     ingestor = Ingestor(archive, index, events, reserve_bytes=config.storage.reserve_mb * (1 << 20),
-                        on_conflict=config.storage.on_conflict)
+                        on_conflict=config.storage.on_conflict, on_patient_change=config.storage.on_patient_change)
     d = config.dicom
     node = DicomNode(
         ae_title=d.ae_title, host=d.host, port=d.port,
@@ -120,6 +121,11 @@ def build(config: Config, with_web: bool = True) -> Appliance:
                     node=node, audit=AuditLog(index, events))
     app.services.append(("audit", app.audit.start, app.audit.stop))  # aggregates DICOM stores
     app.audit.install(node)  # C-FIND per association
+    from .ingest import audit_replacements
+    from .versions import Versions
+
+    events.subscribe("instance_replaced", audit_replacements(app.audit))
+    app.versions = Versions(index, archive, app.audit)
     from .backup import BackupService
     from .backup.schedule import Scheduler
 

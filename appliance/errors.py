@@ -12,7 +12,13 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
-DUPLICATE_REJECTED = 0xA770  # refused by the on_conflict policy ("reject")
+# A different object under a stored SOP Instance UID, refused by policy ([storage] on_conflict = "reject",
+# or on_patient_change = "reject" when it names another patient). An "Error: Cannot understand" (C000-CFFF)
+# status, not "Refused: Out of Resources" (A7xx): modalities queue A7xx for an automatic resend later, which
+# would fail the same way for ever; a Cxxx failure is reported to the operator as "this object was not
+# accepted", which is what needs a person (fix the patient at the modality, or an admin's decision).
+DUPLICATE_REJECTED = 0xC770
+REPLACEMENT_REFUSED = 0xC771
 
 
 class ApplianceError(Exception):
@@ -66,6 +72,13 @@ class ConflictRejected(ApplianceError):
 
     dimse_status = DUPLICATE_REJECTED
     http_status = 409
+
+
+class ReplacementRefused(ApplianceError):
+    """A different object under a stored SOP Instance UID names another patient; the policy refuses it."""
+
+    dimse_status = REPLACEMENT_REFUSED
+    http_status = 409  # PS3.18 STOW: a conflict with what is stored; sending it again unchanged will not help
 
 
 class NotFound(ApplianceError):

@@ -261,7 +261,7 @@ class Inbox:
             try:
                 records = read_dicomdir(dicomdir)
             except SourceError:
-                continue  # handled as a loose file below: it will go to failed/ with the reason
+                continue  # handled as a loose file below: it fails with the reason
             listed = {r.path for r in records}
             members = [p for p in tree if p in listed or not at_top]
             governed.add(dicomdir)
@@ -519,7 +519,7 @@ def prune_processed(inbox: Path, keep_days: float, now: float | None = None) -> 
 
 
 def _private_now(path: Path) -> None:
-    """Make a file moved to processed/ or failed/ private (plaintext DICOM) and stamp its mtime with now, so
+    """Make a file moved to processed/ private (plaintext DICOM) and stamp its mtime with now, so
     processed/ is pruned by when a file was imported, not by the date a CD or ZIP gave it."""
     try:
         os.chmod(path, PRIVATE_FILE)
