@@ -45,7 +45,7 @@ from typing import BinaryIO
 
 from .archive import Archive
 from .dicomfile import parse
-from .errors import ApplianceError, ConflictRejected, DiskFull, ReplacementRefused
+from .errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from .events import Events
 from .index import Index
 from .index.models import Instance
@@ -126,8 +126,6 @@ class Ingestor:
     def __init__(self, archive: Archive, index: Index, events: Events, reserve_bytes: int,
                  on_conflict: str = "replace", on_patient_change: str = "reject"):
         if on_patient_change not in PATIENT_CHANGE_POLICIES:
-            from .errors import ConfigError
-
             raise ConfigError(f"[storage] on_patient_change must be one of {', '.join(PATIENT_CHANGE_POLICIES)}, "
                               f"not {on_patient_change!r}")
         self.archive = archive
