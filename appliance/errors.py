@@ -6,19 +6,9 @@ what went wrong and what to do about it; it never contains patient data.
 """
 from __future__ import annotations
 
-# DICOM statuses used by the node (PS3.4 Annex B.2, C.4).
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
-# A different object under a stored SOP Instance UID, refused by policy ([storage] on_conflict = "reject",
-# or on_patient_change = "reject" when it names another patient). An "Error: Cannot understand" (C000-CFFF)
-# status, not "Refused: Out of Resources" (A7xx): modalities queue A7xx for an automatic resend later, which
-# would fail the same way for ever; a Cxxx failure is reported to the operator as "this object was not
-# accepted", which is what needs a person (fix the patient at the modality, or an admin's decision).
-DUPLICATE_REJECTED = 0xC770
-REPLACEMENT_REFUSED = 0xC771
+# The DICOM statuses these errors answer a C-STORE with (one table of codes: dicom/status.py).
+from .dicom.status import (CANNOT_UNDERSTAND, DUPLICATE_REJECTED, OUT_OF_RESOURCES, PROCESSING_FAILURE,
+                           REPLACEMENT_REFUSED)
 
 
 class ApplianceError(Exception):
