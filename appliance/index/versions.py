@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from .models import ReplacedObject, utcnow  # noqa: F401 - utcnow for callers stamping rows
+from .models import ReplacedObject
 
 _SELECT = (
     'SELECT r."object_id", r."sop_uid", r."patient_id", r."study_uid", r."source", r."replaced_at", r."size", '

@@ -7,19 +7,17 @@ export that is still running keeps its folder.
 """
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import synth
-from helpers import init_data_dir, wait_until
+from helpers import init_data_dir
 
 CHILD = textwrap.dedent("""
     import io, sys, time
