@@ -9,6 +9,7 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
 from appliance import accounts
 from appliance.index.models import utcnow
 from appliance.errors import ApplianceError
+from appliance.worklist import LIMITS as WORKLIST_LIMITS
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
 from . import bp, config_edit, dashboard
@@ -292,7 +293,7 @@ def worklist():
     edit = wl.get(int(edit_id)) if wl is not None and edit_id else None
     return render_template("admin/worklist.html", title="Worklist", available=wl is not None, items=items,
                            day=day, edit=edit, peers=_part("peers").list() if _part("peers") else [],
-                           today=datetime.date.today().isoformat())
+                           today=datetime.date.today().isoformat(), limits=WORKLIST_LIMITS)
 
 
 @bp.post("/admin/worklist")

@@ -1,4 +1,4 @@
-"""The admin's peers page shows the forwarding queue per peer with its errors, and retries or drops failed jobs."""
+"""Admin pages: the forwarding queue per peer (errors, retry, drop) and the worklist form's DICOM value limits."""
 from __future__ import annotations
 
 from web_support import page_csrf
@@ -28,3 +28,14 @@ def test_forwarding_queue_on_the_peers_page(appliance, admin_client):
     assert states == ["dropped", "pending", "sent"]
     appliance.audit.flush()
     assert {"forward.drop", "forward.retry"} <= {e.action for e in appliance.audit.query()}
+
+
+def test_worklist_form_carries_the_value_limits_and_refuses_longer_values(admin_client):
+    page = admin_client.get("/admin/worklist").text
+    assert 'name="accession" type="text" value="" maxlength="16"' in page
+    assert 'name="station_ae" maxlength="16"' in page
+    t = page_csrf(admin_client, "/admin/worklist")
+    r = admin_client.post("/admin/worklist", data={"csrf_token": t, "patient_name": "Long, Accession",
+                                                   "patient_id": "WL9", "scheduled_date": "2026-03-01",
+                                                   "modality": "US", "accession": "A" * 20}, follow_redirects=True)
+    assert "accession: at most 16 characters (DICOM SH), got 20" in r.text
