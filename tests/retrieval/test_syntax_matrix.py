@@ -24,7 +24,7 @@ import synth
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1,
                          JPEGLSLossless, RLELossless)
-from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom import AE, StoragePresentationContexts, _config, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove
 from retrieval_support import SCU_AE, StoreSCP, dataset_bytes, free_port, start_box, wait_until
 
@@ -153,6 +153,9 @@ def ae_of(prefix: str, kind: str) -> str:
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory):
+    # appliance.dicom.node turns on unrestricted storage for the whole process when a test imports it: the
+    # pynetdicom receivers here must accept only what they list
+    unrestricted, _config.UNRESTRICTED_STORAGE_SERVICE = _config.UNRESTRICTED_STORAGE_SERVICE, False
     root = tmp_path_factory.mktemp("matrix")
     move_rx = {k: make_receiver(root, ae_of("MV", k), k) for k in PUSH_RECEIVERS}
     fwd_rx = {k: make_receiver(root, ae_of("FW", k), k) for k in PUSH_RECEIVERS}
@@ -182,6 +185,7 @@ def matrix(tmp_path_factory):
         for r in (*move_rx.values(), *fwd_rx.values()):
             r.stop()
         box.kill()
+        _config.UNRESTRICTED_STORAGE_SERVICE = unrestricted
 
 
 def store_exact(box, objects):
