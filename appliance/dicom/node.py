@@ -35,6 +35,7 @@ from ..ingest import Ingestor
 from .echo import handle_echo
 from .find import handle_find
 from .policy import AssociationPolicy
+from .slots import AssociationSlots, pynetdicom_limit
 from .sockets import tune_accepted_socket
 from .store import handle_store
 from .tls import start_tls_server
@@ -93,7 +94,8 @@ class DicomNode:
         self.policy = policy
         self.events = events
         self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_associations = max_associations
+        self.slots = AssociationSlots(self.ae, max_associations)  # counts accepted associations only
+        self.ae.maximum_associations = pynetdicom_limit(max_associations)
         self.ae.acse_timeout = acse_timeout
         self.ae.dimse_timeout = dimse_timeout
         self.ae.network_timeout = network_timeout
@@ -104,6 +106,7 @@ class DicomNode:
         self._tls_server = None
         self._handlers: list[tuple[Any, Callable, list]] = [
             (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
+            (evt.EVT_CONN_OPEN, self.slots.on_connection, []),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),
             (evt.EVT_ESTABLISHED, self._on_established, []),
@@ -136,9 +139,14 @@ class DicomNode:
         host = assoc.requestor.address
         rejection = self.policy.check(called, calling, host)
         if rejection is None:
-            return
-        log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
-                    rejection[2])
+            rejection = self.slots.take(assoc)
+            if rejection is None:
+                return
+            log.warning("association from %s at %s rejected: all %d association slots are in use "
+                        "([dicom] max_associations)", calling, host, self.slots.max_associations)
+        else:
+            log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
+                        rejection[2])
         assoc.acse.send_reject(*rejection)
         assoc.is_rejected = True
         self.events.emit("association_rejected", calling_ae=calling, called_ae=called, address=host,
@@ -165,6 +173,7 @@ class DicomNode:
             try:
                 self._tls_server = start_tls_server(self.ae, self.tls_address, self.tls_context, self._handlers,
                                                     contexts, handshake_timeout=self.ae.acse_timeout,
+                                                    max_handshakes=self.slots.max_associations,
                                                     on_failure=self._on_tls_failure)
             except BaseException:
                 self.stop()  # do not leave the plain port open when the TLS one cannot be

@@ -258,13 +258,14 @@ class TlsAssociationServer(ThreadedAssociationServer):
 
 
 def start_tls_server(ae, address: tuple[str, int], context: ssl.SSLContext, handlers: list, contexts,
-                     handshake_timeout: float, on_failure: Callable[[str, str], None] | None = None):
+                     handshake_timeout: float, on_failure: Callable[[str, str], None] | None = None,
+                     max_handshakes: int = 16):
     """Like ``AE.start_server(address, block=False, ssl_context=context, ...)``, with our server class."""
     server = ae.make_server(address, contexts=contexts, ssl_context=context, evt_handlers=handlers,
                             server_class=TlsAssociationServer)
     server.handshake_timeout = handshake_timeout
     server.on_failure = on_failure
-    server.max_handshakes = max(1, ae.maximum_associations)
+    server.max_handshakes = max(1, max_handshakes)
     server._handshakes = threading.BoundedSemaphore(server.max_handshakes)
     thread = threading.Thread(target=make_target(server.serve_forever),
                               name=f"TlsAcceptorServer@{datetime.now():%Y%m%d%H%M%S}", daemon=True)
