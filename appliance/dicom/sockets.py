@@ -32,6 +32,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import Callable
 
 from pynetdicom.timer import Timer
 from pynetdicom.transport import AssociationSocket
@@ -259,16 +260,35 @@ class _ProgressTimer(Timer):
         self.start()
 
 
-class _ProgressQueue(queue.Queue):
-    """The DIMSE message queue: each complete message received restarts the idle timer."""
+class _DimseQueue(queue.Queue):
+    """A tuned association's DIMSE message queue.
 
-    def __init__(self, timer: _ProgressTimer):
-        super().__init__()
-        self._timer = timer
+    ``put``: a whole message received is progress for the idle timer (acceptors). ``get``: the
+    association's reactor never takes a message while the association is paused. pynetdicom pauses
+    it around each ``send_c_*`` (so the response goes to the sender), but the reactor only marks
+    itself running again after its checkpoint returned: a response arriving in that gap was taken
+    as a request ("Received unexpected C-STORE service message") and the sender timed out. Checked
+    under the queue's lock, so the response to a request sent after the pause can never slip through.
+    """
+
+    on_put: Callable[[], None] | None = None
+    reactor: threading.Thread | None = None  # the association thread
+    checkpoint: threading.Event | None = None  # set = not paused
 
     def put(self, item, block=True, timeout=None):
         super().put(item, block, timeout)
-        self._timer.progress()
+        if self.on_put is not None:
+            self.on_put()
+
+    def get(self, block=True, timeout=None):
+        if block or self.checkpoint is None or threading.current_thread() is not self.reactor:
+            return super().get(block, timeout)
+        with self.mutex:
+            if not self._qsize() or not self.checkpoint.is_set():
+                raise queue.Empty
+            item = self._get()
+            self.not_full.notify()
+            return item
 
 
 class _WakingQueue(queue.Queue):
@@ -351,16 +371,23 @@ def _install_reactor_time() -> bool:
     return True
 
 
-def _track_progress(assoc, transport: TunedAssociationSocket) -> None:
-    """Give an acceptor the progress-based idle timer (see _ProgressTimer), if pynetdicom's layout is the
-    known one; a requestor (our own C-MOVE or forwarding association) keeps pynetdicom's."""
+def _track_progress(assoc, transport: TunedAssociationSocket) -> _DimseQueue | None:
+    """Give the association our DIMSE queue and, an acceptor, the progress-based idle timer (see
+    _ProgressTimer); None when pynetdicom's layout is not the known one. A requestor's DUL already
+    runs (it made the connection), but no DIMSE message can arrive before the association is
+    negotiated, so its queue can still be swapped; it keeps pynetdicom's idle timer."""
     dul, dimse = assoc.dul, getattr(assoc, "dimse", None)
     timer, messages = getattr(dul, "_idle_timer", None), getattr(dimse, "msg_queue", None)
-    if not assoc.is_acceptor or dul.is_alive() or type(timer) is not Timer or type(messages) is not queue.Queue \
-            or not messages.empty():
-        return
-    dul._idle_timer = _ProgressTimer(timer.timeout, transport)
-    dimse.msg_queue = _ProgressQueue(dul._idle_timer)
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if (assoc.is_acceptor and dul.is_alive()) or type(messages) is not queue.Queue or not messages.empty():
+        return None
+    dimse.msg_queue = messages = _DimseQueue()
+    if isinstance(assoc, threading.Thread) and isinstance(checkpoint, threading.Event):
+        messages.reactor, messages.checkpoint = assoc, checkpoint
+    if assoc.is_acceptor and type(timer) is Timer:
+        dul._idle_timer = _ProgressTimer(timer.timeout, transport)
+        messages.on_put = dul._idle_timer.progress
+    return messages
 
 
 def tune(sock: socket.socket) -> None:
@@ -384,7 +411,7 @@ def tune_accepted_socket(event) -> None:
         return
     tune(sock)
     transport.__class__ = TunedAssociationSocket
-    _track_progress(assoc, transport)
+    messages = _track_progress(assoc, transport)
     if dul.is_alive() or not isinstance(getattr(dul, "to_provider_queue", None), queue.Queue) \
             or not dul.to_provider_queue.empty():
         return  # not the pynetdicom layout we know: keep its polling
@@ -393,11 +420,12 @@ def tune_accepted_socket(event) -> None:
     transport._wake_w.setblocking(False)
     dul.to_provider_queue = transport._send_queue = _WakingQueue(transport)
     dul._run_loop_delay = 0  # the wait now happens in ``ready``
-    messages = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
-    if isinstance(messages, queue.Queue) and type(checkpoint) is threading.Event and checkpoint.is_set():
+    if messages is not None and type(checkpoint) is threading.Event and checkpoint.is_set():
         assoc._reactor_checkpoint = _MessageWaitCheckpoint(messages)
         assoc._reactor_checkpoint.set()
+        if isinstance(assoc, threading.Thread):
+            messages.reactor, messages.checkpoint = assoc, assoc._reactor_checkpoint
         if type(dul.to_user_queue) is queue.Queue and dul.to_user_queue.empty():
             dul.to_user_queue = _NotifyingQueue(messages)
         if isinstance(assoc, threading.Thread) and _install_reactor_time():
