@@ -109,7 +109,7 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     d = config.dicom
     node = DicomNode(
         ae_title=d.ae_title, host=d.host, port=d.port,
-        policy=AssociationPolicy(d.ae_title, allowed_callers_from(config, peers)),
+        policy=AssociationPolicy(d.ae_title, allowed_callers_from(config, peers), peers.pinned_certificate),
         ingestor=ingestor, index=index, events=events, max_associations=d.max_associations,
         acse_timeout=d.acse_timeout, dimse_timeout=d.dimse_timeout, network_timeout=d.network_timeout,
         max_pdu=d.max_pdu, plain=not d.tls_only, tls_port=d.tls_port,

@@ -12,6 +12,7 @@ policy and ``max_associations`` budget, since they are acceptors of one AE.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import ssl
 from typing import Any, Callable, Iterable
@@ -34,7 +35,7 @@ from ..index import Index
 from ..ingest import Ingestor
 from .echo import handle_echo
 from .find import handle_find
-from .policy import AssociationPolicy
+from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .slots import AssociationSlots, pynetdicom_limit
 from .sockets import tune_accepted_socket
 from .store import handle_store
@@ -138,15 +139,25 @@ class DicomNode:
         called = str(primitive.called_ae_title).strip()
         host = assoc.requestor.address
         rejection = self.policy.check(called, calling, host)
+        sock = getattr(assoc.dul.socket, "socket", None)
+        if rejection is None and isinstance(sock, ssl.SSLSocket):
+            der = sock.getpeercert(binary_form=True)
+            subject = dict(x[0] for x in (sock.getpeercert() or {}).get("subject", ()))
+            why = self.policy.check_certificate(calling, hashlib.sha256(der).hexdigest() if der else None,
+                                                subject.get("commonName"),
+                                                required=self.tls_context.verify_mode == ssl.CERT_REQUIRED)
+            if why is not None:
+                log.warning("association from %s at %s over TLS rejected: %s", calling, host, why)
+                rejection = REJECT_CALLING_AE
+        elif rejection is not None:
+            log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
+                        rejection[2])
         if rejection is None:
             rejection = self.slots.take(assoc)
             if rejection is None:
                 return
             log.warning("association from %s at %s rejected: all %d association slots are in use "
                         "([dicom] max_associations)", calling, host, self.slots.max_associations)
-        else:
-            log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
-                        rejection[2])
         assoc.acse.send_reject(*rejection)
         assoc.is_rejected = True
         self.events.emit("association_rejected", calling_ae=calling, called_ae=called, address=host,
