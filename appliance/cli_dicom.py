@@ -12,10 +12,17 @@ from pathlib import Path
 import click
 
 from .cli import data_option, friendly_errors, open_appliance
+from .peers import file_fingerprint
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def _cert(value: str) -> str:
+    """--cert-fingerprint takes the fingerprint or the certificate file itself."""
+    path = Path(value).expanduser() if value else None
+    return file_fingerprint(path) if path is not None and path.is_file() else value
 
 
 def _pin(peer) -> str:
@@ -51,7 +58,8 @@ def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, des
     with open_appliance(data_dir) as app:
         first = not app.peers.list()
         peer = app.peers.add(ae_title, host, port, description, can_store=store, can_query=query,
-                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls, cert=cert)
+                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls,
+                             cert_fingerprint=_cert(cert))
         click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else "")
                    + _pin(peer))
         if first and not app.config.dicom.allowed_callers:
@@ -78,7 +86,8 @@ def modality_update(data_dir: Path | None, ae_title: str, host, port, descriptio
                     tls, cert) -> None:
     """Change a registered peer; options not given stay as they are."""
     given = {"host": host, "port": port, "description": description, "can_store": store, "can_query": query,
-             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls, "cert_fingerprint": cert}
+             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls,
+             "cert_fingerprint": None if cert is None else _cert(cert)}
     with open_appliance(data_dir) as app:
         peer = app.peers.update(ae_title, **{k: v for k, v in given.items() if v is not None})
         click.echo(f"Updated {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else "")

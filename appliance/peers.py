@@ -71,25 +71,27 @@ def _check(ae_title: str, host: str, port: int) -> tuple[str, str, int]:
     return ae_title, host, port
 
 
-def cert_fingerprint(value: str) -> str:
+def _fingerprint(value: str) -> str:
     """A SHA-256 certificate fingerprint as stored: 64 lowercase hex digits; "" clears the pin.
 
-    Takes what ``openssl x509 -noout -fingerprint -sha256`` prints (with or without the
-    ``sha256 Fingerprint=`` prefix and colons), or the path of the PEM/DER certificate itself."""
+    Takes what ``openssl x509 -noout -fingerprint -sha256`` prints, with or without the
+    ``sha256 Fingerprint=`` prefix and the colons."""
     value = (value or "").strip()
     if not value:
         return ""
-    path = Path(value).expanduser()
-    if path.is_file():
-        data = path.read_bytes()
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            data = ssl.PEM_cert_to_DER_cert(data.decode("ascii", "replace"))
-        return hashlib.sha256(data).hexdigest()
     digits = value.rpartition("=")[2].replace(":", "").replace(" ", "").lower()
     if not re.fullmatch(r"[0-9a-f]{64}", digits):
-        raise PeerError(f"certificate fingerprint {value!r} is not a SHA-256 fingerprint (64 hex digits, as "
-                        "`openssl x509 -noout -fingerprint -sha256 -in CERT` prints) nor a certificate file")
+        raise PeerError(f"certificate fingerprint {value!r} is not a SHA-256 fingerprint: 64 hex digits, as "
+                        "`openssl x509 -noout -fingerprint -sha256 -in CERT` prints them")
     return digits
+
+
+def file_fingerprint(path: Path) -> str:
+    """The SHA-256 fingerprint of the certificate in a PEM or DER file (for the CLI)."""
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        data = ssl.PEM_cert_to_DER_cert(data.decode("ascii", "replace"))
+    return hashlib.sha256(data).hexdigest()
 
 
 class PeerRegistry:
@@ -118,9 +120,9 @@ class PeerRegistry:
 
     def add(self, ae_title: str, host: str, port: int, description: str = "", can_store: bool = True,
             can_query: bool = True, can_retrieve: bool = True, can_receive_moves: bool = True,
-            tls: bool = False, cert: str = "") -> Peer:
+            tls: bool = False, cert_fingerprint: str = "") -> Peer:
         ae_title, host, port = _check(ae_title, host, port)
-        fingerprint = cert_fingerprint(cert)
+        fingerprint = _fingerprint(cert_fingerprint)
 
         def write():
             if Peer.get_or_none(Peer.ae_title == ae_title) is not None:
@@ -141,7 +143,7 @@ class PeerRegistry:
         _, host, port = _check(peer.ae_title, changes.get("host", peer.host), changes.get("port", peer.port))
         changes.update(host=host, port=port)
         if "cert_fingerprint" in changes:
-            changes["cert_fingerprint"] = cert_fingerprint(changes["cert_fingerprint"])
+            changes["cert_fingerprint"] = _fingerprint(changes["cert_fingerprint"])
 
         def write():
             Peer.update(**changes).where(Peer.id == peer.id).execute()

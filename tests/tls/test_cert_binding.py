@@ -89,3 +89,30 @@ def test_a_revoked_certificate_is_refused(bound_box, clinic):
                       what="the handshake failure in the log")[-1]
     assert "the client's certificate is revoked ([dicom] tls_crl)" in line
     assert echo(bound_box.tls_port, *tls_options(ca.pem.cert, certs["US_ROOM1"]), calling="US_ROOM1").returncode == 0
+
+
+def test_admin_peer_form_pins_a_certificate(bound_box, clinic):
+    import re
+
+    import requests
+
+    from tests.helpers import ADMIN_PASSWORD
+
+    def csrf(html: str) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    ca, certs, _ = clinic
+    web = requests.Session()
+    web.post(f"{bound_box.url}/login", data={"username": "admin", "password": ADMIN_PASSWORD,
+                                             "csrf_token": csrf(web.get(f"{bound_box.url}/login").text)})
+    page = web.get(f"{bound_box.url}/admin/peers").text
+    form = {"csrf_token": csrf(page), "ae_title": "WEBPIN", "host": "127.0.0.1", "port": "104", "can_store": "on"}
+    refused = web.post(f"{bound_box.url}/admin/peers", data={**form, "cert_fingerprint": "not-a-fingerprint"})
+    assert "is not a SHA-256 fingerprint" in refused.text
+    web.post(f"{bound_box.url}/admin/peers", data={**form, "cert_fingerprint": fingerprint(certs["vendor"])})
+    edit = web.get(f"{bound_box.url}/admin/peers/WEBPIN/edit").text
+    pinned = fingerprint(certs["vendor"]).rpartition("=")[2].replace(":", "").lower()
+    assert f'name="cert_fingerprint" value="{pinned}"' in edit
+    vendor = tls_options(ca.pem.cert, certs["vendor"])
+    assert wait_until(lambda: echo(bound_box.tls_port, *vendor, calling="WEBPIN").returncode == 0, 15,
+                      what="the pinned peer to be served (the registry snapshot is 2 s old at most)")
