@@ -114,7 +114,8 @@ class TunedAssociationSocket(AssociationSocket):
                     view = memoryview(buffer)
                 if plain:  # fast path: no timeout bookkeeping unless the kernel has nothing for us
                     try:
-                        n = sock.recv_into(view[nr_read:], 0, 0 if deadline is None else socket.MSG_DONTWAIT)
+                        n = sock.recv_into(view[nr_read:]) if deadline is None \
+                            else sock.recv_into(view[nr_read:], 0, socket.MSG_DONTWAIT)
                     except BlockingIOError:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
