@@ -260,7 +260,8 @@ class Parts:
 
         settings = NodeSettings.from_config(self.config)
         node = DicomNode(settings, policy=AssociationPolicy(settings.ae_title,
-                                                            allowed_callers_from(self.config, self.peers)),
+                                                            allowed_callers_from(self.config, self.peers),
+                                                            self.peers.pinned_certificate),
                          events=self.events, tls_context=self.dicom_tls_context)
         for service in services.all_services(ingestor=self.ingestor, index=self.index, peers=self.peers,
                                              worklist_store=self.worklist, archive=self.archive, audit=self.audit,
