@@ -8,7 +8,8 @@ from appliance.index.models.retrieval import ForwardJob
 
 def test_forwarding_queue_on_the_peers_page(appliance, admin_client):
     def add(state, error, sop):
-        appliance.index.writer.run(lambda: ForwardJob.create(sop_uid=sop, object_id=sop.replace(".", "").rjust(64, "0"), destination="READPACS",
+        object_id = sop.replace(".", "").rjust(64, "0")
+        appliance.index.writer.run(lambda: ForwardJob.create(sop_uid=sop, object_id=object_id, destination="READPACS",
                                                              state=state, attempts=1, last_error=error))
 
     add("failed", "READPACS refused it with C-STORE status 0xA700", "1.2.3.1")
