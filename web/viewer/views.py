@@ -15,7 +15,7 @@ from appliance.errors import ApplianceError
 from appliance.index.models import Instance, Series, Study
 
 from ..auth import VIEW_ROLES, audit, login_required
-from . import bp
+from . import bp, images
 from .export import media_zip, stream_zip
 from .search import MODALITIES, PAGE_SIZE, StudySearch
 
@@ -135,16 +135,11 @@ def study_json(study_uid):
     """Series and instances of a study plus the patient's other studies, for the viewer script."""
     record = _study_or_404(study_uid)
     index = _app().index
-    series = []
-    for s in index.search("SERIES", {"StudyInstanceUID": study_uid}):
-        instances = index.search("IMAGE", {"StudyInstanceUID": study_uid,
-                                           "SeriesInstanceUID": s["SeriesInstanceUID"]})
-        series.append({
-            "uid": s["SeriesInstanceUID"], "number": s["SeriesNumber"], "modality": s["Modality"],
-            "description": s["SeriesDescription"],
-            "instances": [{"uid": i["SOPInstanceUID"], "number": i["InstanceNumber"],
-                           "frames": i["NumberOfFrames"] or 1} for i in instances],
-        })
+    # Counts only: the viewer asks for each series' images when it opens it (images.py), so a study of
+    # many 1,000-slice series costs no more here than a small one.
+    series = [{"uid": s["SeriesInstanceUID"], "number": s["SeriesNumber"], "modality": s["Modality"],
+               "description": s["SeriesDescription"], "count": s["NumberOfSeriesRelatedInstances"]}
+              for s in index.search("SERIES", {"StudyInstanceUID": study_uid})]
     priors = [{"uid": r["StudyInstanceUID"], "date": r["StudyDate"], "description": r["StudyDescription"],
                "modalities": r["ModalitiesInStudy"]}
               for r in index.search("STUDY", {"PatientID": record["PatientID"]})
@@ -152,6 +147,23 @@ def study_json(study_uid):
     return jsonify(study={"uid": study_uid, "date": record["StudyDate"], "description": record["StudyDescription"],
                           "patient": str(record["PatientName"]), "patient_id": record["PatientID"]},
                    series=series, studies=priors)
+
+
+@bp.get("/viewer/api/studies/<study_uid>/series/<series_uid>/images")
+@login_required(*VIEW_ROLES)
+def series_images(study_uid, series_uid):
+    """A page of the attributes the viewer draws with (see images.py); the first page lists every image."""
+    from ..dicomweb.context import ctx
+
+    try:
+        offset = max(0, int(request.args.get("offset", 0)))
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        abort(400, "offset and limit must be whole numbers")
+    try:
+        return jsonify(images.page(ctx(), study_uid, series_uid, offset, limit))
+    except ApplianceError as exc:
+        abort(exc.http_status or 500, str(exc))
 
 
 @bp.get("/viewer/api/instances/<sop_uid>/tags")
