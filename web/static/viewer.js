@@ -159,29 +159,33 @@
       function () { var e = new Error("the browser could not decode the image"); e.decode = true; throw e; });
   }
 
-  // A frame's pixels (grayscale) or bitmap (colour); item.ready holds it once loaded.
+  // A frame's pixels (grayscale) or bitmap (colour); item.ready holds it once loaded. The request goes
+  // out at once when the image's attributes are known, so the first frame is asked for first.
   function loadFrame(item) {
     if (item.promise) { return item.promise; }
-    item.promise = item.series.info(item.image).then(function (info) {
-      if (isGray(info)) {
-        return fetchOk(frameUrl(item), 'multipart/related; type="application/octet-stream"; transfer-syntax=' + NATIVE)
-          .then(function (r) {
-            var type = r.headers.get("Content-Type");
-            return r.arrayBuffer().then(function (buf) { return grayPixels(info, firstPart(buf, type)); });
-          });
-      }
-      if (info.ts === JPEG_BASELINE && info.photometric.indexOf("YBR") === 0) {
-        // As stored: no decoding or re-encoding on the box, the browser's JPEG decoder does the work.
-        return fetchOk(frameUrl(item), 'multipart/related; type="image/jpeg"; transfer-syntax=' + JPEG_BASELINE)
-          .then(function (r) {
-            var type = r.headers.get("Content-Type");
-            return r.arrayBuffer().then(function (buf) { return bitmapOf(new Blob([firstPart(buf, type)], { type: "image/jpeg" })); });
-          });
-      }
-      return fetchOk(frameUrl(item) + "/rendered", "image/png").then(function (r) { return r.blob(); }).then(bitmapOf);
-    });
+    item.promise = item.image.info ? fetchFrame(item, item.image.info) :
+      item.series.info(item.image).then(function (info) { return fetchFrame(item, info); });
     item.promise.then(function (frame) { item.ready = frame; }, function (err) { item.error = err; });
     return item.promise;
+  }
+
+  function fetchFrame(item, info) {
+    if (isGray(info)) {
+      return fetchOk(frameUrl(item), 'multipart/related; type="application/octet-stream"; transfer-syntax=' + NATIVE)
+        .then(function (r) {
+          var type = r.headers.get("Content-Type");
+          return r.arrayBuffer().then(function (buf) { return grayPixels(info, firstPart(buf, type)); });
+        });
+    }
+    if (info.ts === JPEG_BASELINE && info.photometric.indexOf("YBR") === 0) {
+      // As stored: no decoding or re-encoding on the box, the browser's JPEG decoder does the work.
+      return fetchOk(frameUrl(item), 'multipart/related; type="image/jpeg"; transfer-syntax=' + JPEG_BASELINE)
+        .then(function (r) {
+          var type = r.headers.get("Content-Type");
+          return r.arrayBuffer().then(function (buf) { return bitmapOf(new Blob([firstPart(buf, type)], { type: "image/jpeg" })); });
+        });
+    }
+    return fetchOk(frameUrl(item) + "/rendered", "image/png").then(function (r) { return r.blob(); }).then(bitmapOf);
   }
 
   function grayPixels(info, bytes) {
@@ -275,7 +279,11 @@
     this.el.dataset.count = String(stack.length);
     delete this.el.dataset.shown;
     this.show(0);
-    this.prefetch();
+    // The rest only once the first image is drawn (or has failed): on a small box every request
+    // made before then delays it.
+    var self = this, generation = this.generation;
+    function rest() { if (self.generation === generation) { self.prefetch(); } }
+    if (stack.length) { loadFrame(stack[0]).then(rest, rest); }
   };
 
   Viewport.prototype.setMessage = function (text, detail) {
