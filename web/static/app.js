@@ -26,6 +26,13 @@
     document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
       sel.addEventListener("change", function () { sel.form.submit(); });
     });
+    // Table rows that open what they show (the link in the row stays the keyboard's way in).
+    document.querySelectorAll("tr[data-href]").forEach(function (tr) {
+      tr.addEventListener("click", function (ev) {
+        if (ev.target.closest("a, button, input, select") || window.getSelection().toString()) { return; }
+        window.location.href = tr.dataset.href;
+      });
+    });
     // Copy a freshly created API token.
     document.querySelectorAll("[data-copy]").forEach(function (btn) {
       btn.addEventListener("click", function () {

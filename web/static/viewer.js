@@ -78,6 +78,9 @@
     };
   }
 
+  // Timings for bench/viewer_bench.py (performance marks cost nothing when nobody reads them).
+  function mark(name) { if (window.performance && performance.mark) { performance.mark(name); } }
+
   function isGray(info) { return info.samples === 1 && info.photometric.indexOf("MONOCHROME") === 0; }
 
   // The body of the first part of a multipart/related response.
@@ -273,6 +276,7 @@
     this.ov.br.textContent = "";
     this.index = 0;
     this.current = null;
+    this.marked = false;
     this.shownSize = "";
     this.windowSet = false;
     this.setMessage(stack.length ? "Loading…" : "No images");
@@ -312,6 +316,7 @@
       loadFrame(item).then(function () {}, function () {}).then(function () {
         if (self.generation !== generation) { return; }
         self.el.dataset.loaded = String(++loaded);
+        if (loaded === stack.length) { mark("pacs:series-loaded"); }
         pump();
       });
     }
@@ -357,6 +362,7 @@
     if (size !== this.shownSize) { this.shownSize = size; this.fit(); }
     this.draw();
     this.el.dataset.shown = String(this.index);
+    if (!this.marked) { this.marked = true; mark("pacs:first-image"); }
     this.el.dataset.fps = info.timing.fps.toFixed(2);
     this.el.dataset.rateSource = info.timing.source;
   };
