@@ -9,9 +9,12 @@ a level and a mapping of DICOM keyword -> query value as a peer would send it:
 - ``A-B``, ``A-``, ``-B`` on dates and times: range matching, inclusive;
 - otherwise: single value matching.
 
-Person names match case-insensitively unless the caller asks otherwise (most
-clinics never type names in the case the modality sent them); ``fuzzy``
-also makes a name match any part of it.
+Person names match without regard to case or accents unless the caller asks
+otherwise (most clinics never type names as the modality sent them: "muller"
+finds "MÜLLER^HANS"; see names.py); ``fuzzy`` matches a name the way people
+type it: every word of the value, in any order, anywhere in the name, with or
+without commas or carets ("Moore, Sara" and "sara moore" find "MOORE^SARA").
+Patient IDs match without regard to case when the caller says so (the study list).
 
 Each record returned is a dict of keyword -> value for the matched entity and
 every level above it; callers pick the keys they were asked for.
@@ -25,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 from peewee import Expression, Field, fn
 
 from .models import Instance, Patient, Series, Study
+from .names import fold, words
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 UID, PN, DA, TM, TEXT, INT, MULTI = "UID", "PN", "DA", "TM", "TEXT", "INT", "MULTI"
@@ -124,9 +128,11 @@ def _glob(value: str) -> str:
     return value.replace("[", "[[]")
 
 
-def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
+def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):
     field = attr.field
     kind = attr.kind
+    if field is Patient.patient_id and not case_sensitive_ids:
+        field, value = fn.UPPER(field), value.upper()
     if kind == UID:
         if "*" in value or "?" in value:
             raise QueryError("wildcards are not allowed in UIDs")
@@ -164,13 +170,15 @@ def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
     if kind == PN:
         if not case_sensitive_names or fuzzy:
             if field is Patient.name:
-                field, value = Patient.name_upper, value.upper()
+                field, value = Patient.name_upper, fold(value)  # name_upper holds the folded name
             else:
                 field, value = fn.UPPER(field), value.upper()
-        if fuzzy and not value.startswith("*"):
-            value = "*" + value
-        if fuzzy and not value.endswith("*"):
-            value = value + "*"
+        if fuzzy:
+            cond = None
+            for word in words(value) or ["*"]:
+                c = Expression(field, "GLOB", "*" + _glob(word.strip("*")) + "*")
+                cond = c if cond is None else (cond & c)
+            return cond
     # A backslash separates values, except in a person name where it cannot occur.
     values = value.split("\\") if kind != PN else [value]
     cond = None
@@ -212,7 +220,7 @@ def _record(row: tuple, columns: _Columns, level: str) -> dict[str, Any]:
 
 
 def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
-                fuzzy: bool = False):
+                fuzzy: bool = False, case_sensitive_ids: bool = True):
     """The peewee query for ``criteria`` at ``level`` (unknown keywords are ignored)."""
     level = level.upper()
     if level not in MODEL_BY_LEVEL:
@@ -231,7 +239,7 @@ def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names
         value = str(value).strip() if not isinstance(value, (list, tuple)) else "\\".join(map(str, value))
         if not value or value == "*":
             continue  # universal matching
-        query = query.where(_condition(attr, value, case_sensitive_names, fuzzy))
+        query = query.where(_condition(attr, value, case_sensitive_names, fuzzy, case_sensitive_ids))
     return query
 
 
@@ -244,10 +252,11 @@ ORDER: dict[str, Callable[[], Iterable]] = {
 
 
 def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False, fuzzy: bool = False,
-           limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+           case_sensitive_ids: bool = True, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
     """Records matching ``criteria`` at ``level``, in the level's natural order."""
     level = level.upper()
-    query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy)
+    query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy,
+                        case_sensitive_ids=case_sensitive_ids)
     columns = COLUMNS[level]
     query = query.select(*columns.fields).order_by(*ORDER[level]())
     if limit is not None:
@@ -261,5 +270,6 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
 
 
 def count(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
-          fuzzy: bool = False) -> int:
-    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy).count()
+          fuzzy: bool = False, case_sensitive_ids: bool = True) -> int:
+    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy,
+                       case_sensitive_ids=case_sensitive_ids).count()

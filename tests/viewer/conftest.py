@@ -145,6 +145,11 @@ def clinic_day(files):
     ident = {"patient_name": "BROKEN^IMAGE", "patient_id": "VIEW007", "study_uid": uids["broken"],
              "study_description": "Broken"}
     _save(undecodable(**ident), files, paths)
+    # names as the front desk types them
+    for name, pid in (("Moore^Sara", "ms-77a"), ("Müller^Hans", "MU-1")):
+        ds = synth.make_instance("CT", patient_name=name, patient_id=pid, study_description="Search me")
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        _save(ds, files, paths)
     return paths, uids
 
 

@@ -2,6 +2,8 @@
 thumbnail labels, the study list on a tablet, the dashboard, the backup target test, the sidebar."""
 import io
 
+import pytest
+
 from PIL import Image
 
 from helpers import wait_until
@@ -91,3 +93,30 @@ def test_sidebar_runs_the_full_height_of_a_long_page(logged_in, viewer_box):
     for y in (300, height // 2, height - 20):
         r, g, b = shot.getpixel((20, y))
         assert r + g + b < 150, (y, (r, g, b))  # the sidebar's dark background
+
+
+def search_names(page, base, **fields):
+    page.goto(base + "/studies")
+    for name, value in fields.items():
+        page.fill(f"input[name={name}]", value)
+    page.click("text=Search")
+    page.wait_for_load_state()
+    return [r.locator("td").first.inner_text() for r in page.locator("table.studies tbody tr").all()
+            if r.locator("td").count() > 1]
+
+
+@pytest.mark.parametrize("typed, shown", [
+    ("Moore, Sara", "MOORE, SARA"), ("sara moore", "MOORE, SARA"), ("moore^sara", "MOORE, SARA"),
+    ("muller", "MÜLLER, HANS"), ("MÜLLER", "MÜLLER, HANS"), ("hans müller", "MÜLLER, HANS"),
+])
+def test_search_names_the_way_people_type(logged_in, viewer_box, typed, shown):
+    found = search_names(logged_in, viewer_box["server"].url, name=typed)
+    assert [n.upper() for n in found] == [shown], (typed, found)
+
+
+def test_search_finds_the_name_as_the_list_shows_it_and_ids_in_any_case(logged_in, viewer_box):
+    base = viewer_box["server"].url
+    shown = search_names(logged_in, base, patient_id="MS-77A")
+    assert len(shown) == 1, shown
+    assert search_names(logged_in, base, name=shown[0]) == shown  # copied from the list, searched again
+    assert search_names(logged_in, base, patient_id="mu-1") and search_names(logged_in, base, patient_id="MU-1")

@@ -54,8 +54,10 @@ def studies():
     form = StudySearch.from_args(request.args)
     index = _app().index
     criteria = form.criteria()
-    total = index.count("STUDY", criteria)
-    rows = index.search("STUDY", criteria, limit=PAGE_SIZE, offset=(form.page - 1) * PAGE_SIZE)
+    # People type names in any order and case, and IDs in lower case: fuzzy names, case-blind IDs.
+    how = {"fuzzy": True, "case_sensitive_ids": False}
+    total = index.count("STUDY", criteria, **how)
+    rows = index.search("STUDY", criteria, limit=PAGE_SIZE, offset=(form.page - 1) * PAGE_SIZE, **how)
     pages = max(1, -(-total // PAGE_SIZE))
     return render_template("viewer/studies.html", title="Studies", form=form, rows=rows, total=total,
                            pages=pages, modalities=MODALITIES, today=datetime.date.today().isoformat())
