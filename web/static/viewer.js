@@ -124,9 +124,12 @@
     var self = this;
     return getJSON(this.url(0, 1)).then(function (d) {
       d.order.forEach(function (o, i) {
-        var img = { sop: o[0], position: i, info: null };
+        var img = { sop: o[0], position: i, info: null, items: [] };
         self.images.push(img); self.bySop[o[0]] = img;
-        for (var f = 0; f < Math.max(1, o[1]); f++) { self.stack.push({ series: self, image: img, frame: f }); }
+        for (var f = 0; f < Math.max(1, o[1]); f++) {
+          var item = { series: self, image: img, frame: f };
+          img.items.push(item); self.stack.push(item);
+        }
       });
       self.accept(d);
       return self;
@@ -166,29 +169,80 @@
   // out at once when the image's attributes are known, so the first frame is asked for first.
   function loadFrame(item) {
     if (item.promise) { return item.promise; }
-    item.promise = item.image.info ? fetchFrame(item, item.image.info) :
-      item.series.info(item.image).then(function (info) { return fetchFrame(item, info); });
-    item.promise.then(function (frame) { item.ready = frame; }, function (err) { item.error = err; });
+    var info = item.image.info;
+    if (info && info.frames > 1 && (isGray(info) || storedJpeg(info))) {
+      loadBatch(item, info);
+    } else {
+      settle(item, info ? fetchFrame(item, info) :
+        item.series.info(item.image).then(function (info) { return fetchFrame(item, info); }));
+    }
     return item.promise;
   }
 
+  function settle(item, promise) {
+    item.promise = promise;
+    promise.then(function (frame) { item.ready = frame; }, function (err) { item.error = err; });
+  }
+
+  // JPEG baseline colour frames go as stored: no decoding or re-encoding on the box, the browser decodes.
+  function storedJpeg(info) { return info.ts === JPEG_BASELINE && info.photometric.indexOf("YBR") === 0; }
+
+  function frameAccept(info) {
+    return storedJpeg(info) ? 'multipart/related; type="image/jpeg"; transfer-syntax=' + JPEG_BASELINE :
+      'multipart/related; type="application/octet-stream"; transfer-syntax=' + NATIVE;
+  }
+
+  function decodePart(info, bytes) {
+    return storedJpeg(info) ? bitmapOf(new Blob([bytes], { type: "image/jpeg" })) : grayPixels(info, bytes);
+  }
+
   function fetchFrame(item, info) {
-    if (isGray(info)) {
-      return fetchOk(frameUrl(item), 'multipart/related; type="application/octet-stream"; transfer-syntax=' + NATIVE)
-        .then(function (r) {
-          var type = r.headers.get("Content-Type");
-          return r.arrayBuffer().then(function (buf) { return grayPixels(info, firstPart(buf, type)); });
-        });
-    }
-    if (info.ts === JPEG_BASELINE && info.photometric.indexOf("YBR") === 0) {
-      // As stored: no decoding or re-encoding on the box, the browser's JPEG decoder does the work.
-      return fetchOk(frameUrl(item), 'multipart/related; type="image/jpeg"; transfer-syntax=' + JPEG_BASELINE)
-        .then(function (r) {
-          var type = r.headers.get("Content-Type");
-          return r.arrayBuffer().then(function (buf) { return bitmapOf(new Blob([firstPart(buf, type)], { type: "image/jpeg" })); });
-        });
+    if (isGray(info) || storedJpeg(info)) {
+      return fetchOk(frameUrl(item), frameAccept(info)).then(function (r) {
+        var type = r.headers.get("Content-Type");
+        return r.arrayBuffer().then(function (buf) { return decodePart(info, firstPart(buf, type)); });
+      });
     }
     return fetchOk(frameUrl(item) + "/rendered", "image/png").then(function (r) { return r.blob(); }).then(bitmapOf);
+  }
+
+  // Frames of a multi-frame image (a cine clip) ten to a request, each a part of one multipart response:
+  // a 120-frame clip is 13 requests, not 120. The first frame comes alone, so it is drawn at once.
+  var BATCH = 10;
+  function loadBatch(item, info) {
+    var first = item.frame === 0 ? 0 : Math.max(1, item.frame - (item.frame - 1) % BATCH);
+    var last = item.frame === 0 ? 1 : Math.min(info.frames, first + BATCH);
+    var batch = item.image.items.slice(first, last).filter(function (it) { return !it.promise; });
+    var url = frameUrl(item).replace(/\/frames\/\d+$/, "/frames/") + batch.map(function (it) { return it.frame + 1; }).join(",");
+    var parts = fetchOk(url, frameAccept(info)).then(function (r) {
+      var type = r.headers.get("Content-Type");
+      return r.arrayBuffer().then(function (buf) { return allParts(buf, type); });
+    });
+    batch.forEach(function (it, k) {
+      settle(it, parts.then(function (list) {
+        if (!list[k]) { throw new HttpError(502, "frame " + (it.frame + 1) + " missing from the response"); }
+        return decodePart(info, list[k]);
+      }));
+    });
+  }
+
+  // Every part's body of a multipart/related response, in order.
+  function allParts(buffer, contentType) {
+    var m = /boundary="?([^";]+)"?/i.exec(contentType || "");
+    var bytes = new Uint8Array(buffer);
+    if (!m) { return [bytes]; }
+    var delimiter = strBytes("\r\n--" + m[1]), out = [];
+    var pos = indexOf(bytes, strBytes("--" + m[1]), 0);
+    while (pos >= 0) {
+      var start = indexOf(bytes, [13, 10, 13, 10], pos) + 4;
+      if (start < 4) { break; }
+      var end = indexOf(bytes, delimiter, start);
+      if (end < 0) { break; }
+      out.push(bytes.slice(start, end));
+      pos = end + 2;
+      if (bytes[end + delimiter.length] === 45 && bytes[end + delimiter.length + 1] === 45) { break; }  // "--": the last
+    }
+    return out;
   }
 
   function grayPixels(info, bytes) {
@@ -297,10 +351,19 @@
   };
 
   // Fetch frames nearest the current slice first, a few at a time, until the whole stack is loaded.
+  // data-loaded counts frames settled (drawn-ready or failed), whoever asked for them.
   Viewport.prototype.prefetch = function () {
-    var self = this, generation = this.generation, stack = this.stack, loaded = 0;
-    stack.forEach(function (item) { if (item.ready || item.error) { loaded++; } });
-    self.el.dataset.loaded = String(loaded);
+    var self = this, generation = this.generation, stack = this.stack, loaded = 0, watched = new Set();
+    function noop() {}
+    function watch(item) {
+      if (watched.has(item)) { return; }
+      watched.add(item);
+      item.promise.then(noop, noop).then(function () {
+        if (self.generation !== generation) { return; }
+        self.el.dataset.loaded = String(++loaded);
+        if (loaded === stack.length) { mark("pacs:series-loaded"); }
+      });
+    }
     function nearest() {
       for (var d = 0; d < stack.length; d++) {
         var up = stack[self.index + d], down = stack[self.index - d];
@@ -311,23 +374,14 @@
     }
     function pump() {
       if (self.generation !== generation) { return; }
+      stack.forEach(function (it) { if (it.promise) { watch(it); } });  // also what show() asked for
       var item = nearest();
       if (!item) { return; }
-      loadFrame(item).then(function () {}, function () {}).then(function () {
-        if (self.generation !== generation) { return; }
-        self.el.dataset.loaded = String(++loaded);
-        if (loaded === stack.length) { mark("pacs:series-loaded"); }
-        pump();
-      });
+      loadFrame(item);
+      item.image.items.forEach(function (it) { if (it.promise) { watch(it); } });  // a batch of frames
+      item.promise.then(noop, noop).then(pump);
     }
-    // Frames already requested (by another viewport or by show) are counted when they settle.
-    stack.forEach(function (item) {
-      if (item.promise && !item.ready && !item.error) {
-        item.promise.then(function () {}, function () {}).then(function () {
-          if (self.generation === generation) { self.el.dataset.loaded = String(++loaded); }
-        });
-      }
-    });
+    self.el.dataset.loaded = "0";
     for (var k = 0; k < PARALLEL; k++) { pump(); }
   };
 
