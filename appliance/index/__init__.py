@@ -22,14 +22,15 @@ class Index:
         return cls(open_index(path, key, cache_mb), case_sensitive_names)
 
     def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, case_sensitive_ids: bool = True,
-               limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+               include_offsite: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         return query.search(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
-                            case_sensitive_ids=case_sensitive_ids, limit=limit, offset=offset)
+                            case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite,
+                            limit=limit, offset=offset)
 
     def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False,
-              case_sensitive_ids: bool = True) -> int:
+              case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
         return query.count(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
-                           case_sensitive_ids=case_sensitive_ids)
+                           case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite)
 
     def start(self) -> None:
         self.writer.start()

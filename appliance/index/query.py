@@ -29,6 +29,7 @@ from peewee import Expression, Field, fn
 
 from .models import Instance, Patient, Series, Study
 from .names import fold, words
+from .offsite import ONLINE, offsite_studies
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 UID, PN, DA, TM, TEXT, INT, MULTI = "UID", "PN", "DA", "TM", "TEXT", "INT", "MULTI"
@@ -252,11 +253,24 @@ ORDER: dict[str, Callable[[], Iterable]] = {
 
 
 def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False, fuzzy: bool = False,
-           case_sensitive_ids: bool = True, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    """Records matching ``criteria`` at ``level``, in the level's natural order."""
+           case_sensitive_ids: bool = True, include_offsite: bool = False, limit: int | None = None,
+           offset: int = 0) -> list[dict[str, Any]]:
+    """Records matching ``criteria`` at ``level``, in the level's natural order.
+
+    ``include_offsite`` (STUDY level) adds the studies whose only copy is offsite (offsite.py),
+    marked NEARLINE, among the live ones (marked ONLINE) in date order.
+    """
     level = level.upper()
-    query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy,
-                        case_sensitive_ids=case_sensitive_ids)
+    how = {"case_sensitive_names": case_sensitive_names, "fuzzy": fuzzy, "case_sensitive_ids": case_sensitive_ids}
+    if include_offsite and level == "STUDY":
+        offsite = _offsite(criteria, how)
+        if offsite:
+            live = search(level, criteria, **how, limit=None if limit is None else offset + limit)
+            for record in live:
+                record["InstanceAvailability"] = ONLINE
+            merged = sorted(live + offsite, key=lambda r: (r["StudyDate"] or "", r["StudyTime"] or ""), reverse=True)
+            return merged[offset:] if limit is None else merged[offset:offset + limit]
+    query = build_query(level, criteria, **how)
     columns = COLUMNS[level]
     query = query.select(*columns.fields).order_by(*ORDER[level]())
     if limit is not None:
@@ -266,10 +280,26 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
     # The cursor's raw rows: SQLite's TEXT/INTEGER values are already what the fields' python_value would
     # make of them, and skipping peewee's per-column converters halves the time per row.
     cursor = query.model._meta.database.execute(query)
-    return [_record(row, columns, level) for row in cursor.fetchall()]
+    records = [_record(row, columns, level) for row in cursor.fetchall()]
+    if include_offsite and level == "STUDY":
+        for record in records:
+            record["InstanceAvailability"] = ONLINE
+    return records
+
+
+def _offsite(criteria: Mapping[str, str], how: dict) -> list[dict[str, Any]]:
+    found = offsite_studies(criteria, COLUMNS["STUDY"].keywords, **how)
+    if not found:
+        return found
+    uids = [r["StudyInstanceUID"] for r in found]
+    live = {uid for (uid,) in Study.select(Study.study_uid).where(Study.study_uid.in_(uids)).tuples()}
+    return [r for r in found if r["StudyInstanceUID"] not in live]  # partly received again: the live rows speak
 
 
 def count(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
-          fuzzy: bool = False, case_sensitive_ids: bool = True) -> int:
-    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy,
-                       case_sensitive_ids=case_sensitive_ids).count()
+          fuzzy: bool = False, case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
+    how = {"case_sensitive_names": case_sensitive_names, "fuzzy": fuzzy, "case_sensitive_ids": case_sensitive_ids}
+    live = build_query(level, criteria, **how).count()
+    if include_offsite and level.upper() == "STUDY":
+        live += len(_offsite(criteria, how))
+    return live

@@ -33,6 +33,25 @@
         window.location.href = tr.dataset.href;
       });
     });
+    // A study coming back from offsite: show its progress, open the viewer when it is back.
+    document.querySelectorAll("[data-restore-status]").forEach(function (card) {
+      if (!card.dataset.restoreState || card.dataset.restoreState === "failed") { return; }
+      var meter = card.querySelector("[data-restore-meter]"), message = card.querySelector("[data-restore-message]");
+      function poll() {
+        fetch(card.dataset.restoreStatus, { credentials: "same-origin", headers: { Accept: "application/json" } })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (st) {
+            if (!st) { setTimeout(poll, 2000); return; }
+            card.dataset.restoreState = st.state;
+            if (message) { message.textContent = st.message; }
+            if (meter) { meter.style.width = (st.total ? Math.round(100 * st.done / st.total) : 0) + "%"; }
+            if (st.state === "done") { window.location.href = card.dataset.viewerUrl; }
+            else if (st.state === "failed") { window.location.reload(); }
+            else { setTimeout(poll, 700); }
+          }, function () { setTimeout(poll, 2000); });
+      }
+      poll();
+    });
     // Copy a freshly created API token.
     document.querySelectorAll("[data-copy]").forEach(function (btn) {
       btn.addEventListener("click", function () {
