@@ -50,3 +50,21 @@ def test_restored_study_is_live_again(box):
     box.app.recycler.restore(box.studies["A"], actor="test")
     found = query.search("STUDY", {"PatientID": "RCY1"}, include_offsite=True)
     assert sorted(uids(found)) == sorted([(box.studies["A"], "ONLINE", False), (box.studies["B"], "ONLINE", False)])
+
+
+def test_browser_bring_back_runs_off_the_request_and_reports(box):
+    from helpers import wait_until
+    from web.viewer.restore import Restores
+
+    recycle_a(box)
+    restores = Restores(box.app.recycler)
+    try:
+        first = restores.start(box.studies["A"], actor="clinician1")
+        assert first["state"] in ("queued", "running")
+        assert restores.start(box.studies["A"], actor="clinician1")["state"] in ("queued", "running", "done")
+        done = wait_until(lambda: restores.status(box.studies["A"])["state"] in ("done", "failed") and
+                          restores.status(box.studies["A"]), 30, what="the restore")
+        assert done["state"] == "done" and "back on this box (2 images)" in done["message"], done
+        assert restores.status("1.2.3") is None
+    finally:
+        restores.close()
