@@ -90,7 +90,7 @@
     if (!m) { return bytes; }
     var start = indexOf(bytes, [13, 10, 13, 10], 0) + 4;
     var end = indexOf(bytes, strBytes("\r\n--" + m[1]), start);
-    return bytes.slice(start, end < 0 ? bytes.length : end);
+    return bytes.subarray(start, end < 0 ? bytes.length : end);  // a view: grayPixels makes the one copy
   }
 
   function strBytes(s) { var a = []; for (var i = 0; i < s.length; i++) { a.push(s.charCodeAt(i)); } return a; }
