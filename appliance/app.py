@@ -249,7 +249,8 @@ class Parts:
 
         settings = NodeSettings.from_config(self.config)
         node = DicomNode(settings, policy=AssociationPolicy(settings.ae_title,
-                                                            allowed_callers_from(self.config, self.peers)),
+                                                            allowed_callers_from(self.config, self.peers),
+                                                            self.peers.pinned_certificate),
                          events=self.events, tls_context=self.dicom_tls_context)
         sender = ObjectSender(self.archive)
         for service in (

@@ -59,7 +59,13 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM file of the CA certificates (or self-signed certificates) trusted for DICOM TLS: modalities' "
             "client certificates are checked against it when sent, and peers we call over TLS must chain to it."),
     Setting("dicom", "tls_require_client_cert", False,
-            "Refuse TLS connections without a client certificate that chains to tls_ca."),
+            "Refuse TLS connections without a client certificate that chains to tls_ca; a client certificate "
+            "must then name the calling AE title as its CN, unless the peer's certificate is pinned "
+            "(`modality add|update --cert-fingerprint`)."),
+    Setting("dicom", "tls_crl", "",
+            "PEM file of the certificate revocation lists (CRLs) of the CAs in tls_ca: a revoked client "
+            "certificate is refused. Needs a current CRL for every CA that issues client certificates; "
+            "restart after replacing it. Empty = no revocation check. Relative paths are inside the data directory."),
     Setting("dicom", "tls_min_version", "1.2", "Oldest TLS version accepted: \"1.2\" or \"1.3\"."),
     # [http] the web app
     Setting("http", "host", "0.0.0.0", "Address the web UI and DICOMweb bind to."),
