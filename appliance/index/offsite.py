@@ -79,9 +79,12 @@ def _record(rs: RecycledStudy, keywords: tuple[str, ...]) -> dict[str, Any]:
 
 
 def offsite_studies(criteria: Mapping[str, Any], keywords: tuple[str, ...], *, live_uids: set[str] | None = None,
-                    case_sensitive_names: bool = False, fuzzy: bool = False,
-                    case_sensitive_ids: bool = True) -> list[dict[str, Any]]:
-    """Recycled, not restored studies matching ``criteria``, newest first, as STUDY records."""
+                    case_sensitive_names: bool = False, fuzzy: bool = False, case_sensitive_ids: bool = True,
+                    db=None) -> list[dict[str, Any]]:
+    """Recycled, not restored studies matching ``criteria``, newest first, as STUDY records.
+
+    ``db``: the index database to read (None: the one the models are bound to).
+    """
     wanted = {}
     for keyword, value in criteria.items():
         if value is None:
@@ -97,7 +100,7 @@ def offsite_studies(criteria: Mapping[str, Any], keywords: tuple[str, ...], *, l
     found, seen = [], set()
     rows = (RecycledStudy.select().where(RecycledStudy.restored_at.is_null())
             .order_by(RecycledStudy.study_date.desc(), RecycledStudy.recycled_at.desc()))
-    for rs in rows:
+    for rs in rows.execute(db):
         if rs.study_uid in seen or (live_uids is not None and rs.study_uid in live_uids):
             continue  # recycled twice, or partly received again since: the live rows speak for it
         if all(_matches(_KEYS[k][1], v, str(getattr(rs, _KEYS[k][0]) or ""), case_sensitive_names=case_sensitive_names,

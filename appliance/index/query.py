@@ -289,12 +289,12 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
     return records
 
 
-def _offsite(criteria: Mapping[str, str], how: dict) -> list[dict[str, Any]]:
-    found = offsite_studies(criteria, COLUMNS["STUDY"].keywords, **how)
+def _offsite(criteria: Mapping[str, str], how: dict, db=None) -> list[dict[str, Any]]:
+    found = offsite_studies(criteria, COLUMNS["STUDY"].keywords, db=db, **how)
     if not found:
         return found
     uids = [r["StudyInstanceUID"] for r in found]
-    live = {uid for (uid,) in Study.select(Study.study_uid).where(Study.study_uid.in_(uids)).tuples()}
+    live = {uid for (uid,) in Study.select(Study.study_uid).where(Study.study_uid.in_(uids)).tuples().execute(db)}
     return [r for r in found if r["StudyInstanceUID"] not in live]  # partly received again: the live rows speak
 
 
