@@ -234,3 +234,17 @@ def test_linked_scrolling_side_by_side(logged_in, viewer_box):
     wait_shown(page, 3, port=1)
     wait_shown(page, 2, port=0)
     assert lit_pixels(page, 0) > 0 and lit_pixels(page, 1) > 0
+
+
+def test_study_picker_readable_in_full(logged_in, viewer_box):
+    page = logged_in
+    open_viewer(page, viewer_box, "long")
+    wait_shown(page, 0)
+    label = page.locator("[data-study-label]")
+    wait_until(lambda: label.inner_text(), 10, what="the study label")
+    text = label.inner_text()
+    assert "CT abdomen" in text and "(this study)" in text, text
+    sidebar = page.locator(".vseries").bounding_box()
+    box = label.bounding_box()
+    assert box["x"] + box["width"] <= sidebar["x"] + sidebar["width"]  # wrapped inside, not cut off
+    assert label.evaluate("el => el.scrollWidth <= el.clientWidth")
