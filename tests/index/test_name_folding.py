@@ -64,7 +64,7 @@ def test_migration_folds_names_stored_before(tmp_path):
         db = core.index.db
         db.execute_sql('UPDATE "patient" SET "name_upper" = ? WHERE "patient_id" = ?', ("ZOË^ÜNAL", "OLD1"))
         assert accessions({"PatientName": "zoe*"}) == []  # as an index written before folding
-        importlib.import_module("appliance.index.migrations.0010_fold_names").up(None, db)
+        importlib.import_module("appliance.index.migrations.0013_fold_names").up(None, db)
         assert accessions({"PatientName": "zoe*"}) == ["Z1"]
         assert accessions({"PatientName": "unal zoe"}, fuzzy=True) == ["Z1"]
     finally:
