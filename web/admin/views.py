@@ -432,3 +432,23 @@ def settings_save():
     audit("config.change", detail=f"[{section}] {key} = {value!r}")
     flash(f"Saved [{section}] {key} to {cfg.config_path.name}. Restart the appliance to apply it.", "ok")
     return redirect(url_for("admin.settings"))
+
+
+@bp.post("/admin/settings/backup-test")
+@login_required("admin")
+def backup_test():
+    """Write, read back and delete a probe object on the backup target typed in the form (not yet saved)."""
+    from .backup_probe import probe
+
+    url = request.form.get("value", "").strip()
+    backup = _part("backup")
+    try:
+        config_edit.parse_form_value(config_edit.setting("backup", "target"), url)
+        message = probe(backup, url)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer the admin asked for
+        audit("backup.test", detail=f"failed: {exc.__class__.__name__}")
+        flash(f"Backup target test failed: {exc}", "error")
+        return redirect(url_for("admin.settings"))
+    audit("backup.test", detail="ok")
+    flash(message, "ok")
+    return redirect(url_for("admin.settings"))
