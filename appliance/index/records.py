@@ -213,6 +213,12 @@ def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha25
     return outcome
 
 
+def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
+    """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
+    incoming object, and building the equivalent peewee query costs more than running it."""
+    return _one(db, 'SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', sop_uid)
+
+
 def _one(db, sql: str, *params):
     cursor = db.execute_sql(sql, params)
     try:
