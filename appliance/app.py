@@ -196,7 +196,7 @@ class Parts:
         from .dicom.commitment import CommitmentService
 
         d = self.config.dicom
-        return CommitmentService(self.archive, self.peers, d.ae_title, self.audit, index=self.index,
+        return CommitmentService(self.archive, self.index, self.peers, d.ae_title, self.audit,
                                  timeout=d.dimse_timeout, retry_initial=d.commitment_retry_initial_seconds,
                                  retry_max=d.commitment_retry_max_seconds)
 

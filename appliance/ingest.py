@@ -48,8 +48,7 @@ from .dicomfile import parse
 from .errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from .events import Events
 from .index import Index
-from .index.models import Instance
-from .index.records import Outcome, PriorVersion, record_instance
+from .index.records import Outcome, PriorVersion
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +198,8 @@ class Ingestor:
             seen["prior"] = prior
             return self.replacement_policy(prior, a)
 
-        outcome = record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label, decide=decide)
+        outcome = self.index.studies.record(a, stored.object_id, stored.size, stored.sha256, origin.label,
+                                            decide=decide)
         if outcome in (Outcome.STORED, Outcome.REPLACED):  # not a held object: it is not the instance (yet)
             for hook in self.record_hooks:
                 hook(a, stored.object_id, origin)
@@ -232,14 +232,7 @@ class Ingestor:
                          patient_id=a.patient_id, study_uid=a.study_uid, reason=reason)
 
     def _stored(self, sop_uid: str) -> tuple[str, str] | None:
-        """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
-        incoming object, and building the equivalent peewee query costs more than running it."""
-        sql = f'SELECT "sha256", "object_id" FROM "{Instance._meta.table_name}" WHERE "sop_uid" = ?'
-        cursor = self.index.db.execute_sql(sql, (sop_uid,))
-        try:
-            return cursor.fetchone()
-        finally:
-            cursor.close()  # end the read at once, not when the cursor is collected
+        return self.index.studies.stored_digest(sop_uid)
 
     @staticmethod
     def _digest(prefix: bytes, src: BinaryIO) -> tuple[str, int]:

@@ -18,7 +18,6 @@ import logging
 
 from .dicomfile import parse
 from .errors import ApplianceError, NotFound
-from .index.records import record_instance
 from .index.versions import Version, count_held, get_version, list_versions, take_version
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,9 @@ class Versions:
             raise VersionChanged(f"object {object_id} holds another SOP Instance UID than its version row")
 
         def swap():
-            if not take_version(object_id, v.sha256):
+            if not take_version(self.index.db, object_id, v.sha256):
                 raise VersionChanged(f"version {object_id} changed meanwhile; list the versions again")
-            record_instance(a, object_id, v.size, v.sha256, v.source, decide=lambda _prior: "replace")
+            self.index.studies.record(a, object_id, v.size, v.sha256, v.source, decide=lambda _prior: "replace")
 
         self.index.writer.submit(swap).result()
         self.audit.record("instance.version.restore", actor, address=address, patient_id=a.patient_id,
@@ -75,7 +74,7 @@ class Versions:
         if not v.held:
             raise VersionChanged(f"version {object_id} is a replaced version, kept as history; only objects held "
                                  "for an admin can be discarded")
-        if not self.index.writer.submit(lambda: take_version(object_id, v.sha256)).result():
+        if not self.index.writer.submit(lambda: take_version(self.index.db, object_id, v.sha256)).result():
             raise VersionChanged(f"version {object_id} changed meanwhile; list the versions again")
         self.archive.delete(object_id)
         self.audit.record("instance.version.discard", actor, address=address, patient_id=v.patient_id,

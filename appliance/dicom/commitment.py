@@ -29,8 +29,9 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from ..archive import Archive
 from ..errors import ApplianceError
-from ..index import commitments
-from ..index.models import Instance, utcnow
+from ..index import Index, utcnow
+from ..index.commitments import Request
+from ..index.studies import StoredInstance, StudiesRepo
 from ..lifecycle import PeriodicTask
 from ..peers import PeerRegistry
 from .registry import DimseService, Handler
@@ -48,14 +49,14 @@ INSTANCE_UID = "1.2.840.10008.1.20.1.1"  # the well-known Storage Commitment Pus
 SAME_ASSOCIATION_GRACE = 0.3  # seconds
 
 
-def check_references(archive: Archive, references) -> tuple[list[Dataset], list[Dataset]]:
+def check_references(archive: Archive, studies: StudiesRepo, references) -> tuple[list[Dataset], list[Dataset]]:
     """Split referenced instances into (committed, failed with a FailureReason)."""
     committed, failed = [], []
     for ref in references:
         item = Dataset()
         item.ReferencedSOPClassUID = ref.get("ReferencedSOPClassUID", "")
         item.ReferencedSOPInstanceUID = ref.get("ReferencedSOPInstanceUID", "")
-        row = Instance.get_or_none(Instance.sop_uid == str(item.ReferencedSOPInstanceUID))
+        row = studies.find_instance(str(item.ReferencedSOPInstanceUID))
         if row is None or not archive.exists(row.object_id):
             item.FailureReason = NO_SUCH_OBJECT
             failed.append(item)
@@ -70,7 +71,7 @@ def check_references(archive: Archive, references) -> tuple[list[Dataset], list[
     return committed, failed
 
 
-def _intact(archive: Archive, row: Instance) -> bool:
+def _intact(archive: Archive, row: StoredInstance) -> bool:
     """Decrypt and check the whole object against its recorded digest before taking responsibility
     for it (this runs in the background thread, after the N-ACTION was answered)."""
     try:
@@ -103,13 +104,14 @@ def _reference(sop_class: str, sop_uid: str) -> Dataset:
 class CommitmentService:
     name = "storage commitment reports"
 
-    def __init__(self, archive: Archive, peers: PeerRegistry, ae_title: str, audit, index=None,
+    def __init__(self, archive: Archive, index: Index, peers: PeerRegistry, ae_title: str, audit,
                  timeout: float = 30.0, retry_initial: float = 30.0, retry_max: float = 3600.0):
         self.archive = archive
+        self.studies = index.studies
+        self.requests = index.commitments
         self.peers = peers
         self.ae_title = ae_title
         self.audit = audit
-        self.index = index
         self.timeout = timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -129,7 +131,7 @@ class CommitmentService:
         self._task.stop()
 
     def _idle_seconds(self) -> float:
-        due = commitments.next_due()
+        due = self.requests.next_due()
         if due is None:
             return 300.0
         return max(0.5, min(300.0, (due - utcnow()).total_seconds()))
@@ -149,7 +151,7 @@ class CommitmentService:
         refs = [(str(r.get("ReferencedSOPClassUID", "")), str(r.get("ReferencedSOPInstanceUID", "")))
                 for r in references]
         try:  # durable before we answer: the report is owed even if the box restarts now
-            request = commitments.add(self.index, transaction_uid, calling, refs,
+            request = self.requests.add(transaction_uid, calling, refs,
                                       first_retry_seconds=SAME_ASSOCIATION_GRACE + 2 * self.timeout)
         except Exception:  # noqa: BLE001 - no success without the stored request
             log.exception("storage commitment request from %s could not be stored", calling)
@@ -159,22 +161,22 @@ class CommitmentService:
                          daemon=True).start()
         return SUCCESS, None
 
-    def _result(self, request: commitments.Request) -> tuple[int, Dataset]:
-        committed, failed = check_references(self.archive, [_reference(c, u) for c, u in request.references])
+    def _result(self, request: Request) -> tuple[int, Dataset]:
+        committed, failed = check_references(self.archive, self.studies, [_reference(c, u) for c, u in request.references])
         log.info("storage commitment for %s: %d committed, %d failed", request.calling_ae, len(committed),
                  len(failed))
         self.audit.record("dicom.commitment", f"dicom:{request.calling_ae}",
                           detail=f"{len(committed)} committed, {len(failed)} failed")
         return event_report(request.transaction_uid, committed, failed, self.ae_title)
 
-    def _report(self, assoc, request: commitments.Request) -> None:
+    def _report(self, assoc, request: Request) -> None:
         try:
             event_type, ds = self._result(request)
             # A modality that wants the report on this association waits for it; one that releases at
             # once has its A-RELEASE handled within this grace period, and gets it on a new association.
             time.sleep(SAME_ASSOCIATION_GRACE)
             if assoc.is_established and not assoc.acse.is_release_requested() and self._send(assoc, event_type, ds):
-                commitments.delivered(self.index, request.id)
+                self.requests.delivered(request.id)
                 return
             self._deliver(request, event_type, ds)
         except Exception:  # noqa: BLE001 - a background thread must log, not die silently; the task retries
@@ -183,23 +185,23 @@ class CommitmentService:
     def run_once(self) -> int:
         """Report every request that is due on a new association; return how many were delivered."""
         done = 0
-        for request in commitments.due(utcnow()):
+        for request in self.requests.due(utcnow()):
             if self._task.stopping:
                 break
             event_type, ds = self._result(request)
             done += self._deliver(request, event_type, ds)
         return done
 
-    def _deliver(self, request: commitments.Request, event_type: int, ds: Dataset) -> bool:
+    def _deliver(self, request: Request, event_type: int, ds: Dataset) -> bool:
         error = self._send_on_new_association(request.calling_ae, event_type, ds)
         if error is None:
-            commitments.delivered(self.index, request.id)
+            self.requests.delivered(request.id)
             log.info("storage commitment report %s delivered to %s", request.transaction_uid, request.calling_ae)
             return True
         delay = min(self.retry_initial * (2 ** request.attempts), self.retry_max)
         log.warning("storage commitment report for %s not delivered (%s); next attempt in %.0f s",
                     request.calling_ae, error, delay)
-        commitments.postpone(self.index, request.id, error, delay)
+        self.requests.postpone(request.id, error, delay)
         self._task.wake()  # recompute the next due time
         return False
 

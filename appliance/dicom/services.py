@@ -10,7 +10,7 @@ from .scu import ObjectSender
 
 def all_services(*, ingestor, index, peers, worklist_store, archive, audit, ae_title: str, sender: ObjectSender,
                  commitment: commitment_mod.CommitmentService | None = None) -> list[DimseService]:
-    commitment_service = commitment or commitment_mod.CommitmentService(archive, peers, ae_title, audit, index)
+    commitment_service = commitment or commitment_mod.CommitmentService(archive, index, peers, ae_title, audit)
     return [
         echo.service(),
         store.service(ingestor, peers),

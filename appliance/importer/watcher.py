@@ -42,7 +42,6 @@ from pathlib import Path
 
 from ..archive.fsutil import PRIVATE_FILE, private_dir
 from ..archive.quarantine import Quarantine
-from ..index.records import find_instance
 from ..ingest import Ingestor, Origin
 from ..lifecycle import PeriodicTask
 from .runner import EntryResult, Status, Tally, import_entry
@@ -269,7 +268,8 @@ class Inbox:
                 continue
             # Listed files not here yet may still be on their way (a copy in progress): give them a while.
             grace = self._seen[dicomdir][1] + 10 * self.s.stable_seconds - now
-            if grace > 0 and any(r.path not in files and not (r.sop_uid and find_instance(r.sop_uid))
+            studies = self.ingestor.index.studies
+            if grace > 0 and any(r.path not in files and not (r.sop_uid and studies.find_instance(r.sop_uid))
                                  for r in records):
                 wait = min(wait, grace)
                 continue

@@ -80,10 +80,10 @@ def _record(rs: RecycledStudy, keywords: tuple[str, ...]) -> dict[str, Any]:
 
 def offsite_studies(criteria: Mapping[str, Any], keywords: tuple[str, ...], *, live_uids: set[str] | None = None,
                     case_sensitive_names: bool = False, fuzzy: bool = False, case_sensitive_ids: bool = True,
-                    db=None) -> list[dict[str, Any]]:
+                    db) -> list[dict[str, Any]]:
     """Recycled, not restored studies matching ``criteria``, newest first, as STUDY records.
 
-    ``db``: the index database to read (None: the one the models are bound to).
+    ``db``: the index database to read.
     """
     wanted = {}
     for keyword, value in criteria.items():

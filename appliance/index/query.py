@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from peewee import Expression, Field, fn
+from peewee import Database, Expression, Field, fn
 
 from .models import Instance, Patient, Series, Study
 from .names import fold, words
@@ -129,7 +129,7 @@ def _glob(value: str) -> str:
     return value.replace("[", "[[]")
 
 
-def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):
+def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):
     field = attr.field
     kind = attr.kind
     if field is Patient.patient_id and not case_sensitive_ids:
@@ -213,10 +213,15 @@ def _columns(level: str) -> _Columns:
 COLUMNS = {level: _columns(level) for level in LEVELS}
 
 
+def multi_values(stored: str) -> list[str]:
+    """The values of a stored multi-valued attribute: "\\CT\\MR\\" -> ["CT", "MR"]."""
+    return [v for v in stored.split("\\") if v]
+
+
 def _record(row: tuple, columns: _Columns, level: str) -> dict[str, Any]:
     record: dict[str, Any] = dict(zip(columns.keywords, row))
     for keyword in columns.multi:
-        record[keyword] = [v for v in record[keyword].split("\\") if v]
+        record[keyword] = multi_values(record[keyword])
     record["QueryRetrieveLevel"] = level
     record.update(zip(columns.extras, row[len(columns.keywords):]))
     return record
@@ -242,7 +247,7 @@ def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names
         value = str(value).strip() if not isinstance(value, (list, tuple)) else "\\".join(map(str, value))
         if not value or value == "*":
             continue  # universal matching
-        query = query.where(_condition(attr, value, case_sensitive_names, fuzzy, case_sensitive_ids))
+        query = query.where(condition(attr, value, case_sensitive_names, fuzzy, case_sensitive_ids))
     return query
 
 
@@ -254,10 +259,10 @@ ORDER: dict[str, Callable[[], Iterable]] = {
 }
 
 
-def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False, fuzzy: bool = False,
-           case_sensitive_ids: bool = True, include_offsite: bool = False, limit: int | None = None,
-           offset: int = 0) -> list[dict[str, Any]]:
-    """Records matching ``criteria`` at ``level``, in the level's natural order.
+def search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+           fuzzy: bool = False, case_sensitive_ids: bool = True, include_offsite: bool = False,
+           limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Records of ``db`` matching ``criteria`` at ``level``, in the level's natural order.
 
     ``include_offsite`` (STUDY level) adds the studies whose only copy is offsite (offsite.py),
     marked NEARLINE, among the live ones (marked ONLINE) in date order.
@@ -265,9 +270,9 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
     level = level.upper()
     how = {"case_sensitive_names": case_sensitive_names, "fuzzy": fuzzy, "case_sensitive_ids": case_sensitive_ids}
     if include_offsite and level == "STUDY":
-        offsite = _offsite(criteria, how)
+        offsite = _offsite(db, criteria, how)
         if offsite:
-            live = search(level, criteria, **how, limit=None if limit is None else offset + limit)
+            live = search(db, level, criteria, **how, limit=None if limit is None else offset + limit)
             for record in live:
                 record["InstanceAvailability"] = ONLINE
             merged = sorted(live + offsite, key=lambda r: (r["StudyDate"] or "", r["StudyTime"] or ""), reverse=True)
@@ -281,7 +286,7 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
         query = query.offset(offset)
     # The cursor's raw rows: SQLite's TEXT/INTEGER values are already what the fields' python_value would
     # make of them, and skipping peewee's per-column converters halves the time per row.
-    cursor = query.model._meta.database.execute(query)
+    cursor = db.execute(query)
     records = [_record(row, columns, level) for row in cursor.fetchall()]
     if include_offsite and level == "STUDY":
         for record in records:
@@ -289,7 +294,7 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
     return records
 
 
-def _offsite(criteria: Mapping[str, str], how: dict, db=None) -> list[dict[str, Any]]:
+def _offsite(db: Database, criteria: Mapping[str, str], how: dict) -> list[dict[str, Any]]:
     found = offsite_studies(criteria, COLUMNS["STUDY"].keywords, db=db, **how)
     if not found:
         return found
@@ -298,10 +303,10 @@ def _offsite(criteria: Mapping[str, str], how: dict, db=None) -> list[dict[str, 
     return [r for r in found if r["StudyInstanceUID"] not in live]  # partly received again: the live rows speak
 
 
-def count(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+def count(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
           fuzzy: bool = False, case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
     how = {"case_sensitive_names": case_sensitive_names, "fuzzy": fuzzy, "case_sensitive_ids": case_sensitive_ids}
-    live = build_query(level, criteria, **how).count()
+    live = build_query(level, criteria, **how).count(db)
     if include_offsite and level.upper() == "STUDY":
-        live += len(_offsite(criteria, how))
+        live += len(_offsite(db, criteria, how))
     return live

@@ -5,14 +5,18 @@ query never aggregates over the instance table.
 """
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
+from peewee import Database
+
 from ..errors import ConflictRejected
-from .models import Instance, ReplacedObject, Series, utcnow
+from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
 from .names import fold
+from .repository import to_record
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,28 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class StoredInstance:
+    """One instance row as the index holds it."""
+
+    id: int
+    series_id: int
+    sop_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    transfer_syntax: str
+    rows: int | None
+    columns: int | None
+    frames: int | None
+    content_date: str
+    content_time: str
+    object_id: str  # archive object holding the bytes
+    size: int
+    sha256: str
+    source: str  # how it came in, e.g. "dicom:CT1@10.0.0.5", "import", "stow:alice"
+    received_at: datetime.datetime
+
+
+@dataclass(frozen=True)
 class PriorVersion:
     """The indexed instance a different object arrives for (what a replacement policy decides on)."""
 
@@ -80,11 +106,24 @@ def _add_value(multi: str, value: str) -> str:
     return "\\" + "\\".join(items) + "\\"
 
 
-def find_instance(sop_uid: str) -> Instance | None:
-    return Instance.get_or_none(Instance.sop_uid == sop_uid)
+def lookup(db: Database, sop_uid: str) -> StoredInstance | None:
+    row = (Instance.select(Instance, Instance.series.alias("series_id")).where(Instance.sop_uid == sop_uid)
+           .dicts().first(db))
+    return None if row is None else to_record(StoredInstance, row)
 
 
-# record_instance runs for every stored object, on the single writer thread. It is written in
+def find_instance(sop_uid: str) -> StoredInstance | None:
+    """TRANSITIONAL (through the global bind): use ``index.studies.find_instance``."""
+    return lookup(Instance._meta.database, sop_uid)
+
+
+def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
+    """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
+    incoming object, and building the equivalent peewee query costs more than running it."""
+    return _one(db, 'SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', sop_uid)
+
+
+# record runs for every stored object, on the single writer thread. It is written in
 # plain SQL because building the same statements with peewee cost more than running them (about
 # 60 % of the writer's time when profiled). Column lists follow models/core.py; the schema tests
 # (tests/index) read the rows back through the models, so a drift shows there.
@@ -141,12 +180,17 @@ _FIND_EXISTING = (
 
 def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
                     on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
-    """Index one stored object. Call inside a transaction (the writer does).
+    """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
+    return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict, decide)
+
+
+def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
+           on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
+    """Index one stored object in ``db``. Call inside a transaction (the writer does).
 
     When a different object already holds the UID, ``decide(prior)`` (the ingest's policy) returns
     "replace" or "hold", or raises to refuse; without it, ``on_conflict`` says replace or reject.
     """
-    db = Instance._meta.database
     outcome = Outcome.STORED
     existing = _one(db, _FIND_EXISTING, a.sop_uid)
     if existing is not None:
@@ -166,10 +210,11 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
             if _one(db, 'SELECT 1 FROM "replaced_object" WHERE "sop_uid" = ? AND "sha256" = ? AND "held" = 1',
                     a.sop_uid, sha256):
                 return Outcome.DUPLICATE  # the same held object sent again: held once
-            ReplacedObject.create(sop_uid=a.sop_uid, object_id=object_id, size=size, sha256=sha256, source=source,
-                                  patient_id=a.patient_id, study_uid=a.study_uid, held=True)
+            ReplacedObject.insert(sop_uid=a.sop_uid, object_id=object_id, size=size, sha256=sha256, source=source,
+                                  patient_id=a.patient_id, study_uid=a.study_uid, held=True,
+                                  replaced_at=utcnow()).execute(db)
             return Outcome.HELD
-        _replace(find_instance(a.sop_uid), prior)
+        _replace(db, lookup(db, a.sop_uid), prior)
         outcome = Outcome.REPLACED
 
     now = utcnow()
@@ -219,38 +264,36 @@ def _one(db, sql: str, *params):
         cursor.close()
 
 
-def _replace(existing: Instance, prior: PriorVersion) -> None:
+def _replace(db: Database, existing: StoredInstance, prior: PriorVersion) -> None:
     """Keep a displaced object recoverable (`storage versions`), then drop its instance row."""
-    ReplacedObject.create(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
+    ReplacedObject.insert(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
                           sha256=existing.sha256, source=existing.source, patient_id=prior.patient_id,
-                          study_uid=prior.study_uid)
-    remove_instance(existing)
+                          study_uid=prior.study_uid, held=False, replaced_at=utcnow()).execute(db)
+    remove_instance(db, existing)
 
 
-def remove_instance(instance: Instance) -> None:
+def remove_instance(db: Database, instance: StoredInstance) -> None:
     """Delete an instance row, keep the counts right and drop emptied parents."""
-    series = instance.series
-    study = series.study
-    patient = study.patient
-    instance.delete_instance()
-    series.num_instances -= 1
-    study.num_instances -= 1
-    patient.num_instances -= 1
-    if series.num_instances <= 0:
-        series.delete_instance()
-        study.num_series -= 1
-        patient.num_series -= 1
-        study.modalities = "\\"
-        for s in Series.select(Series.modality).where(Series.study == study):
-            study.modalities = _add_value(study.modalities, s.modality)
-    else:
-        series.save()
-    if study.num_instances <= 0:
-        study.delete_instance()
-        patient.num_studies -= 1
-    else:
-        study.save()
-    if patient.num_instances <= 0:
-        patient.delete_instance()
-    else:
-        patient.save()
+    series_id = instance.series_id
+    study_id, patient_id = (Series.select(Series.study, Study.patient).join(Study)
+                            .where(Series.id == series_id).tuples().get(db))
+    Instance.delete().where(Instance.id == instance.id).execute(db)
+    Series.update(num_instances=Series.num_instances - 1).where(Series.id == series_id).execute(db)
+    series_gone = Series.select(Series.num_instances).where(Series.id == series_id).scalar(db) <= 0
+    study_changes = {Study.num_instances: Study.num_instances - 1}
+    patient_changes = {Patient.num_instances: Patient.num_instances - 1}
+    if series_gone:
+        Series.delete().where(Series.id == series_id).execute(db)
+        study_changes[Study.num_series] = Study.num_series - 1
+        patient_changes[Patient.num_series] = Patient.num_series - 1
+        modalities = "\\"
+        for (modality,) in Series.select(Series.modality).where(Series.study == study_id).tuples().execute(db):
+            modalities = _add_value(modalities, modality)
+        study_changes[Study.modalities] = modalities
+    Study.update(study_changes).where(Study.id == study_id).execute(db)
+    if Study.select(Study.num_instances).where(Study.id == study_id).scalar(db) <= 0:
+        Study.delete().where(Study.id == study_id).execute(db)
+        patient_changes[Patient.num_studies] = Patient.num_studies - 1
+    Patient.update(patient_changes).where(Patient.id == patient_id).execute(db)
+    if Patient.select(Patient.num_instances).where(Patient.id == patient_id).scalar(db) <= 0:
+        Patient.delete().where(Patient.id == patient_id).execute(db)

@@ -60,11 +60,11 @@ def get_version(db, object_id: str) -> Version | None:
     return _version(rows[0]) if rows else None
 
 
-def take_version(object_id: str, sha256: str) -> bool:
+def take_version(db, object_id: str, sha256: str) -> bool:
     """Delete a version's row (it is becoming current, or is discarded); False if it is gone or changed
     meanwhile. Call inside a transaction."""
     return ReplacedObject.delete().where((ReplacedObject.object_id == object_id)
-                                         & (ReplacedObject.sha256 == sha256)).execute() == 1
+                                         & (ReplacedObject.sha256 == sha256)).execute(db) == 1
 
 
 def count_held(db) -> int:

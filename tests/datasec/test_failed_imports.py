@@ -138,7 +138,8 @@ def test_admin_page_lists_downloads_with_audit_retries_and_deletes(data_dir, tmp
         buf = io.BytesIO()
         good.save_as(buf, enforce_file_format=True)
         fixed = q.put(io.BytesIO(buf.getvalue()), "cd/IMG1", "the archive was refusing it")
-        app.index.writer.run(lambda: accounts.create_user("tech", "a-long-enough-password", "technologist"))
+        app.index.writer.run(lambda: accounts.create_user(app.index.accounts, "tech", "a-long-enough-password",
+                                                          "technologist"))
         flask_app = create_app(app, {"TESTING": True})
 
         def login(user, password):

@@ -179,14 +179,14 @@ def test_token_last_use_is_recorded_and_shown(appliance, admin_client):
                                                               "name": "nightly"})
     token = re.search(r'id="new-token">([^<]+)<', r.text).group(1)
     assert "never used" in admin_client.get("/admin/users").text
-    from appliance.index.models.web import ApiToken
+    from indexkit import rows
 
-    assert ApiToken.get(ApiToken.prefix == token[:12]).last_used_at is None
+    assert rows(appliance.index, "ApiToken", prefix=token[:12])[0].last_used_at is None
     tool = admin_client.application.test_client()
     assert tool.get("/dicomweb/studies", headers={"Authorization": f"Bearer {token}"}).status_code in (200, 204)
-    assert ApiToken.get(ApiToken.prefix == token[:12]).last_used_at is not None
+    assert rows(appliance.index, "ApiToken", prefix=token[:12])[0].last_used_at is not None
     assert "last used" in admin_client.get("/admin/users").text
-    assert accounts.user_for_token(token).username == "script"
+    assert accounts.user_for_token(appliance.index.accounts, token).username == "script"
 
 
 # --- item 13: /healthz warns before the disk reaches the reserve --------------------------------

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 
 from appliance.errors import ApplianceError
 
 from ..auth import client_address, current_user, login_required
+from ..current import appliance
 from . import bp
 
 
 def _failed():
-    return getattr(current_app.extensions["appliance"], "failed_imports", None) or abort(404)
+    return appliance().failed_imports
 
 
 @bp.get("/admin/failed-imports")

@@ -5,20 +5,17 @@ replaced versions to restore, and the recent replacements and refusals from the 
 """
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, url_for
 
 from appliance.errors import ApplianceError
 
 from ..auth import client_address, current_user, login_required
+from ..current import appliance as _app
 from . import bp
 
 
-def _app():
-    return current_app.extensions["appliance"]
-
-
 def _versions():
-    return getattr(_app(), "versions", None) or abort(404)
+    return _app().versions
 
 
 @bp.get("/admin/replacements")

@@ -7,11 +7,12 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
                    url_for)
 
 from appliance import accounts
-from appliance.index.models import utcnow
+from appliance.index import utcnow
 from appliance.errors import ApplianceError
 from appliance.worklist import LIMITS as WORKLIST_LIMITS
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
+from ..current import appliance
 from . import bp, config_edit, dashboard
 
 AUDIT_PAGE = 100
@@ -19,15 +20,6 @@ MAX_AUDIT_PAGE = 10**6  # bigger page numbers overflowed SQLite's integer offset
 # Days the audit filters accept: the first and last days whose midnight, moved to UTC, stays
 # within Python's datetimes (9999-12-31 plus a day overflowed: a 500).
 AUDIT_FIRST_DAY, AUDIT_LAST_DAY = datetime.date(1900, 1, 1), datetime.date(9998, 12, 31)
-
-
-def _app():
-    return current_app.extensions["appliance"]
-
-
-def _part(name: str):
-    """An optional part of the appliance (peers, worklist, backup) or None when it is not built."""
-    return getattr(_app(), name, None)
 
 
 def _fail(exc: Exception, endpoint: str, **values):
@@ -41,9 +33,9 @@ def _fail(exc: Exception, endpoint: str, **values):
 @login_required(*VIEW_ROLES)
 def home():
     web = current_app.extensions["pacs_web"]
-    data = dashboard.gather(_app(), web.recent_errors, web.sessions)
+    data = dashboard.gather(appliance(), web.recent_errors, web.sessions)
     return render_template("admin/dashboard.html", title="Dashboard", d=data, now=utcnow(),
-                           our_ae=_app().config.dicom.ae_title)
+                           our_ae=appliance().config.dicom.ae_title)
 
 
 # --- DICOM peers -------------------------------------------------------------------------------
@@ -59,26 +51,24 @@ def _peer_form() -> dict:
 
 def _forwarding() -> dict:
     """The forwarding queue per peer, with its last error and the failed jobs (shown on the peers page)."""
-    forwarder = _part("forwarder")
-    if forwarder is None:
-        return {"forwarding": [], "failed_jobs": []}
+    forwarder = appliance().forwarder
     return {"forwarding": forwarder.status(), "failed_jobs": forwarder.failed()}
 
 
 @bp.get("/admin/peers")
 @login_required("admin")
 def peers():
-    registry = _part("peers")
-    return render_template("admin/peers.html", title="DICOM peers", available=registry is not None,
-                           peers=registry.list() if registry else [], our_ae=_app().config.dicom.ae_title,
-                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None,
+    registry = appliance().peers
+    return render_template("admin/peers.html", title="DICOM peers",
+                           peers=registry.list(), our_ae=appliance().config.dicom.ae_title,
+                           our_port=appliance().config.dicom.port, dicom=appliance().config.dicom, edit=None,
                            **_forwarding())
 
 
 @bp.post("/admin/forward/retry")
 @login_required("admin")
 def forward_retry():
-    forwarder = _part("forwarder") or abort(404)
+    forwarder = appliance().forwarder
     destination = request.form.get("destination", "").strip() or None
     count = forwarder.retry_failed(destination)
     audit("forward.retry", detail=f"{count} job(s){' for ' + destination if destination else ''}")
@@ -89,7 +79,7 @@ def forward_retry():
 @bp.post("/admin/forward/drop")
 @login_required("admin")
 def forward_drop():
-    forwarder = _part("forwarder") or abort(404)
+    forwarder = appliance().forwarder
     job_id = request.form.get("job_id", "").strip()
     destination = request.form.get("destination", "").strip() or None
     count = forwarder.drop(int(job_id) if job_id.isdigit() else None, destination)
@@ -101,17 +91,17 @@ def forward_drop():
 @bp.get("/admin/peers/<ae_title>/edit")
 @login_required("admin")
 def peer_edit(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     peer = registry.get(ae_title) or abort(404)
-    return render_template("admin/peers.html", title="DICOM peers", available=True, peers=registry.list(),
-                           our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port,
-                           dicom=_app().config.dicom, edit=peer, **_forwarding())
+    return render_template("admin/peers.html", title="DICOM peers", peers=registry.list(),
+                           our_ae=appliance().config.dicom.ae_title, our_port=appliance().config.dicom.port,
+                           dicom=appliance().config.dicom, edit=peer, **_forwarding())
 
 
 @bp.post("/admin/peers")
 @login_required("admin")
 def peer_add():
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     ae_title = request.form.get("ae_title", "").strip()
     try:
         registry.add(ae_title, **_peer_form())
@@ -125,7 +115,7 @@ def peer_add():
 @bp.post("/admin/peers/<ae_title>")
 @login_required("admin")
 def peer_update(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     try:
         registry.update(ae_title, **_peer_form())
     except ApplianceError as exc:
@@ -138,7 +128,7 @@ def peer_update(ae_title):
 @bp.post("/admin/peers/<ae_title>/delete")
 @login_required("admin")
 def peer_remove(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     try:
         registry.remove(ae_title)
     except ApplianceError as exc:
@@ -151,7 +141,7 @@ def peer_remove(ae_title):
 @bp.post("/admin/peers/<ae_title>/echo")
 @login_required("admin")
 def peer_echo(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     try:
         result = registry.echo(ae_title)
     except ApplianceError as exc:
@@ -167,20 +157,20 @@ def peer_echo(ae_title):
 # --- users and API tokens ----------------------------------------------------------------------
 
 def _users_page(new_token: str | None = None, status: int = 200):
-    from appliance.index.models.web import ApiToken
-
-    users = accounts.list_users()
-    tokens = list(ApiToken.select().where(ApiToken.revoked == False).order_by(ApiToken.id))  # noqa: E712
+    repo = appliance().index.accounts
+    users = accounts.list_users(repo)
     by_user: dict[int, list] = {}
-    for t in tokens:
+    for t in repo.active_tokens():
         by_user.setdefault(t.user_id, []).append(t)
     return render_template("admin/users.html", title="Users", users=users, tokens=by_user, roles=accounts.ROLES,
                            new_token=new_token, min_password=accounts.MIN_PASSWORD), status
 
 
 def _change(fn, action: str, username: str, message: str, detail: str = ""):
+    """Run ``fn(accounts repository)`` on the index writer, then audit and report."""
+    index = appliance().index
     try:
-        _app().index.writer.run(fn)
+        index.writer.run(lambda: fn(index.accounts))
     except ApplianceError as exc:
         return _fail(exc, "admin.users")
     audit(action, detail=f"{username}{': ' + detail if detail else ''}")
@@ -199,15 +189,15 @@ def users():
 def user_add():
     f = request.form
     username, role = f.get("username", "").strip(), f.get("role", "")
-    return _change(lambda: accounts.create_user(username, f.get("password", ""), role), "user.create", username,
-                   f"Created {username} ({role}).", detail=role)
+    return _change(lambda repo: accounts.create_user(repo, username, f.get("password", ""), role), "user.create",
+                   username, f"Created {username} ({role}).", detail=role)
 
 
 @bp.post("/admin/users/<username>/password")
 @login_required("admin")
 def user_password(username):
     password = request.form.get("password", "")
-    return _change(lambda: accounts.set_password(username, password), "user.password", username,
+    return _change(lambda repo: accounts.set_password(repo, username, password), "user.password", username,
                    f"Set a new password for {username}; their sessions and API tokens were ended.")
 
 
@@ -215,7 +205,7 @@ def user_password(username):
 @login_required("admin")
 def user_role(username):
     role = request.form.get("role", "")
-    return _change(lambda: accounts.set_role(username, role), "user.role", username,
+    return _change(lambda repo: accounts.set_role(repo, username, role), "user.role", username,
                    f"{username} is now {role}.", detail=role)
 
 
@@ -225,14 +215,15 @@ def user_disable(username):
     if username == current_user().username:
         flash("You cannot disable yourself.", "error")
         return redirect(url_for("admin.users"))
-    return _change(lambda: accounts.set_disabled(username, True), "user.disable", username,
+    return _change(lambda repo: accounts.set_disabled(repo, username, True), "user.disable", username,
                    f"Disabled {username}; their sessions and API tokens were ended.")
 
 
 @bp.post("/admin/users/<username>/enable")
 @login_required("admin")
 def user_enable(username):
-    return _change(lambda: accounts.set_disabled(username, False), "user.enable", username, f"Enabled {username}.")
+    return _change(lambda repo: accounts.set_disabled(repo, username, False), "user.enable", username,
+                   f"Enabled {username}.")
 
 
 @bp.post("/admin/users/<username>/tokens")
@@ -240,7 +231,8 @@ def user_enable(username):
 def token_create(username):
     name = request.form.get("name", "").strip()
     try:
-        token, _row = _app().index.writer.run(lambda: accounts.create_api_token(username, name))
+        index = appliance().index
+        token, _row = index.writer.run(lambda: accounts.create_api_token(index.accounts, username, name))
     except ApplianceError as exc:
         return _fail(exc, "admin.users")
     audit("token.create", detail=f"{username}: {name}")
@@ -250,11 +242,9 @@ def token_create(username):
 @bp.post("/admin/tokens/<int:token_id>/revoke")
 @login_required("admin")
 def token_revoke(token_id):
-    from appliance.index.models.web import ApiToken
-
-    row = ApiToken.get_or_none(ApiToken.id == token_id) or abort(404)
-    return _change(lambda: accounts.revoke_api_token(token_id), "token.revoke", row.user.username,
-                   f"Revoked the token {row.prefix}… of {row.user.username}.", detail=row.prefix)
+    row = appliance().index.accounts.token(token_id) or abort(404)
+    return _change(lambda repo: accounts.revoke_api_token(repo, token_id), "token.revoke", row.username,
+                   f"Revoked the token {row.prefix}… of {row.username}.", detail=row.prefix)
 
 
 # --- worklist ----------------------------------------------------------------------------------
@@ -274,7 +264,7 @@ def _worklist_form() -> dict:
 @bp.get("/admin/worklist")
 @login_required("admin", "technologist")
 def worklist():
-    wl = _part("worklist")
+    wl = appliance().worklist
     day = request.args.get("date", "").strip()
     if day:
         try:
@@ -283,24 +273,23 @@ def worklist():
             abort(400, description="date must be a day as YYYY-MM-DD")
     date = day.replace("-", "") if day else datetime.date.today().strftime("%Y%m%d") + "-"
     items = []
-    if wl is not None:
-        try:
-            items = wl.list(date=date)
-        except ApplianceError as exc:
-            flash(str(exc), "error")
+    try:
+        items = wl.list(date=date)
+    except ApplianceError as exc:
+        flash(str(exc), "error")
     edit_id = request.args.get("edit", "")
     if edit_id and not (edit_id.isascii() and edit_id.isdigit() and len(edit_id) <= 18):
         abort(400, description="edit must be the number of a worklist entry")
-    edit = wl.get(int(edit_id)) if wl is not None and edit_id else None
-    return render_template("admin/worklist.html", title="Worklist", available=wl is not None, items=items,
-                           day=day, edit=edit, peers=_part("peers").list() if _part("peers") else [],
+    edit = wl.get(int(edit_id)) if edit_id else None
+    return render_template("admin/worklist.html", title="Worklist", items=items,
+                           day=day, edit=edit, peers=appliance().peers.list(),
                            today=datetime.date.today().isoformat(), limits=WORKLIST_LIMITS)
 
 
 @bp.post("/admin/worklist")
 @login_required("admin", "technologist")
 def worklist_add():
-    wl = _part("worklist") or abort(404)
+    wl = appliance().worklist
     values = _worklist_form()
     try:
         item = wl.add(**values)
@@ -315,7 +304,7 @@ def worklist_add():
 @bp.post("/admin/worklist/<int:item_id>")
 @login_required("admin", "technologist")
 def worklist_update(item_id):
-    wl = _part("worklist") or abort(404)
+    wl = appliance().worklist
     values = _worklist_form()
     if request.form.get("status"):
         values["status"] = request.form["status"]
@@ -331,7 +320,7 @@ def worklist_update(item_id):
 @bp.post("/admin/worklist/<int:item_id>/delete")
 @login_required("admin", "technologist")
 def worklist_remove(item_id):
-    wl = _part("worklist") or abort(404)
+    wl = appliance().worklist
     try:
         item = wl.require(item_id)
         wl.remove(item_id)
@@ -367,7 +356,7 @@ def _audit_filters() -> dict:
 @bp.get("/admin/audit")
 @login_required("admin")
 def audit_log():
-    log = _app().audit
+    log = appliance().audit
     filters = _audit_filters()
     page_text = request.args.get("page", "1")
     page = max(int(page_text) if page_text.isascii() and page_text.isdigit() else 1, 1)
@@ -383,7 +372,7 @@ def audit_log():
 @bp.get("/admin/audit.csv")
 @login_required("admin")
 def audit_csv():
-    log = _app().audit
+    log = appliance().audit
     filters = _audit_filters()
     audit("audit.export", detail=", ".join(f"{k}={v}" for k, v in filters.items()))
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
@@ -399,7 +388,7 @@ def audit_csv():
 def settings():
     from appliance.config import SETTINGS
 
-    cfg = _app().config
+    cfg = appliance().config
     in_file = config_edit.file_values(cfg.config_path)
     rows = []
     for s in SETTINGS:
@@ -419,7 +408,7 @@ def settings():
 @bp.post("/admin/settings")
 @login_required("admin")
 def settings_save():
-    cfg = _app().config
+    cfg = appliance().config
     section, key = request.form.get("section", ""), request.form.get("key", "")
     if (section, key) not in config_edit.EDITABLE:
         abort(400)
@@ -441,7 +430,7 @@ def backup_test():
     from .backup_probe import probe
 
     url = request.form.get("value", "").strip()
-    backup = _part("backup")
+    backup = appliance().backup
     try:
         config_edit.parse_form_value(config_edit.setting("backup", "target"), url)
         message = probe(backup, url)

@@ -12,9 +12,9 @@ import re
 from flask import Response, abort, current_app, jsonify, redirect, render_template, request, stream_with_context, url_for
 
 from appliance.errors import ApplianceError
-from appliance.index.models import Instance, Series, Study
 
 from ..auth import VIEW_ROLES, audit, login_required
+from ..current import appliance as _app
 from . import bp, images
 from .export import media_zip, stream_zip
 from .search import MODALITIES, PAGE_SIZE, StudySearch
@@ -22,10 +22,6 @@ from .search import MODALITIES, PAGE_SIZE, StudySearch
 EXPORT_ROLES = ("admin", "clinician")
 MAX_PAGE = 10**6  # a bigger page number overflowed SQLite's integer offset (a 500)
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def _app():
-    return current_app.extensions["appliance"]
 
 
 def _study_or_404(study_uid: str) -> dict:
@@ -36,14 +32,6 @@ def _study_or_404(study_uid: str) -> dict:
     if not found:
         abort(404)
     return found[0]
-
-
-def _instances(study_uid: str):
-    """(series_uid, sop_uid, object_id) of a study, in series then instance order."""
-    return (Instance.select(Series.series_uid, Instance.sop_uid, Instance.object_id, Instance.instance_number)
-            .join(Series).join(Study)
-            .where(Study.study_uid == study_uid)
-            .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id))
 
 
 def _safe_name(text: str) -> str:
@@ -103,7 +91,7 @@ def _restores():
 
     app = current_app
     if "viewer_restores" not in app.extensions:
-        app.extensions["viewer_restores"] = Restores(getattr(_app(), "recycler", None))
+        app.extensions["viewer_restores"] = Restores(_app().recycler)
     return app.extensions["viewer_restores"]
 
 
@@ -114,8 +102,6 @@ def restore(study_uid):
     record = _study_or_404(study_uid)
     if not record.get("_offsite"):
         return redirect(url_for("viewer.viewer", study_uid=study_uid))
-    if getattr(_app(), "recycler", None) is None:
-        abort(409, "this box cannot bring studies back (recycling is not part of this build)")
     from ..auth import current_user
 
     audit("study.restore", study_uid=study_uid, patient_id=record["PatientID"], detail="requested in the browser")
@@ -146,7 +132,8 @@ def _can_export() -> bool:
 @login_required(*EXPORT_ROLES)
 def download(study_uid):
     record = _study_or_404(study_uid)
-    items = [(f"{r.series.series_uid}/{r.sop_uid}.dcm", r.object_id) for r in _instances(study_uid)]
+    items = [(f"{r.series_uid}/{r.sop_uid}.dcm", r.object_id)
+             for r in _app().index.studies.study_instances(study_uid)]
     audit("study.export", study_uid=study_uid, patient_id=record["PatientID"], detail=f"zip instances={len(items)}")
     archive = _app().archive
     name = _safe_name(f"{record['PatientID']}_{record['StudyDate']}")
@@ -158,7 +145,7 @@ def download(study_uid):
 @login_required(*EXPORT_ROLES)
 def media(study_uid):
     record = _study_or_404(study_uid)
-    object_ids = [r.object_id for r in _instances(study_uid)]
+    object_ids = [r.object_id for r in _app().index.studies.study_instances(study_uid)]
     try:
         data = media_zip(_app().archive, object_ids)
     except ApplianceError as exc:
@@ -227,7 +214,7 @@ def tags(sop_uid):
 
     if not UID.match(sop_uid):
         abort(404)
-    row = Instance.get_or_none(Instance.sop_uid == sop_uid)
+    row = _app().index.studies.find_instance(sop_uid)
     if row is None:
         abort(404)
     first = b"".join(_head(_app().archive.iter_chunks(row.object_id), 4 << 20))
