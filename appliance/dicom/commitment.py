@@ -107,8 +107,7 @@ class CommitmentService:
     def __init__(self, archive: Archive, index: Index, peers: PeerRegistry, ae_title: str, audit,
                  timeout: float = 30.0, retry_initial: float = 30.0, retry_max: float = 3600.0):
         self.archive = archive
-        self.studies = index.studies
-        self.requests = index.commitments
+        self.index = index
         self.peers = peers
         self.ae_title = ae_title
         self.audit = audit
@@ -131,7 +130,7 @@ class CommitmentService:
         self._task.stop()
 
     def _idle_seconds(self) -> float:
-        due = self.requests.next_due()
+        due = self.index.commitments.next_due()
         if due is None:
             return 300.0
         return max(0.5, min(300.0, (due - utcnow()).total_seconds()))
@@ -151,7 +150,7 @@ class CommitmentService:
         refs = [(str(r.get("ReferencedSOPClassUID", "")), str(r.get("ReferencedSOPInstanceUID", "")))
                 for r in references]
         try:  # durable before we answer: the report is owed even if the box restarts now
-            request = self.requests.add(transaction_uid, calling, refs,
+            request = self.index.commitments.add(transaction_uid, calling, refs,
                                       first_retry_seconds=SAME_ASSOCIATION_GRACE + 2 * self.timeout)
         except Exception:  # noqa: BLE001 - no success without the stored request
             log.exception("storage commitment request from %s could not be stored", calling)
@@ -162,7 +161,8 @@ class CommitmentService:
         return SUCCESS, None
 
     def _result(self, request: Request) -> tuple[int, Dataset]:
-        committed, failed = check_references(self.archive, self.studies, [_reference(c, u) for c, u in request.references])
+        references = [_reference(c, u) for c, u in request.references]
+        committed, failed = check_references(self.archive, self.index.studies, references)
         log.info("storage commitment for %s: %d committed, %d failed", request.calling_ae, len(committed),
                  len(failed))
         self.audit.record("dicom.commitment", f"dicom:{request.calling_ae}",
@@ -176,7 +176,7 @@ class CommitmentService:
             # once has its A-RELEASE handled within this grace period, and gets it on a new association.
             time.sleep(SAME_ASSOCIATION_GRACE)
             if assoc.is_established and not assoc.acse.is_release_requested() and self._send(assoc, event_type, ds):
-                self.requests.delivered(request.id)
+                self.index.commitments.delivered(request.id)
                 return
             self._deliver(request, event_type, ds)
         except Exception:  # noqa: BLE001 - a background thread must log, not die silently; the task retries
@@ -185,7 +185,7 @@ class CommitmentService:
     def run_once(self) -> int:
         """Report every request that is due on a new association; return how many were delivered."""
         done = 0
-        for request in self.requests.due(utcnow()):
+        for request in self.index.commitments.due(utcnow()):
             if self._task.stopping:
                 break
             event_type, ds = self._result(request)
@@ -195,13 +195,13 @@ class CommitmentService:
     def _deliver(self, request: Request, event_type: int, ds: Dataset) -> bool:
         error = self._send_on_new_association(request.calling_ae, event_type, ds)
         if error is None:
-            self.requests.delivered(request.id)
+            self.index.commitments.delivered(request.id)
             log.info("storage commitment report %s delivered to %s", request.transaction_uid, request.calling_ae)
             return True
         delay = min(self.retry_initial * (2 ** request.attempts), self.retry_max)
         log.warning("storage commitment report for %s not delivered (%s); next attempt in %.0f s",
                     request.calling_ae, error, delay)
-        self.requests.postpone(request.id, error, delay)
+        self.index.commitments.postpone(request.id, error, delay)
         self._task.wake()  # recompute the next due time
         return False
 

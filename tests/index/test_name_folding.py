@@ -20,8 +20,8 @@ def idx(tmp_path_factory):
     core.index.close()
 
 
-def accessions(criteria, **kwargs) -> list[str]:
-    return sorted(r["AccessionNumber"] for r in query.search("STUDY", criteria, **kwargs))
+def accessions(idx, criteria, **kwargs) -> list[str]:
+    return sorted(r["AccessionNumber"] for r in query.search(idx.index.db, "STUDY", criteria, **kwargs))
 
 
 def test_fold_and_words():
@@ -35,9 +35,9 @@ def test_fold_and_words():
 
 def test_dicom_matching_folds_accents_and_case(idx):
     for typed in ("muller^hans", "MÜLLER^HANS", "Muller^*", "mül*"):
-        assert accessions({"PatientName": typed}) == ["M1"], typed
-    assert accessions({"PatientName": "odegard*"}) == ["M4"]
-    assert accessions({"PatientName": "Müller^Hans"}, case_sensitive_names=True) == ["M1"]  # as sent
+        assert accessions(idx, {"PatientName": typed}) == ["M1"], typed
+    assert accessions(idx, {"PatientName": "odegard*"}) == ["M4"]
+    assert accessions(idx, {"PatientName": "Müller^Hans"}, case_sensitive_names=True) == ["M1"]  # as sent
 
 
 @pytest.mark.parametrize("typed, expected", [
@@ -46,13 +46,13 @@ def test_dicom_matching_folds_accents_and_case(idx):
     ("moore, hans", []),
 ])
 def test_fuzzy_names_in_any_order(idx, typed, expected):
-    assert accessions({"PatientName": typed}, fuzzy=True) == expected
+    assert accessions(idx, {"PatientName": typed}, fuzzy=True) == expected
 
 
 def test_patient_ids_without_case_when_asked(idx):
-    assert accessions({"PatientID": "AB12"}) == []  # DICOM: IDs are case-sensitive
-    assert accessions({"PatientID": "AB12"}, case_sensitive_ids=False) == ["M1"]
-    assert accessions({"PatientID": "ms-*"}, case_sensitive_ids=False) == ["M2"]
+    assert accessions(idx, {"PatientID": "AB12"}) == []  # DICOM: IDs are case-sensitive
+    assert accessions(idx, {"PatientID": "AB12"}, case_sensitive_ids=False) == ["M1"]
+    assert accessions(idx, {"PatientID": "ms-*"}, case_sensitive_ids=False) == ["M2"]
 
 
 def test_migration_folds_names_stored_before(tmp_path):
@@ -63,9 +63,9 @@ def test_migration_folds_names_stored_before(tmp_path):
         core.store(synth.make_instance("CT", patient_name="Zoë^Ünal", patient_id="OLD1", accession="Z1"))
         db = core.index.db
         db.execute_sql('UPDATE "patient" SET "name_upper" = ? WHERE "patient_id" = ?', ("ZOË^ÜNAL", "OLD1"))
-        assert accessions({"PatientName": "zoe*"}) == []  # as an index written before folding
+        assert accessions(core, {"PatientName": "zoe*"}) == []  # as an index written before folding
         importlib.import_module("appliance.index.migrations.0013_fold_names").up(None, db)
-        assert accessions({"PatientName": "zoe*"}) == ["Z1"]
-        assert accessions({"PatientName": "unal zoe"}, fuzzy=True) == ["Z1"]
+        assert accessions(core, {"PatientName": "zoe*"}) == ["Z1"]
+        assert accessions(core, {"PatientName": "unal zoe"}, fuzzy=True) == ["Z1"]
     finally:
         core.index.close()

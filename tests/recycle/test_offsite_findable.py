@@ -23,32 +23,32 @@ def uids(records):
 def test_offsite_studies_are_found_when_asked_and_marked(box):
     recycle_a(box)
     a, b = box.studies["A"], box.studies["B"]
-    assert uids(query.search("STUDY", {"PatientID": "RCY1"})) == [(b, None, False)]  # C-FIND: live only
-    found = query.search("STUDY", {"PatientID": "RCY1"}, include_offsite=True)
+    assert uids(box.app.index.search("STUDY", {"PatientID": "RCY1"})) == [(b, None, False)]  # C-FIND: live only
+    found = box.app.index.search("STUDY", {"PatientID": "RCY1"}, include_offsite=True)
     assert sorted(uids(found)) == sorted([(a, "NEARLINE", True), (b, "ONLINE", False)])
-    assert query.count("STUDY", {"PatientID": "RCY1"}, include_offsite=True) == 2
+    assert box.app.index.count("STUDY", {"PatientID": "RCY1"}, include_offsite=True) == 2
     offsite = next(r for r in found if r.get("_offsite"))
     assert offsite["PatientName"] == "TEST^PATIENT" and offsite["NumberOfStudyRelatedInstances"] == 2
     assert set(query.COLUMNS["STUDY"].keywords) <= set(offsite)  # every key a live record has
 
     # matched with the engine's rules
     how = {"include_offsite": True}
-    assert uids(query.search("STUDY", {"StudyInstanceUID": a}, **how)) == [(a, "NEARLINE", True)]
-    assert (a, "NEARLINE", True) in uids(query.search("STUDY", {"PatientName": "patient test"}, fuzzy=True, **how))
-    assert (a, "NEARLINE", True) in uids(query.search("STUDY", {"PatientID": "rcy*"}, case_sensitive_ids=False, **how))
-    assert uids(query.search("STUDY", {"PatientID": "OTHER"}, **how)) == []
-    assert uids(query.search("STUDY", {"StudyDate": "20250101-20251231"}, **how)) == []
+    assert uids(box.app.index.search("STUDY", {"StudyInstanceUID": a}, **how)) == [(a, "NEARLINE", True)]
+    assert (a, "NEARLINE", True) in uids(box.app.index.search("STUDY", {"PatientName": "patient test"}, fuzzy=True, **how))
+    assert (a, "NEARLINE", True) in uids(box.app.index.search("STUDY", {"PatientID": "rcy*"}, case_sensitive_ids=False, **how))
+    assert uids(box.app.index.search("STUDY", {"PatientID": "OTHER"}, **how)) == []
+    assert uids(box.app.index.search("STUDY", {"StudyDate": "20250101-20251231"}, **how)) == []
     # a condition a recycled study cannot be checked against leaves it out
-    assert a not in [r["StudyInstanceUID"] for r in query.search("STUDY", {"StudyID": "1"}, **how)]
+    assert a not in [r["StudyInstanceUID"] for r in box.app.index.search("STUDY", {"StudyID": "1"}, **how)]
     # pages across live and offsite studies
-    first, second = (query.search("STUDY", {"PatientID": "RCY1"}, limit=1, offset=n, **how) for n in (0, 1))
+    first, second = (box.app.index.search("STUDY", {"PatientID": "RCY1"}, limit=1, offset=n, **how) for n in (0, 1))
     assert {first[0]["StudyInstanceUID"], second[0]["StudyInstanceUID"]} == {a, b}
 
 
 def test_restored_study_is_live_again(box):
     recycle_a(box)
     box.app.recycler.restore(box.studies["A"], actor="test")
-    found = query.search("STUDY", {"PatientID": "RCY1"}, include_offsite=True)
+    found = box.app.index.search("STUDY", {"PatientID": "RCY1"}, include_offsite=True)
     assert sorted(uids(found)) == sorted([(box.studies["A"], "ONLINE", False), (box.studies["B"], "ONLINE", False)])
 
 
