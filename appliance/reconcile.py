@@ -5,8 +5,9 @@ two sets of object ids and decrypts nothing, so it stays fast on a big archive:
 
 - an object no index row names is an **orphan**: a crash between the archive
   write and the index commit (never acknowledged to the sender). Orphans are
-  moved, not deleted, to ``archive/orphans/<object id>`` (same name: the
-  envelope is bound to it, so they stay readable) and counted in the log;
+  quarantined, not deleted (the file archive moves them to
+  ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
+  they stay readable) and counted in the log;
 - a row (instance or replaced object) whose object is gone is **missing**: the
   worst thing an archive can say, so it is logged as an error with every
   affected SOP Instance UID, and returned for the caller to show.
@@ -21,15 +22,12 @@ Cost, measured on the 2-core test VM with 100,000 objects: reading the index ids
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
-from .archive import Archive
-from .archive.fsutil import fsync_dir
+from .archive import StorageArea
 from .index.models import Instance, ReplacedObject
 
 log = logging.getLogger(__name__)
-ORPHANS_DIR = "orphans"
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report
 
 
@@ -44,7 +42,7 @@ class Missing:
 class ReconcileReport:
     indexed: int = 0  # object ids named by the index
     archived: int = 0  # objects found in the archive before reconciling
-    orphans: list[str] = field(default_factory=list)  # moved to archive/orphans/
+    orphans: list[str] = field(default_factory=list)  # quarantined (archive/orphans/)
     missing: list[Missing] = field(default_factory=list)
 
     @property
@@ -61,7 +59,7 @@ def indexed_objects() -> dict[str, tuple[str, bool]]:
     return named
 
 
-def reconcile(archive: Archive) -> ReconcileReport:
+def reconcile(archive: StorageArea) -> ReconcileReport:
     """Compare index and archive; move orphans aside; report both kinds of disagreement."""
     named = indexed_objects()
     present = set(archive.list_ids())
@@ -69,17 +67,10 @@ def reconcile(archive: Archive) -> ReconcileReport:
 
     orphans = sorted(present - named.keys())
     if orphans:
-        moved_to = archive.root / ORPHANS_DIR
-        moved_to.mkdir(mode=0o700, exist_ok=True)
-        for object_id in orphans:
-            source = archive.path(object_id)
-            os.rename(source, moved_to / object_id)
-            fsync_dir(source.parent)
-        fsync_dir(moved_to)
-        fsync_dir(archive.root)
+        kept_in = archive.quarantine(orphans)
         report.orphans = orphans
         log.warning("start-up: %d archive object(s) had no index row (a write interrupted before its commit; "
-                    "never acknowledged); kept in %s", len(orphans), moved_to)
+                    "never acknowledged); kept in %s", len(orphans), kept_in)
         for object_id in orphans[:LOG_AT_MOST]:
             log.warning("  orphan object %s", object_id)
 

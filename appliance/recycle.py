@@ -64,6 +64,7 @@ Logs name study UIDs and counts only; patient IDs go to the audit log alone.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import logging
@@ -74,9 +75,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .archive import envelope
-from .archive.fsutil import fsync_dir, try_lock
-from .errors import ApplianceError, ConfigError, DiskFull, NotFound
+from .archive import StorageArea
+from .archive.fsutil import try_lock
+from .errors import ApplianceError, ConfigError, DiskFull, IntegrityError, NotFound
 from .index.models import Instance, Patient, ReplacedObject, Study, utcnow
 from .index.models.recycle import RecycledObject, RecycledStudy
 
@@ -197,9 +198,13 @@ def _plural(n: int, word: str) -> str:
 
 
 class Recycler:
-    def __init__(self, settings: RecycleSettings, archive, index, backup, audit, lock_path: Path):
+    def __init__(self, settings: RecycleSettings, archive: StorageArea, index, backup, audit, lock_path: Path):
         self.settings = settings
         self.archive, self.index, self.backup, self.audit = archive, index, backup, audit
+        # Where restored objects wait, checked, until the transaction that indexes them adopts them: not the
+        # archive's temp folder (start-up empties it) nor its objects (reconciliation would call a
+        # not-yet-indexed object an orphan if a server started meanwhile).
+        self.staging = archive.staging("restoring")
         self.lock_path = Path(lock_path)
         self.last: RecycleReport | None = None  # the last real (not dry) run, for the dashboard and /metrics
         self._wake = threading.Event()
@@ -406,22 +411,10 @@ class Recycler:
         """Delete the local files of one recycled study (idempotent), then stamp them purged."""
         ids = [oid for (oid,) in RecycledObject.select(RecycledObject.object_id).where(
             (RecycledObject.study == recycled_study_id) & RecycledObject.purged_at.is_null()).tuples()]
-        self._delete_files(ids)
+        self.archive.delete_many(ids)
         self.index.writer.run(lambda: RecycledObject.update(purged_at=utcnow()).where(
             (RecycledObject.study == recycled_study_id) & RecycledObject.purged_at.is_null()).execute())
         return len(ids)
-
-    def _delete_files(self, ids: list[str]) -> None:
-        dirs = set()
-        for oid in ids:
-            path = self.archive.path(oid)
-            try:
-                path.unlink()
-                dirs.add(path.parent)
-            except FileNotFoundError:
-                pass
-        for d in dirs:  # one fsync per directory, not per object
-            fsync_dir(d)
 
     def finish_interrupted(self) -> int:
         """Delete local files whose deletion (or restore) was interrupted; run before reconciliation.
@@ -439,9 +432,7 @@ class Recycler:
             os.close(fd)
 
     def _finish_interrupted(self) -> int:
-        if self.staging_dir.exists():  # downloads of a restore cut short: never indexed
-            for entry in self.staging_dir.iterdir():
-                entry.unlink(missing_ok=True)
+        self.staging.clear()  # downloads of a restore cut short: never indexed
         pending = list(RecycledObject.select(RecycledObject.object_id, RecycledObject.study)
                        .where(RecycledObject.purged_at.is_null()).tuples())
         if not pending:
@@ -459,7 +450,7 @@ class Recycler:
             log.error("recycling: %d object(s) are both live and recorded as recycled; left in place: %s",
                       len(live), ", ".join(sorted(live)[:10]))
         todo = [oid for oid in ids if oid not in live]
-        self._delete_files(todo)
+        self.archive.delete_many(todo)
 
         def stamp():
             for i in range(0, len(todo), 500):
@@ -506,20 +497,20 @@ class Recycler:
                 ids = [o.object_id for o in fetch]
                 self.index.writer.run(lambda: RecycledObject.update(purged_at=None).where(
                     RecycledObject.object_id.in_(ids)).execute())  # intent: these files may now appear
-                staged = self._download(rs.target, fetch, parallel, progress)
+                self._download(rs, fetch, parallel, progress)
                 parsed = {}
                 for o in fetch:
                     if not o.replaced:
-                        data = self._read_staged(o.object_id, staged[o.object_id])
+                        data = self.staging.read(o.object_id)
                         parsed[o.object_id] = parse(io.BytesIO(data), len(data)).attributes
                         del data
 
-                def reindex(rs=rs, objects=objects, fetch=fetch, parsed=parsed, staged=staged):
+                def reindex(rs=rs, objects=objects, fetch=fetch, parsed=parsed):
                     # Objects move into the archive inside this transaction: if it rolls back, the intent
                     # rows (purged_at NULL) make the next run or start-up remove them again.
                     counts = {"instances": 0, "replaced": 0, "skipped": len(objects) - len(fetch)}
                     for o in fetch:
-                        self._move_in(o.object_id, staged[o.object_id])
+                        self.archive.adopt(self.staging, o.object_id)
                         current = Instance.get_or_none(Instance.sop_uid == o.sop_uid)
                         if o.replaced or (current is not None and current.sha256 != o.sha256):
                             ReplacedObject.create(sop_uid=o.sop_uid, object_id=o.object_id, size=o.size,
@@ -543,8 +534,7 @@ class Recycler:
                     return counts
 
                 counts = self.index.writer.run(reindex)
-                for d in {self.archive.path(o.object_id).parent for o in fetch}:
-                    fsync_dir(d)
+                self.archive.sync_adopted(o.object_id for o in fetch)
                 if self._purge(rs.id):  # surplus files (the same bytes arrived during the download)
                     self.index.writer.run(lambda rs=rs: RecycledObject.delete().where(
                         RecycledObject.study == rs.id).execute())
@@ -558,65 +548,24 @@ class Recycler:
                  result.replaced)
         return result
 
-    @property
-    def staging_dir(self) -> Path:
-        """Where restored objects wait, checked, until the transaction that indexes them moves them in.
+    def _download(self, rs, objects: list, parallel: int, progress) -> None:
+        """Fetch each object into the staging folder, every tag checked (backup/fetch.py)."""
+        from .backup.fetch import MISSING, fetch
 
-        Not ``archive/tmp`` (start-up removes what is there) and not ``objects/`` (reconciliation would
-        call a not-yet-indexed object an orphan if a server started meanwhile).
-        """
-        return self.archive.root / "restoring"
-
-    def _download(self, target_url: str, objects: list, parallel: int, progress) -> dict[str, Path]:
-        """Fetch each object into the staging folder, every tag checked; object id -> staged path."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .backup import manifest as mf
-
-        self.staging_dir.mkdir(mode=0o700, exist_ok=True)
-        target = self.backup.open_target(target_url)
-        keyring = self.archive.keyring
-
-        def one(o) -> tuple[str, Path]:
-            staged = self.staging_dir / o.object_id
-            with open(staged, "wb") as dst:
-                try:
-                    with target.open(mf.object_name(o.object_id)) as src:
-                        while block := src.read(1 << 20):
-                            dst.write(block)
-                except FileNotFoundError:
-                    raise NotFound(f"object {o.object_id} of recycled study {o.study.study_uid} is missing "
-                                   f"from {target.url}") from None
-                dst.flush()
-                os.fsync(dst.fileno())
-                size = os.fstat(dst.fileno()).st_size
-            with open(staged, "rb") as check:  # every tag, before the object is used
-                for _chunk in envelope.open_chunks(check, size, bytes.fromhex(o.object_id), keyring.archive_key,
-                                                   f"offsite object {o.object_id}"):
-                    pass
-            return o.object_id, staged
-
-        staged: dict[str, Path] = {}
+        target = self.backup.open_target(rs.target)
         try:
-            with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="recycle-restore") as pool:
-                for oid, path in pool.map(one, objects):
-                    staged[oid] = path
-                    if len(staged) % 50 == 0:
-                        progress(f"fetched {len(staged)}/{len(objects)} objects")
+            with contextlib.closing(fetch(target, self.archive, self.staging, [o.object_id for o in objects],
+                                          parallel=parallel, adopt=False, thread_name="recycle-restore")) as got:
+                for n, one in enumerate(got, 1):
+                    if one.error == MISSING:
+                        raise NotFound(f"object {one.object_id} of recycled study {rs.study_uid} is missing "
+                                       f"from {target.url}")
+                    if one.error:
+                        raise IntegrityError(one.error)
+                    if n % 50 == 0:
+                        progress(f"fetched {n}/{len(objects)} objects")
         finally:
             target.close()
-        return staged
-
-    def _read_staged(self, object_id: str, path: Path) -> bytes:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            return b"".join(envelope.open_chunks(fh, size, bytes.fromhex(object_id), self.archive.keyring.archive_key,
-                                                 f"object {object_id}"))
-
-    def _move_in(self, object_id: str, staged: Path) -> None:
-        final = self.archive.path(object_id)
-        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.rename(staged, final)
 
     # -- status ------------------------------------------------------------
     def totals(self) -> tuple[int, int]:

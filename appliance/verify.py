@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .archive import Archive
+from .archive import StorageArea
 from .errors import ApplianceError
 from .index.models import Instance, ReplacedObject, utcnow
 
@@ -51,7 +51,7 @@ def _recycled(object_id: str) -> bool:
     return RecycledObject.select().where(RecycledObject.object_id == object_id).exists()
 
 
-def verify_all(archive: Archive, sample: int | None = None,
+def verify_all(archive: StorageArea, sample: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Check every indexed object (or a random ``sample`` of them)."""
     report = VerifyReport()
@@ -78,7 +78,7 @@ def verify_all(archive: Archive, sample: int | None = None,
 class Sampler:
     """Background light verification: a random sample every ``interval`` seconds."""
 
-    def __init__(self, archive: Archive, sample_size: int, interval: float):
+    def __init__(self, archive: StorageArea, sample_size: int, interval: float):
         self.archive = archive
         self.sample_size = sample_size
         self.interval = interval

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..archive import Archive, KeyStore
+from ..archive import KeyStore, StorageArea
 from ..errors import ApplianceError, NotFound
 from ..index.models.backup import BackupObject, BackupRun
 from ..index.models.core import utcnow
@@ -72,7 +72,7 @@ class SyncResult:
 
 
 class Sync:
-    def __init__(self, target: Target, target_key: str, keys: KeyStore, archive: Archive, index, work_dir: Path,
+    def __init__(self, target: Target, target_key: str, keys: KeyStore, archive: StorageArea, index, work_dir: Path,
                  options: SyncOptions, progress: Callable[[str], None] | None = None,
                  cancel: threading.Event | None = None):
         self.target, self.target_key = target, target_key
@@ -191,10 +191,7 @@ class Sync:
         return len(found)
 
     def _local_size(self, oid: str) -> int | None:
-        try:
-            return self.archive.path(oid).stat().st_size
-        except (FileNotFoundError, NotFound):
-            return None
+        return self.archive.sealed_size(oid)
 
     def _record(self, uploaded: list[tuple[str, int]]) -> None:
         if not uploaded:
@@ -220,8 +217,8 @@ class Sync:
 
     def _upload_one(self, oid: str, result: SyncResult) -> tuple[str, int] | None:
         try:
-            fh = open(self.archive.path(oid), "rb")
-        except (FileNotFoundError, NotFound):
+            fh = self.archive.open_sealed(oid)
+        except NotFound:
             return None  # gone from the disk: reported as missing_on_box
         with fh:
             size = os.fstat(fh.fileno()).st_size

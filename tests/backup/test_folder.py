@@ -5,6 +5,7 @@ import re
 import time
 
 import pytest
+from backupkit import sealed_bytes
 
 from appliance.archive.keys import KeyStore
 from appliance.backup import manifest as mf
@@ -155,7 +156,7 @@ def test_restore_round_trip_in_process(folder_box, tmp_path):
     assert keyring.archive_keys == box.app.archive.keyring.archive_keys
     new_archive = Archive(tmp_path / "new" / "archive", keyring)
     for oid in box.object_ids():
-        assert new_archive.path(oid).read_bytes() == box.app.archive.path(oid).read_bytes()
+        assert sealed_bytes(new_archive, oid) == sealed_bytes(box.app.archive, oid)
         assert new_archive.read(oid) == box.app.archive.read(oid)
     expected = box.app.index.search("STUDY", {"PatientID": "*"})
     # The restored index answers the same (opened in a fresh process-like handle).

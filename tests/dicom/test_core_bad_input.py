@@ -62,7 +62,7 @@ def contents(data_dir) -> tuple:
     with readback.opened(data_dir) as (archive, _index):
         from appliance.index.models import Instance
 
-        return (Instance.select().count(), sorted(archive.list_ids()), sorted(archive.tmp_dir.iterdir()))
+        return (Instance.select().count(), sorted(archive.list_ids()), sorted(archive._tmp_dir.iterdir()))
 
 
 @pytest.mark.parametrize("make", [garbage_file, truncated_file], ids=["garbage", "truncated"])

@@ -39,7 +39,7 @@ def test_filling_the_disk(tiny_fs, writer_thread):
         assert err.value.dimse_status == 0xA700
         assert "full" in str(err.value)
         assert stored, "some objects fit before the disk filled"
-        assert not list(core.archive.tmp_dir.iterdir())
+        assert not list(core.archive._tmp_dir.iterdir())
         assert Instance.select().count() == len(stored)
         assert reconcile(core.archive).clean
         for result in stored:

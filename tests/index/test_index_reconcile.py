@@ -7,7 +7,7 @@ import os
 import synth
 from appliance.archive import Archive, Keyring, envelope
 from appliance.index.models import Instance
-from appliance.reconcile import ORPHANS_DIR, reconcile
+from appliance.reconcile import reconcile
 
 
 def test_agreeing_index_and_archive(core, caplog):
@@ -26,7 +26,7 @@ def test_orphans_are_moved_aside_and_kept(core, caplog):
         report = reconcile(core.archive)
     assert report.orphans == [orphan] and not report.missing
     assert "1 archive object(s) had no index row" in caplog.text and orphan in caplog.text
-    kept = core.archive.root / ORPHANS_DIR / orphan
+    kept = core.root / "archive" / "orphans" / orphan  # the file archive's quarantine
     assert kept.exists() and not core.archive.exists(orphan)
     with open(kept, "rb") as fh:  # still a whole, readable object under its own name
         plain = b"".join(envelope.open_chunks(fh, kept.stat().st_size, bytes.fromhex(orphan),
@@ -39,7 +39,7 @@ def test_orphans_are_moved_aside_and_kept(core, caplog):
 def test_missing_objects_are_reported_loudly(core, caplog):
     gone = core.store(synth.make_instance("CT", patient_id="REC3"))
     core.store(synth.make_instance("CT", patient_id="REC3"))
-    core.archive.path(gone.object_id).unlink()
+    core.archive._path(gone.object_id).unlink()  # a disk fault
     with caplog.at_level(logging.WARNING):
         report = reconcile(core.archive)
     assert [(m.sop_uid, m.object_id, m.replaced) for m in report.missing] == [(gone.sop_uid, gone.object_id, False)]
@@ -62,5 +62,5 @@ def test_nothing_is_decrypted(core):
     """Reconciliation compares ids only: it works without any archive key."""
     core.store(synth.make_instance("CT", patient_id="REC5"))
     orphan = core.archive.put_bytes(b"x").object_id
-    keyless = Archive(core.archive.root, Keyring(archive_keys={}, current_archive_key="", index_key=os.urandom(32)))
+    keyless = Archive(core.root / "archive", Keyring(archive_keys={}, current_archive_key="", index_key=os.urandom(32)))
     assert reconcile(keyless).orphans == [orphan]

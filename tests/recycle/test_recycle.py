@@ -243,8 +243,8 @@ def test_replaced_versions_must_be_offsite_too_and_come_back(box):
     old_b = _replace_one(box, "B")  # B's older version is on the box only... and so is its new one
     box.age("A", 60)
     box.age("B", 50)
-    squeeze(box, box.sealed_size("A") + box.sealed_size("B") + box.app.archive.path(old_a).stat().st_size
-            + box.app.archive.path(old_b).stat().st_size)
+    squeeze(box, box.sealed_size("A") + box.sealed_size("B") + box.app.archive.sealed_size(old_a)
+            + box.app.archive.sealed_size(old_b))
     report = box.app.recycler.run()
     assert [c.study_uid for c in report.recycled] == [box.studies["A"]]
     assert {c.study_uid: c.reason for c in report.blocked}[box.studies["B"]] == "1 of 3 objects not yet offsite"

@@ -100,5 +100,5 @@ def test_mutated_part10_is_stored_or_refused(ingestor):
     from appliance.reconcile import indexed_objects
 
     assert set(ingestor.archive.list_ids()) == set(indexed_objects())
-    assert not any((Path(ingestor.archive.root) / "tmp").iterdir())
+    assert not any(ingestor.archive._tmp_dir.iterdir())
     print(f"fuzz ingest: {EXAMPLES} mutated files, {COUNTS}")
