@@ -30,8 +30,7 @@ from .dicomfile import parse
 from .errors import ApplianceError, DiskFull
 from .events import Events
 from .index import Index
-from .index.models import Instance
-from .index.records import Outcome, record_instance
+from .index.records import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -167,21 +166,15 @@ class Ingestor:
         return result
 
     def _record(self, a, stored, origin: Origin) -> Outcome:
-        outcome = record_instance(a, stored.object_id, stored.size, stored.sha256, origin.label, self.on_conflict)
+        outcome = self.index.studies.record(a, stored.object_id, stored.size, stored.sha256, origin.label,
+                                            self.on_conflict)
         if outcome is not Outcome.DUPLICATE:
             for hook in self.record_hooks:
                 hook(a, stored.object_id, origin)
         return outcome
 
     def _stored(self, sop_uid: str) -> tuple[str, str] | None:
-        """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
-        incoming object, and building the equivalent peewee query costs more than running it."""
-        sql = f'SELECT "sha256", "object_id" FROM "{Instance._meta.table_name}" WHERE "sop_uid" = ?'
-        cursor = self.index.db.execute_sql(sql, (sop_uid,))
-        try:
-            return cursor.fetchone()
-        finally:
-            cursor.close()  # end the read at once, not when the cursor is collected
+        return self.index.studies.stored_digest(sop_uid)
 
     @staticmethod
     def _digest(prefix: bytes, src: BinaryIO) -> tuple[str, int]:

@@ -21,7 +21,7 @@ from .errors import ApplianceError
 from .index import Index
 from .index.models.retrieval import PerformedStep, WorklistItem
 from .index.models import utcnow
-from .index.query import DA, PN, TEXT, TM, UID, Attr, QueryError, _condition, normalize_date, normalize_time
+from .index.query import DA, PN, TEXT, TM, UID, Attr, QueryError, condition, normalize_date, normalize_time
 
 STATUSES = ("SCHEDULED", "IN PROGRESS", "COMPLETED", "DISCONTINUED")
 FIELDS = ("patient_name", "patient_id", "birth_date", "sex", "accession", "requested_procedure_id",
@@ -126,7 +126,7 @@ class Worklist:
             field = attr.field
             if attr.kind == PN and field is W.patient_name and not self.case_sensitive_names:
                 attr, value = Attr(attr.level, W.patient_name_upper, TEXT, attr.tag), value.upper()
-            query = query.where(_condition(attr, value, self.case_sensitive_names, False))
+            query = query.where(condition(attr, value, self.case_sensitive_names, False))
         if open_only and not str(criteria.get("ScheduledProcedureStepStatus") or "").strip():
             query = query.where(W.status.in_(OPEN_STATUSES))
         return list(query.order_by(W.scheduled_date, W.scheduled_time, W.id))

@@ -138,8 +138,7 @@ def bench_sqlcipher_cost(cache: Path, runs: int, studies: int) -> None:
 
     from appliance.index import query
     from appliance.index.db import MIGRATIONS_DIR, IndexDatabase
-    from appliance.index.models import all_models
-    from appliance.index.records import InstanceAttributes, record_instance
+    from appliance.index.records import InstanceAttributes, record
 
     pragmas = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 1, "busy_timeout": 30000,
                "cache_size": -1024 * 64, "temp_store": "memory"}
@@ -150,17 +149,16 @@ def bench_sqlcipher_cost(cache: Path, runs: int, studies: int) -> None:
     try:
         for name, make in dbs.items():
             db = make(work / f"{name.replace(' ', '-')}.db")
-            db.bind(all_models())
             db.connect()
             Runner(db, directory=str(MIGRATIONS_DIR)).up()
             synthindex.build(db, studies=studies)
             q_times = {}
             for label, keys, _expected in synthindex.queries(studies):
-                query.search("STUDY", keys)  # warm the page cache, as a running server's is
+                query.search(db, "STUDY", keys)  # warm the page cache, as a running server's is
                 samples = []
                 for _ in range(runs):
                     started = time.perf_counter()
-                    query.search("STUDY", keys)
+                    query.search(db, "STUDY", keys)
                     samples.append((time.perf_counter() - started) * 1000)
                 q_times[label] = samples
             # Ingest-style writes: one committed (fsynced) transaction per instance, as the writer does.
@@ -176,7 +174,7 @@ def bench_sqlcipher_cost(cache: Path, runs: int, studies: int) -> None:
                     station_name="", rows=128, columns=128, frames=None, content_date="", content_time="")
                 started = time.perf_counter()
                 with db.atomic("IMMEDIATE"):
-                    record_instance(a, f"{i:032x}", 1000, f"{i:064x}", "bench")
+                    record(db, a, f"{i:032x}", 1000, f"{i:064x}", "bench")
                 w_times.append((time.perf_counter() - started) * 1000)
             results[name] = (q_times, w_times)
             db.close()

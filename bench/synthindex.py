@@ -35,13 +35,13 @@ def study_date(s: int) -> str:
     return (FIRST_DAY + datetime.timedelta(days=(s * 7919) % DAYS)).strftime("%Y%m%d")
 
 
-def _insert(model, rows: list[dict]) -> None:
+def _insert(db, model, rows: list[dict]) -> None:
     for i in range(0, len(rows), CHUNK):
-        model.insert_many(rows[i:i + CHUNK]).execute()
+        model.insert_many(rows[i:i + CHUNK]).execute(db)
 
 
 def build(db, studies: int = 10_000, series: int = 2, per_series: int = 5) -> dict:
-    """Fill the (empty, migrated) index bound to ``db``; return the expected counts."""
+    """Fill the (empty, migrated) index ``db``; return the expected counts."""
     now = datetime.datetime(2026, 1, 1)
     n_patients = (studies + 1) // 2
     with db.atomic():
@@ -54,7 +54,7 @@ def build(db, studies: int = 10_000, series: int = 2, per_series: int = 5) -> di
                              birth_date=f"19{40 + p % 60:02d}0{1 + p % 9}1{p % 9}", sex="MF"[p % 2],
                              num_studies=n_st, num_series=n_st * series, num_instances=n_st * series * per_series,
                              created_at=now, updated_at=now))
-        _insert(Patient, rows)
+        _insert(db, Patient, rows)
     series_id = instance_id = 0
     for start in range(0, studies, 1000):  # one transaction per 1,000 studies
         with db.atomic():
@@ -82,9 +82,9 @@ def build(db, studies: int = 10_000, series: int = 2, per_series: int = 5) -> di
                                             object_id=hashlib.md5(str(instance_id).encode()).hexdigest(),
                                             size=526_000, sha256=hashlib.sha256(str(instance_id).encode()).hexdigest(),
                                             source="bench", received_at=now))
-            _insert(Study, st_rows)
-            _insert(Series, se_rows)
-            _insert(Instance, in_rows)
+            _insert(db, Study, st_rows)
+            _insert(db, Series, se_rows)
+            _insert(db, Instance, in_rows)
     return {"patients": n_patients, "studies": studies, "series": series_id, "instances": instance_id}
 
 

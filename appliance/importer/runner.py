@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import ConflictRejected, DiskFull, InvalidObject
-from ..index.records import Outcome, find_instance
+from ..index.records import Outcome
 from ..ingest import Ingestor, Origin
 from .sources import Entry, SourceError
 
@@ -47,7 +47,7 @@ def import_entry(ingestor: Ingestor, entry: Entry, origin: Origin) -> EntryResul
     except SourceError as exc:
         return result(Status.FAILED, str(exc))
     except FileNotFoundError:
-        if entry.sop_uid and find_instance(entry.sop_uid) is not None:
+        if entry.sop_uid and ingestor.index.studies.find_instance(entry.sop_uid) is not None:
             return result(Status.ALREADY)
         if entry.sop_uid:
             return result(Status.FAILED, "the DICOMDIR lists this file but it is not on the media")

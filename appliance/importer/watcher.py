@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..index.records import find_instance
 from ..ingest import Ingestor, Origin
 from .runner import EntryResult, Status, Tally, import_entry
 from .sources import (Source, SourceError, file_entry, is_dicomdir_name, is_ignored, read_dicomdir,
@@ -266,7 +265,8 @@ class Inbox:
                 continue
             # Listed files not here yet may still be on their way (a copy in progress): give them a while.
             grace = self._seen[dicomdir][1] + 10 * self.s.stable_seconds - now
-            if grace > 0 and any(r.path not in files and not (r.sop_uid and find_instance(r.sop_uid))
+            studies = self.ingestor.index.studies
+            if grace > 0 and any(r.path not in files and not (r.sop_uid and studies.find_instance(r.sop_uid))
                                  for r in records):
                 wait = min(wait, grace)
                 continue

@@ -1,21 +1,40 @@
-"""The index of patients, studies, series and instances (SQLCipher via peewee)."""
+"""The index of patients, studies, series and instances (SQLCipher via peewee).
+
+This package is the only place that knows the database: the models, the SQL
+and peewee itself stay in here. The rest of the appliance talks to an
+``Index`` through its query engine (``search``/``count``) and its per-area
+repositories (``index.studies``, ``index.peers``, ...), each executing against
+this Index's own database (see repository.py).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
 from . import query
+from .accounts import AccountsRepo
+from .audit import AuditRepo
 from .db import IndexDatabase, open_index
+from .forwarding import ForwardingRepo
+from .peers import PeersRepo
+from .studies import StudiesRepo
+from .worklist import WorklistRepo
 from .writer import Writer
 
 
 class Index:
-    """The index database, its single writer and the query engine, together."""
+    """The index database, its single writer, the query engine and the per-area repositories, together."""
 
     def __init__(self, db: IndexDatabase, case_sensitive_names: bool = False):
         self.db = db
         self.writer = Writer(db)
         self.case_sensitive_names = case_sensitive_names
+        self.studies = StudiesRepo(db, self.writer)
+        self.worklist = WorklistRepo(db, self.writer)
+        self.peers = PeersRepo(db, self.writer)
+        self.accounts = AccountsRepo(db, self.writer)
+        self.audit = AuditRepo(db, self.writer)
+        self.forwarding = ForwardingRepo(db, self.writer)
 
     @classmethod
     def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False) -> "Index":
@@ -23,11 +42,11 @@ class Index:
 
     def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, limit: int | None = None,
                offset: int = 0) -> list[dict[str, Any]]:
-        return query.search(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
+        return query.search(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
                             limit=limit, offset=offset)
 
     def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False) -> int:
-        return query.count(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy)
+        return query.count(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy)
 
     def start(self) -> None:
         self.writer.start()

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from peewee import Expression, Field, fn
+from peewee import Database, Expression, Field, fn
 
 from .models import Instance, Patient, Series, Study
 
@@ -124,7 +124,7 @@ def _glob(value: str) -> str:
     return value.replace("[", "[[]")
 
 
-def _condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
+def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
     field = attr.field
     kind = attr.kind
     if kind == UID:
@@ -231,7 +231,7 @@ def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names
         value = str(value).strip() if not isinstance(value, (list, tuple)) else "\\".join(map(str, value))
         if not value or value == "*":
             continue  # universal matching
-        query = query.where(_condition(attr, value, case_sensitive_names, fuzzy))
+        query = query.where(condition(attr, value, case_sensitive_names, fuzzy))
     return query
 
 
@@ -243,9 +243,9 @@ ORDER: dict[str, Callable[[], Iterable]] = {
 }
 
 
-def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False, fuzzy: bool = False,
-           limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    """Records matching ``criteria`` at ``level``, in the level's natural order."""
+def search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+           fuzzy: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Records of ``db`` matching ``criteria`` at ``level``, in the level's natural order."""
     level = level.upper()
     query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy)
     columns = COLUMNS[level]
@@ -256,10 +256,10 @@ def search(level: str, criteria: Mapping[str, str], *, case_sensitive_names: boo
         query = query.offset(offset)
     # The cursor's raw rows: SQLite's TEXT/INTEGER values are already what the fields' python_value would
     # make of them, and skipping peewee's per-column converters halves the time per row.
-    cursor = query.model._meta.database.execute(query)
+    cursor = db.execute(query)
     return [_record(row, columns, level) for row in cursor.fetchall()]
 
 
-def count(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+def count(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
           fuzzy: bool = False) -> int:
-    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy).count()
+    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy).count(db)

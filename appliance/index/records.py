@@ -10,7 +10,9 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import ConflictRejected
-from .models import Instance, ReplacedObject, Series, utcnow
+from peewee import Database
+
+from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,19 @@ def _add_value(multi: str, value: str) -> str:
     return "\\" + "\\".join(items) + "\\"
 
 
+def lookup(db: Database, sop_uid: str) -> Instance | None:
+    return Instance.select().where(Instance.sop_uid == sop_uid).get_or_none(db)
+
+
 def find_instance(sop_uid: str) -> Instance | None:
-    return Instance.get_or_none(Instance.sop_uid == sop_uid)
+    """TRANSITIONAL (through the global bind): use ``index.studies.find_instance``."""
+    return lookup(Instance._meta.database, sop_uid)
+
+
+def record_instance(a: "InstanceAttributes", object_id: str, size: int, sha256: str, source: str,
+                    on_conflict: str = "replace") -> "Outcome":
+    """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
+    return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict)
 
 
 # record_instance runs for every stored object, on the single writer thread. It is written in
@@ -119,10 +132,9 @@ _NEW_INSTANCE = (
     '"received_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
 
 
-def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
+def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
                     on_conflict: str = "replace") -> Outcome:
-    """Index one stored object. Call inside a transaction (the writer does)."""
-    db = Instance._meta.database
+    """Index one stored object in ``db``. Call inside a transaction (the writer does)."""
     outcome = Outcome.STORED
     existing = _one(db, 'SELECT "sha256" FROM "instance" WHERE "sop_uid" = ?', a.sop_uid)
     if existing is not None:
@@ -133,7 +145,7 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
                 f"a different object with SOP Instance UID {a.sop_uid} is already stored; "
                 "the archive is set to reject such replacements"
             )
-        _replace(find_instance(a.sop_uid))
+        _replace(db, lookup(db, a.sop_uid))
         outcome = Outcome.REPLACED
 
     now = utcnow()
@@ -183,37 +195,35 @@ def _one(db, sql: str, *params):
         cursor.close()
 
 
-def _replace(existing: Instance) -> None:
+def _replace(db: Database, existing: Instance) -> None:
     """Keep a displaced object recoverable (until backed up), then drop its instance row."""
-    ReplacedObject.create(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
-                          sha256=existing.sha256, source=existing.source)
-    remove_instance(existing)
+    ReplacedObject.insert(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
+                          sha256=existing.sha256, source=existing.source, replaced_at=utcnow()).execute(db)
+    remove_instance(db, existing)
 
 
-def remove_instance(instance: Instance) -> None:
+def remove_instance(db: Database, instance: Instance) -> None:
     """Delete an instance row, keep the counts right and drop emptied parents."""
-    series = instance.series
-    study = series.study
-    patient = study.patient
-    instance.delete_instance()
-    series.num_instances -= 1
-    study.num_instances -= 1
-    patient.num_instances -= 1
-    if series.num_instances <= 0:
-        series.delete_instance()
-        study.num_series -= 1
-        patient.num_series -= 1
-        study.modalities = "\\"
-        for s in Series.select(Series.modality).where(Series.study == study):
-            study.modalities = _add_value(study.modalities, s.modality)
-    else:
-        series.save()
-    if study.num_instances <= 0:
-        study.delete_instance()
-        patient.num_studies -= 1
-    else:
-        study.save()
-    if patient.num_instances <= 0:
-        patient.delete_instance()
-    else:
-        patient.save()
+    series_id = instance.series_id
+    study_id, patient_id = (Series.select(Series.study, Study.patient).join(Study)
+                            .where(Series.id == series_id).tuples().get(db))
+    Instance.delete().where(Instance.id == instance.id).execute(db)
+    Series.update(num_instances=Series.num_instances - 1).where(Series.id == series_id).execute(db)
+    series_gone = Series.select(Series.num_instances).where(Series.id == series_id).scalar(db) <= 0
+    study_changes = {Study.num_instances: Study.num_instances - 1}
+    patient_changes = {Patient.num_instances: Patient.num_instances - 1}
+    if series_gone:
+        Series.delete().where(Series.id == series_id).execute(db)
+        study_changes[Study.num_series] = Study.num_series - 1
+        patient_changes[Patient.num_series] = Patient.num_series - 1
+        modalities = "\\"
+        for (modality,) in Series.select(Series.modality).where(Series.study == study_id).tuples().execute(db):
+            modalities = _add_value(modalities, modality)
+        study_changes[Study.modalities] = modalities
+    Study.update(study_changes).where(Study.id == study_id).execute(db)
+    if Study.select(Study.num_instances).where(Study.id == study_id).scalar(db) <= 0:
+        Study.delete().where(Study.id == study_id).execute(db)
+        patient_changes[Patient.num_studies] = Patient.num_studies - 1
+    Patient.update(patient_changes).where(Patient.id == patient_id).execute(db)
+    if Patient.select(Patient.num_instances).where(Patient.id == patient_id).scalar(db) <= 0:
+        Patient.delete().where(Patient.id == patient_id).execute(db)

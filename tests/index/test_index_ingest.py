@@ -138,7 +138,6 @@ def test_an_object_that_would_eat_into_the_reserve_is_refused(core_factory):
 def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
     """A later instance of a stored study with a different PatientID (a corrected ID, a typo at the
     modality) is filed with its study: no empty patient or study rows, counts that add up."""
-    from appliance.index import query
     from appliance.index.models import Patient, Series
 
     first = synth.make_instance("CT", patient_id="ING-P1", patient_name="First^Id")
@@ -152,10 +151,10 @@ def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
     patient, study = Patient.get(), Study.get()
     assert (patient.num_studies, patient.num_series, patient.num_instances) == (1, 1, 3)
     assert (study.num_series, study.num_instances) == (1, 3)
-    images = query.search("IMAGE", {"PatientID": "ING-P1"})
+    images = core.index.search("IMAGE", {"PatientID": "ING-P1"})
     assert len(images) == 3
     for level in ("PATIENT", "STUDY", "SERIES"):
-        for record in query.search(level, {}):
+        for record in core.index.search(level, {}):
             assert record.get("NumberOfPatientRelatedInstances", 1) > 0
 
 
@@ -178,7 +177,7 @@ def test_index_failure_removes_the_object_and_reports(core, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk I/O error")
 
-    monkeypatch.setattr(ingest_mod, "record_instance", broken)
+    monkeypatch.setattr(core.index.studies, "record", broken)
     with pytest.raises(ingest_mod.StoreFailed) as err:
         core.store(synth.make_instance("CT", patient_id="ING9"))
     assert err.value.dimse_status == 0x0110 and "RuntimeError" in str(err.value)

@@ -31,85 +31,85 @@ def idx(tmp_path_factory):
     core.index.close()
 
 
-def accessions(criteria, **kwargs) -> list[str]:
-    return sorted(r["AccessionNumber"] for r in query.search("STUDY", criteria, **kwargs))
+def accessions(idx, criteria, **kwargs) -> list[str]:
+    return sorted(r["AccessionNumber"] for r in query.search(idx.index.db, "STUDY", criteria, **kwargs))
 
 
 def test_universal_matching(idx):
-    assert accessions({}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
-    assert accessions({"PatientName": "", "StudyDate": "", "AccessionNumber": "*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions(idx, {}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions(idx, {"PatientName": "", "StudyDate": "", "AccessionNumber": "*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
 
 
 def test_single_value(idx):
-    assert accessions({"PatientID": "Q1"}) == ["ACC1", "ACC4"]
-    assert accessions({"PatientID": "q1"}) == []  # IDs are case-sensitive
-    assert accessions({"AccessionNumber": "ACC3"}) == ["ACC3"]
+    assert accessions(idx, {"PatientID": "Q1"}) == ["ACC1", "ACC4"]
+    assert accessions(idx, {"PatientID": "q1"}) == []  # IDs are case-sensitive
+    assert accessions(idx, {"AccessionNumber": "ACC3"}) == ["ACC3"]
 
 
 def test_wildcards(idx):
-    assert accessions({"PatientName": "Smith^*"}) == ["ACC1", "ACC2", "ACC4"]
-    assert accessions({"PatientName": "Smith*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
-    assert accessions({"PatientName": "Smith^J?n*"}) == ["ACC2"]
-    assert accessions({"PatientName": "*^jo*"}) == ["ACC1", "ACC4"]
-    assert accessions({"AccessionNumber": "ACC?"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
-    assert accessions({"AccessionNumber": "AC*4"}) == ["ACC4"]
-    assert accessions({"PatientName": "[Smith]*"}) == []  # '[' is literal, not a GLOB class
+    assert accessions(idx, {"PatientName": "Smith^*"}) == ["ACC1", "ACC2", "ACC4"]
+    assert accessions(idx, {"PatientName": "Smith*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions(idx, {"PatientName": "Smith^J?n*"}) == ["ACC2"]
+    assert accessions(idx, {"PatientName": "*^jo*"}) == ["ACC1", "ACC4"]
+    assert accessions(idx, {"AccessionNumber": "ACC?"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions(idx, {"AccessionNumber": "AC*4"}) == ["ACC4"]
+    assert accessions(idx, {"PatientName": "[Smith]*"}) == []  # '[' is literal, not a GLOB class
 
 
 def test_names_case_insensitive_by_default(idx):
-    assert accessions({"PatientName": "SMITH^JOHN"}) == ["ACC1", "ACC4"]
-    assert accessions({"PatientName": "smithers*"}) == ["ACC3"]
+    assert accessions(idx, {"PatientName": "SMITH^JOHN"}) == ["ACC1", "ACC4"]
+    assert accessions(idx, {"PatientName": "smithers*"}) == ["ACC3"]
 
 
 def test_names_case_sensitive_option(idx):
-    assert accessions({"PatientName": "SMITH^JOHN"}, case_sensitive_names=True) == []
-    assert accessions({"PatientName": "Smith^John"}, case_sensitive_names=True) == ["ACC1", "ACC4"]
-    assert accessions({"PatientName": "smith*"}, case_sensitive_names=True) == ["ACC3"]
+    assert accessions(idx, {"PatientName": "SMITH^JOHN"}, case_sensitive_names=True) == []
+    assert accessions(idx, {"PatientName": "Smith^John"}, case_sensitive_names=True) == ["ACC1", "ACC4"]
+    assert accessions(idx, {"PatientName": "smith*"}, case_sensitive_names=True) == ["ACC3"]
 
 
 def test_fuzzy_names_match_any_part(idx):
-    assert accessions({"PatientName": "jane"}, fuzzy=True) == ["ACC2"]
+    assert accessions(idx, {"PatientName": "jane"}, fuzzy=True) == ["ACC2"]
 
 
 def test_date_ranges(idx):
-    assert accessions({"StudyDate": "20240101-20240229"}) == ["ACC1", "ACC2"]
-    assert accessions({"StudyDate": "20240220-20240220"}) == ["ACC2"]  # inclusive
-    assert accessions({"StudyDate": "20240301-"}) == ["ACC3", "ACC4"]  # open end
-    assert accessions({"StudyDate": "-20240105"}) == ["ACC1"]  # open start
-    assert accessions({"StudyDate": "2024.02.20"}) == ["ACC2"]  # ACR-NEMA style
+    assert accessions(idx, {"StudyDate": "20240101-20240229"}) == ["ACC1", "ACC2"]
+    assert accessions(idx, {"StudyDate": "20240220-20240220"}) == ["ACC2"]  # inclusive
+    assert accessions(idx, {"StudyDate": "20240301-"}) == ["ACC3", "ACC4"]  # open end
+    assert accessions(idx, {"StudyDate": "-20240105"}) == ["ACC1"]  # open start
+    assert accessions(idx, {"StudyDate": "2024.02.20"}) == ["ACC2"]  # ACR-NEMA style
 
 
 def test_time_ranges(idx):
-    assert accessions({"StudyTime": "080000-150000"}) == ["ACC1", "ACC2"]
-    assert accessions({"StudyTime": "14-"}) == ["ACC2", "ACC3"]
-    assert accessions({"StudyTime": "-0815"}) == ["ACC1", "ACC4"]  # a partial upper bound covers its minute
-    assert accessions({"StudyTime": "2359"}) == ["ACC3"]  # a partial single value covers its minute
-    assert accessions({"StudyTime": "23:59:59"}) == ["ACC3"]
+    assert accessions(idx, {"StudyTime": "080000-150000"}) == ["ACC1", "ACC2"]
+    assert accessions(idx, {"StudyTime": "14-"}) == ["ACC2", "ACC3"]
+    assert accessions(idx, {"StudyTime": "-0815"}) == ["ACC1", "ACC4"]  # a partial upper bound covers its minute
+    assert accessions(idx, {"StudyTime": "2359"}) == ["ACC3"]  # a partial single value covers its minute
+    assert accessions(idx, {"StudyTime": "23:59:59"}) == ["ACC3"]
 
 
 def test_uid_lists(idx):
     two = idx.uids[0] + "\\" + idx.uids[2]
-    assert accessions({"StudyInstanceUID": two}) == ["ACC1", "ACC3"]
-    assert accessions({"StudyInstanceUID": idx.uids[1]}) == ["ACC2"]
-    assert accessions({"StudyInstanceUID": [idx.uids[1], idx.uids[3]]}) == ["ACC2", "ACC4"]
+    assert accessions(idx, {"StudyInstanceUID": two}) == ["ACC1", "ACC3"]
+    assert accessions(idx, {"StudyInstanceUID": idx.uids[1]}) == ["ACC2"]
+    assert accessions(idx, {"StudyInstanceUID": [idx.uids[1], idx.uids[3]]}) == ["ACC2", "ACC4"]
 
 
 def test_value_lists_and_modalities(idx):
-    assert accessions({"AccessionNumber": "ACC1\\ACC3"}) == ["ACC1", "ACC3"]
-    assert accessions({"ModalitiesInStudy": "US"}) == ["ACC3", "ACC4"]
-    assert accessions({"ModalitiesInStudy": "CT\\MR"}) == ["ACC1", "ACC2"]
+    assert accessions(idx, {"AccessionNumber": "ACC1\\ACC3"}) == ["ACC1", "ACC3"]
+    assert accessions(idx, {"ModalitiesInStudy": "US"}) == ["ACC3", "ACC4"]
+    assert accessions(idx, {"ModalitiesInStudy": "CT\\MR"}) == ["ACC1", "ACC2"]
 
 
 def test_combined_keys_and_levels(idx):
-    assert accessions({"PatientName": "smith^john", "StudyDate": "20240301-"}) == ["ACC4"]
-    patients = query.search("PATIENT", {"PatientName": "Smith^John"})
+    assert accessions(idx, {"PatientName": "smith^john", "StudyDate": "20240301-"}) == ["ACC4"]
+    patients = query.search(idx.index.db, "PATIENT", {"PatientName": "Smith^John"})
     assert len(patients) == 1 and patients[0]["NumberOfPatientRelatedStudies"] == 2
-    series = query.search("SERIES", {"Modality": "US"})
+    series = query.search(idx.index.db, "SERIES", {"Modality": "US"})
     assert sorted(r["AccessionNumber"] for r in series) == ["ACC3", "ACC4"]
-    images = query.search("IMAGE", {"PatientID": "Q2"})
+    images = query.search(idx.index.db, "IMAGE", {"PatientID": "Q2"})
     assert len(images) == 1 and images[0]["_object_id"]
     # a key below the level cannot restrict it
-    assert len(query.search("STUDY", {"SOPInstanceUID": "1.2.3"})) == 4
+    assert len(query.search(idx.index.db, "STUDY", {"SOPInstanceUID": "1.2.3"})) == 4
 
 
 @pytest.mark.parametrize("criteria", [
@@ -121,7 +121,7 @@ def test_combined_keys_and_levels(idx):
 ])
 def test_bad_values_are_query_errors(idx, criteria):
     with pytest.raises(QueryError):
-        query.search("STUDY", criteria)
+        query.search(idx.index.db, "STUDY", criteria)
 
 
 def test_unknown_level():
