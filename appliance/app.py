@@ -56,7 +56,7 @@ class Appliance:
 
         if self.recycler is not None:  # deletions of recycled studies cut short by a crash are not orphans
             self.recycler.finish_interrupted()
-        self.reconciliation = reconcile(self.archive)
+        self.reconciliation = reconcile(self.archive, self.index)
         self.node.start()
         if self.web is not None:
             self.web.start()
@@ -141,7 +141,7 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     if config.integrity.sample_size > 0:
         from .verify import Sampler
 
-        app.verifier = Sampler(archive, config.integrity.sample_size, config.integrity.interval_hours * 3600)
+        app.verifier = Sampler(archive, index, config.integrity.sample_size, config.integrity.interval_hours * 3600)
         app.services.append(("background verification", app.verifier.start, app.verifier.stop))
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time

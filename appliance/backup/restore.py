@@ -34,7 +34,6 @@ from ..archive.keys import unseal_keyring
 from ..audit import AuditLog
 from ..errors import DataDirError, IntegrityError
 from ..index import Index
-from ..index.models.backup import BackupObject
 from . import manifest as mf
 from .fetch import MISSING, fetch
 
@@ -109,13 +108,13 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
     try:
         # Recycled studies (appliance/recycle.py) stay offsite-only, as on the old box; their rows come along,
         # so `pacs-appliance storage restore` can still bring each one back.
-        recycled = {r[0] for r in index.db.execute_sql("SELECT object_id FROM recycled_object").fetchall()}
+        recycled = index.recycling.object_ids()
         wanted = {oid: size for oid, size in man.objects.items() if oid not in recycled}
         if studies or patients:
-            keep = index.writer.run(lambda: _keep_only(index, list(studies), list(patients)))
+            keep = index.writer.run(lambda: index.backup.keep_only(list(studies), list(patients)))
             wanted = {oid: size for oid, size in wanted.items() if oid in keep}
             progress(f"partial restore: {len(keep)} objects of the chosen studies")
-        index.writer.run(lambda: BackupObject.delete().execute())
+        index.backup.forget_all()
         report.objects = len(wanted)
         _fetch_objects(target, archive, wanted, report, parallel, progress)
         report.seconds = time.monotonic() - started
@@ -144,24 +143,3 @@ def _fetch_objects(target, archive: StorageArea, wanted: dict[str, int], report:
             progress(f"restored {report.restored}/{len(wanted)} objects, {report.bytes / 1e6:.1f} MB")
     # Objects were moved in without a directory fsync each; one pass makes the renames durable.
     archive.sync_adopted(wanted)
-
-
-def _keep_only(index, studies: list[str], patients: list[str]) -> set[str]:
-    """Delete every study but the chosen ones from the restored index; return the objects to fetch."""
-    db = index.db
-    marks = lambda xs: ",".join("?" * len(xs)) or "NULL"  # noqa: E731
-    keep_sql = (f"SELECT s.id FROM study s JOIN patient p ON p.id = s.patient_id "
-                f"WHERE s.study_uid IN ({marks(studies)}) OR p.patient_id IN ({marks(patients)})")
-    params = [*studies, *patients]
-    if not db.execute_sql(keep_sql, params).fetchall():
-        raise DataDirError("none of the chosen studies or patients is in the backup's index")
-    db.execute_sql(f"DELETE FROM study WHERE id NOT IN ({keep_sql})", params)  # cascades to series, instances
-    db.execute_sql("DELETE FROM patient WHERE id NOT IN (SELECT patient_id FROM study)")
-    db.execute_sql("DELETE FROM replaced_object")
-    db.execute_sql("""UPDATE patient SET
-        num_studies = (SELECT count(*) FROM study WHERE study.patient_id = patient.id),
-        num_series = (SELECT count(*) FROM series JOIN study ON study.id = series.study_id
-                      WHERE study.patient_id = patient.id),
-        num_instances = (SELECT count(*) FROM instance JOIN series ON series.id = instance.series_id
-                         JOIN study ON study.id = series.study_id WHERE study.patient_id = patient.id)""")
-    return {r[0] for r in db.execute_sql("SELECT object_id FROM instance").fetchall()}

@@ -14,9 +14,13 @@ from typing import Any, Mapping
 from . import query
 from .accounts import AccountsRepo
 from .audit import AuditRepo
+from .backup import BackupRepo
 from .db import IndexDatabase, open_index
 from .forwarding import ForwardingRepo
+from .models.core import utcnow
+from .objects import ObjectsRepo
 from .peers import PeersRepo
+from .recycling import RecyclingRepo
 from .studies import StudiesRepo
 from .worklist import WorklistRepo
 from .writer import Writer
@@ -35,6 +39,9 @@ class Index:
         self.accounts = AccountsRepo(db, self.writer)
         self.audit = AuditRepo(db, self.writer)
         self.forwarding = ForwardingRepo(db, self.writer)
+        self.backup = BackupRepo(db, self.writer)
+        self.recycling = RecyclingRepo(db, self.writer)
+        self.objects = ObjectsRepo(db, self.writer)
 
     @classmethod
     def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False) -> "Index":

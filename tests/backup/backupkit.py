@@ -34,7 +34,7 @@ class Box:
     def object_ids(self) -> list[str]:
         from appliance.index.models import Instance
 
-        return [i.object_id for i in Instance.select(Instance.object_id)]
+        return [oid for (oid,) in Instance.select(Instance.object_id).tuples().execute(self.app.index.db)]
 
 
 def make_box(tmp_path: Path, target: str, name: str = "data", **settings) -> Box:

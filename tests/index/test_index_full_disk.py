@@ -41,7 +41,7 @@ def test_filling_the_disk(tiny_fs, writer_thread):
         assert stored, "some objects fit before the disk filled"
         assert not list(core.archive._tmp_dir.iterdir())
         assert Instance.select().count() == len(stored)
-        assert reconcile(core.archive).clean
+        assert reconcile(core.archive, core.index).clean
         for result in stored:
             core.archive.verify(result.object_id)
     finally:
