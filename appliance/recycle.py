@@ -33,6 +33,8 @@ Deletion order, and why it is crash-safe
    patient removed) and write the audit entry, all committed together.
 2. Delete the archive files, then stamp ``purged_at``.
 
+The SQL lives in index/recycling.py (``index.recycling``); this module decides.
+
 A kill between 1 and 2 leaves files that no instance row names, which start-up
 reconciliation would call orphans. ``finish_interrupted`` runs before
 reconciliation (``Appliance.start``) and at each recycling run: it deletes the
@@ -47,15 +49,16 @@ pending forwarding jobs are kept until the jobs are sent (or fail for good).
 What keeps the offsite copy
 ---------------------------
 ``recycled_object`` rows are listed by the backup as wanted objects
-(backup/snapshot.py), so the retention period never deletes them offsite:
+(index/snapshot.py), so the retention period never deletes them offsite:
 recycled objects stay on the target until the study is restored. A disaster
 restore does not download them (backup/restore.py) but keeps these rows, so
 ``storage restore`` works on the new box too.
 
 Restore (``pacs-appliance storage restore STUDY_UID``) downloads each object
-from the target (recorded per study) into ``archive/restoring/``, checks every
-tag, parses it, and then, in one transaction, moves it into ``objects/`` under
-its own object id, indexes it again and removes the ``recycled_*`` rows: the
+from the target (recorded per study) into the archive's ``restoring`` staging
+folder, checks every tag (backup/fetch.py, the same code as a disaster
+restore), parses it, and then, in one transaction, adopts it into the archive
+under its own object id, indexes it again and removes the ``recycled_*`` rows: the
 study is back byte for byte, and because its object ids did not change the
 backup sends nothing again. The restored study counts as just received, so it is
 not recycled again for ``recycle_min_age_days``.
