@@ -14,7 +14,7 @@ import secrets
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import ApplianceError
-from .index.models import User
+from .index.accounts import AccountsRepo, ApiToken, User
 
 ROLES = ("admin", "clinician", "technologist")
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{2,64}$")
@@ -42,68 +42,55 @@ def validate(username: str, password: str | None, role: str | None) -> None:
         raise AccountError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
 
 
-def create_user(username: str, password: str, role: str) -> User:
+def create_user(repo: AccountsRepo, username: str, password: str, role: str) -> User:
     """Create a user; call through the index writer."""
     validate(username, password, role)
-    if User.get_or_none(User.username == username) is not None:
+    if repo.user(username) is not None:
         raise AccountError(f"a user named {username} already exists")
-    return User.create(username=username, password_hash=hash_password(password), role=role)
+    return repo.add_user(username, hash_password(password), role)
 
 
 # --- changing accounts (each call runs inside the index writer) -------------------------------
 
-def get_user(username: str) -> User:
-    user = User.get_or_none(User.username == username)
+def get_user(repo: AccountsRepo, username: str) -> User:
+    user = repo.user(username)
     if user is None:
         raise AccountError(f"no user named {username!r} (see `pacs-appliance user list`)")
     return user
 
 
-def set_password(username: str, password: str) -> User:
+def set_password(repo: AccountsRepo, username: str, password: str) -> User:
     validate(username, password, None)
-    user = get_user(username)
-    user.password_hash = hash_password(password)
-    user.save()
-    _end_sessions(user)
+    user = repo.change_user(get_user(repo, username).id, password_hash=hash_password(password))
+    repo.end_sessions(user.id)
     return user
 
 
-def set_role(username: str, role: str) -> User:
+def set_role(repo: AccountsRepo, username: str, role: str) -> User:
     validate(username, None, role)
-    user = get_user(username)
+    user = get_user(repo, username)
     if user.role == "admin" and role != "admin":
-        _keep_one_admin(user)
-    user.role = role
-    user.save()
-    return user
+        _keep_one_admin(repo, user)
+    return repo.change_user(user.id, role=role)
 
 
-def set_disabled(username: str, disabled: bool = True) -> User:
-    user = get_user(username)
+def set_disabled(repo: AccountsRepo, username: str, disabled: bool = True) -> User:
+    user = get_user(repo, username)
     if disabled and user.role == "admin":
-        _keep_one_admin(user)
-    user.disabled = disabled
-    user.save()
+        _keep_one_admin(repo, user)
+    user = repo.change_user(user.id, disabled=disabled)
     if disabled:
-        _end_sessions(user)
+        repo.end_sessions(user.id)
     return user
 
 
-def list_users() -> list[User]:
-    return list(User.select().order_by(User.username))
+def list_users(repo: AccountsRepo) -> list[User]:
+    return repo.users()
 
 
-def _keep_one_admin(user: User) -> None:
-    others = User.select().where((User.role == "admin") & (User.disabled == False) & (User.id != user.id))  # noqa: E712
-    if not others.exists():
+def _keep_one_admin(repo: AccountsRepo, user: User) -> None:
+    if not repo.other_active_admin_exists(user.id):
         raise AccountError(f"{user.username} is the last active admin; make another admin first")
-
-
-def _end_sessions(user: User) -> None:
-    from .index.models.web import ApiToken, WebSession
-
-    WebSession.delete().where(WebSession.user == user).execute()
-    ApiToken.update(revoked=True).where(ApiToken.user == user).execute()
 
 
 # --- logging in (read-only: callers record the outcome) ---------------------------------------
@@ -113,9 +100,9 @@ def _end_sessions(user: User) -> None:
 _DUMMY_HASH = hash_password("not-a-real-password")
 
 
-def authenticate(username: str, password: str) -> User | None:
+def authenticate(repo: AccountsRepo, username: str, password: str) -> User | None:
     """The active user with this name and password, or None."""
-    user = User.get_or_none(User.username == (username or ""))
+    user = repo.user(username or "")
     if user is None:
         verify_password(_DUMMY_HASH, password or "")
         return None
@@ -133,33 +120,25 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_api_token(username: str, name: str = "") -> tuple[str, "ApiToken"]:
-    """A new token for ``username``: returns (the token, shown once; its row)."""
-    from .index.models.web import ApiToken
-
-    user = get_user(username)
+def create_api_token(repo: AccountsRepo, username: str, name: str = "") -> tuple[str, ApiToken]:
+    """A new token for ``username``: returns (the token, shown once; its row). Inside the index writer."""
+    user = get_user(repo, username)
     if user.disabled:
         raise AccountError(f"{username} is disabled")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken.create(user=user, name=name[:100], token_hash=token_hash(token), prefix=token[:12])
-    return token, row
+    return token, repo.add_token(user.id, name[:100], token_hash(token), token[:12])
 
 
-def revoke_api_token(token_id: int) -> None:
-    from .index.models.web import ApiToken
+def revoke_api_token(repo: AccountsRepo, token_id: int) -> None:
+    """Inside the index writer."""
+    repo.revoke_token(token_id)
 
-    ApiToken.update(revoked=True).where(ApiToken.id == token_id).execute()
 
-
-def user_for_token(token: str) -> User | None:
+def user_for_token(repo: AccountsRepo, token: str) -> User | None:
     """The active user owning this (unrevoked) token, or None."""
-    from .index.models.web import ApiToken
-
     if not token or not token.startswith(TOKEN_PREFIX):
         return None
-    row = (ApiToken.select(ApiToken, User).join(User)
-           .where((ApiToken.token_hash == token_hash(token)) & (ApiToken.revoked == False))  # noqa: E712
-           .first())
-    if row is None or row.user.disabled:
+    user = repo.user_for_token_hash(token_hash(token))
+    if user is None or user.disabled:
         return None
-    return row.user
+    return user

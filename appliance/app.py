@@ -182,7 +182,7 @@ def install_retrieval(app: Appliance, peers) -> None:
     node.add_handler(evt.EVT_C_FIND, handle_find_or_worklist, [index, node.ae_title, app.worklist, peers])
     # Likewise for C-STORE: this checks the peer's store permission, then runs store.handle_store.
     node.add_handler(evt.EVT_C_STORE, store_if_permitted, [app.ingestor, peers])
-    commitment = CommitmentService(app.archive, peers, node.ae_title, app.audit)
+    commitment = CommitmentService(app.archive, index.studies, peers, node.ae_title, app.audit)
     node.add_handler(evt.EVT_N_ACTION, commitment.handle_n_action)
     mpps = MppsService(index, app.audit)
     node.add_handler(evt.EVT_N_CREATE, mpps.handle_n_create)

@@ -37,6 +37,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .index import utcnow
+from .index.audit import AuditEntry
+
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 FIELDS = ("id", "at", "actor", "action", "address", "patient_id", "study_uid", "detail")
@@ -86,8 +89,6 @@ class AuditLog:
     # --- writing ---------------------------------------------------------------------------------
     def record(self, action: str, actor: str, *, address: str = "", patient_id: str = "", study_uid: str = "",
                detail: str = "") -> None:
-        from .index.models.core import utcnow
-
         fields = dict(action=str(action)[:64], actor=str(actor)[:128], address=str(address or "")[:64],
                       patient_id=str(patient_id or "")[:64], study_uid=str(study_uid or "")[:64],
                       detail=str(detail or "")[:2000], at=utcnow())
@@ -103,18 +104,14 @@ class AuditLog:
         if exc is not None:
             log.error("AUDIT ENTRY LOST: %s", exc)
 
-    @staticmethod
-    def _append(*, at, actor, action, address, patient_id, study_uid, detail):
+    def _append(self, *, at, actor, action, address, patient_id, study_uid, detail) -> AuditEntry:
         """Runs inside the index writer's transaction, so entries are chained in commit order."""
-        from .index.models.web import AuditEntry
-
-        last = AuditEntry.select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).first()
-        prev_hash = last.entry_hash if last else GENESIS
-        entry_id = (last.id if last else 0) + 1
+        last_id, prev_hash = self.index.audit.last_link() or (0, GENESIS)
+        entry_id = last_id + 1
         digest = entry_digest(prev_hash, entry_id, at, actor, action, address, patient_id, study_uid, detail)
-        return AuditEntry.create(id=entry_id, at=at, actor=actor, action=action, address=address,
-                                 patient_id=patient_id, study_uid=study_uid, detail=detail, prev_hash=prev_hash,
-                                 entry_hash=digest)
+        return self.index.audit.append(AuditEntry(
+            id=entry_id, at=at, actor=actor, action=action, address=address, patient_id=patient_id,
+            study_uid=study_uid, detail=detail, prev_hash=prev_hash, entry_hash=digest))
 
     def flush(self) -> None:
         """Write pending store batches, then wait until everything queued so far is committed."""
@@ -124,27 +121,11 @@ class AuditLog:
     # --- reading ---------------------------------------------------------------------------------
     def query(self, *, actor: str = "", action: str = "", patient_id: str = "", study_uid: str = "",
               since: datetime.datetime | None = None, until: datetime.datetime | None = None,
-              limit: int | None = 200, offset: int = 0, newest_first: bool = True):
+              limit: int | None = 200, offset: int = 0, newest_first: bool = True) -> list[AuditEntry]:
         """Entries matching every filter given; ``action`` "login" matches "login.ok" and "login.failed"."""
-        from .index.models.web import AuditEntry as A
-
-        q = A.select()
-        if actor:
-            q = q.where(A.actor == actor)
-        if action:
-            q = q.where((A.action == action) | A.action.startswith(action.rstrip(".") + "."))
-        if patient_id:
-            q = q.where(A.patient_id == patient_id)
-        if study_uid:
-            q = q.where(A.study_uid == study_uid)
-        if since:
-            q = q.where(A.at >= since)
-        if until:
-            q = q.where(A.at < until)
-        q = q.order_by(A.id.desc() if newest_first else A.id)
-        if limit:
-            q = q.limit(limit).offset(offset)
-        return q
+        return self.index.audit.entries(actor=actor, action=action, patient_id=patient_id, study_uid=study_uid,
+                                        since=since, until=until, limit=limit, offset=offset,
+                                        newest_first=newest_first)
 
     def export_csv(self, entries: Iterable) -> Iterator[str]:
         """CSV lines (header first) for ``entries``, streamed; includes the hashes for checking elsewhere."""
@@ -162,11 +143,9 @@ class AuditLog:
 
     def verify(self, batch: int = 5000) -> Verification:
         """Recompute the hash chain from the first entry; report the first entry that does not fit."""
-        from .index.models.web import AuditEntry as A
-
         prev_hash, expected_id, checked, last_id = GENESIS, 1, 0, 0
         while True:
-            rows = list(A.select().where(A.id > last_id).order_by(A.id).limit(batch))
+            rows = self.index.audit.after(last_id, batch)
             if not rows:
                 return Verification(True, checked, message=f"{checked} entries, chain intact")
             for e in rows:
@@ -213,13 +192,9 @@ class AuditLog:
             self.record(b.action, b.actor, address=b.address, patient_id=self._patient_of(b.study_uid),
                         study_uid=b.study_uid, detail=f"{b.count} instance{'s' if b.count != 1 else ''} stored")
 
-    @staticmethod
-    def _patient_of(study_uid: str) -> str:
-        from .index.models import Patient, Study
-
+    def _patient_of(self, study_uid: str) -> str:
         try:
-            row = Study.select(Patient.patient_id).join(Patient).where(Study.study_uid == study_uid).first()
-            return row.patient.patient_id if row else ""
+            return self.index.studies.patient_id_of(study_uid) or ""
         except Exception:  # noqa: BLE001 - the entry matters more than the patient id
             log.exception("audit: could not look up the patient of a stored study")
             return ""

@@ -29,8 +29,9 @@ def _password(password_file) -> str:
 
 
 def _apply(data_dir, fn, action: str, detail: str):
+    """Run ``fn(accounts repository)`` on the index writer, then audit it."""
     with open_appliance(data_dir) as app:
-        result = app.index.writer.run(fn)
+        result = app.index.writer.run(lambda: fn(app.index.accounts))
         app.audit.record(action, _actor(), detail=detail)
         app.audit.flush()
         return result
@@ -55,7 +56,7 @@ def user() -> None:
 def user_add(username, role, password_file, data_dir):
     """Create a user who can log in to the web UI."""
     password = _password(password_file)
-    _apply(data_dir, lambda: accounts.create_user(username, password, role), "user.create", f"{username}: {role}")
+    _apply(data_dir, lambda repo: accounts.create_user(repo, username, password, role), "user.create", f"{username}: {role}")
     click.echo(f"created {username} ({role})")
 
 
@@ -67,7 +68,7 @@ def user_add(username, role, password_file, data_dir):
 def user_passwd(username, password_file, data_dir):
     """Set a new password (ends the user's sessions and API tokens)."""
     password = _password(password_file)
-    _apply(data_dir, lambda: accounts.set_password(username, password), "user.password", username)
+    _apply(data_dir, lambda repo: accounts.set_password(repo, username, password), "user.password", username)
     click.echo(f"new password set for {username}; their sessions and API tokens were ended")
 
 
@@ -77,9 +78,10 @@ def user_passwd(username, password_file, data_dir):
 @friendly_errors
 def user_list(as_json, data_dir):
     """List users with their role and whether they are disabled."""
-    with open_appliance(data_dir) as app:  # noqa: F841 - binds the index
+    with open_appliance(data_dir) as app:
         users = [{"username": u.username, "role": u.role, "disabled": u.disabled,
-                  "created_at": u.created_at.isoformat(timespec="seconds")} for u in accounts.list_users()]
+                  "created_at": u.created_at.isoformat(timespec="seconds")}
+                 for u in accounts.list_users(app.index.accounts)]
     if as_json:
         click.echo(json.dumps(users, indent=2))
         return
@@ -94,7 +96,7 @@ def user_list(as_json, data_dir):
 @friendly_errors
 def user_disable(username, data_dir):
     """Stop a user from logging in (ends their sessions and API tokens)."""
-    _apply(data_dir, lambda: accounts.set_disabled(username, True), "user.disable", username)
+    _apply(data_dir, lambda repo: accounts.set_disabled(repo, username, True), "user.disable", username)
     click.echo(f"disabled {username}")
 
 
@@ -104,7 +106,7 @@ def user_disable(username, data_dir):
 @friendly_errors
 def user_enable(username, data_dir):
     """Let a disabled user log in again."""
-    _apply(data_dir, lambda: accounts.set_disabled(username, False), "user.enable", username)
+    _apply(data_dir, lambda repo: accounts.set_disabled(repo, username, False), "user.enable", username)
     click.echo(f"enabled {username}")
 
 
@@ -115,7 +117,7 @@ def user_enable(username, data_dir):
 @friendly_errors
 def user_role(username, role, data_dir):
     """Change a user's role."""
-    _apply(data_dir, lambda: accounts.set_role(username, role), "user.role", f"{username}: {role}")
+    _apply(data_dir, lambda repo: accounts.set_role(repo, username, role), "user.role", f"{username}: {role}")
     click.echo(f"{username} is now {role}")
 
 
@@ -126,7 +128,7 @@ def user_role(username, role, data_dir):
 @friendly_errors
 def user_token(username, name, data_dir):
     """Create an API token (for 'Authorization: Bearer ...'); it is printed once and stored only hashed."""
-    token, _row = _apply(data_dir, lambda: accounts.create_api_token(username, name), "token.create",
+    token, _row = _apply(data_dir, lambda repo: accounts.create_api_token(repo, username, name), "token.create",
                          f"{username}: {name}")
     click.echo(token)
 
@@ -137,12 +139,9 @@ def user_token(username, name, data_dir):
 @friendly_errors
 def user_tokens(username, data_dir):
     """List a user's active API tokens (id, start of the token, name)."""
-    from .index.models.web import ApiToken
-
-    with open_appliance(data_dir):
-        owner = accounts.get_user(username)
-        rows = list(ApiToken.select().where((ApiToken.user == owner) & (ApiToken.revoked == False))  # noqa: E712
-                    .order_by(ApiToken.id))
+    with open_appliance(data_dir) as app:
+        owner = accounts.get_user(app.index.accounts, username)
+        rows = app.index.accounts.active_tokens(owner.id)
     for t in rows:
         click.echo(f"{t.id:<6} {t.prefix}…  {t.name}  (created {t.created_at:%Y-%m-%d})")
 
@@ -153,5 +152,5 @@ def user_tokens(username, data_dir):
 @friendly_errors
 def user_revoke_token(token_id, data_dir):
     """Revoke an API token by its id (see `user tokens`)."""
-    _apply(data_dir, lambda: accounts.revoke_api_token(token_id), "token.revoke", f"token {token_id}")
+    _apply(data_dir, lambda repo: accounts.revoke_api_token(repo, token_id), "token.revoke", f"token {token_id}")
     click.echo(f"revoked token {token_id}")

@@ -49,7 +49,7 @@ def initialize(data_dir: Path, admin_password: str | None = None, admin_user: st
     cfg.inbox_dir.mkdir(mode=0o750, exist_ok=True)
     index = Index.open(cfg.index_path, keyring.index_key)
     try:
-        index.writer.run(lambda: accounts.create_user(admin_user, admin_password, "admin"))
+        index.writer.run(lambda: accounts.create_user(index.accounts, admin_user, admin_password, "admin"))
     finally:
         index.close()
     return InitResult(data_dir, admin_user, admin_password, generated, format_recovery_key(recovery_key))

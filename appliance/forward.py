@@ -27,14 +27,11 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable
 
-from peewee import fn
-
 from .archive import Archive
 from .dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
 from .errors import ConfigError
-from .index import Index
-from .index.models import Instance, utcnow
-from .index.models.retrieval import ForwardJob
+from .index import Index, utcnow
+from .index.forwarding import ForwardJob, Retry
 from .index.records import InstanceAttributes
 from .peers import PeerError, PeerRegistry
 from .transcode import TranscodeError
@@ -111,8 +108,7 @@ class Forwarder:
             # While a peer is known to be down, new work waits for its next attempt too, so a busy
             # modality does not make us knock on a dead peer's door once per image.
             due = max(now, self._held_until.get(destination, now))
-            ForwardJob.insert(sop_uid=attributes.sop_uid, object_id=object_id, destination=destination,
-                              next_attempt_at=due).on_conflict_ignore().execute()
+            self.index.forwarding.enqueue(attributes.sop_uid, object_id, destination, due)
 
     def wake(self, **_payload) -> None:
         self._wake.set()
@@ -142,19 +138,16 @@ class Forwarder:
             self._wake.clear()
 
     def _idle_seconds(self) -> float:
-        due = (ForwardJob.select(fn.MIN(ForwardJob.next_attempt_at)).where(ForwardJob.state == "pending").scalar())
+        due = self.index.forwarding.next_due()
         if due is None:
             return 60.0
-        if isinstance(due, str):
-            due = datetime.datetime.fromisoformat(due)
         return max(0.05, min(60.0, (due - utcnow()).total_seconds()))
 
     def run_once(self) -> int:
         """Send every job that is due; return how many were sent."""
         sent = 0
         now = utcnow()
-        destinations = [row.destination for row in ForwardJob.select(ForwardJob.destination).where(
-            (ForwardJob.state == "pending") & (ForwardJob.next_attempt_at <= now)).distinct()]
+        destinations = self.index.forwarding.due_destinations(now)
         for destination in destinations:
             if self._stop.is_set():
                 break
@@ -162,22 +155,20 @@ class Forwarder:
         return sent
 
     def _send_due(self, destination: str, now: datetime.datetime) -> int:
-        jobs = list(ForwardJob.select().where(
-            (ForwardJob.state == "pending") & (ForwardJob.destination == destination)
-            & (ForwardJob.next_attempt_at <= now)).order_by(ForwardJob.id).limit(self.batch))
+        jobs = self.index.forwarding.due_jobs(destination, now, self.batch)
         peer = self.peers.get(destination)
         if peer is None or not peer.can_receive_moves:
             self._retry(jobs, f"{destination} is not a registered peer allowed to receive images")
             return 0
-        rows = {i.object_id: i for i in Instance.select().where(Instance.object_id.in_([j.object_id for j in jobs]))}
+        rows = self.index.forwarding.stored_objects(j.object_id for j in jobs)
         gone = [j for j in jobs if j.object_id not in rows]
         if gone:
             self._finish(gone, "dropped", "the instance is no longer stored (deleted or replaced)")
         jobs = [j for j in jobs if j.object_id in rows]
         if not jobs:
             return 0
-        outgoing = {j.id: Outgoing(rows[j.object_id].sop_class_uid, j.sop_uid, j.object_id,
-                                   rows[j.object_id].transfer_syntax) for j in jobs}
+        outgoing = {j.id: Outgoing(rows[j.object_id][0], j.sop_uid, j.object_id, rows[j.object_id][1])
+                    for j in jobs}
         try:
             assoc = associate(self.ae_title, peer.ae_title, peer.host, peer.port,
                               storage_contexts((o.SOPClassUID, o.transfer_syntax) for o in outgoing.values()),
@@ -211,61 +202,31 @@ class Forwarder:
         return sent
 
     def _finish(self, jobs: list[ForwardJob], state: str, error: str) -> None:
-        ids = [j.id for j in jobs]
-        self.index.writer.run(lambda: ForwardJob.update(
-            state=state, last_error=error[:255], sent_at=utcnow() if state == "sent" else None,
-            attempts=ForwardJob.attempts + 1).where(ForwardJob.id.in_(ids)).execute())
+        self.index.forwarding.finish([j.id for j in jobs], state, error)
 
     def _retry(self, jobs: list[ForwardJob], error: str, hold_destination: str | None = None) -> None:
         """Count a failed attempt and schedule the next; with ``hold_destination`` (the peer is
         unreachable) its other pending jobs wait as long, so a down peer is tried once per back-off."""
-        def write():
-            latest = utcnow()
-            for job in jobs:
-                attempts = job.attempts + 1
-                give_up = self.max_attempts and attempts >= self.max_attempts
-                delay = min(self.retry_initial * (2 ** (attempts - 1)), self.retry_max)
-                when = utcnow() + datetime.timedelta(seconds=delay)
-                latest = max(latest, when)
-                ForwardJob.update(
-                    attempts=attempts, last_error=error[:255], state="failed" if give_up else "pending",
-                    next_attempt_at=when,
-                ).where(ForwardJob.id == job.id).execute()
-            if hold_destination:
-                self._held_until[hold_destination] = latest
-                ForwardJob.update(next_attempt_at=latest, last_error=error[:255]).where(
-                    (ForwardJob.destination == hold_destination) & (ForwardJob.state == "pending")
-                    & (ForwardJob.next_attempt_at < latest)).execute()
-
-        self.index.writer.run(write)
+        latest = utcnow()
+        retries = []
+        for job in jobs:
+            attempts = job.attempts + 1
+            give_up = self.max_attempts and attempts >= self.max_attempts
+            delay = min(self.retry_initial * (2 ** (attempts - 1)), self.retry_max)
+            when = utcnow() + datetime.timedelta(seconds=delay)
+            latest = max(latest, when)
+            retries.append(Retry(job.id, attempts, "failed" if give_up else "pending", when))
+        if hold_destination:
+            self._held_until[hold_destination] = latest
+        self.index.forwarding.retry(retries, error, (hold_destination, latest) if hold_destination else None)
 
     # -- status and administration --------------------------------------------
     def status(self) -> list[dict]:
         """Per destination: counts by state, the next attempt and the last error."""
-        out: dict[str, dict] = {}
-        for row in (ForwardJob.select(ForwardJob.destination, ForwardJob.state, fn.COUNT(ForwardJob.id).alias("n"))
-                    .group_by(ForwardJob.destination, ForwardJob.state).dicts()):
-            entry = out.setdefault(row["destination"], {"destination": row["destination"], "pending": 0,
-                                                        "sent": 0, "failed": 0, "dropped": 0})
-            entry[row["state"]] = row["n"]
-        for destination, entry in out.items():
-            pending = (ForwardJob.select().where((ForwardJob.destination == destination)
-                                                 & (ForwardJob.state.in_(["pending", "failed"])))
-                       .order_by(ForwardJob.next_attempt_at))
-            first = pending.first()
-            entry["next_attempt_at"] = first.next_attempt_at if first else None
-            entry["last_error"] = first.last_error if first else ""
-            last_sent = ForwardJob.select(fn.MAX(ForwardJob.sent_at)).where(
-                (ForwardJob.destination == destination) & (ForwardJob.state == "sent")).scalar()
-            entry["last_sent_at"] = last_sent
-        return sorted(out.values(), key=lambda e: e["destination"])
+        return self.index.forwarding.status()
 
     def retry_failed(self, destination: str | None = None) -> int:
         """Put failed jobs back in the queue, due now."""
-        cond = ForwardJob.state == "failed"
-        if destination:
-            cond &= ForwardJob.destination == destination
-        count = self.index.writer.run(lambda: ForwardJob.update(state="pending", next_attempt_at=utcnow())
-                                      .where(cond).execute())
+        count = self.index.forwarding.retry_failed(destination)
         self._wake.set()
         return count

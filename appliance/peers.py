@@ -27,7 +27,7 @@ from pynetdicom.sop_class import Verification
 
 from .errors import ApplianceError
 from .index import Index
-from .index.models.retrieval import Peer
+from .index.peers import Peer
 
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PERMISSIONS = ("can_store", "can_query", "can_retrieve", "can_receive_moves")
@@ -81,10 +81,10 @@ class PeerRegistry:
         self._cache_at = float("-inf")
 
     def list(self) -> list[Peer]:
-        return list(Peer.select().order_by(Peer.ae_title))
+        return self.index.peers.list()
 
     def get(self, ae_title: str) -> Peer | None:
-        return Peer.get_or_none(Peer.ae_title == (ae_title or "").strip())
+        return self.index.peers.get((ae_title or "").strip())
 
     def require(self, ae_title: str) -> Peer:
         peer = self.get(ae_title)
@@ -98,15 +98,13 @@ class PeerRegistry:
             tls: bool = False) -> Peer:
         ae_title, host, port = _check(ae_title, host, port)
 
-        def write():
-            if Peer.get_or_none(Peer.ae_title == ae_title) is not None:
-                raise PeerError(f"a peer with AE title {ae_title!r} is already registered; "
-                                "remove it first or update it")
-            return Peer.create(ae_title=ae_title, host=host, port=port, description=description.strip(),
-                               can_store=can_store, can_query=can_query, can_retrieve=can_retrieve,
-                               can_receive_moves=can_receive_moves, tls=bool(tls))
-
-        return self.index.writer.run(write)
+        peer = self.index.peers.add(ae_title, host=host, port=port, description=description.strip(),
+                                    can_store=can_store, can_query=can_query, can_retrieve=can_retrieve,
+                                    can_receive_moves=can_receive_moves, tls=bool(tls))
+        if peer is None:
+            raise PeerError(f"a peer with AE title {ae_title!r} is already registered; "
+                            "remove it first or update it")
+        return peer
 
     def update(self, ae_title: str, **changes) -> Peer:
         """Change any of host, port, description, tls and the can_* permissions."""
@@ -117,15 +115,11 @@ class PeerRegistry:
         _, host, port = _check(peer.ae_title, changes.get("host", peer.host), changes.get("port", peer.port))
         changes.update(host=host, port=port)
 
-        def write():
-            Peer.update(**changes).where(Peer.id == peer.id).execute()
-            return Peer.get_by_id(peer.id)
-
-        return self.index.writer.run(write)
+        return self.index.peers.update(peer.id, **changes)
 
     def remove(self, ae_title: str) -> None:
         peer = self.require(ae_title)
-        self.index.writer.run(lambda: Peer.delete().where(Peer.id == peer.id).execute())
+        self.index.peers.remove(peer.id)
 
     def permits(self, ae_title: str, permission: str) -> bool:
         """Whether ``ae_title`` has ``permission`` (one of PERMISSIONS); unregistered callers have all.
@@ -133,14 +127,14 @@ class PeerRegistry:
         Read per request from a snapshot at most CACHE_SECONDS old, so a C-STORE pays no query."""
         now = time.monotonic()
         if now - self._cache_at > CACHE_SECONDS:
-            self._cache = {p.ae_title: p for p in Peer.select()}
+            self._cache = {p.ae_title: p for p in self.index.peers.list()}
             self._cache_at = now
         peer = self._cache.get(ae_title.strip())
         return peer is None or bool(getattr(peer, permission))
 
     def allowed_callers(self) -> list[str]:
         """AE titles that may associate with us (feeds the association policy)."""
-        return [p.ae_title for p in Peer.select(Peer.ae_title)]
+        return self.index.peers.ae_titles()
 
     def tls_args(self, peer: Peer) -> tuple[ssl.SSLContext, str] | None:
         """``tls_args`` for ``AE.associate`` to this peer: None unless it is flagged for TLS.

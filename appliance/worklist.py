@@ -19,41 +19,13 @@ from pydicom.uid import generate_uid
 
 from .errors import ApplianceError
 from .index import Index
-from .index.models.retrieval import PerformedStep, WorklistItem
-from .index.models import utcnow
-from .index.query import DA, PN, TEXT, TM, UID, Attr, QueryError, condition, normalize_date, normalize_time
+from .index.query import QueryError, normalize_date, normalize_time
+from .index.worklist import ATTRS, STEP_ATTRS, PerformedStep, WorklistItem  # noqa: F401 - ATTRS: dicom/worklist.py
 
 STATUSES = ("SCHEDULED", "IN PROGRESS", "COMPLETED", "DISCONTINUED")
 FIELDS = ("patient_name", "patient_id", "birth_date", "sex", "accession", "requested_procedure_id",
           "requested_procedure_description", "study_uid", "step_id", "step_description", "station_ae", "modality",
           "scheduled_date", "scheduled_time", "performing_physician", "referring_physician", "status")
-W = WorklistItem
-# DICOM keyword -> (column, matching kind); the sequence keys are those of the Scheduled Procedure Step item.
-ATTRS: dict[str, Attr] = {
-    "PatientName": Attr("WORKLIST", W.patient_name, PN, 0x00100010),
-    "PatientID": Attr("WORKLIST", W.patient_id, TEXT, 0x00100020),
-    "PatientBirthDate": Attr("WORKLIST", W.birth_date, DA, 0x00100030),
-    "PatientSex": Attr("WORKLIST", W.sex, TEXT, 0x00100040),
-    "AccessionNumber": Attr("WORKLIST", W.accession, TEXT, 0x00080050),
-    "RequestedProcedureID": Attr("WORKLIST", W.requested_procedure_id, TEXT, 0x00401001),
-    "RequestedProcedureDescription": Attr("WORKLIST", W.requested_procedure_description, TEXT, 0x00321060),
-    "StudyInstanceUID": Attr("WORKLIST", W.study_uid, UID, 0x0020000D),
-    "ReferringPhysicianName": Attr("WORKLIST", W.referring_physician, PN, 0x00080090),
-}
-STEP_ATTRS: dict[str, Attr] = {
-    "ScheduledStationAETitle": Attr("WORKLIST", W.station_ae, TEXT, 0x00400001),
-    "Modality": Attr("WORKLIST", W.modality, TEXT, 0x00080060),
-    "ScheduledProcedureStepStartDate": Attr("WORKLIST", W.scheduled_date, DA, 0x00400002),
-    "ScheduledProcedureStepStartTime": Attr("WORKLIST", W.scheduled_time, TM, 0x00400003),
-    "ScheduledPerformingPhysicianName": Attr("WORKLIST", W.performing_physician, PN, 0x00400006),
-    "ScheduledProcedureStepID": Attr("WORKLIST", W.step_id, TEXT, 0x00400009),
-    "ScheduledProcedureStepDescription": Attr("WORKLIST", W.step_description, TEXT, 0x00400007),
-    "ScheduledProcedureStepStatus": Attr("WORKLIST", W.status, TEXT, 0x00400020),
-}
-# A modality sees what is still to do unless it asks for a status explicitly.
-OPEN_STATUSES = ("SCHEDULED", "IN PROGRESS")
-
-
 class WorklistError(ApplianceError):
     exit_code = 2
     http_status = 400
@@ -98,10 +70,10 @@ class Worklist:
         values.setdefault("study_uid", "")
         values["study_uid"] = values["study_uid"] or generate_uid()
         values.setdefault("status", "SCHEDULED")
-        return self.index.writer.run(lambda: WorklistItem.create(**values))
+        return self.index.worklist.add(values)
 
     def get(self, item_id: int) -> WorklistItem | None:
-        return WorklistItem.get_or_none(WorklistItem.id == int(item_id))
+        return self.index.worklist.get(int(item_id))
 
     def require(self, item_id: int) -> WorklistItem:
         item = self.get(item_id)
@@ -117,44 +89,26 @@ class Worklist:
         return self.search(criteria, open_only=False)
 
     def search(self, criteria: Mapping[str, str], open_only: bool = True) -> list[WorklistItem]:
-        query = WorklistItem.select()
-        for keyword, value in criteria.items():
-            attr = ATTRS.get(keyword) or STEP_ATTRS.get(keyword)
-            value = "" if value is None else str(value).strip()
-            if attr is None or not value or value == "*":
-                continue
-            field = attr.field
-            if attr.kind == PN and field is W.patient_name and not self.case_sensitive_names:
-                attr, value = Attr(attr.level, W.patient_name_upper, TEXT, attr.tag), value.upper()
-            query = query.where(condition(attr, value, self.case_sensitive_names, False))
-        if open_only and not str(criteria.get("ScheduledProcedureStepStatus") or "").strip():
-            query = query.where(W.status.in_(OPEN_STATUSES))
-        return list(query.order_by(W.scheduled_date, W.scheduled_time, W.id))
+        return self.index.worklist.search(criteria, open_only=open_only,
+                                          case_sensitive_names=self.case_sensitive_names)
 
     def update(self, item_id: int, **changes: Any) -> WorklistItem:
         values = _clean(changes)
         item = self.require(item_id)
-
-        def write():
-            values["updated_at"] = utcnow()
-            WorklistItem.update(**values).where(WorklistItem.id == item.id).execute()
-            return WorklistItem.get_by_id(item.id)
-
-        return self.index.writer.run(write)
+        return self.index.worklist.update(item.id, values)
 
     def remove(self, item_id: int) -> None:
         item = self.require(item_id)
-        self.index.writer.run(lambda: WorklistItem.delete().where(WorklistItem.id == item.id).execute())
+        self.index.worklist.remove(item.id)
 
     def expire(self, days: int, today: datetime.date | None = None) -> int:
         """Remove entries scheduled more than ``days`` days before ``today``; return how many."""
         today = today or datetime.date.today()
         cutoff = (today - datetime.timedelta(days=days)).strftime("%Y%m%d")
-        return self.index.writer.run(
-            lambda: WorklistItem.delete().where(WorklistItem.scheduled_date < cutoff).execute())
+        return self.index.worklist.remove_scheduled_before(cutoff)
 
     def performed_steps(self, item: WorklistItem) -> list[PerformedStep]:
-        return list(PerformedStep.select().where(PerformedStep.worklist_item == item).order_by(PerformedStep.id))
+        return self.index.worklist.performed_steps(item.id)
 
 
 def as_dict(item: WorklistItem) -> dict[str, Any]:

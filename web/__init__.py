@@ -87,7 +87,7 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     app.session_interface = SessionInterface()
     app.extensions["pacs_web"] = WebServices(
-        sessions=SessionStore(appliance.index, http.session_idle_minutes, http.session_max_hours),
+        sessions=SessionStore(appliance.index.accounts, http.session_idle_minutes, http.session_max_hours),
         throttle=LoginThrottle(http.login_max_failures, http.lockout_minutes),
         basic_cache=auth.BasicCache(),
         recent_errors=recent_errors_of(appliance),
@@ -109,7 +109,7 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(viewer_bp)  # study list, study pages, image viewer, media export
-    init_dicomweb(app)  # /dicomweb: QIDO-RS, WADO-RS, STOW-RS, WADO-URI
+    init_dicomweb(app, appliance)  # /dicomweb: QIDO-RS, WADO-RS, STOW-RS, WADO-URI
     return app
 
 

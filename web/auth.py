@@ -32,6 +32,8 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
 
 from appliance import accounts
 
+from .current import appliance
+
 VIEW_ROLES = ("admin", "clinician", "technologist")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 bp = Blueprint("auth", __name__)
@@ -45,10 +47,6 @@ def _services():
     return current_app.extensions["pacs_web"]
 
 
-def _appliance():
-    return current_app.extensions["appliance"]
-
-
 def client_address() -> str:
     return request.remote_addr or ""
 
@@ -57,7 +55,7 @@ def audit(action: str, actor: str | None = None, **fields) -> None:
     """Record an audit entry for the current request (actor defaults to the logged-in user)."""
     user = current_user()
     actor = actor or (user.username if user is not None else "anonymous")
-    _appliance().audit.record(action, actor, address=client_address(), **fields)
+    appliance().audit.record(action, actor, address=client_address(), **fields)
 
 
 # --- the session cookie ------------------------------------------------------------------------
@@ -159,12 +157,12 @@ def _basic_user():
     cache_key = services.basic_cache.key(username, password)
     cached_hash = services.basic_cache.get(cache_key)
     if cached_hash is not None:
-        user = accounts.User.get_or_none(accounts.User.username == username)
+        user = appliance().index.accounts.user(username)
         if user is not None and not user.disabled and user.password_hash == cached_hash:
             return user
     if services.throttle.locked_for(username, client_address()):
         return None
-    user = accounts.authenticate(username, password)
+    user = accounts.authenticate(appliance().index.accounts, username, password)
     if user is None:
         services.throttle.failed(username, client_address())
         audit("login.failed", actor=username[:64], detail="HTTP Basic")
@@ -179,7 +177,7 @@ def _api_user():
         return _basic_user()
     if scheme == "bearer":
         token = request.headers.get("Authorization", "").split(" ", 1)[-1].strip()
-        return accounts.user_for_token(token)
+        return accounts.user_for_token(appliance().index.accounts, token)
     if scheme:
         return None
     return current_user()
@@ -266,7 +264,7 @@ def login():
         return render_template("login.html", next=request.form.get("next", ""), username=username,
                                error=f"Too many failed logins. Try again in {minutes} minute"
                                      f"{'s' if minutes != 1 else ''}."), 429
-    user = accounts.authenticate(username, password)
+    user = accounts.authenticate(appliance().index.accounts, username, password)
     if user is None:
         services.throttle.failed(username, address)
         audit("login.failed", actor=username or "anonymous")

@@ -19,8 +19,8 @@ import threading
 import time
 from collections import defaultdict, deque
 
-from appliance.index.models import User, utcnow
-from appliance.index.models.web import WebSession
+from appliance.index import utcnow
+from appliance.index.accounts import AccountsRepo, User
 
 TOUCH_EVERY = datetime.timedelta(seconds=60)  # write last_seen at most this often per session
 
@@ -30,8 +30,8 @@ def _hash(sid: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, index, idle_minutes: int, max_hours: int):
-        self.index = index
+    def __init__(self, accounts: AccountsRepo, idle_minutes: int, max_hours: int):
+        self.accounts = accounts
         self.idle = datetime.timedelta(minutes=idle_minutes)
         self.max_age = datetime.timedelta(hours=max_hours)
 
@@ -39,38 +39,30 @@ class SessionStore:
         sid = secrets.token_urlsafe(32)
         now = utcnow()
 
-        def write():
-            WebSession.delete().where(WebSession.expires_at < now).execute()  # tidy up on the way
-            WebSession.create(sid_hash=_hash(sid), user=user.id, address=address[:64], created_at=now,
-                              last_seen=now, expires_at=now + self.max_age)
-
-        self.index.writer.run(write)
+        self.accounts.add_session(_hash(sid), user.id, address[:64], now, now + self.max_age)
         return sid
 
     def lookup(self, sid: str) -> User | None:
         """The session's user if the session is alive (and touch it), else None."""
         if not sid:
             return None
-        row = (WebSession.select(WebSession, User).join(User)
-               .where(WebSession.sid_hash == _hash(sid)).first())
-        if row is None:
+        found = self.accounts.session(_hash(sid))
+        if found is None:
             return None
+        row, user = found
         now = utcnow()
-        if now >= row.expires_at or now - row.last_seen >= self.idle or row.user.disabled:
+        if now >= row.expires_at or now - row.last_seen >= self.idle or user.disabled:
             self.end(sid)
             return None
         if now - row.last_seen >= TOUCH_EVERY:
-            self.index.writer.run(
-                lambda: WebSession.update(last_seen=now).where(WebSession.id == row.id).execute())
-        return row.user
+            self.accounts.touch_session(row.id, now)
+        return user
 
     def end(self, sid: str) -> None:
-        self.index.writer.run(lambda: WebSession.delete().where(WebSession.sid_hash == _hash(sid)).execute())
+        self.accounts.end_session(_hash(sid))
 
     def active_count(self) -> int:
-        now = utcnow()
-        return (WebSession.select().where((WebSession.expires_at > now)
-                                          & (WebSession.last_seen > now - self.idle)).count())
+        return self.accounts.count_active_sessions(utcnow(), self.idle)
 
 
 class LoginThrottle:

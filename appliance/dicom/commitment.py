@@ -22,7 +22,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from ..archive import Archive
 from ..errors import ApplianceError
-from ..index.models import Instance
+from ..index.studies import StoredInstance, StudiesRepo
 from ..peers import PeerRegistry
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,14 @@ PROCESSING_FAILURE = 0x0110
 SAME_ASSOCIATION_GRACE = 0.3  # seconds
 
 
-def check_references(archive: Archive, references) -> tuple[list[Dataset], list[Dataset]]:
+def check_references(archive: Archive, studies: StudiesRepo, references) -> tuple[list[Dataset], list[Dataset]]:
     """Split referenced instances into (committed, failed with a FailureReason)."""
     committed, failed = [], []
     for ref in references:
         item = Dataset()
         item.ReferencedSOPClassUID = ref.get("ReferencedSOPClassUID", "")
         item.ReferencedSOPInstanceUID = ref.get("ReferencedSOPInstanceUID", "")
-        row = Instance.get_or_none(Instance.sop_uid == str(item.ReferencedSOPInstanceUID))
+        row = studies.find_instance(str(item.ReferencedSOPInstanceUID))
         if row is None or not archive.exists(row.object_id):
             item.FailureReason = NO_SUCH_OBJECT
             failed.append(item)
@@ -58,7 +58,7 @@ def check_references(archive: Archive, references) -> tuple[list[Dataset], list[
     return committed, failed
 
 
-def _intact(archive: Archive, row: Instance) -> bool:
+def _intact(archive: Archive, row: StoredInstance) -> bool:
     """Decrypt and check the whole object against its recorded digest before taking responsibility
     for it (this runs in the background thread, after the N-ACTION was answered)."""
     try:
@@ -82,8 +82,10 @@ def event_report(transaction_uid: str, committed: list[Dataset], failed: list[Da
 
 
 class CommitmentService:
-    def __init__(self, archive: Archive, peers: PeerRegistry, ae_title: str, audit, timeout: float = 30.0):
+    def __init__(self, archive: Archive, studies: StudiesRepo, peers: PeerRegistry, ae_title: str, audit,
+                 timeout: float = 30.0):
         self.archive = archive
+        self.studies = studies
         self.peers = peers
         self.ae_title = ae_title
         self.audit = audit
@@ -107,7 +109,7 @@ class CommitmentService:
 
     def _report(self, assoc, calling: str, transaction_uid: str, references: list) -> None:
         try:
-            committed, failed = check_references(self.archive, references)
+            committed, failed = check_references(self.archive, self.studies, references)
             event_type, ds = event_report(transaction_uid, committed, failed, self.ae_title)
             log.info("storage commitment for %s: %d committed, %d failed", calling, len(committed), len(failed))
             self.audit.record("dicom.commitment", f"dicom:{calling}",

@@ -15,8 +15,6 @@ from pydicom.uid import generate_uid
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from ..index import Index
-from ..index.models import utcnow
-from ..index.models.retrieval import PerformedStep, WorklistItem
 
 log = logging.getLogger(__name__)
 SUCCESS = 0x0000
@@ -26,19 +24,6 @@ DUPLICATE_INSTANCE = 0x0111
 INVALID_ATTRIBUTE_VALUE = 0x0106
 NO_SUCH_CLASS = 0x0118
 FINAL = ("COMPLETED", "DISCONTINUED")
-
-
-def _find_item(attrs: Dataset) -> WorklistItem | None:
-    for ref in attrs.get("ScheduledStepAttributesSequence") or []:
-        for keyword, column in (("StudyInstanceUID", WorklistItem.study_uid),
-                                ("AccessionNumber", WorklistItem.accession),
-                                ("ScheduledProcedureStepID", WorklistItem.step_id)):
-            value = str(ref.get(keyword, "") or "").strip()
-            if value:
-                item = WorklistItem.get_or_none(column == value)
-                if item is not None:
-                    return item
-    return None
 
 
 def _json(ds: Dataset) -> str:
@@ -65,15 +50,15 @@ class MppsService:
         steps = attrs.get("ScheduledStepAttributesSequence") or []
         study_uid = str(steps[0].get("StudyInstanceUID", "") or "") if steps else ""
 
+        worklist = self.index.worklist
+
         def write():
-            if PerformedStep.get_or_none(PerformedStep.sop_uid == sop_uid) is not None:
+            if worklist.step(sop_uid) is not None:
                 return DUPLICATE_INSTANCE
-            item = _find_item(attrs)
-            PerformedStep.create(sop_uid=sop_uid, worklist_item=item, status=state, calling_ae=calling,
-                                 study_uid=study_uid, modality=str(attrs.get("Modality", "") or ""),
-                                 attributes=_json(attrs))
-            if item is not None:
-                WorklistItem.update(status=state, updated_at=utcnow()).where(WorklistItem.id == item.id).execute()
+            item = worklist.item_for_step(steps)
+            worklist.add_step(sop_uid=sop_uid, worklist_item_id=item.id if item else None, status=state,
+                              calling_ae=calling, study_uid=study_uid, modality=str(attrs.get("Modality", "") or ""),
+                              attributes=_json(attrs))
             return SUCCESS
 
         code = self.index.writer.run(write)
@@ -93,8 +78,10 @@ class MppsService:
             return INVALID_ATTRIBUTE_VALUE, None
         calling = event.assoc.requestor.ae_title.strip()
 
+        worklist = self.index.worklist
+
         def write():
-            step = PerformedStep.get_or_none(PerformedStep.sop_uid == sop_uid)
+            step = worklist.step(sop_uid)
             if step is None:
                 return NO_SUCH_OBJECT, None
             if step.status in FINAL:
@@ -102,13 +89,7 @@ class MppsService:
             attrs = Dataset.from_json(step.attributes) if step.attributes else Dataset()
             for elem in mods:
                 attrs[elem.tag] = elem
-            step.attributes = _json(attrs)
-            step.status = new_state or step.status
-            step.updated_at = utcnow()
-            step.save()
-            if step.worklist_item_id is not None:
-                WorklistItem.update(status=step.status, updated_at=utcnow()).where(
-                    WorklistItem.id == step.worklist_item_id).execute()
+            worklist.update_step(step, status=new_state or step.status, attributes=_json(attrs))
             return SUCCESS, step.study_uid
 
         code, study_uid = self.index.writer.run(write)

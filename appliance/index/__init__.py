@@ -15,10 +15,11 @@ from . import query
 from .accounts import AccountsRepo
 from .audit import AuditRepo
 from .backup import BackupRepo
-from .db import IndexDatabase, open_index
+from .db import IndexDatabase, open_index, probe
 from .forwarding import ForwardingRepo
-from .models.core import utcnow
+from .models import utcnow  # noqa: F401 - naive UTC, as every stored time: part of the package's interface
 from .objects import ObjectsRepo
+from .query import multi_values  # noqa: F401 - "\\CT\\MR\\" -> ["CT", "MR"]: part of the package's interface
 from .peers import PeersRepo
 from .recycling import RecyclingRepo
 from .studies import StudiesRepo
@@ -54,6 +55,10 @@ class Index:
 
     def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False) -> int:
         return query.count(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy)
+
+    def probe(self) -> None:
+        """Raises when the index cannot be read now (the health check)."""
+        probe(self.db)
 
     def start(self) -> None:
         self.writer.start()

@@ -66,6 +66,11 @@ class IndexDatabase(SqlCipherDatabase):
         return conn
 
 
+def probe(db: IndexDatabase) -> None:
+    """Read the schema catalogue: raises when the file cannot be read (or decrypted) now."""
+    db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
+
+
 def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     """Open (creating if needed) the index and bring its schema up to date."""
     db = IndexDatabase(path, key, cache_mb)
@@ -75,7 +80,7 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     db.bind(all_models())
     try:
         db.connect(reuse_if_open=True)
-        db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
+        probe(db)
     except DatabaseError as exc:
         if "not a database" in str(exc):
             raise KeyStoreError(

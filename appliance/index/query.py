@@ -202,10 +202,15 @@ def _columns(level: str) -> _Columns:
 COLUMNS = {level: _columns(level) for level in LEVELS}
 
 
+def multi_values(stored: str) -> list[str]:
+    """The values of a stored multi-valued attribute: "\\CT\\MR\\" -> ["CT", "MR"]."""
+    return [v for v in stored.split("\\") if v]
+
+
 def _record(row: tuple, columns: _Columns, level: str) -> dict[str, Any]:
     record: dict[str, Any] = dict(zip(columns.keywords, row))
     for keyword in columns.multi:
-        record[keyword] = [v for v in record[keyword].split("\\") if v]
+        record[keyword] = multi_values(record[keyword])
     record["QueryRetrieveLevel"] = level
     record.update(zip(columns.extras, row[len(columns.keywords):]))
     return record

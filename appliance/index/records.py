@@ -10,9 +10,12 @@ import logging
 from dataclasses import dataclass, field
 
 from ..errors import ConflictRejected
+import datetime
+
 from peewee import Database
 
 from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
+from .repository import to_record
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,28 @@ class InstanceAttributes:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StoredInstance:
+    """One instance row as the index holds it."""
+
+    id: int
+    series_id: int
+    sop_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    transfer_syntax: str
+    rows: int | None
+    columns: int | None
+    frames: int | None
+    content_date: str
+    content_time: str
+    object_id: str  # archive object holding the bytes
+    size: int
+    sha256: str
+    source: str  # how it came in, e.g. "dicom:CT1@10.0.0.5", "import", "stow:alice"
+    received_at: datetime.datetime
+
+
 class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # identical bytes already indexed
@@ -68,11 +93,13 @@ def _add_value(multi: str, value: str) -> str:
     return "\\" + "\\".join(items) + "\\"
 
 
-def lookup(db: Database, sop_uid: str) -> Instance | None:
-    return Instance.select().where(Instance.sop_uid == sop_uid).get_or_none(db)
+def lookup(db: Database, sop_uid: str) -> StoredInstance | None:
+    row = (Instance.select(Instance, Instance.series.alias("series_id")).where(Instance.sop_uid == sop_uid)
+           .dicts().first(db))
+    return None if row is None else to_record(StoredInstance, row)
 
 
-def find_instance(sop_uid: str) -> Instance | None:
+def find_instance(sop_uid: str) -> StoredInstance | None:
     """TRANSITIONAL (through the global bind): use ``index.studies.find_instance``."""
     return lookup(Instance._meta.database, sop_uid)
 
@@ -195,14 +222,14 @@ def _one(db, sql: str, *params):
         cursor.close()
 
 
-def _replace(db: Database, existing: Instance) -> None:
+def _replace(db: Database, existing: StoredInstance) -> None:
     """Keep a displaced object recoverable (until backed up), then drop its instance row."""
     ReplacedObject.insert(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
                           sha256=existing.sha256, source=existing.source, replaced_at=utcnow()).execute(db)
     remove_instance(db, existing)
 
 
-def remove_instance(db: Database, instance: Instance) -> None:
+def remove_instance(db: Database, instance: StoredInstance) -> None:
     """Delete an instance row, keep the counts right and drop emptied parents."""
     series_id = instance.series_id
     study_id, patient_id = (Series.select(Series.study, Study.patient).join(Study)

@@ -4,22 +4,42 @@ The peewee models (models/) are never bound to a database. A repository builds
 queries from them and executes each against its own ``db`` explicitly
 (``query.execute(self.db)``, ``.get_or_none(self.db)``, ``.count(self.db)``,
 ``.scalar(self.db)``), so two Index objects in one process, in any thread, each
-see only their own rows. Model instances a repository returns are plain
-records: their ``save()``, ``delete_instance()`` and lazy foreign-key loads would
-need a bound model, so writes go through repository methods instead.
+see only their own rows.
 
-Writes run on the Index's single writer: a method that changes rows either
-submits itself (``self.writer.run``) or says in its docstring that it runs
-inside a writer transaction already (called from a function given to the writer).
+What a repository hands out are plain frozen dataclasses (records), not model
+instances: nothing outside this package can run a query through them, and a
+second backend only has to fill the same records.
+
+Writes run on the Index's single writer. A method that changes rows either
+submits itself (``self.writer.run``) or says "inside the writer" in its
+docstring: then it is meant to be called from a function already running on
+the writer, so that several changes commit together.
 """
 from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Mapping, TypeVar
 
 from peewee import Database
 
 from .writer import Writer
+
+R = TypeVar("R")
+
+
+def to_record(cls: type[R], row: Mapping[str, Any]) -> R:
+    """A record dataclass from a row dict (``query.dicts()``), taking the fields the record names."""
+    return cls(**{f.name: row[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
 
 class Repository:
     def __init__(self, db: Database, writer: Writer):
         self.db = db
         self.writer = writer
+
+    def _all(self, cls: type[R], query) -> list[R]:
+        return [to_record(cls, row) for row in query.dicts().execute(self.db)]
+
+    def _first(self, cls: type[R], query) -> R | None:
+        row = query.dicts().first(self.db)
+        return None if row is None else to_record(cls, row)

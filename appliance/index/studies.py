@@ -2,18 +2,59 @@
 
 Searching by DICOM attributes is the query engine's job (query.py, through
 ``Index.search``); this repository answers the direct questions the rest of
-the appliance asks (one instance by UID, the instances of a study, counts).
+the appliance asks (one instance by UID, the instances of a study, counts,
+what arrived lately).
 """
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
+
+from peewee import fn
+
 from . import records
-from .models import Instance
-from .records import InstanceAttributes, Outcome
+from .models import Instance, Patient, Series, Study
+from .query import multi_values
+from .records import InstanceAttributes, Outcome, StoredInstance
 from .repository import Repository
+
+__all__ = ["InstanceLocation", "RecentStudy", "StoredInstance", "StudiesRepo"]
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    """One instance of a study with what serving it needs (DICOMweb, the viewer, exports)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    object_id: str
+    transfer_syntax: str
+    frames: int | None
+    rows: int | None = None
+    patient_id: str = ""
+
+
+@dataclass(frozen=True)
+class RecentStudy:
+    """A study as the dashboard lists it, with its newest instance's arrival."""
+
+    study_uid: str
+    patient_name: str
+    patient_id: str
+    study_date: str
+    description: str
+    modalities: list[str]
+    num_instances: int
+    last_source: str  # "" when the study has no instance left
+    last_received_at: datetime.datetime | None
 
 
 class StudiesRepo(Repository):
-    def find_instance(self, sop_uid: str) -> Instance | None:
+    # --- one instance ------------------------------------------------------------------------------
+
+    def find_instance(self, sop_uid: str) -> StoredInstance | None:
         return records.lookup(self.db, sop_uid)
 
     def stored_digest(self, sop_uid: str) -> tuple[str, str] | None:
@@ -25,11 +66,88 @@ class StudiesRepo(Repository):
         finally:
             cursor.close()  # end the read at once, not when the cursor is collected
 
+    # --- writing (inside the writer) ---------------------------------------------------------------
+
     def record(self, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
                on_conflict: str = "replace") -> Outcome:
-        """Index one stored object. Runs inside a writer transaction (call it from a writer function)."""
+        """Index one stored object. Inside the writer (ingest calls it from its writer function)."""
         return records.record(self.db, a, object_id, size, sha256, source, on_conflict)
 
-    def remove_instance(self, instance: Instance) -> None:
-        """Delete an instance row and keep the counts right. Runs inside a writer transaction."""
+    def remove_instance(self, instance: StoredInstance) -> None:
+        """Delete an instance row and keep the counts right. Inside the writer."""
         records.remove_instance(self.db, instance)
+
+    # --- a study's instances -------------------------------------------------------------------------
+
+    def study_instances(self, study_uid: str, series_uid: str | None = None,
+                        sop_uid: str | None = None) -> list[InstanceLocation]:
+        """The instances of a study (or of one series, or one instance), in series then instance order."""
+        # Only the columns needed, as tuples: building model rows costs more than the query here.
+        query = (Instance.select(Series.series_uid, Instance.sop_uid, Instance.sop_class_uid, Instance.object_id,
+                                 Instance.transfer_syntax, Instance.frames, Instance.rows, Patient.patient_id)
+                 .join(Series).join(Study).join(Patient).where(Study.study_uid == study_uid))
+        if series_uid is not None:
+            query = query.where(Series.series_uid == series_uid)
+        if sop_uid is not None:
+            query = query.where(Instance.sop_uid == sop_uid)
+        query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+        return [InstanceLocation(study_uid, *row) for row in query.tuples().execute(self.db)]
+
+    def first_object_id(self, *, series_id: int | None = None, study_id: int | None = None) -> str | None:
+        """The archive object of the first instance of a series or study (by the ``_id`` of a search
+        record), for attributes the index does not keep."""
+        query = Instance.select(Instance.object_id).join(Series)
+        if series_id is not None:
+            query = query.where(Series.id == series_id)
+        else:
+            query = query.join(Study).where(Study.id == study_id)
+        return query.order_by(Instance.instance_number, Instance.id).scalar(self.db)
+
+    def patient_id_of(self, study_uid: str) -> str | None:
+        """The PatientID of a stored study, or None."""
+        return (Study.select(Patient.patient_id).join(Patient).where(Study.study_uid == study_uid)
+                .scalar(self.db))
+
+    # --- totals and what arrived lately (each bounded: see web/admin/dashboard.py) ----------------------
+
+    def totals(self) -> tuple[int, int, int]:
+        """(patients, studies, instances), from the per-study counters ingest keeps."""
+        patients = Patient.select().count(self.db)
+        studies, instances = (Study.select(fn.COUNT(Study.id), fn.COALESCE(fn.SUM(Study.num_instances), 0))
+                              .scalar(self.db, as_tuple=True))
+        return patients, studies, instances
+
+    def received_since(self, since: datetime.datetime) -> tuple[int, datetime.datetime | None]:
+        """How many instances arrived since ``since``, and when the first of them did."""
+        n = Instance.select().where(Instance.received_at >= since).count(self.db)
+        if not n:
+            return 0, None
+        first = Instance.select(fn.MIN(Instance.received_at)).where(Instance.received_at >= since).scalar(self.db)
+        if isinstance(first, str):  # MIN() over a column loses the field's conversion
+            first = datetime.datetime.fromisoformat(first)
+        return n, first
+
+    def mean_size_of_newest(self, sample: int) -> float:
+        newest = Instance.select(Instance.size).order_by(Instance.received_at.desc()).limit(sample)
+        return Instance.select(fn.AVG(newest.c.size)).from_(newest).scalar(self.db) or 0
+
+    def sources_since(self, since: datetime.datetime, limit: int = 10) -> list[tuple[str, int]]:
+        """(source, instances) received since ``since``, busiest first."""
+        return list(Instance.select(Instance.source, fn.COUNT(Instance.id))
+                    .where(Instance.received_at >= since)
+                    .group_by(Instance.source).order_by(fn.COUNT(Instance.id).desc()).limit(limit)
+                    .tuples().execute(self.db))
+
+    def latest_studies(self, limit: int = 10) -> list[RecentStudy]:
+        """The studies most recently changed, newest first."""
+        rows = (Study.select(Study.id, Study.study_uid, Patient.name, Patient.patient_id, Study.study_date,
+                             Study.description, Study.modalities, Study.num_instances)
+                .join(Patient).order_by(Study.updated_at.desc()).limit(limit).tuples().execute(self.db))
+        out = []
+        for study_id, study_uid, name, patient_id, date, description, modalities, n in rows:
+            latest = (Instance.select(Instance.source, Instance.received_at).join(Series)
+                      .where(Series.study == study_id).order_by(Instance.received_at.desc())
+                      .dicts().first(self.db))
+            out.append(RecentStudy(study_uid, name, patient_id, date, description, multi_values(modalities), n,
+                                   latest["source"] if latest else "", latest["received_at"] if latest else None))
+        return out

@@ -14,7 +14,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from appliance import config as config_mod
 from appliance.archive import Archive, KeyStore
 from appliance.index import Index
-from appliance.index.models import Instance
+from indexkit import instances
 
 
 @contextmanager
@@ -31,13 +31,13 @@ def opened(data_dir: Path):
 
 def stored(data_dir: Path) -> dict[str, bytes]:
     """SOP Instance UID -> the object's bytes, for every indexed instance."""
-    with opened(data_dir) as (archive, _index):
-        return {row.sop_uid: archive.read(row.object_id) for row in Instance.select()}
+    with opened(data_dir) as (archive, index):
+        return {sop_uid: archive.read(object_id) for sop_uid, object_id in instances(index).items()}
 
 
 def index_object_ids(data_dir: Path) -> dict[str, str]:
-    with opened(data_dir) as (_archive, _index):
-        return {row.sop_uid: row.object_id for row in Instance.select()}
+    with opened(data_dir) as (_archive, index):
+        return instances(index)
 
 
 def split_part10(data: bytes) -> tuple[bytes, bytes]:

@@ -146,10 +146,8 @@ def test_four_concurrent_senders(server, tmp_path):
         assert done is not None and done.returncode == 0, done and done.stderr
     sop_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for batch in batches for p in batch}
     with readback.opened(server.data_dir) as (archive, index):
-        from appliance.index.models import Instance
-
-        rows = list(Instance.select(Instance.sop_uid, Instance.object_id))
-        assert sorted(r.sop_uid for r in rows) == sorted(sop_uids)  # each exactly once
-        assert sorted(archive.list_ids()) == sorted(r.object_id for r in rows)  # no stray objects
+        rows = [r for r in index.search("IMAGE", {})]
+        assert sorted(r["SOPInstanceUID"] for r in rows) == sorted(sop_uids)  # each exactly once
+        assert sorted(archive.list_ids()) == sorted(r["_object_id"] for r in rows)  # no stray objects
         studies = index.search("STUDY", {"PatientID": "CONC*"})
         assert sorted(s["NumberOfStudyRelatedInstances"] for s in studies) == [25] * 4

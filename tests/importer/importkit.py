@@ -17,21 +17,15 @@ def start_server(data_dir: Path, **env) -> Server:
 
 def index_counts(data_dir: Path) -> dict:
     """Instances in the index, and the per-study/per-patient counters C-FIND reports."""
-    from peewee import fn
-
     from appliance.archive import KeyStore
     from appliance.config import load
     from appliance.index import Index
-    from appliance.index.models import Instance, Patient, Study
+    from indexkit import counters
 
     cfg = load(data_dir, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
     try:
-        return {
-            "instances": Instance.select().count(),
-            "study_counters": Study.select(fn.COALESCE(fn.SUM(Study.num_instances), 0)).scalar(),
-            "patient_counters": Patient.select(fn.COALESCE(fn.SUM(Patient.num_instances), 0)).scalar(),
-        }
+        return counters(index)
     finally:
         index.close()
 

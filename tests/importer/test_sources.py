@@ -8,6 +8,7 @@ import pytest
 
 import synth
 from importkit import make_zip
+from indexkit import counters
 
 
 def _cd(tmp_path, n=3):
@@ -74,10 +75,9 @@ def app(data_dir):
 def test_zip_interrupted_by_a_full_disk_is_retried_whole_and_counted_once(app, data_dir, tmp_path):
     from appliance.errors import DiskFull
     from appliance.importer.watcher import Inbox, InboxSettings
-    from appliance.index.models import Instance, Study
-
-    def counts():  # through the app's own connection (a second Index here would rebind the models)
-        return Instance.select().count(), sum(s.num_instances for s in Study.select())
+    def counts():
+        c = counters(app.index)
+        return c["instances"], c["study_counters"]
 
     files = synth.write_study(tmp_path / "s", n_series=1, per_series=5)
     make_zip(data_dir / "inbox" / "study.zip", {f"x/{p.name}": p.read_bytes() for p in files})

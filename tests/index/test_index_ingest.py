@@ -10,7 +10,7 @@ import pytest
 
 import synth
 from appliance.errors import ConflictRejected, DiskFull, InvalidObject
-from appliance.index.models import Instance, ReplacedObject, Study
+from indexkit import rows
 from appliance.index.records import Outcome
 
 
@@ -25,7 +25,7 @@ def test_stores_bytes_exactly(core):
     result = core.store(data)
     assert result.outcome is Outcome.STORED
     assert core.archive.read(result.object_id) == data
-    row = Instance.get(Instance.sop_uid == result.sop_uid)
+    row = rows(core.index, "Instance", sop_uid=result.sop_uid)[0]
     assert (row.object_id, row.size) == (result.object_id, len(data))
 
 
@@ -35,8 +35,8 @@ def test_identical_resend_stores_nothing_twice(core):
     again = core.store(data)
     assert again.outcome is Outcome.DUPLICATE and again.object_id == first.object_id
     assert list(core.archive.list_ids()) == [first.object_id]
-    assert Instance.select().count() == 1
-    assert Study.get().num_instances == 1
+    assert core.index.count("IMAGE", {}) == 1
+    assert rows(core.index, "Study")[0].num_instances == 1
 
 
 def test_different_object_same_uid_replaces_and_keeps_the_old(core):
@@ -46,12 +46,12 @@ def test_different_object_same_uid_replaces_and_keeps_the_old(core):
     ds.StudyDescription = "corrected"
     new = core.store(part10(ds))
     assert new.outcome is Outcome.REPLACED and new.object_id != old.object_id
-    assert Instance.get(Instance.sop_uid == ds.SOPInstanceUID).object_id == new.object_id
-    kept = ReplacedObject.get(ReplacedObject.sop_uid == ds.SOPInstanceUID)
+    assert rows(core.index, "Instance", sop_uid=ds.SOPInstanceUID)[0].object_id == new.object_id
+    kept = rows(core.index, "ReplacedObject", sop_uid=ds.SOPInstanceUID)[0]
     assert kept.object_id == old.object_id
     assert core.archive.read(old.object_id) == old_bytes  # recoverable
-    assert Instance.select().count() == 1 and Study.get().num_instances == 1
-    assert Study.get().description == "corrected"
+    assert core.index.count("IMAGE", {}) == 1 and rows(core.index, "Study")[0].num_instances == 1
+    assert rows(core.index, "Study")[0].description == "corrected"
 
 
 def test_reject_policy(core_factory):
@@ -63,7 +63,7 @@ def test_reject_policy(core_factory):
         core.store(ds)
     assert err.value.dimse_status == 0xA770
     assert list(core.archive.list_ids()) == [first.object_id]  # the newcomer's object was removed again
-    assert ReplacedObject.select().count() == 0
+    assert len(rows(core.index, "ReplacedObject")) == 0
 
 
 @pytest.mark.filterwarnings("ignore:End of file reached")
@@ -84,7 +84,7 @@ def test_truncated_is_invalid(core, keep):
     data = part10(synth.make_instance("CT", patient_id="ING5"))
     with pytest.raises(InvalidObject, match="truncated|not a readable"):
         core.store(data[: int(len(data) * keep)])
-    assert not list(core.archive.list_ids()) and Instance.select().count() == 0
+    assert not list(core.archive.list_ids()) and core.index.count("IMAGE", {}) == 0
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
@@ -138,8 +138,6 @@ def test_an_object_that_would_eat_into_the_reserve_is_refused(core_factory):
 def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
     """A later instance of a stored study with a different PatientID (a corrected ID, a typo at the
     modality) is filed with its study: no empty patient or study rows, counts that add up."""
-    from appliance.index.models import Patient, Series
-
     first = synth.make_instance("CT", patient_id="ING-P1", patient_name="First^Id")
     core.store(first)
     second = synth.make_instance("CT", patient_id="ING-P2", patient_name="Second^Id",
@@ -147,8 +145,8 @@ def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
     core.store(second)
     other_series = synth.make_instance("CT", patient_id="ING-P1", series_uid=first.SeriesInstanceUID)
     core.store(other_series)  # names another study for an existing series: filed with the series
-    assert Patient.select().count() == 1 and Study.select().count() == 1 and Series.select().count() == 1
-    patient, study = Patient.get(), Study.get()
+    assert len(rows(core.index, "Patient")) == 1 and len(rows(core.index, "Study")) == 1 and len(rows(core.index, "Series")) == 1
+    patient, study = rows(core.index, "Patient")[0], rows(core.index, "Study")[0]
     assert (patient.num_studies, patient.num_series, patient.num_instances) == (1, 1, 3)
     assert (study.num_series, study.num_instances) == (1, 3)
     images = core.index.search("IMAGE", {"PatientID": "ING-P1"})
@@ -163,11 +161,9 @@ def test_counts_after_replacing_the_only_instance(core):
     core.store(ds)
     ds.StudyDescription = "v2"
     core.store(ds)
-    from appliance.index.models import Patient, Series
-
-    assert (Patient.get().num_studies, Patient.get().num_series, Patient.get().num_instances) == (1, 1, 1)
-    assert (Study.get().num_series, Study.get().num_instances, Series.get().num_instances) == (1, 1, 1)
-    assert Study.get().modalities == "\\CT\\"
+    assert (rows(core.index, "Patient")[0].num_studies, rows(core.index, "Patient")[0].num_series, rows(core.index, "Patient")[0].num_instances) == (1, 1, 1)
+    assert (rows(core.index, "Study")[0].num_series, rows(core.index, "Study")[0].num_instances, rows(core.index, "Series")[0].num_instances) == (1, 1, 1)
+    assert rows(core.index, "Study")[0].modalities == "\\CT\\"
 
 
 def test_index_failure_removes_the_object_and_reports(core, monkeypatch):
@@ -195,6 +191,6 @@ def test_concurrent_identical_stores_keep_one_copy(core):
         results = list(pool.map(core.store, [data] * 8 + others))
     outcomes = [r.outcome for r in results[:8]]
     assert outcomes.count(Outcome.STORED) == 1 and outcomes.count(Outcome.DUPLICATE) == 7
-    assert Instance.select().count() == 5
-    assert sorted(core.archive.list_ids()) == sorted(r.object_id for r in Instance.select())
-    assert Study.select().count() == 5 and all(s.num_instances == 1 for s in Study.select())
+    assert core.index.count("IMAGE", {}) == 5
+    assert sorted(core.archive.list_ids()) == sorted(r.object_id for r in rows(core.index, "Instance"))
+    assert len(rows(core.index, "Study")) == 5 and all(s.num_instances == 1 for s in rows(core.index, "Study"))

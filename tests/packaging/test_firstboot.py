@@ -136,7 +136,7 @@ def test_first_boot_makes_secrets_once_shows_them_on_the_console_only(tmp_path):
 
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
     try:
-        assert index.writer.run(lambda: accounts.authenticate("admin", password)) is not None
+        assert accounts.authenticate(index.accounts, "admin", password) is not None
     finally:
         index.close()
 

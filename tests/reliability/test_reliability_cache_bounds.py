@@ -15,10 +15,10 @@ import pytest
 
 import synth
 from helpers import init_data_dir
+from indexkit import instances
 
 from appliance.app import build
 from appliance.config import load
-from appliance.index.models import Instance
 from appliance.ingest import Origin
 from appliance.render_cache import LRUCache
 
@@ -37,7 +37,7 @@ def dicomweb(tmp_path_factory):
         buf = io.BytesIO()
         synth.make_instance(["CT", "US"][n % 2]).save_as(buf, enforce_file_format=True)
         appliance.ingestor.store_bytes(buf.getvalue(), Origin("test", "cache-bounds"))
-    yield app.extensions["dicomweb"], [r.object_id for r in Instance.select(Instance.object_id)]
+    yield app.extensions["dicomweb"], list(instances(appliance.index).values())
     appliance.index.close()
 
 

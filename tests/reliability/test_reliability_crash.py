@@ -100,15 +100,15 @@ def read_back(data_dir: Path) -> tuple[dict[str, bytes], set[str], set[str]]:
     from appliance.archive import Archive, KeyStore
     from appliance.config import load
     from appliance.index import Index
-    from appliance.index.models import Instance, ReplacedObject
+    from indexkit import instances, rows as index_rows
 
     cfg = load(data_dir, env={})
     keyring = KeyStore(cfg.keys_dir).load()
     index = Index.open(cfg.index_path, keyring.index_key)
     try:
         archive = Archive(cfg.archive_dir, keyring)
-        rows = {r.sop_uid: r.object_id for r in Instance.select(Instance.sop_uid, Instance.object_id)}
-        named = set(rows.values()) | {r.object_id for r in ReplacedObject.select(ReplacedObject.object_id)}
+        rows = instances(index)
+        named = set(rows.values()) | {r.object_id for r in index_rows(index, "ReplacedObject")}
         stored = {uid: archive.read(oid) for uid, oid in rows.items()}
         return stored, named, set(archive.list_ids())
     finally:

@@ -24,8 +24,7 @@ from appliance import accounts
 from appliance.app import build
 from appliance.backup.schedule import parse_window
 from appliance.config import load
-from appliance.index.models.retrieval import Peer, WorklistItem
-from appliance.index.models.web import ApiToken
+from indexkit import rows
 
 SEED = 20261123
 FUZZ = settings(max_examples=25, derandomize=True, deadline=None, database=None,
@@ -103,12 +102,11 @@ def mentions(message: str, *words: str) -> bool:
 def state(app) -> tuple:
     """Everything a form could change, compared before and after a refused post."""
     a = appliance_of(app)
-    users = tuple((u.username, u.role, u.password_hash, u.disabled) for u in accounts.User.select().order_by(
-        accounts.User.username))
-    peers = tuple(tuple(p.__data__.items()) for p in Peer.select().order_by(Peer.ae_title))
-    worklist = tuple(tuple((k, v) for k, v in w.__data__.items() if k != "updated_at")
-                     for w in WorklistItem.select().order_by(WorklistItem.id))
-    tokens = ApiToken.select().count()
+    users = tuple((u.username, u.role, u.password_hash, u.disabled) for u in a.index.accounts.users())
+    peers = tuple(tuple(vars(p).items()) for p in a.index.peers.list())
+    worklist = tuple(tuple((k, v) for k, v in vars(w).items() if k != "updated_at")
+                     for w in sorted(a.index.worklist.search({}, open_only=False), key=lambda w: w.id))
+    tokens = len(rows(a.index, "ApiToken"))
     return users, peers, worklist, tokens, a.config.config_path.read_bytes()
 
 
@@ -154,7 +152,7 @@ def test_user_add_form(app, admin, username, password, role):
              and role in accounts.ROLES and name not in [u[0] for u in before[0]])
     if valid:
         assert category == "ok", message
-        user = accounts.User.get(accounts.User.username == name)
+        user = appliance_of(app).index.accounts.user(name)
         assert user.role == role and accounts.verify_password(user.password_hash, password)
     else:
         refused_cleanly(app, before, status, category, message, "user", "password", "role")
@@ -162,7 +160,8 @@ def test_user_add_form(app, admin, username, password, role):
 
 @pytest.fixture(scope="module")
 def victim(app):
-    appliance_of(app).index.writer.run(lambda: accounts.create_user("victim", "a-long-enough-password", "clinician"))
+    index = appliance_of(app).index
+    index.writer.run(lambda: accounts.create_user(index.accounts, "victim", "a-long-enough-password", "clinician"))
     return "victim"
 
 
@@ -176,7 +175,8 @@ def test_user_password_and_role_forms(app, admin, victim, password, role):
                                      {"csrf_token": csrf(admin), "password": password})
     if len(password) >= accounts.MIN_PASSWORD:
         assert category == "ok", message
-        assert accounts.verify_password(accounts.User.get(accounts.User.username == victim).password_hash, password)
+        user = appliance_of(app).index.accounts.user(victim)
+        assert accounts.verify_password(user.password_hash, password)
     else:
         refused_cleanly(app, before, status, category, message, "password")
     before = state(app)
@@ -194,7 +194,7 @@ def test_user_routes_with_odd_names(app, admin, username, name):
     """Unknown or odd user names in the URL (password, role, tokens): a clear refusal, nothing changed."""
     count("user routes")
     quoted = urllib.parse.quote(username, safe="")
-    if not quoted or username in [u.username for u in accounts.User.select()]:
+    if not quoted or username in [u.username for u in appliance_of(app).index.accounts.users()]:
         return
     before = state(app)
     for path, data in ((f"/admin/users/{quoted}/password", {"password": "a-long-enough-password"}),
@@ -242,7 +242,7 @@ def test_peer_add_form(app, admin, ae, host, port, description, flags):
     status, category, message = post(admin, "/admin/peers", {"csrf_token": csrf(admin, "/admin/peers"), "ae_title": ae,
                                                               **peer_form(host, port, description, flags)})
     if category == "ok":
-        peer = Peer.get(Peer.ae_title == ae.strip())
+        peer = appliance_of(app).peers.get(ae.strip())
         assert 1 <= peer.port <= 65535 and peer.host == host.strip()
         assert all(getattr(peer, f) == (f in flags) for f in ("can_store", "can_query", "can_retrieve"))
     else:
@@ -254,13 +254,13 @@ def test_peer_add_form(app, admin, ae, host, port, description, flags):
 @given(host=HOST, port=PORT, description=FIELD, flags=FLAGS)
 def test_peer_update_form(app, admin, host, port, description, flags):
     count("peer update")
-    if Peer.get_or_none(Peer.ae_title == "FUZZPEER") is None:
+    if appliance_of(app).peers.get("FUZZPEER") is None:
         appliance_of(app).peers.add("FUZZPEER", host="127.0.0.1", port=104)
     before = state(app)
     status, category, message = post(admin, "/admin/peers/FUZZPEER", {"csrf_token": csrf(admin, "/admin/peers"),
                                                                        **peer_form(host, port, description, flags)})
     if category == "ok":
-        peer = Peer.get(Peer.ae_title == "FUZZPEER")
+        peer = appliance_of(app).peers.get("FUZZPEER")
         assert 1 <= peer.port <= 65535 and peer.host == host.strip()
     else:
         refused_cleanly(app, before, status, category, message, "host", "port", "description")
@@ -291,7 +291,7 @@ def test_worklist_forms(app, admin, values, status):
     if category != "ok":
         refused_cleanly(app, before, code, category, message, *WL_WORDS)
         return
-    item = WorklistItem.select().order_by(WorklistItem.id.desc()).get()
+    item = max(appliance_of(app).index.worklist.search({}, open_only=False), key=lambda w: w.id)
     before = state(app)
     code, category, message = post(admin, f"/admin/worklist/{item.id}",
                                    {"csrf_token": csrf(admin, "/admin/worklist"), **values, "status": status})

@@ -23,7 +23,6 @@ from appliance.archive import Archive, KeyStore
 from appliance.errors import ApplianceError
 from appliance.events import Events
 from appliance.index import Index
-from appliance.index.models import Instance
 from appliance.ingest import Ingestor, Origin
 
 KINDS = ["CT", "MR_IMPLICIT", "MR_BIG_ENDIAN", "DEFLATED", "MR_RLE", "SC_JPEG", "US_CINE_JPEG"]
@@ -92,7 +91,7 @@ def test_mutated_part10_is_stored_or_refused(ingestor):
                 return
         COUNTS["stored"] += 1
         assert time.monotonic() - started < 5
-        row = Instance.get(Instance.sop_uid == result.sop_uid)
+        row = ingestor.index.studies.find_instance(result.sop_uid)
         assert ingestor.archive.read(row.object_id)  # decrypts, tags checked
 
     case()

@@ -20,11 +20,11 @@ def store(box, files):
 
 def job_states(box) -> dict[str, int]:
     """State -> count of forwarding jobs, read from the index beside the running server."""
-    from appliance.index.models.retrieval import ForwardJob
+    from indexkit import rows
 
-    with readback.opened(box.data_dir):
+    with readback.opened(box.data_dir) as (_archive, index):
         states: dict[str, int] = {}
-        for job in ForwardJob.select():
+        for job in rows(index, "ForwardJob"):
             states[job.state] = states.get(job.state, 0) + 1
             states["attempts"] = states.get("attempts", 0) + job.attempts
         return states

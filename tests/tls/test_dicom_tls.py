@@ -67,10 +67,8 @@ def test_plain_dicom_on_the_tls_port_fails_and_the_listener_stays_up(tls_box, pk
 
 def audited(box) -> list[str]:
     """The details of the audit log's DICOM association entries."""
-    from appliance.index.models.web import AuditEntry
-
-    with readback.opened(box.data_dir):
-        return [e.detail for e in AuditEntry.select().where(AuditEntry.action == "dicom.association")]
+    with readback.opened(box.data_dir) as (_archive, index):
+        return [e.detail for e in index.audit.entries(action="dicom.association", limit=None)]
 
 
 def test_client_certificate_from_an_untrusted_ca_is_refused(tls_box, pki):

@@ -25,7 +25,7 @@ def app_and_study(tmp_path_factory):
     ds.save_as(buf, enforce_file_format=True)
     appliance.ingestor.store_bytes(buf.getvalue(), Origin("import"))
     for name, role in (("doc", "clinician"), ("tech", "technologist")):
-        appliance.index.writer.run(lambda n=name, r=role: accounts.create_user(n, PASSWORD, r))
+        appliance.index.writer.run(lambda n=name, r=role: accounts.create_user(appliance.index.accounts, n, PASSWORD, r))
     from web import create_app
 
     flask_app = create_app(appliance, {"TESTING": True})
@@ -65,9 +65,8 @@ def test_clinician_downloads_and_it_is_audited(app_and_study):
     login(client, "doc")
     response = client.get(f"/studies/{uid}/download.zip")
     assert response.status_code == 200 and response.data[:2] == b"PK"
-    from appliance.index.models.web import AuditEntry
-
-    actions = [(e.actor, e.action) for e in AuditEntry.select().where(AuditEntry.study_uid == uid)]
+    entries = flask_app.extensions["appliance"].audit.query(study_uid=uid, limit=None)
+    actions = [(e.actor, e.action) for e in entries]
     assert ("doc", "study.export") in actions
 
 

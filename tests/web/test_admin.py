@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from web_support import USER_PASSWORD, login, make_user, page_csrf
 
 from synth import make_instance
+from indexkit import rows
 
 from appliance import accounts
 from appliance.ingest import Origin
@@ -84,13 +85,13 @@ def test_users_page_changes_accounts_and_audits(appliance, admin_client):
                                                 "role": "clinician"}, follow_redirects=True)
     assert "user names are 2-64" in r.text
     admin_client.post("/admin/users/nurse.joy/role", data={"csrf_token": t, "role": "clinician"})
-    assert accounts.get_user("nurse.joy").role == "clinician"
+    assert accounts.get_user(appliance.index.accounts, "nurse.joy").role == "clinician"
     admin_client.post("/admin/users/nurse.joy/password", data={"csrf_token": t, "password": "another-password-1"})
-    assert accounts.authenticate("nurse.joy", "another-password-1")
+    assert accounts.authenticate(appliance.index.accounts, "nurse.joy", "another-password-1")
     admin_client.post("/admin/users/nurse.joy/disable", data={"csrf_token": t})
-    assert accounts.get_user("nurse.joy").disabled
+    assert accounts.get_user(appliance.index.accounts, "nurse.joy").disabled
     admin_client.post("/admin/users/nurse.joy/enable", data={"csrf_token": t})
-    assert not accounts.get_user("nurse.joy").disabled
+    assert not accounts.get_user(appliance.index.accounts, "nurse.joy").disabled
     r = admin_client.post("/admin/users/admin/disable", data={"csrf_token": t}, follow_redirects=True)
     assert "cannot disable yourself" in r.text
     r = admin_client.post("/admin/users/admin/role", data={"csrf_token": t, "role": "clinician"},
@@ -99,12 +100,11 @@ def test_users_page_changes_accounts_and_audits(appliance, admin_client):
 
     r = admin_client.post("/admin/users/nurse.joy/tokens", data={"csrf_token": t, "name": "script"})
     token = re.search(r'id="new-token">([^<]+)<', r.text).group(1)
-    assert accounts.user_for_token(token).username == "nurse.joy"
-    from appliance.index.models.web import ApiToken
-    row = ApiToken.get(ApiToken.prefix == token[:12])
+    assert accounts.user_for_token(appliance.index.accounts, token).username == "nurse.joy"
+    [row] = rows(appliance.index, "ApiToken", prefix=token[:12])
     assert row.token_hash != token and token not in row.token_hash
     admin_client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": t})
-    assert accounts.user_for_token(token) is None
+    assert accounts.user_for_token(appliance.index.accounts, token) is None
 
     appliance.audit.flush()
     actions = [e.action for e in appliance.audit.query(actor="admin", newest_first=False)]
@@ -225,7 +225,7 @@ def test_settings_page_edits_file_and_refuses_others(appliance, admin_client):
     assert admin_client.post("/admin/settings", data={"csrf_token": t, "section": "http", "key": "port",
                                                       "value": "1"}).status_code == 400
     appliance.audit.flush()
-    assert appliance.audit.query(action="config.change").count() == 2
+    assert len(appliance.audit.query(action="config.change")) == 2
 
 
 def test_dashboard_shows_counts_sources_and_store_audit(appliance, admin_client):
@@ -297,11 +297,11 @@ def test_metrics_access_and_format(appliance, flask_app, monkeypatch):
 
 def test_session_expires_when_idle(appliance, flask_app, client):
     import datetime
-    from appliance.index.models.web import WebSession
     login(client)
     assert client.get("/").status_code == 200
     past = datetime.datetime.utcnow() - datetime.timedelta(hours=1)
-    appliance.index.writer.run(lambda: WebSession.update(last_seen=past).execute())
+    [session] = rows(appliance.index, "WebSession")
+    appliance.index.accounts.touch_session(session.id, past)
     assert client.get("/").status_code == 302
 
 
@@ -313,23 +313,23 @@ def test_cli_user_commands(appliance, tmp_path):
     run = CliRunner().invoke
     r = run(main, ["user", "add", "cli.user", "--role", "technologist", "--password-file", str(pw), "--data", data])
     assert r.exit_code == 0, r.output
-    assert accounts.authenticate("cli.user", "cli-password-123").role == "technologist"
+    assert accounts.authenticate(appliance.index.accounts, "cli.user", "cli-password-123").role == "technologist"
     r = run(main, ["user", "list", "--data", data])
     assert "cli.user" in r.output and "technologist" in r.output
     r = run(main, ["user", "passwd", "cli.user", "--data", data], input="new-cli-password\nnew-cli-password\n")
-    assert r.exit_code == 0 and accounts.authenticate("cli.user", "new-cli-password")
+    assert r.exit_code == 0 and accounts.authenticate(appliance.index.accounts, "cli.user", "new-cli-password")
     r = run(main, ["user", "token", "cli.user", "--name", "backup script", "--data", data])
-    assert r.exit_code == 0 and accounts.user_for_token(r.output.strip()).username == "cli.user"
+    assert r.exit_code == 0 and accounts.user_for_token(appliance.index.accounts, r.output.strip()).username == "cli.user"
     r = run(main, ["user", "tokens", "cli.user", "--data", data])
     token_id = r.output.split()[0]
     assert r.exit_code == 0 and "backup script" in r.output
     r = run(main, ["user", "token", "cli.user", "--data", data])
     second = r.output.strip()
     r = run(main, ["user", "revoke-token", token_id, "--data", data])
-    assert r.exit_code == 0 and accounts.user_for_token(second) is not None
+    assert r.exit_code == 0 and accounts.user_for_token(appliance.index.accounts, second) is not None
     assert "backup script" not in run(main, ["user", "tokens", "cli.user", "--data", data]).output
     r = run(main, ["user", "disable", "cli.user", "--data", data])
-    assert r.exit_code == 0 and accounts.authenticate("cli.user", "new-cli-password") is None
+    assert r.exit_code == 0 and accounts.authenticate(appliance.index.accounts, "cli.user", "new-cli-password") is None
     r = run(main, ["user", "disable", "admin", "--data", data])
     assert r.exit_code != 0 and "last active admin" in r.output
     r = run(main, ["user", "add", "x", "--password-file", str(pw), "--data", data])

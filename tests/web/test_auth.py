@@ -4,6 +4,7 @@ import base64
 from web_support import USER_PASSWORD, csrf_from, login, make_user
 
 from helpers import ADMIN_PASSWORD
+from indexkit import rows
 
 from appliance import accounts
 
@@ -48,7 +49,7 @@ def test_lockout_after_max_failures(appliance, client):
     r = login(client)  # the right password is refused while locked out
     assert r.status_code == 429 and "Too many failed logins" in r.text
     appliance.audit.flush()
-    assert appliance.audit.query(action="login.locked").count() == 1
+    assert len(appliance.audit.query(action="login.locked")) == 1
 
 
 def test_post_without_csrf_is_rejected(admin_client):
@@ -75,7 +76,7 @@ def test_disabled_user_cannot_log_in_and_loses_session(appliance, flask_app):
     make_user(appliance, "nurse", "technologist")
     c = flask_app.test_client()
     assert login(c, "nurse", USER_PASSWORD).status_code == 302
-    appliance.index.writer.run(lambda: accounts.set_disabled("nurse"))
+    appliance.index.writer.run(lambda: accounts.set_disabled(appliance.index.accounts, "nurse"))
     assert c.get("/").status_code == 302
     assert login(c, "nurse", USER_PASSWORD).status_code == 401
 
@@ -115,7 +116,7 @@ def test_api_basic_bearer_and_session(appliance, flask_app):
     assert r.status_code == 200 and r.json["user"] == "admin"
     bad = base64.b64encode(b"admin:nope-nope-nope").decode()
     assert c.post("/_test/api", headers={"Authorization": f"Basic {bad}"}).status_code == 401
-    token, _ = appliance.index.writer.run(lambda: accounts.create_api_token("admin", "test"))
+    token, _ = appliance.index.writer.run(lambda: accounts.create_api_token(appliance.index.accounts, "admin", "test"))
     r = c.post("/_test/api", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and r.json["user"] == "admin"
     assert c.post("/_test/api", headers={"Authorization": "Bearer pacs_wrong"}).status_code == 401
@@ -130,22 +131,21 @@ def test_api_basic_bearer_and_session(appliance, flask_app):
 def test_revoked_token_is_refused(appliance, flask_app):
     app = _api_app(flask_app)
     c = app.test_client()
-    token, row = appliance.index.writer.run(lambda: accounts.create_api_token("admin", "x"))
-    appliance.index.writer.run(lambda: accounts.revoke_api_token(row.id))
+    repo = appliance.index.accounts
+    token, row = appliance.index.writer.run(lambda: accounts.create_api_token(repo, "admin", "x"))
+    appliance.index.writer.run(lambda: accounts.revoke_api_token(repo, row.id))
     assert c.post("/_test/api", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
 def test_logging_in_again_rotates_the_session_id(appliance, flask_app, client):
-    from appliance.index.models.web import WebSession
-
     login(client)
     first = client.get_cookie("pacs_session").value
-    first_rows = {r.sid_hash for r in WebSession.select()}
+    first_rows = {r.sid_hash for r in rows(appliance.index, "WebSession")}
     token = csrf_from(client.get("/admin/users").text)
     r = client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token})
     assert r.status_code == 302
-    rows = {r.sid_hash for r in WebSession.select()}
-    assert len(rows) == 1 and rows.isdisjoint(first_rows)  # a new server-side id; the old one is gone
+    now = {r.sid_hash for r in rows(appliance.index, "WebSession")}
+    assert len(now) == 1 and now.isdisjoint(first_rows)  # a new server-side id; the old one is gone
     replay = flask_app.test_client()
     replay.set_cookie("pacs_session", first)
     assert replay.get("/").status_code == 302
@@ -160,11 +160,9 @@ def test_secure_cookie_when_configured(appliance):
 
 
 def test_session_table_holds_only_hashes(appliance, client):
-    from appliance.index.models.web import WebSession
-
     login(client)
     cookie = client.get_cookie("pacs_session").value
-    row = WebSession.get()
+    [row] = rows(appliance.index, "WebSession")
     assert row.sid_hash not in cookie
 
 
@@ -173,10 +171,10 @@ def test_hsts_only_over_https(client):
     assert "max-age" in client.get("/login", base_url="https://localhost").headers["Strict-Transport-Security"]
 
 
-def test_admin_post_without_csrf_changes_nothing(admin_client):
+def test_admin_post_without_csrf_changes_nothing(appliance, admin_client):
     r = admin_client.post("/admin/users", data={"username": "sneaky", "password": USER_PASSWORD, "role": "admin"})
     assert r.status_code == 400
-    assert accounts.User.get_or_none(accounts.User.username == "sneaky") is None
+    assert appliance.index.accounts.user("sneaky") is None
 
 
 def test_lockout_is_temporary_and_per_name_and_address():
@@ -194,11 +192,11 @@ def test_lockout_is_temporary_and_per_name_and_address():
     assert t.locked_for("alice", "10.0.0.1") == 0
 
 
-def test_authorization_header_cannot_skip_csrf_on_pages(admin_client):
+def test_authorization_header_cannot_skip_csrf_on_pages(appliance, admin_client):
     r = admin_client.post("/admin/users", headers={"Authorization": "Bearer x"},
                           data={"username": "sneaky2", "password": USER_PASSWORD, "role": "admin"})
     assert r.status_code == 400
-    assert accounts.User.get_or_none(accounts.User.username == "sneaky2") is None
+    assert appliance.index.accounts.user("sneaky2") is None
 
 
 def test_clinic_staff_land_on_the_study_list(appliance, flask_app):

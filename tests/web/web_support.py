@@ -19,7 +19,7 @@ def login(client, username="admin", password=ADMIN_PASSWORD):
 
 
 def make_user(appliance, username, role, password=USER_PASSWORD):
-    return appliance.index.writer.run(lambda: accounts.create_user(username, password, role))
+    return appliance.index.writer.run(lambda: accounts.create_user(appliance.index.accounts, username, password, role))
 
 
 def page_csrf(client, path="/"):

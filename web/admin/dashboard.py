@@ -11,9 +11,8 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 
-from peewee import fn
-
-from appliance.index.models import Instance, Patient, Series, Study, utcnow
+from appliance.index import multi_values, utcnow
+from appliance.index.studies import StudiesRepo
 
 log = logging.getLogger(__name__)
 INGEST_WINDOW = datetime.timedelta(days=7)  # the ingest rate that projects "days until full"
@@ -52,8 +51,7 @@ class Dashboard:
 
 def integrity_status(appliance) -> dict | None:
     """The last sampled verification (None: not enabled or not run yet)."""
-    sampler = getattr(appliance, "verifier", None)
-    report = getattr(sampler, "last", None)
+    report = appliance.verifier.last if appliance.verifier is not None else None
     if report is None:
         return None
     return {"checked": report.checked, "damaged": len(report.damaged), "missing": len(report.missing),
@@ -64,58 +62,39 @@ def disk_status(appliance, now: datetime.datetime | None = None) -> Disk:
     now = now or utcnow()
     usage = shutil.disk_usage(appliance.config.archive_dir)
     reserve = appliance.config.storage.reserve_mb * (1 << 20)
-    bytes_per_day = ingest_rate(now)
+    bytes_per_day = ingest_rate(appliance.index.studies, now)
     usable = max(usage.free - reserve, 0)
     days = usable / bytes_per_day if bytes_per_day > 0 else None
     return Disk(usage.total, usage.used, usage.free, reserve, bytes_per_day, days)
 
 
-def ingest_rate(now: datetime.datetime, sample: int = 500) -> float:
+def ingest_rate(studies: StudiesRepo, now: datetime.datetime, sample: int = 500) -> float:
     """Bytes per day received over the last week (or since the first arrival, if later).
 
     Estimated as (instances in the window, an index-only count) x (mean size of the newest
     ``sample`` instances), so it costs the same with 1,000 or 1,000,000 recent instances;
     summing every size in the window took ~100-800 ms at 100,000 instances.
     """
-    since = now - INGEST_WINDOW
-    recent = Instance.select().where(Instance.received_at >= since)
-    n = recent.count()
+    n, first = studies.received_since(now - INGEST_WINDOW)
     if not n:
         return 0.0
-    first = Instance.select(fn.MIN(Instance.received_at)).where(Instance.received_at >= since).scalar()
-    newest = Instance.select(Instance.size).order_by(Instance.received_at.desc()).limit(sample)
-    mean_size = Instance.select(fn.AVG(newest.c.size)).from_(newest).scalar() or 0
+    mean_size = studies.mean_size_of_newest(sample)
     span = max((now - first).total_seconds(), 3600.0) if first else INGEST_WINDOW.total_seconds()
     return n * mean_size / (span / 86400.0)
 
 
-def counts() -> tuple[int, int, int]:
-    patients = Patient.select().count()
-    studies, instances = Study.select(fn.COUNT(Study.id), fn.COALESCE(fn.SUM(Study.num_instances), 0)).scalar(
-        as_tuple=True)
-    return patients, studies, instances
+def last_hour(studies: StudiesRepo, now: datetime.datetime) -> list[dict]:
+    return [{"source": source_ae(source) or "unknown", "instances": n}
+            for source, n in studies.sources_since(now - datetime.timedelta(hours=1))]
 
 
-def last_hour(now: datetime.datetime) -> list[dict]:
-    rows = (Instance.select(Instance.source, fn.COUNT(Instance.id).alias("n"))
-            .where(Instance.received_at >= now - datetime.timedelta(hours=1))
-            .group_by(Instance.source).order_by(fn.COUNT(Instance.id).desc()).limit(10).dicts())
-    return [{"source": source_ae(r["source"]) or "unknown", "instances": r["n"]} for r in rows]
-
-
-def latest_studies(limit: int = 10) -> list[dict]:
-    studies = list(Study.select(Study, Patient).join(Patient).order_by(Study.updated_at.desc()).limit(limit))
-    out = []
-    for s in studies:
-        latest = (Instance.select(Instance.source, Instance.received_at).join(Series)
-                  .where(Series.study == s.id).order_by(Instance.received_at.desc()).first())
-        out.append({
-            "study_uid": s.study_uid, "patient_name": s.patient.name.replace("^", " ").strip(),
-            "patient_id": s.patient.patient_id, "study_date": s.study_date, "description": s.description,
-            "modalities": s.modalities.strip("\\").replace("\\", ", "), "instances": s.num_instances,
-            "source": source_ae(latest.source) if latest else "", "received_at": latest.received_at if latest else None,
-        })
-    return out
+def latest_studies(studies: StudiesRepo, limit: int = 10) -> list[dict]:
+    return [{
+        "study_uid": s.study_uid, "patient_name": s.patient_name.replace("^", " ").strip(),
+        "patient_id": s.patient_id, "study_date": s.study_date, "description": s.description,
+        "modalities": ", ".join(s.modalities), "instances": s.num_instances,
+        "source": source_ae(s.last_source) if s.last_received_at else "", "received_at": s.last_received_at,
+    } for s in studies.latest_studies(limit)]
 
 
 def source_ae(source: str) -> str:
@@ -129,19 +108,19 @@ def source_ae(source: str) -> str:
 
 def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     now = utcnow()
-    patients, studies, instances = counts()
+    repo = appliance.index.studies
+    patients, studies, instances = repo.totals()
     warnings = []
     associations, backup = [], None
     try:
         associations = appliance.node.active_associations()
     except Exception:  # noqa: BLE001 - one broken panel must not take the dashboard down
         log.exception("dashboard: listing DICOM associations failed")
-    if getattr(appliance, "backup", None) is not None:
-        try:
-            backup = appliance.backup.status()
-        except Exception as exc:  # noqa: BLE001
-            log.exception("dashboard: backup status failed")
-            warnings.append(f"Backup status unavailable: {exc}")
+    try:
+        backup = appliance.backup.status()
+    except Exception as exc:  # noqa: BLE001
+        log.exception("dashboard: backup status failed")
+        warnings.append(f"Backup status unavailable: {exc}")
     disk = disk_status(appliance, now)
     if disk.free <= disk.reserve:
         warnings.append("The disk is full: new images are being refused.")
@@ -151,25 +130,24 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
         warnings.append(f"Backup: {backup.get('warning_reason')}")
     integrity = integrity_status(appliance)
     recycle = None
-    if getattr(appliance, "recycler", None) is not None:
-        try:
-            recycle = appliance.recycler.status()
-            recycle["recent"] = [{
-                "study_uid": r.study_uid, "patient_name": r.patient_name.replace("^", " ").strip(),
-                "patient_id": r.patient_id, "study_date": r.study_date, "accession": r.accession,
-                "modalities": r.modalities.strip("\\").replace("\\", ", "), "instances": r.num_instances,
-                "recycled_at": r.recycled_at} for r in appliance.recycler.recycled(limit=5)] \
-                if recycle["offsite_only"] else []
-            if recycle["warning"]:
-                warnings.append(f"Recycling: {recycle['warning']}.")
-        except Exception:  # noqa: BLE001 - one broken panel must not take the dashboard down
-            log.exception("dashboard: recycling status failed")
+    try:
+        recycle = appliance.recycler.status()
+        recycle["recent"] = [{
+            "study_uid": r.study_uid, "patient_name": r.patient_name.replace("^", " ").strip(),
+            "patient_id": r.patient_id, "study_date": r.study_date, "accession": r.accession,
+            "modalities": ", ".join(multi_values(r.modalities)), "instances": r.num_instances,
+            "recycled_at": r.recycled_at} for r in appliance.recycler.recycled(limit=5)] \
+            if recycle["offsite_only"] else []
+        if recycle["warning"]:
+            warnings.append(f"Recycling: {recycle['warning']}.")
+    except Exception:  # noqa: BLE001 - one broken panel must not take the dashboard down
+        log.exception("dashboard: recycling status failed")
     if integrity and not integrity["ok"]:
         warnings.append(f"Integrity: the last check found {integrity['damaged']} damaged and {integrity['missing']} "
                         "missing image(s); run `pacs-appliance verify` and restore them from the backup.")
     return Dashboard(
         patients=patients, studies=studies, instances=instances, disk=disk,
-        last_hour=last_hour(now), latest_studies=latest_studies(), associations=associations,
+        last_hour=last_hour(repo, now), latest_studies=latest_studies(repo), associations=associations,
         errors=recent_errors.entries(limit=8) if recent_errors is not None else [], backup=backup,
         web_sessions=sessions.active_count() if sessions is not None else 0, warnings=warnings,
         integrity=integrity, recycle=recycle,

@@ -7,22 +7,14 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
                    url_for)
 
 from appliance import accounts
-from appliance.index.models import utcnow
+from appliance.index import utcnow
 from appliance.errors import ApplianceError
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
+from ..current import appliance
 from . import bp, config_edit, dashboard
 
 AUDIT_PAGE = 100
-
-
-def _app():
-    return current_app.extensions["appliance"]
-
-
-def _part(name: str):
-    """An optional part of the appliance (peers, worklist, backup) or None when it is not built."""
-    return getattr(_app(), name, None)
 
 
 def _fail(exc: Exception, endpoint: str, **values):
@@ -36,9 +28,9 @@ def _fail(exc: Exception, endpoint: str, **values):
 @login_required(*VIEW_ROLES)
 def home():
     web = current_app.extensions["pacs_web"]
-    data = dashboard.gather(_app(), web.recent_errors, web.sessions)
+    data = dashboard.gather(appliance(), web.recent_errors, web.sessions)
     return render_template("admin/dashboard.html", title="Dashboard", d=data, now=utcnow(),
-                           our_ae=_app().config.dicom.ae_title)
+                           our_ae=appliance().config.dicom.ae_title)
 
 
 # --- DICOM peers -------------------------------------------------------------------------------
@@ -54,26 +46,26 @@ def _peer_form() -> dict:
 @bp.get("/admin/peers")
 @login_required("admin")
 def peers():
-    registry = _part("peers")
-    return render_template("admin/peers.html", title="DICOM peers", available=registry is not None,
-                           peers=registry.list() if registry else [], our_ae=_app().config.dicom.ae_title,
-                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None)
+    registry = appliance().peers
+    return render_template("admin/peers.html", title="DICOM peers",
+                           peers=registry.list(), our_ae=appliance().config.dicom.ae_title,
+                           our_port=appliance().config.dicom.port, dicom=appliance().config.dicom, edit=None)
 
 
 @bp.get("/admin/peers/<ae_title>/edit")
 @login_required("admin")
 def peer_edit(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     peer = registry.get(ae_title) or abort(404)
-    return render_template("admin/peers.html", title="DICOM peers", available=True, peers=registry.list(),
-                           our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port,
-                           dicom=_app().config.dicom, edit=peer)
+    return render_template("admin/peers.html", title="DICOM peers", peers=registry.list(),
+                           our_ae=appliance().config.dicom.ae_title, our_port=appliance().config.dicom.port,
+                           dicom=appliance().config.dicom, edit=peer)
 
 
 @bp.post("/admin/peers")
 @login_required("admin")
 def peer_add():
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     ae_title = request.form.get("ae_title", "").strip()
     try:
         registry.add(ae_title, **_peer_form())
@@ -87,7 +79,7 @@ def peer_add():
 @bp.post("/admin/peers/<ae_title>")
 @login_required("admin")
 def peer_update(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     try:
         registry.update(ae_title, **_peer_form())
     except ApplianceError as exc:
@@ -100,7 +92,7 @@ def peer_update(ae_title):
 @bp.post("/admin/peers/<ae_title>/delete")
 @login_required("admin")
 def peer_remove(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     try:
         registry.remove(ae_title)
     except ApplianceError as exc:
@@ -113,7 +105,7 @@ def peer_remove(ae_title):
 @bp.post("/admin/peers/<ae_title>/echo")
 @login_required("admin")
 def peer_echo(ae_title):
-    registry = _part("peers") or abort(404)
+    registry = appliance().peers
     try:
         result = registry.echo(ae_title)
     except ApplianceError as exc:
@@ -129,20 +121,20 @@ def peer_echo(ae_title):
 # --- users and API tokens ----------------------------------------------------------------------
 
 def _users_page(new_token: str | None = None, status: int = 200):
-    from appliance.index.models.web import ApiToken
-
-    users = accounts.list_users()
-    tokens = list(ApiToken.select().where(ApiToken.revoked == False).order_by(ApiToken.id))  # noqa: E712
+    repo = appliance().index.accounts
+    users = accounts.list_users(repo)
     by_user: dict[int, list] = {}
-    for t in tokens:
+    for t in repo.active_tokens():
         by_user.setdefault(t.user_id, []).append(t)
     return render_template("admin/users.html", title="Users", users=users, tokens=by_user, roles=accounts.ROLES,
                            new_token=new_token, min_password=accounts.MIN_PASSWORD), status
 
 
 def _change(fn, action: str, username: str, message: str, detail: str = ""):
+    """Run ``fn(accounts repository)`` on the index writer, then audit and report."""
+    index = appliance().index
     try:
-        _app().index.writer.run(fn)
+        index.writer.run(lambda: fn(index.accounts))
     except ApplianceError as exc:
         return _fail(exc, "admin.users")
     audit(action, detail=f"{username}{': ' + detail if detail else ''}")
@@ -161,7 +153,7 @@ def users():
 def user_add():
     f = request.form
     username, role = f.get("username", "").strip(), f.get("role", "")
-    return _change(lambda: accounts.create_user(username, f.get("password", ""), role), "user.create", username,
+    return _change(lambda repo: accounts.create_user(repo, username, f.get("password", ""), role), "user.create", username,
                    f"Created {username} ({role}).", detail=role)
 
 
@@ -169,7 +161,7 @@ def user_add():
 @login_required("admin")
 def user_password(username):
     password = request.form.get("password", "")
-    return _change(lambda: accounts.set_password(username, password), "user.password", username,
+    return _change(lambda repo: accounts.set_password(repo, username, password), "user.password", username,
                    f"Set a new password for {username}; their sessions and API tokens were ended.")
 
 
@@ -177,7 +169,7 @@ def user_password(username):
 @login_required("admin")
 def user_role(username):
     role = request.form.get("role", "")
-    return _change(lambda: accounts.set_role(username, role), "user.role", username,
+    return _change(lambda repo: accounts.set_role(repo, username, role), "user.role", username,
                    f"{username} is now {role}.", detail=role)
 
 
@@ -187,14 +179,14 @@ def user_disable(username):
     if username == current_user().username:
         flash("You cannot disable yourself.", "error")
         return redirect(url_for("admin.users"))
-    return _change(lambda: accounts.set_disabled(username, True), "user.disable", username,
+    return _change(lambda repo: accounts.set_disabled(repo, username, True), "user.disable", username,
                    f"Disabled {username}; their sessions and API tokens were ended.")
 
 
 @bp.post("/admin/users/<username>/enable")
 @login_required("admin")
 def user_enable(username):
-    return _change(lambda: accounts.set_disabled(username, False), "user.enable", username, f"Enabled {username}.")
+    return _change(lambda repo: accounts.set_disabled(repo, username, False), "user.enable", username, f"Enabled {username}.")
 
 
 @bp.post("/admin/users/<username>/tokens")
@@ -202,7 +194,8 @@ def user_enable(username):
 def token_create(username):
     name = request.form.get("name", "").strip()
     try:
-        token, _row = _app().index.writer.run(lambda: accounts.create_api_token(username, name))
+        index = appliance().index
+        token, _row = index.writer.run(lambda: accounts.create_api_token(index.accounts, username, name))
     except ApplianceError as exc:
         return _fail(exc, "admin.users")
     audit("token.create", detail=f"{username}: {name}")
@@ -212,11 +205,9 @@ def token_create(username):
 @bp.post("/admin/tokens/<int:token_id>/revoke")
 @login_required("admin")
 def token_revoke(token_id):
-    from appliance.index.models.web import ApiToken
-
-    row = ApiToken.get_or_none(ApiToken.id == token_id) or abort(404)
-    return _change(lambda: accounts.revoke_api_token(token_id), "token.revoke", row.user.username,
-                   f"Revoked the token {row.prefix}… of {row.user.username}.", detail=row.prefix)
+    row = appliance().index.accounts.token(token_id) or abort(404)
+    return _change(lambda repo: accounts.revoke_api_token(repo, token_id), "token.revoke", row.username,
+                   f"Revoked the token {row.prefix}… of {row.username}.", detail=row.prefix)
 
 
 # --- worklist ----------------------------------------------------------------------------------
@@ -236,25 +227,24 @@ def _worklist_form() -> dict:
 @bp.get("/admin/worklist")
 @login_required("admin", "technologist")
 def worklist():
-    wl = _part("worklist")
+    wl = appliance().worklist
     day = request.args.get("date", "").strip()
     date = day.replace("-", "") if day else datetime.date.today().strftime("%Y%m%d") + "-"
     items = []
-    if wl is not None:
-        try:
-            items = wl.list(date=date)
-        except ApplianceError as exc:
-            flash(str(exc), "error")
-    edit = wl.get(request.args["edit"]) if wl is not None and request.args.get("edit", "").isdigit() else None
-    return render_template("admin/worklist.html", title="Worklist", available=wl is not None, items=items,
-                           day=day, edit=edit, peers=_part("peers").list() if _part("peers") else [],
+    try:
+        items = wl.list(date=date)
+    except ApplianceError as exc:
+        flash(str(exc), "error")
+    edit = wl.get(request.args["edit"]) if request.args.get("edit", "").isdigit() else None
+    return render_template("admin/worklist.html", title="Worklist", items=items,
+                           day=day, edit=edit, peers=appliance().peers.list(),
                            today=datetime.date.today().isoformat())
 
 
 @bp.post("/admin/worklist")
 @login_required("admin", "technologist")
 def worklist_add():
-    wl = _part("worklist") or abort(404)
+    wl = appliance().worklist
     values = _worklist_form()
     try:
         item = wl.add(**values)
@@ -269,7 +259,7 @@ def worklist_add():
 @bp.post("/admin/worklist/<int:item_id>")
 @login_required("admin", "technologist")
 def worklist_update(item_id):
-    wl = _part("worklist") or abort(404)
+    wl = appliance().worklist
     values = _worklist_form()
     if request.form.get("status"):
         values["status"] = request.form["status"]
@@ -285,7 +275,7 @@ def worklist_update(item_id):
 @bp.post("/admin/worklist/<int:item_id>/delete")
 @login_required("admin", "technologist")
 def worklist_remove(item_id):
-    wl = _part("worklist") or abort(404)
+    wl = appliance().worklist
     try:
         item = wl.require(item_id)
         wl.remove(item_id)
@@ -319,7 +309,7 @@ def _audit_filters() -> dict:
 @bp.get("/admin/audit")
 @login_required("admin")
 def audit_log():
-    log = _app().audit
+    log = appliance().audit
     filters = _audit_filters()
     page = max(int(request.args.get("page", "1")) if request.args.get("page", "1").isdigit() else 1, 1)
     entries = list(log.query(**filters, limit=AUDIT_PAGE + 1, offset=(page - 1) * AUDIT_PAGE))
@@ -332,7 +322,7 @@ def audit_log():
 @bp.get("/admin/audit.csv")
 @login_required("admin")
 def audit_csv():
-    log = _app().audit
+    log = appliance().audit
     filters = _audit_filters()
     audit("audit.export", detail=", ".join(f"{k}={v}" for k, v in filters.items()))
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
@@ -348,7 +338,7 @@ def audit_csv():
 def settings():
     from appliance.config import SETTINGS
 
-    cfg = _app().config
+    cfg = appliance().config
     in_file = config_edit.file_values(cfg.config_path)
     rows = []
     for s in SETTINGS:
@@ -368,7 +358,7 @@ def settings():
 @bp.post("/admin/settings")
 @login_required("admin")
 def settings_save():
-    cfg = _app().config
+    cfg = appliance().config
     section, key = request.form.get("section", ""), request.form.get("key", "")
     if (section, key) not in config_edit.EDITABLE:
         abort(400)

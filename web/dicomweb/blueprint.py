@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from appliance.errors import ApplianceError
 from web.auth import api_login_required
+from web.current import appliance
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,6 @@ read_access = api_login_required(*READ_ROLES)
 store_access = api_login_required(*STORE_ROLES)
 
 DICOM_JSON = "application/dicom+json"
-
-
-def appliance():
-    return current_app.extensions["appliance"]
 
 
 def actor() -> str:

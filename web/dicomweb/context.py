@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pydicom
 from flask import current_app
 from pydicom.dataset import Dataset
 
-from appliance.index.models import Instance, Patient, Series, Study
+from appliance.errors import NotFound
+from appliance.index.studies import InstanceLocation
 from appliance.render import Renderer
 from appliance.render_cache import LRUCache
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest
+
+if TYPE_CHECKING:
+    from appliance.app import Appliance
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -80,23 +83,11 @@ class _ChunkReader(io.RawIOBase):
         return len(self._buf) > self._pos
 
 
-@dataclass(frozen=True)
-class Located:
-    """One instance to serve, with the identifiers needed to name it in responses."""
-
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str
-    object_id: str
-    transfer_syntax: str
-    frames: int | None
-    rows: int | None = None
-    patient_id: str = ""
+Located = InstanceLocation  # one instance to serve, with the identifiers needed to name it in responses
 
 
 class DicomWebContext:
-    def __init__(self, appliance: Any):
+    def __init__(self, appliance: "Appliance"):
         self.appliance = appliance
         settings = appliance.config.dicomweb
         # Both charge what a parsed dataset really holds (see footprint), not its size on disk.
@@ -114,18 +105,11 @@ class DicomWebContext:
     def locate(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Located]:
         """Instances of a study / series / one instance; 404 when there are none."""
         check_uid(study_uid, "Study Instance UID")
-        # Only the columns needed, as tuples: building model rows costs more than the query here.
-        query = (Instance.select(Series.series_uid, Instance.sop_uid, Instance.sop_class_uid, Instance.object_id,
-                                 Instance.transfer_syntax, Instance.frames, Instance.rows, Patient.patient_id)
-                 .join(Series).join(Study).join(Patient).where(Study.study_uid == study_uid))
         if series_uid is not None:
             check_uid(series_uid, "Series Instance UID")
-            query = query.where(Series.series_uid == series_uid)
         if sop_uid is not None:
             check_uid(sop_uid, "SOP Instance UID")
-            query = query.where(Instance.sop_uid == sop_uid)
-        query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-        found = [Located(study_uid, *row) for row in query.tuples()]
+        found = self.appliance.index.studies.study_instances(study_uid, series_uid, sop_uid)
         if not found:
             what = "instance" if sop_uid else "series" if series_uid else "study"
             raise NotFound(f"no such {what} in this archive")

@@ -12,10 +12,6 @@ class BadRequest(DicomWebError):
     http_status = 400
 
 
-class NotFound(DicomWebError):
-    http_status = 404
-
-
 class NotAcceptable(DicomWebError):
     http_status = 406
 

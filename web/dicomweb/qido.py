@@ -13,7 +13,6 @@ from typing import Any
 from flask import request
 from pydicom.dataset import Dataset
 
-from appliance.index.models import Instance, Series, Study
 from appliance.index.query import ATTRS, LEVELS, QueryError
 
 from . import dicomjson
@@ -113,13 +112,10 @@ def _header_object_id(level: str, record: dict[str, Any]) -> str | None:
     """Which stored object to read attributes the index does not keep from."""
     if level == "IMAGE":
         return record["_object_id"]
-    query = Instance.select(Instance.object_id).join(Series)
+    studies = ctx().appliance.index.studies
     if level == "SERIES":
-        query = query.where(Series.id == record["_id"])
-    else:
-        query = query.join(Study).where(Study.id == record["_id"])
-    row = query.order_by(Instance.instance_number, Instance.id).first()
-    return row.object_id if row else None
+        return studies.first_object_id(series_id=record["_id"])
+    return studies.first_object_id(study_id=record["_id"])
 
 
 def _search(level: str, study_uid: str | None = None, series_uid: str | None = None):

@@ -15,13 +15,14 @@ from flask import Response, request
 from pydicom.uid import ExplicitVRLittleEndian
 
 from . import transcoding
+from appliance.errors import NotFound
 from appliance.render import RenderParams, number_of_frames
 
 from . import dicomjson, multipart
 from .accept import matches, parse_accept, parse_media_type
 from .blueprint import audit, base_url, bp, read_access
 from .context import DicomWebContext, Located, ctx
-from .errors import BadRequest, NotAcceptable, NotFound
+from .errors import BadRequest, NotAcceptable
 
 log = logging.getLogger(__name__)
 

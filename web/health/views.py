@@ -16,15 +16,9 @@ import os
 import shutil
 
 from flask import Response, abort, current_app, jsonify, request
-from peewee import fn
 
-from appliance.index.models import Patient, Study
-
+from ..current import appliance as _app
 from . import bp
-
-
-def _app():
-    return current_app.extensions["appliance"]
 
 
 def _check(fn_):
@@ -64,7 +58,7 @@ def healthz():
     appliance = _app()
     checks = {
         "process": {"ok": True, "detail": f"pid {os.getpid()}"},
-        "index": _check(lambda: (appliance.index.db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone(), "readable")[1]),
+        "index": _check(lambda: (appliance.index.probe(), "readable")[1]),
         "archive": _check(lambda: _archive(appliance)),
         "disk": _check(lambda: _disk(appliance)),
         "dicom": _check(lambda: _dicom_listening(appliance)),
@@ -118,14 +112,13 @@ def metrics():
     _line(out, "pacs_associations_total", "counter", "DICOM associations since start, by outcome.",
           [({"result": r}, associations.get(r, 0)) for r in ("accepted", "rejected")])
     node = appliance.node
-    active = len(node.active_associations()) if hasattr(node, "active_associations") else 0
+    active = len(node.active_associations())
     _line(out, "pacs_associations_active", "gauge", "DICOM associations open now.", [({}, active)])
     counts = web.recent_errors.counts
     _line(out, "pacs_log_messages_total", "counter", "Warnings and errors logged since start (failures).",
           [({"level": lvl}, counts.get(lvl, 0)) for lvl in ("WARNING", "ERROR", "CRITICAL")])
-    studies, instances = Study.select(fn.COUNT(Study.id), fn.COALESCE(fn.SUM(Study.num_instances), 0)).scalar(
-        as_tuple=True)
-    _line(out, "pacs_patients", "gauge", "Patients in the index.", [({}, Patient.select().count())])
+    patients, studies, instances = appliance.index.studies.totals()
+    _line(out, "pacs_patients", "gauge", "Patients in the index.", [({}, patients)])
     _line(out, "pacs_studies", "gauge", "Studies in the index.", [({}, studies)])
     _line(out, "pacs_instances", "gauge", "Instances in the index.", [({}, instances)])
     usage = shutil.disk_usage(appliance.config.archive_dir)
@@ -133,23 +126,19 @@ def metrics():
     _line(out, "pacs_disk_free_bytes", "gauge", "Free space on the archive's file system.", [({}, usage.free)])
     _line(out, "pacs_disk_reserve_bytes", "gauge", "Free space below which stores are refused.",
           [({}, appliance.config.storage.reserve_mb * (1 << 20))])
-    backup = getattr(appliance, "backup", None)
-    status = None
-    if backup is not None:
-        try:
-            status = backup.status()
-        except Exception:  # noqa: BLE001 - the other metrics still matter
-            status = {"warning": True}
-    if status is not None:
-        age = status.get("last_success_age_hours")
-        _line(out, "pacs_backup_configured", "gauge", "1 when an offsite target is set.",
-              [({}, int(bool(status.get("configured"))))])
-        _line(out, "pacs_backup_age_seconds", "gauge",
-              "Seconds since the last successful backup (-1: none yet).",
-              [({}, -1 if age is None else f"{age * 3600:.0f}")])
-        _line(out, "pacs_backup_warning", "gauge", "1 when the backup is late or failing.",
-              [({}, int(bool(status.get("warning"))))])
-    report = getattr(getattr(appliance, "verifier", None), "last", None)
+    try:
+        status = appliance.backup.status()
+    except Exception:  # noqa: BLE001 - the other metrics still matter
+        status = {"warning": True}
+    age = status.get("last_success_age_hours")
+    _line(out, "pacs_backup_configured", "gauge", "1 when an offsite target is set.",
+          [({}, int(bool(status.get("configured"))))])
+    _line(out, "pacs_backup_age_seconds", "gauge",
+          "Seconds since the last successful backup (-1: none yet).",
+          [({}, -1 if age is None else f"{age * 3600:.0f}")])
+    _line(out, "pacs_backup_warning", "gauge", "1 when the backup is late or failing.",
+          [({}, int(bool(status.get("warning"))))])
+    report = appliance.verifier.last if appliance.verifier is not None else None
     if report is not None:
         _line(out, "pacs_verify_last_checked", "gauge", "Objects checked by the last background verification.",
               [({}, report.checked)])
@@ -158,9 +147,7 @@ def metrics():
         if report.finished_at is not None:
             _line(out, "pacs_verify_last_time_seconds", "gauge", "When the last background verification ended.",
                   [({}, f"{report.finished_at.replace(tzinfo=datetime.timezone.utc).timestamp():.0f}")])
-    recycler = getattr(appliance, "recycler", None)
-    if recycler is not None:
-        _recycle_metrics(out, recycler)
+    _recycle_metrics(out, appliance.recycler)
     return Response("\n".join(out) + "\n", headers={"Cache-Control": "no-store"},
                     content_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -9,22 +9,18 @@ from __future__ import annotations
 import datetime
 import re
 
-from flask import Response, abort, current_app, jsonify, render_template, request, stream_with_context
+from flask import Response, abort, jsonify, render_template, request, stream_with_context
 
 from appliance.errors import ApplianceError
-from appliance.index.models import Instance, Series, Study
 
 from ..auth import VIEW_ROLES, audit, login_required
+from ..current import appliance as _app
 from . import bp
 from .export import media_zip, stream_zip
 from .search import MODALITIES, PAGE_SIZE, StudySearch
 
 EXPORT_ROLES = ("admin", "clinician")
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def _app():
-    return current_app.extensions["appliance"]
 
 
 def _study_or_404(study_uid: str) -> dict:
@@ -34,14 +30,6 @@ def _study_or_404(study_uid: str) -> dict:
     if not found:
         abort(404)
     return found[0]
-
-
-def _instances(study_uid: str):
-    """(series_uid, sop_uid, object_id) of a study, in series then instance order."""
-    return (Instance.select(Series.series_uid, Instance.sop_uid, Instance.object_id, Instance.instance_number)
-            .join(Series).join(Study)
-            .where(Study.study_uid == study_uid)
-            .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id))
 
 
 def _safe_name(text: str) -> str:
@@ -97,7 +85,8 @@ def _can_export() -> bool:
 @login_required(*EXPORT_ROLES)
 def download(study_uid):
     record = _study_or_404(study_uid)
-    items = [(f"{r.series.series_uid}/{r.sop_uid}.dcm", r.object_id) for r in _instances(study_uid)]
+    items = [(f"{r.series_uid}/{r.sop_uid}.dcm", r.object_id)
+             for r in _app().index.studies.study_instances(study_uid)]
     audit("study.export", study_uid=study_uid, patient_id=record["PatientID"], detail=f"zip instances={len(items)}")
     archive = _app().archive
     name = _safe_name(f"{record['PatientID']}_{record['StudyDate']}")
@@ -109,7 +98,7 @@ def download(study_uid):
 @login_required(*EXPORT_ROLES)
 def media(study_uid):
     record = _study_or_404(study_uid)
-    object_ids = [r.object_id for r in _instances(study_uid)]
+    object_ids = [r.object_id for r in _app().index.studies.study_instances(study_uid)]
     try:
         data = media_zip(_app().archive, object_ids)
     except ApplianceError as exc:
@@ -164,7 +153,7 @@ def tags(sop_uid):
 
     if not UID.match(sop_uid):
         abort(404)
-    row = Instance.get_or_none(Instance.sop_uid == sop_uid)
+    row = _app().index.studies.find_instance(sop_uid)
     if row is None:
         abort(404)
     first = b"".join(_head(_app().archive.iter_chunks(row.object_id), 4 << 20))
