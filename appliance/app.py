@@ -240,7 +240,7 @@ class Parts:
             move.service(self.index, self.peers, sender, self.audit),
             get.service(self.index, self.peers, sender, self.audit),
             commitment.CommitmentService(self.archive, self.index.studies, self.peers, node.ae_title,
-                                         self.audit).service(),
+                                          self.audit).service(),
             mpps.MppsService(self.index, self.audit).service(),
         ):
             node.register(service)

@@ -56,7 +56,8 @@ def user() -> None:
 def user_add(username, role, password_file, data_dir):
     """Create a user who can log in to the web UI."""
     password = _password(password_file)
-    _apply(data_dir, lambda repo: accounts.create_user(repo, username, password, role), "user.create", f"{username}: {role}")
+    _apply(data_dir, lambda repo: accounts.create_user(repo, username, password, role), "user.create",
+           f"{username}: {role}")
     click.echo(f"created {username} ({role})")
 
 

@@ -412,8 +412,8 @@ def count_instances(data: Path) -> tuple[int, int, int]:
     cfg = load(data, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
     try:
-        return (Instance.select().count(), BackupRun.select().count(),
-                BackupRun.select().where(BackupRun.result == "success").count())
+        return (Instance.select().count(index.db), BackupRun.select().count(index.db),
+                BackupRun.select().where(BackupRun.result == "success").count(index.db))
     finally:
         index.close()
 

@@ -33,8 +33,7 @@ HANDSHAKE_TIMEOUT = 5.0
 class WebServer:
     def __init__(self, appliance, host: str, port: int, threads: int = 8):
         self.app = create_app(appliance)
-        http = getattr(getattr(appliance, "config", None), "http", None)
-        self.tls = bool(getattr(http, "tls", False))
+        self.tls = bool(appliance.config.http.tls)
         self._servers: list[_Runner] = []
         if not self.tls:
             self._servers.append(_Waitress(self.app, host, port, threads))

@@ -5,15 +5,14 @@ query never aggregates over the instance table.
 """
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import ConflictRejected
-import datetime
-
 from peewee import Database
 
+from ..errors import ConflictRejected
 from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
 from .repository import to_record
 
@@ -104,13 +103,13 @@ def find_instance(sop_uid: str) -> StoredInstance | None:
     return lookup(Instance._meta.database, sop_uid)
 
 
-def record_instance(a: "InstanceAttributes", object_id: str, size: int, sha256: str, source: str,
-                    on_conflict: str = "replace") -> "Outcome":
+def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
+                    on_conflict: str = "replace") -> Outcome:
     """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
     return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict)
 
 
-# record_instance runs for every stored object, on the single writer thread. It is written in
+# record runs for every stored object, on the single writer thread. It is written in
 # plain SQL because building the same statements with peewee cost more than running them (about
 # 60 % of the writer's time when profiled). Column lists follow models/core.py; the schema tests
 # (tests/index) read the rows back through the models, so a drift shows there.
@@ -160,7 +159,7 @@ _NEW_INSTANCE = (
 
 
 def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-                    on_conflict: str = "replace") -> Outcome:
+           on_conflict: str = "replace") -> Outcome:
     """Index one stored object in ``db``. Call inside a transaction (the writer does)."""
     outcome = Outcome.STORED
     existing = _one(db, 'SELECT "sha256" FROM "instance" WHERE "sop_uid" = ?', a.sop_uid)
@@ -212,6 +211,12 @@ def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha25
         series_id, a.sop_uid, a.sop_class_uid, a.instance_number, a.transfer_syntax, a.rows, a.columns, a.frames,
         a.content_date, a.content_time, object_id, size, sha256, source, now))
     return outcome
+
+
+def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
+    """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
+    incoming object, and building the equivalent peewee query costs more than running it."""
+    return _one(db, 'SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', sop_uid)
 
 
 def _one(db, sql: str, *params):

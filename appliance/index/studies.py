@@ -58,13 +58,8 @@ class StudiesRepo(Repository):
         return records.lookup(self.db, sop_uid)
 
     def stored_digest(self, sop_uid: str) -> tuple[str, str] | None:
-        """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
-        incoming object, and building the equivalent peewee query costs more than running it."""
-        cursor = self.db.execute_sql('SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', (sop_uid,))
-        try:
-            return cursor.fetchone()
-        finally:
-            cursor.close()  # end the read at once, not when the cursor is collected
+        """(sha256, object_id) of the indexed instance with this UID (every incoming object asks)."""
+        return records.stored_digest(self.db, sop_uid)
 
     # --- writing (inside the writer) ---------------------------------------------------------------
 

@@ -145,8 +145,7 @@ def test_counts_stay_consistent_when_an_instance_names_another_patient(core):
     core.store(second)
     other_series = synth.make_instance("CT", patient_id="ING-P1", series_uid=first.SeriesInstanceUID)
     core.store(other_series)  # names another study for an existing series: filed with the series
-    assert len(rows(core.index, "Patient")) == 1 and len(rows(core.index, "Study")) == 1 and len(rows(core.index, "Series")) == 1
-    patient, study = rows(core.index, "Patient")[0], rows(core.index, "Study")[0]
+    [patient], [study], [_series] = (rows(core.index, name) for name in ("Patient", "Study", "Series"))
     assert (patient.num_studies, patient.num_series, patient.num_instances) == (1, 1, 3)
     assert (study.num_series, study.num_instances) == (1, 3)
     images = core.index.search("IMAGE", {"PatientID": "ING-P1"})
@@ -161,9 +160,10 @@ def test_counts_after_replacing_the_only_instance(core):
     core.store(ds)
     ds.StudyDescription = "v2"
     core.store(ds)
-    assert (rows(core.index, "Patient")[0].num_studies, rows(core.index, "Patient")[0].num_series, rows(core.index, "Patient")[0].num_instances) == (1, 1, 1)
-    assert (rows(core.index, "Study")[0].num_series, rows(core.index, "Study")[0].num_instances, rows(core.index, "Series")[0].num_instances) == (1, 1, 1)
-    assert rows(core.index, "Study")[0].modalities == "\\CT\\"
+    [patient], [study], [series] = (rows(core.index, name) for name in ("Patient", "Study", "Series"))
+    assert (patient.num_studies, patient.num_series, patient.num_instances) == (1, 1, 1)
+    assert (study.num_series, study.num_instances, series.num_instances) == (1, 1, 1)
+    assert study.modalities == "\\CT\\"
 
 
 def test_index_failure_removes_the_object_and_reports(core, monkeypatch):

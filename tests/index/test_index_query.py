@@ -37,7 +37,8 @@ def accessions(idx, criteria, **kwargs) -> list[str]:
 
 def test_universal_matching(idx):
     assert accessions(idx, {}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
-    assert accessions(idx, {"PatientName": "", "StudyDate": "", "AccessionNumber": "*"}) == ["ACC1", "ACC2", "ACC3", "ACC4"]
+    assert accessions(idx, {"PatientName": "", "StudyDate": "", "AccessionNumber": "*"}) == [
+        "ACC1", "ACC2", "ACC3", "ACC4"]
 
 
 def test_single_value(idx):

@@ -80,7 +80,7 @@ class RecycleBox:
 
     def find(self, name: str) -> list:
         """What C-FIND (the one query engine) answers for the study."""
-        return list(self.app.index.search("STUDY", {"StudyInstanceUID": self.studies[name]}))
+        return self.app.index.search("STUDY", {"StudyInstanceUID": self.studies[name]})
 
 
 def make_recycle_box(tmp_path: Path, name: str = "data", backup: dict | None = None, **storage) -> RecycleBox:

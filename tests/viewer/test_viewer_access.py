@@ -25,7 +25,8 @@ def app_and_study(tmp_path_factory):
     ds.save_as(buf, enforce_file_format=True)
     appliance.ingestor.store_bytes(buf.getvalue(), Origin("import"))
     for name, role in (("doc", "clinician"), ("tech", "technologist")):
-        appliance.index.writer.run(lambda n=name, r=role: accounts.create_user(appliance.index.accounts, n, PASSWORD, r))
+        appliance.index.writer.run(
+            lambda n=name, r=role: accounts.create_user(appliance.index.accounts, n, PASSWORD, r))
     from web import create_app
 
     flask_app = create_app(appliance, {"TESTING": True})

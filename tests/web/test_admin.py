@@ -319,7 +319,8 @@ def test_cli_user_commands(appliance, tmp_path):
     r = run(main, ["user", "passwd", "cli.user", "--data", data], input="new-cli-password\nnew-cli-password\n")
     assert r.exit_code == 0 and accounts.authenticate(appliance.index.accounts, "cli.user", "new-cli-password")
     r = run(main, ["user", "token", "cli.user", "--name", "backup script", "--data", data])
-    assert r.exit_code == 0 and accounts.user_for_token(appliance.index.accounts, r.output.strip()).username == "cli.user"
+    owner = accounts.user_for_token(appliance.index.accounts, r.output.strip())
+    assert r.exit_code == 0 and owner.username == "cli.user"
     r = run(main, ["user", "tokens", "cli.user", "--data", data])
     token_id = r.output.split()[0]
     assert r.exit_code == 0 and "backup script" in r.output

@@ -153,8 +153,8 @@ def users():
 def user_add():
     f = request.form
     username, role = f.get("username", "").strip(), f.get("role", "")
-    return _change(lambda repo: accounts.create_user(repo, username, f.get("password", ""), role), "user.create", username,
-                   f"Created {username} ({role}).", detail=role)
+    return _change(lambda repo: accounts.create_user(repo, username, f.get("password", ""), role), "user.create",
+                   username, f"Created {username} ({role}).", detail=role)
 
 
 @bp.post("/admin/users/<username>/password")
@@ -186,7 +186,8 @@ def user_disable(username):
 @bp.post("/admin/users/<username>/enable")
 @login_required("admin")
 def user_enable(username):
-    return _change(lambda repo: accounts.set_disabled(repo, username, False), "user.enable", username, f"Enabled {username}.")
+    return _change(lambda repo: accounts.set_disabled(repo, username, False), "user.enable", username,
+                   f"Enabled {username}.")
 
 
 @bp.post("/admin/users/<username>/tokens")
