@@ -7,7 +7,7 @@ and decrypts nothing, so it stays fast on a big archive:
 
 - an object no index row names is an **orphan**: a crash between the archive
   write and the index commit (never acknowledged to the sender). Orphans are
-  quarantined, not deleted (the file archive moves them to
+  quarantined, not deleted (``quarantine_orphans``: the file archive moves them to
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
 - a row (instance or replaced object) whose object is gone is **missing**: the
@@ -80,7 +80,7 @@ def reconcile(archive: StorageArea, index) -> ReconcileReport:
     # Both lists come sorted by object id, so a merge compares them in bounded memory (no set of every id).
     orphans = _merge(index.objects.named(), iter(archive.list_ids()), report)
     if orphans:
-        kept_in = archive.quarantine(orphans)
+        kept_in = archive.quarantine_orphans(orphans)
         report.orphans = orphans
         log.warning("start-up: %d archive object(s) had no index row (a write interrupted before its commit; "
                     "never acknowledged); kept in %s", len(orphans), kept_in)

@@ -13,7 +13,7 @@ Layout under ``<data dir>/archive/``::
                             receives its downloads here (``staging("tmp")``)
     restoring/              recycled objects downloaded for ``storage restore``, checked,
                             waiting for the transaction that indexes them (``staging``)
-    orphans/                objects no index row named at start-up (``quarantine``),
+    orphans/                objects no index row named at start-up (``quarantine_orphans``),
                             kept whole under their own names
 
 The layout is private to this package: the rest of the appliance uses the
@@ -196,7 +196,7 @@ class Archive:
                 fsync_dir(d.parent)
         fsync_dir(self._objects_dir)
 
-    def quarantine(self, object_ids: Iterable[str]) -> str:
+    def quarantine_orphans(self, object_ids: Iterable[str]) -> str:
         """Move objects to ``orphans/`` under the same name (the envelope is bound to it: still readable)."""
         moved_to = self._root / ORPHANS_DIR
         moved_to.mkdir(mode=0o700, exist_ok=True)
