@@ -98,6 +98,9 @@ class StorageArea(Protocol):
         """Move objects no index row names out of the archive, kept whole and readable under their ids
         (reconciliation's orphans); say where to. (Failed imports have their own sealed quarantine.)"""
 
+    def quarantine(self):
+        """The sealed quarantine of failed imports (archive/quarantine.py: put, items, delete ...)."""
+
     # -- the disk -------------------------------------------------------------
     def disk_free_bytes(self) -> int:
         ...
