@@ -77,7 +77,7 @@ class Appliance:
         from .reconcile import reconcile  # index vs archive, before anything new arrives
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
-        self.reconciliation = reconcile(self.archive)
+        self.reconciliation = reconcile(self.archive, self.index)
         self.node.start()
         if self.web is not None:
             self.web.start()
@@ -237,7 +237,7 @@ class Parts:
             return None
         from .verify import Sampler
 
-        return Sampler(self.archive, s.sample_size, s.interval_hours * 3600)
+        return Sampler(self.archive, self.index, s.sample_size, s.interval_hours * 3600)
 
     @cached_property
     def dicom_tls_context(self) -> ssl.SSLContext | None:

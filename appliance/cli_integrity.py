@@ -23,7 +23,7 @@ def verify(data_dir, sample) -> None:
                 bar.length = total
                 bar.update(1)
 
-            report = verify_all(app.archive, sample=sample, progress=progress)
+            report = verify_all(app.archive, app.index, sample=sample, progress=progress)
         app.audit.record("archive.verify", "cli", detail=f"checked={report.checked} damaged={len(report.damaged)} "
                                                          f"missing={len(report.missing)}")
     for line in summarize(report):

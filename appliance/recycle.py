@@ -33,6 +33,8 @@ Deletion order, and why it is crash-safe
    patient removed) and write the audit entry, all committed together.
 2. Delete the archive files, then stamp ``purged_at``.
 
+The SQL lives in index/recycling.py (``index.recycling``); this module decides.
+
 A kill between 1 and 2 leaves files that no instance row names, which start-up
 reconciliation would call orphans. ``finish_interrupted`` runs before
 reconciliation (``Appliance.start``) and at each recycling run: it deletes the
@@ -47,15 +49,16 @@ pending forwarding jobs are kept until the jobs are sent (or fail for good).
 What keeps the offsite copy
 ---------------------------
 ``recycled_object`` rows are listed by the backup as wanted objects
-(backup/snapshot.py), so the retention period never deletes them offsite:
+(index/snapshot.py), so the retention period never deletes them offsite:
 recycled objects stay on the target until the study is restored. A disaster
 restore does not download them (backup/restore.py) but keeps these rows, so
 ``storage restore`` works on the new box too.
 
 Restore (``pacs-appliance storage restore STUDY_UID``) downloads each object
-from the target (recorded per study) into ``archive/restoring/``, checks every
-tag, parses it, and then, in one transaction, moves it into ``objects/`` under
-its own object id, indexes it again and removes the ``recycled_*`` rows: the
+from the target (recorded per study) into the archive's ``restoring`` staging
+folder, checks every tag (backup/fetch.py, the same code as a disaster
+restore), parses it, and then, in one transaction, adopts it into the archive
+under its own object id, indexes it again and removes the ``recycled_*`` rows: the
 study is back byte for byte, and because its object ids did not change the
 backup sends nothing again. The restored study counts as just received, so it is
 not recycled again for ``recycle_min_age_days``.
@@ -64,6 +67,7 @@ Logs name study UIDs and counts only; patient IDs go to the audit log alone.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import logging
@@ -74,21 +78,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .archive import envelope
-from .archive.fsutil import fsync_dir, private_dir, try_lock
-from .errors import ApplianceError, ConfigError, DiskFull, NotFound
-from .index.models import Instance, Patient, ReplacedObject, Study, utcnow
-from .index.models.recycle import RecycledObject, RecycledStudy
+from .archive import StorageArea
+from .archive.fsutil import try_lock
+from .errors import ApplianceError, ConfigError, DiskFull, IntegrityError, NotFound
+from .index import utcnow
+from .index.recycling import Kept
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
 # Audit actions that mean "somebody opened this study" (see web/viewer, dicom/move.py, get.py, dicomweb).
 ACCESS_ACTIONS = ("study.view", "study.export", "dicom.move", "dicom.get", "dicomweb.retrieve")
-# BackupService.is_offsite, in SQL: the object is on the target and a manifest there lists it. Joined per
-# study instead of asked per object (0.6 ms each: 600 ms of writer time for a 1,000-image study);
-# tests/recycle/test_recycle.py holds the two to the same answer.
-OFFSITE_JOIN = ("LEFT JOIN backup_object b ON b.target = ? AND b.object_id = {col} "
-                "AND b.manifest_at IS NOT NULL")
 WAKE_CHECK_SECONDS = 5.0  # free space is looked at on arrivals at most this often
 STUCK_RETRY_SECONDS = 600.0  # after a run that could not meet the target, arrivals wake it no sooner
 
@@ -184,12 +183,6 @@ class RestoreResult:
     bytes: int = 0
 
 
-def _dt(value) -> datetime.datetime | None:
-    if value is None or isinstance(value, datetime.datetime):
-        return value
-    return datetime.datetime.fromisoformat(str(value))
-
-
 def _plural(n: int, word: str) -> str:
     if n == 1:
         return f"{n} {word}"
@@ -197,9 +190,13 @@ def _plural(n: int, word: str) -> str:
 
 
 class Recycler:
-    def __init__(self, settings: RecycleSettings, archive, index, backup, audit, lock_path: Path):
+    def __init__(self, settings: RecycleSettings, archive: StorageArea, index, backup, audit, lock_path: Path):
         self.settings = settings
         self.archive, self.index, self.backup, self.audit = archive, index, backup, audit
+        # Where restored objects wait, checked, until the transaction that indexes them adopts them: not the
+        # archive's temp folder (start-up empties it) nor its objects (reconciliation would call a
+        # not-yet-indexed object an orphan if a server started meanwhile).
+        self.staging = archive.staging("restoring")
         self.lock_path = Path(lock_path)
         self.last: RecycleReport | None = None  # the last real (not dry) run, for the dashboard and /metrics
         self._wake = threading.Event()
@@ -213,38 +210,17 @@ class Recycler:
         """(studies old enough, least recently used first, each marked eligible or not with a reason;
         the number of studies kept because they were used recently)."""
         now = now or utcnow()
-        db = self.index.db
         target = self.backup.target_key() if self.backup is not None and self.backup.configured else None
-        studies = {}
-        rows = db.execute_sql(
-            "SELECT s.id, s.study_uid, s.accession, s.study_date, s.num_instances, count(i.id), "
-            "coalesce(sum(coalesce(b.size, i.size)), 0), sum(b.id IS NULL), max(i.received_at) "
-            "FROM study s JOIN series se ON se.study_id = s.id JOIN instance i ON i.series_id = se.id "
-            + OFFSITE_JOIN.format(col="i.object_id") + " GROUP BY s.id", (target,)).fetchall()
-        for pk, uid, acc, date, n, objects, size, missing, received in rows:
-            studies[pk] = Candidate(pk, uid, acc, date, n, objects, size, _dt(received), None, missing or 0)
-        for pk, objects, size, missing in db.execute_sql(
-                "SELECT se.study_id, count(r.id), coalesce(sum(coalesce(b.size, r.size)), 0), sum(b.id IS NULL) "
-                "FROM replaced_object r JOIN instance i ON i.sop_uid = r.sop_uid "
-                "JOIN series se ON se.id = i.series_id " + OFFSITE_JOIN.format(col="r.object_id")
-                + " GROUP BY se.study_id", (target,)).fetchall():
-            if pk in studies:
-                c = studies[pk]
-                c.objects, c.bytes, c.not_offsite = c.objects + objects, c.bytes + size, c.not_offsite + missing
-        for pk, n in db.execute_sql(
-                "SELECT se.study_id, count(*) FROM forward_job f JOIN instance i ON i.object_id = f.object_id "
-                "JOIN series se ON se.id = i.series_id WHERE f.state = 'pending' GROUP BY se.study_id").fetchall():
-            if pk in studies:
-                studies[pk].pending_forwards = n
+        studies = [Candidate(t.pk, t.study_uid, t.accession, t.study_date, t.instances, t.objects, t.bytes,
+                             t.last_received, None, t.not_offsite, t.pending_forwards)
+                   for t in self.index.recycling.study_totals(target)]
         cutoff = now - self.settings.min_age
-        access_sql = ("SELECT max(at) FROM audit_entry WHERE study_uid = ? AND action IN ("
-                      + ",".join("?" * len(ACCESS_ACTIONS)) + ")")
         old, recent = [], 0
-        for c in studies.values():
+        for c in studies:
             if c.last_received is not None and c.last_received >= cutoff:
                 recent += 1
                 continue
-            c.last_accessed = _dt(db.execute_sql(access_sql, (c.study_uid, *ACCESS_ACTIONS)).fetchone()[0])
+            c.last_accessed = self.index.recycling.last_access(c.study_uid, ACCESS_ACTIONS)
             if c.last_used >= cutoff:
                 recent += 1
                 continue
@@ -348,80 +324,29 @@ class Recycler:
 
     def _remove_rows(self, c: Candidate, target: str, actor: str, trigger: str):
         """Inside the writer's transaction: check again, record, delete the rows, audit."""
-        db = self.index.db
-        study = Study.select(Study, Patient).join(Patient).where(
-            (Study.id == c.pk) & (Study.study_uid == c.study_uid)).first()
-        if study is None:
-            return "gone from the index meanwhile"
-        objects = db.execute_sql(
-            "SELECT i.object_id, i.sop_uid, i.size, i.sha256, i.source, 0, b.size FROM instance i "
-            "JOIN series se ON se.id = i.series_id "
-            + OFFSITE_JOIN.format(col="i.object_id") + " WHERE se.study_id = ? UNION ALL "
-            "SELECT r.object_id, r.sop_uid, r.size, r.sha256, r.source, 1, b.size FROM replaced_object r "
-            "JOIN instance i ON i.sop_uid = r.sop_uid JOIN series se ON se.id = i.series_id "
-            + OFFSITE_JOIN.format(col="r.object_id") + " WHERE se.study_id = ?", (target, c.pk, target, c.pk)
-        ).fetchall()
-        not_offsite = [o for o in objects if o[6] is None]  # checked again here, inside the transaction
-        if not_offsite:
-            return f"{len(not_offsite)} of {_plural(len(objects), 'object')} not yet offsite"
-        forwards = db.execute_sql(
-            "SELECT count(*) FROM forward_job WHERE state = 'pending' AND object_id IN "
-            "(SELECT i.object_id FROM instance i JOIN series se ON se.id = i.series_id WHERE se.study_id = ?)",
-            (c.pk,)).fetchone()[0]
-        if forwards:
-            return f"{_plural(forwards, 'instance')} still to be forwarded to a peer"
-        patient = study.patient
-        sealed = sum(o[6] for o in objects)
-        instances = sum(1 for o in objects if not o[5])
         reason = (f"free space below {self.settings.free_below // MiB} MiB ({trigger}); "
                   f"last used {c.last_used:%Y-%m-%d}")
-        rs = RecycledStudy.create(
-            study_uid=study.study_uid, patient_id=patient.patient_id, patient_name=patient.name,
-            study_date=study.study_date, accession=study.accession, description=study.description,
-            modalities=study.modalities, num_instances=instances, bytes=sealed, target=target, reason=reason[:255])
-        for i in range(0, len(objects), 200):
-            RecycledObject.insert_many([
-                {"study": rs.id, "object_id": oid, "sop_uid": sop, "size": size, "sha256": sha, "source": src,
-                 "replaced": bool(rep), "offsite_size": osize}
-                for oid, sop, size, sha, src, rep, osize in objects[i:i + 200]]).execute()
-        replaced = [o[0] for o in objects if o[5]]
-        for i in range(0, len(replaced), 500):
-            ReplacedObject.delete().where(ReplacedObject.object_id.in_(replaced[i:i + 500])).execute()
-        # The whole study goes, so the patient's counts drop by the study's own (records.remove_instance
-        # does the same per instance); series and instance rows go with the study (ON DELETE CASCADE).
-        Patient.update(num_studies=Patient.num_studies - 1, num_series=Patient.num_series - study.num_series,
-                       num_instances=Patient.num_instances - study.num_instances).where(
-            Patient.id == patient.id).execute()
-        study.delete_instance()
-        Patient.delete().where((Patient.id == patient.id) & (Patient.num_instances <= 0)).execute()
+        out = self.index.recycling.take_out(c.pk, c.study_uid, target, reason)
+        if out is None:
+            return "gone from the index meanwhile"
+        if isinstance(out, Kept):
+            if out.not_offsite:
+                return f"{out.not_offsite} of {_plural(out.objects, 'object')} not yet offsite"
+            return f"{_plural(out.pending_forwards, 'instance')} still to be forwarded to a peer"
         # Written in this same transaction (not queued after it), so no deletion is ever left unaudited.
         self.audit._append(at=utcnow(), actor=actor, action="storage.recycle", address="",
-                           patient_id=patient.patient_id[:64], study_uid=study.study_uid[:64], detail=(
-                               f"accession {study.accession or '-'}; {_plural(instances, 'instance')}"
-                               f", {len(replaced)} older version(s), {sealed} bytes freed; offsite on {target}; "
-                               f"{reason}")[:2000])
-        return rs.id
+                           patient_id=out.patient_id[:64], study_uid=out.study_uid[:64], detail=(
+                               f"accession {out.accession or '-'}; {_plural(out.instances, 'instance')}"
+                               f", {out.replaced} older version(s), {out.sealed_bytes} bytes freed; offsite on "
+                               f"{target}; {reason}")[:2000])
+        return out.recycled_study_id
 
     def _purge(self, recycled_study_id: int) -> int:
         """Delete the local files of one recycled study (idempotent), then stamp them purged."""
-        ids = [oid for (oid,) in RecycledObject.select(RecycledObject.object_id).where(
-            (RecycledObject.study == recycled_study_id) & RecycledObject.purged_at.is_null()).tuples()]
-        self._delete_files(ids)
-        self.index.writer.run(lambda: RecycledObject.update(purged_at=utcnow()).where(
-            (RecycledObject.study == recycled_study_id) & RecycledObject.purged_at.is_null()).execute())
+        ids = self.index.recycling.unpurged(recycled_study_id)
+        self.archive.delete_many(ids)
+        self.index.recycling.stamp_purged(recycled_study_id)
         return len(ids)
-
-    def _delete_files(self, ids: list[str]) -> None:
-        dirs = set()
-        for oid in ids:
-            path = self.archive.path(oid)
-            try:
-                path.unlink()
-                dirs.add(path.parent)
-            except FileNotFoundError:
-                pass
-        for d in dirs:  # one fsync per directory, not per object
-            fsync_dir(d)
 
     def finish_interrupted(self) -> int:
         """Delete local files whose deletion (or restore) was interrupted; run before reconciliation.
@@ -439,50 +364,30 @@ class Recycler:
             os.close(fd)
 
     def _finish_interrupted(self) -> int:
-        if self.staging_dir.exists():  # downloads of a restore cut short: never indexed
-            for entry in self.staging_dir.iterdir():
-                entry.unlink(missing_ok=True)
-        pending = list(RecycledObject.select(RecycledObject.object_id, RecycledObject.study)
-                       .where(RecycledObject.purged_at.is_null()).tuples())
-        if not pending:
+        self.staging.clear()  # downloads of a restore cut short: never indexed
+        ids = self.index.recycling.unpurged()
+        if not ids:
             return 0
-        ids = [oid for oid, _ in pending]
         # Belt and braces: never delete a file that a live row names.
-        live = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            live.update(oid for (oid,) in Instance.select(Instance.object_id).where(
-                Instance.object_id.in_(chunk)).tuples())
-            live.update(oid for (oid,) in ReplacedObject.select(ReplacedObject.object_id).where(
-                ReplacedObject.object_id.in_(chunk)).tuples())
+        live = self.index.recycling.live_among(ids)
         if live:
             log.error("recycling: %d object(s) are both live and recorded as recycled; left in place: %s",
                       len(live), ", ".join(sorted(live)[:10]))
         todo = [oid for oid in ids if oid not in live]
-        self._delete_files(todo)
-
-        def stamp():
-            for i in range(0, len(todo), 500):
-                RecycledObject.update(purged_at=utcnow()).where(
-                    RecycledObject.object_id.in_(todo[i:i + 500])).execute()
-
-        self.index.writer.run(stamp)
+        self.archive.delete_many(todo)
+        self.index.recycling.stamp_purged_ids(todo)
         log.info("recycling: finished %d interrupted deletion(s) of objects confirmed offsite", len(todo))
         return len(todo)
 
     # -- restore -----------------------------------------------------------
-    def recycled(self, study_uid: str = "", limit: int | None = 100) -> list[RecycledStudy]:
-        q = RecycledStudy.select().where(RecycledStudy.restored_at.is_null())
-        if study_uid:
-            q = q.where(RecycledStudy.study_uid == study_uid)
-        q = q.order_by(RecycledStudy.recycled_at.desc())
-        return list(q.limit(limit) if limit else q)
+    def recycled(self, study_uid: str = "", limit: int | None = 100) -> list:
+        """Recycled studies not yet restored, newest first."""
+        return self.index.recycling.recycled(study_uid, limit)
 
     def restore(self, study_uid: str, actor: str = "system", parallel: int = 4,
                 progress: Callable[[str], None] | None = None) -> RestoreResult:
         """Bring a recycled study back from the backup target, byte for byte, under its old object ids."""
         from .dicomfile import parse
-        from .index.records import record_instance
 
         progress = progress or (lambda _m: None)
         studies = self.recycled(study_uid, limit=None)
@@ -493,48 +398,35 @@ class Recycler:
         fd = self._lock()
         try:
             for rs in studies:
-                objects = list(rs.objects)
+                objects = self.index.recycling.objects_of(rs.id)
                 need = sum(o.offsite_size for o in objects)
                 free = self.archive.disk_free_bytes()
                 if free - need < self.settings.reserve:
                     raise DiskFull(f"restoring study {study_uid} needs {need / MiB:.1f} MiB, but only "
                                    f"{(free - self.settings.reserve) / MiB:.1f} MiB are free above the reserve")
-                live = {sop: sha for sop, sha in Instance.select(Instance.sop_uid, Instance.sha256).where(
-                    Instance.sop_uid.in_([o.sop_uid for o in objects])).tuples()}
+                live = self.index.recycling.live_digests([o.sop_uid for o in objects])
                 # The same bytes already live on the box (sent again since): nothing to fetch for those.
                 fetch = [o for o in objects if not (not o.replaced and live.get(o.sop_uid) == o.sha256)]
                 ids = [o.object_id for o in fetch]
-                self.index.writer.run(lambda: RecycledObject.update(purged_at=None).where(
-                    RecycledObject.object_id.in_(ids)).execute())  # intent: these files may now appear
-                staged = self._download(rs.target, fetch, parallel, progress)
+                self.index.recycling.reopen(ids)  # intent: these files may now appear
+                self._download(rs, fetch, parallel, progress)
                 parsed = {}
                 for o in fetch:
                     if not o.replaced:
-                        data = self._read_staged(o.object_id, staged[o.object_id])
+                        data = self.staging.read(o.object_id)
                         parsed[o.object_id] = parse(io.BytesIO(data), len(data)).attributes
                         del data
 
-                def reindex(rs=rs, objects=objects, fetch=fetch, parsed=parsed, staged=staged):
+                def reindex(rs=rs, objects=objects, fetch=fetch, parsed=parsed):
                     # Objects move into the archive inside this transaction: if it rolls back, the intent
                     # rows (purged_at NULL) make the next run or start-up remove them again.
                     counts = {"instances": 0, "replaced": 0, "skipped": len(objects) - len(fetch)}
                     for o in fetch:
-                        self._move_in(o.object_id, staged[o.object_id])
-                        current = Instance.get_or_none(Instance.sop_uid == o.sop_uid)
-                        if o.replaced or (current is not None and current.sha256 != o.sha256):
-                            ReplacedObject.create(sop_uid=o.sop_uid, object_id=o.object_id, size=o.size,
-                                                  sha256=o.sha256, source=o.source)
-                            counts["replaced"] += 1
-                        elif current is not None:  # identical bytes arrived meanwhile: this file is surplus
-                            counts["skipped"] += 1
-                            continue
-                        else:
-                            record_instance(parsed[o.object_id], o.object_id, o.size, o.sha256, o.source)
-                            counts["instances"] += 1
-                        RecycledObject.delete().where(RecycledObject.object_id == o.object_id).execute()
-                    RecycledObject.delete().where((RecycledObject.study == rs.id) & RecycledObject.purged_at.is_null(
-                        False)).execute()
-                    RecycledStudy.update(restored_at=utcnow()).where(RecycledStudy.id == rs.id).execute()
+                        self.archive.adopt(self.staging, o.object_id)
+                        # "skipped": identical bytes arrived meanwhile, so this file is surplus (purged below)
+                        kind = self.index.recycling.bring_back(o, parsed.get(o.object_id))
+                        counts["instances" if kind == "instance" else kind] += 1
+                    self.index.recycling.close_restore(rs.id)
                     self.audit._append(at=utcnow(), actor=actor, action="storage.restore", address="",
                                        patient_id=rs.patient_id[:64], study_uid=rs.study_uid[:64], detail=(
                                            f"accession {rs.accession or '-'}; {counts['instances']} instance(s) "
@@ -543,11 +435,9 @@ class Recycler:
                     return counts
 
                 counts = self.index.writer.run(reindex)
-                for d in {self.archive.path(o.object_id).parent for o in fetch}:
-                    fsync_dir(d)
+                self.archive.sync_adopted(o.object_id for o in fetch)
                 if self._purge(rs.id):  # surplus files (the same bytes arrived during the download)
-                    self.index.writer.run(lambda rs=rs: RecycledObject.delete().where(
-                        RecycledObject.study == rs.id).execute())
+                    self.index.recycling.forget_objects(rs.id)
                 result.instances += counts["instances"]
                 result.replaced += counts["replaced"]
                 result.skipped += counts["skipped"]
@@ -558,74 +448,29 @@ class Recycler:
                  result.replaced)
         return result
 
-    @property
-    def staging_dir(self) -> Path:
-        """Where restored objects wait, checked, until the transaction that indexes them moves them in.
+    def _download(self, rs, objects: list, parallel: int, progress) -> None:
+        """Fetch each object into the staging folder, every tag checked (backup/fetch.py)."""
+        from .backup.fetch import MISSING, fetch
 
-        Not ``archive/tmp`` (start-up removes what is there) and not ``objects/`` (reconciliation would
-        call a not-yet-indexed object an orphan if a server started meanwhile).
-        """
-        return self.archive.root / "restoring"
-
-    def _download(self, target_url: str, objects: list, parallel: int, progress) -> dict[str, Path]:
-        """Fetch each object into the staging folder, every tag checked; object id -> staged path."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .backup import manifest as mf
-
-        self.staging_dir.mkdir(mode=0o700, exist_ok=True)
-        target = self.backup.open_target(target_url)
-        keyring = self.archive.keyring
-
-        def one(o) -> tuple[str, Path]:
-            staged = self.staging_dir / o.object_id
-            with open(staged, "wb") as dst:
-                try:
-                    with target.open(mf.object_name(o.object_id)) as src:
-                        while block := src.read(1 << 20):
-                            dst.write(block)
-                except FileNotFoundError:
-                    raise NotFound(f"object {o.object_id} of recycled study {o.study.study_uid} is missing "
-                                   f"from {target.url}") from None
-                dst.flush()
-                os.fsync(dst.fileno())
-                size = os.fstat(dst.fileno()).st_size
-            with open(staged, "rb") as check:  # every tag, before the object is used
-                for _chunk in envelope.open_chunks(check, size, bytes.fromhex(o.object_id), keyring.archive_key,
-                                                   f"offsite object {o.object_id}"):
-                    pass
-            return o.object_id, staged
-
-        staged: dict[str, Path] = {}
+        target = self.backup.open_target(rs.target)
         try:
-            with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="recycle-restore") as pool:
-                for oid, path in pool.map(one, objects):
-                    staged[oid] = path
-                    if len(staged) % 50 == 0:
-                        progress(f"fetched {len(staged)}/{len(objects)} objects")
+            with contextlib.closing(fetch(target, self.archive, self.staging, [o.object_id for o in objects],
+                                          parallel=parallel, adopt=False, thread_name="recycle-restore")) as got:
+                for n, one in enumerate(got, 1):
+                    if one.error == MISSING:
+                        raise NotFound(f"object {one.object_id} of recycled study {rs.study_uid} is missing "
+                                       f"from {target.url}")
+                    if one.error:
+                        raise IntegrityError(one.error)
+                    if n % 50 == 0:
+                        progress(f"fetched {n}/{len(objects)} objects")
         finally:
             target.close()
-        return staged
-
-    def _read_staged(self, object_id: str, path: Path) -> bytes:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            return b"".join(envelope.open_chunks(fh, size, bytes.fromhex(object_id), self.archive.keyring.archive_key,
-                                                 f"object {object_id}"))
-
-    def _move_in(self, object_id: str, staged: Path) -> None:
-        final = self.archive.path(object_id)
-        private_dir(final.parent)
-        os.rename(staged, final)
 
     # -- status ------------------------------------------------------------
     def totals(self) -> tuple[int, int]:
         """(studies recycled so far, bytes freed by them), restored ones included: counters for /metrics."""
-        from peewee import fn
-
-        n, size = RecycledStudy.select(fn.COUNT(RecycledStudy.id), fn.COALESCE(fn.SUM(RecycledStudy.bytes), 0)
-                                       ).scalar(as_tuple=True)
-        return n or 0, size or 0
+        return self.index.recycling.totals()
 
     def status(self) -> dict:
         """For the dashboard and /metrics: cheap (no plan is computed here)."""
@@ -647,7 +492,7 @@ class Recycler:
         return {"enabled": self.settings.enabled, "free": free, "free_below": self.settings.free_below,
                 "target_free": self.settings.target_free, "min_age_days": self.settings.min_age.days,
                 "recycled_studies": studies, "recycled_bytes": freed,
-                "offsite_only": RecycledStudy.select().where(RecycledStudy.restored_at.is_null()).count(),
+                "offsite_only": self.index.recycling.offsite_only(),
                 "last": last, "warning": warning}
 
     # -- the background service ----------------------------------------------

@@ -9,15 +9,14 @@ dashboard can say when the disk last proved readable.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .archive import Archive
+from .archive import StorageArea
 from .errors import ApplianceError
-from .index.models import Instance, ReplacedObject, utcnow
+from .index import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,42 +34,33 @@ class VerifyReport:
         return not self.damaged and not self.missing
 
 
-def _rows(sample: int | None) -> list[tuple[str, str, str, int]]:
-    query = Instance.select(Instance.sop_uid, Instance.object_id, Instance.sha256, Instance.size)
-    rows = [(r.sop_uid, r.object_id, r.sha256, r.size) for r in query.iterator()]
-    rows += [(f"(replaced) {r.sop_uid}", r.object_id, r.sha256, r.size)
-             for r in ReplacedObject.select().iterator()]
-    if sample is not None and sample < len(rows):
-        rows = random.sample(rows, sample)
-    return rows
-
-
-def _recycled(object_id: str) -> bool:
-    from .index.models.recycle import RecycledObject
-
-    return RecycledObject.select().where(RecycledObject.object_id == object_id).exists()
-
-
-def verify_all(archive: Archive, sample: int | None = None,
+def verify_all(archive: StorageArea, index, sample: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Check every indexed object (or a random ``sample`` of them)."""
+    """Check every indexed object (or a random ``sample`` of them).
+
+    The rows are read in pages (or sampled by the index), never all at once: bounded memory at any size."""
     report = VerifyReport()
-    rows = _rows(sample)
-    for n, (sop_uid, object_id, sha256, size) in enumerate(rows, 1):
+    if sample is not None:
+        rows = index.objects.sample(sample)
+        total = len(rows)
+    else:
+        total = index.objects.count()
+        rows = index.objects.rows()
+    for n, row in enumerate(rows, 1):
         try:
-            archive.verify(object_id, sha256)
+            archive.verify(row.object_id, row.sha256)
         except ApplianceError as exc:
-            if not archive.exists(object_id) and _recycled(object_id):
+            if not archive.exists(row.object_id) and index.recycling.is_recycled(row.object_id):
                 continue  # recycled (appliance/recycle.py) since the list was read: deleted on purpose
-            if not archive.exists(object_id):
-                report.missing.append(sop_uid)
+            if not archive.exists(row.object_id):
+                report.missing.append(row.label)
             else:
-                report.damaged.append((sop_uid, str(exc)))
-            log.error("verify: instance %s: %s", sop_uid, exc)
+                report.damaged.append((row.label, str(exc)))
+            log.error("verify: instance %s: %s", row.label, exc)
         report.checked += 1
-        report.bytes += size
+        report.bytes += row.size
         if progress:
-            progress(n, len(rows))
+            progress(n, total)
     report.finished_at = utcnow()
     return report
 
@@ -78,8 +68,8 @@ def verify_all(archive: Archive, sample: int | None = None,
 class Sampler:
     """Background light verification: a random sample every ``interval`` seconds."""
 
-    def __init__(self, archive: Archive, sample_size: int, interval: float):
-        self.archive = archive
+    def __init__(self, archive: StorageArea, index, sample_size: int, interval: float):
+        self.archive, self.index = archive, index
         self.sample_size = sample_size
         self.interval = interval
         self.last: VerifyReport | None = None
@@ -87,7 +77,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> VerifyReport:
-        self.last = verify_all(self.archive, sample=self.sample_size)
+        self.last = verify_all(self.archive, self.index, sample=self.sample_size)
         if not self.last.ok:
             log.error("background verification found %d damaged and %d missing object(s): run "
                       "`pacs-appliance verify` for the full list", len(self.last.damaged), len(self.last.missing))

@@ -160,7 +160,7 @@ def incremental(args, work: Path) -> list[tuple[str, str]]:
     kid = keyring.current_archive_key
     for i in range(1, counts["instances"] + 1):
         oid = hashlib.md5(str(i).encode()).hexdigest()
-        path = app.archive.path(oid)
+        path = app.archive._path(oid)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             envelope.seal(io.BytesIO(os.urandom(512)), fh, bytes.fromhex(oid), kid, keyring.archive_key(kid), 1 << 20)

@@ -1,5 +1,6 @@
-"""Encrypted, durable object store for DICOM files (see store.py and envelope.py)."""
+"""Encrypted, durable object store for DICOM files (interface in area.py; files in store.py, envelope.py)."""
+from .area import Staging, StorageArea
 from .keys import Keyring, KeyStore
 from .store import Archive, StoredObject
 
-__all__ = ["Archive", "Keyring", "KeyStore", "StoredObject"]
+__all__ = ["Archive", "Keyring", "KeyStore", "Staging", "StorageArea", "StoredObject"]

@@ -28,6 +28,7 @@ swapped, a chunk cannot be moved, and truncation or extension is detected.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from typing import BinaryIO, Callable, Iterator
 
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import IntegrityError
 
+OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")  # 16 random bytes in hex; bound into every tag
 MAGIC = b"PACSOBJ\0"
 VERSION = 1
 HEADER = struct.Struct(">8sB8sI8s")

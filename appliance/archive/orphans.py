@@ -13,15 +13,14 @@ import os
 import time
 
 from .fsutil import fsync_dir
-from .store import OBJECT_ID, Archive
+from .store import OBJECT_ID, ORPHANS_DIR, Archive  # ORPHANS_DIR: where quarantine_orphans moves them
 
 log = logging.getLogger(__name__)
-ORPHANS_DIR = "orphans"  # the folder appliance/reconcile.py moves orphans into
 
 
 def prune_orphans(archive: Archive, keep_days: float, now: float | None = None) -> int:
     """Delete orphans older than ``keep_days`` (0 or less: keep them all); return how many went."""
-    folder = archive.root / ORPHANS_DIR
+    folder = archive._root / ORPHANS_DIR  # this package owns the layout
     if keep_days <= 0 or not folder.is_dir():
         return 0
     cutoff = (time.time() if now is None else now) - keep_days * 86400

@@ -9,7 +9,15 @@ Layout under ``<data dir>/archive/``::
                             objects), so most writes land in an existing directory
                             and skip the two extra directory fsyncs a new one needs
     tmp/                    objects being written; anything here at start-up was
-                            never acknowledged and is removed
+                            never acknowledged and is removed. A disaster restore also
+                            receives its downloads here (``staging("tmp")``)
+    restoring/              recycled objects downloaded for ``storage restore``, checked,
+                            waiting for the transaction that indexes them (``staging``)
+    orphans/                objects no index row named at start-up (``quarantine_orphans``),
+                            kept whole under their own names
+
+The layout is private to this package: the rest of the appliance uses the
+interface in area.py (tests/architecture/test_archive_seam.py checks).
 
 A write is temp file -> fsync -> rename -> fsync of the directory, so a crash
 leaves nothing or a whole object. Objects are written once and never modified.
@@ -21,21 +29,23 @@ import hashlib
 import io
 import logging
 import os
-import re
 import secrets
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from ..errors import IntegrityError, NotFound
 from . import envelope
 from .fsutil import fsync_dir, private_dir
 from .keys import Keyring
+from .staging import FileStaging
 
 log = logging.getLogger(__name__)
-OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
+OBJECT_ID = envelope.OBJECT_ID
+ORPHANS_DIR = "orphans"
+STAGING_DIRS = ("tmp", "restoring")
 FANOUT_BATCH = 256  # objects written into one fan-out directory before a new random one is picked
 
 
@@ -48,9 +58,9 @@ class StoredObject:
 
 class Archive:
     def __init__(self, root: Path, keyring: Keyring, chunk_size: int = 1 << 20):
-        self.root = Path(root)
-        self.objects_dir = self.root / "objects"
-        self.tmp_dir = self.root / "tmp"
+        self._root = Path(root)
+        self._objects_dir = self._root / "objects"
+        self._tmp_dir = self._root / "tmp"
         self.keyring = keyring
         self.chunk_size = chunk_size
         self._known_dirs: set[Path] = set()
@@ -60,7 +70,7 @@ class Archive:
 
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
-        for d in (self.root, self.objects_dir, self.tmp_dir):
+        for d in (self._root, self._objects_dir, self._tmp_dir):
             private_dir(d)
 
     def clean_tmp(self) -> int:
@@ -72,8 +82,8 @@ class Archive:
         running beside a starting server) and is left alone.
         """
         removed = 0
-        if self.tmp_dir.exists():
-            for entry in self.tmp_dir.iterdir():
+        if self._tmp_dir.exists():
+            for entry in self._tmp_dir.iterdir():
                 try:
                     fd = os.open(entry, os.O_RDONLY)
                 except FileNotFoundError:
@@ -91,10 +101,10 @@ class Archive:
         return removed
 
     # -- paths -------------------------------------------------------------
-    def path(self, object_id: str) -> Path:
+    def _path(self, object_id: str) -> Path:
         if not OBJECT_ID.match(object_id):
             raise NotFound(f"invalid object id {object_id!r}")
-        return self.objects_dir / object_id[:2] / object_id[2:4] / object_id
+        return self._objects_dir / object_id[:2] / object_id[2:4] / object_id
 
     # -- writing -----------------------------------------------------------
     def put(self, src: BinaryIO, object_id: str | None = None) -> StoredObject:
@@ -106,7 +116,7 @@ class Archive:
             raise ValueError(f"invalid object id {object_id!r}")
         digest = hashlib.sha256()
         key_id = self.keyring.current_archive_key
-        tmp = self.tmp_dir / object_id
+        tmp = self._tmp_dir / object_id
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # marks the file as in use for clean_tmp()
         try:
@@ -115,7 +125,7 @@ class Archive:
                                      self.keyring.archive_key(key_id), self.chunk_size, digest.update)
                 fh.flush()
                 os.fsync(fh.fileno())
-                final = self.path(object_id)
+                final = self._path(object_id)
                 self._ensure_dir(final.parent)
                 os.rename(tmp, final)  # still holding the lock, so clean_tmp() cannot race us
             fsync_dir(final.parent)
@@ -147,17 +157,64 @@ class Archive:
             self._known_dirs.add(directory)
 
     def delete(self, object_id: str) -> None:
-        path = self.path(object_id)
+        path = self._path(object_id)
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
 
+    def delete_many(self, object_ids: Iterable[str]) -> int:
+        dirs = set()
+        deleted = 0
+        for oid in object_ids:
+            path = self._path(oid)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            dirs.add(path.parent)
+            deleted += 1
+        for d in dirs:  # one fsync per directory, not per object
+            fsync_dir(d)
+        return deleted
+
+    # -- objects from elsewhere, and objects put aside ------------------------
+    def staging(self, name: str) -> FileStaging:
+        if name not in STAGING_DIRS:
+            raise ValueError(f"unknown staging folder {name!r}")
+        return FileStaging(self._root / name, self.keyring)
+
+    def adopt(self, staging: FileStaging, object_id: str) -> None:
+        """A rename (the staging folder is on the same file system); directories are made as needed,
+        unsynced: ``sync_adopted`` makes a whole batch durable at once."""
+        final = self._path(object_id)
+        private_dir(final.parent)  # both fan-out levels 0700, whatever the umask
+        os.rename(staging.file(object_id), final)
+
+    def sync_adopted(self, object_ids: Iterable[str]) -> None:
+        for d in {self._path(oid).parent for oid in object_ids}:
+            if d.exists():
+                fsync_dir(d)
+                fsync_dir(d.parent)
+        fsync_dir(self._objects_dir)
+
+    def quarantine_orphans(self, object_ids: Iterable[str]) -> str:
+        """Move objects to ``orphans/`` under the same name (the envelope is bound to it: still readable)."""
+        moved_to = self._root / ORPHANS_DIR
+        private_dir(moved_to)
+        for object_id in object_ids:
+            source = self._path(object_id)
+            os.rename(source, moved_to / object_id)
+            fsync_dir(source.parent)
+        fsync_dir(moved_to)
+        fsync_dir(self._root)
+        return str(moved_to)
+
     # -- reading -----------------------------------------------------------
     def exists(self, object_id: str) -> bool:
-        return self.path(object_id).exists()
+        return self._path(object_id).exists()
 
     def iter_chunks(self, object_id: str) -> Iterator[bytes]:
         """Yield the plaintext in chunks; raises IntegrityError on any damage."""
-        path = self.path(object_id)
+        path = self._path(object_id)
         try:
             fh = open(path, "rb")
         except FileNotFoundError:
@@ -169,6 +226,18 @@ class Archive:
 
     def read(self, object_id: str) -> bytes:
         return b"".join(self.iter_chunks(object_id))
+
+    def open_sealed(self, object_id: str) -> BinaryIO:
+        try:
+            return open(self._path(object_id), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"archive object {object_id} is missing from the disk") from None
+
+    def sealed_size(self, object_id: str) -> int | None:
+        try:
+            return self._path(object_id).stat().st_size
+        except (FileNotFoundError, NotFound):
+            return None
 
     def copy_to(self, object_id: str, dst: BinaryIO) -> int:
         total = 0
@@ -188,14 +257,14 @@ class Archive:
 
     def list_ids(self) -> Iterator[str]:
         """Every object id, in order. scandir's file types spare a stat per entry (2x faster warm)."""
-        if not self.objects_dir.exists():
+        if not self._objects_dir.exists():
             return
 
         def subdirs(path) -> list[str]:
             with os.scandir(path) as entries:
                 return sorted(e.path for e in entries if e.is_dir())
 
-        for a in subdirs(self.objects_dir):
+        for a in subdirs(self._objects_dir):
             for b in subdirs(a):
                 with os.scandir(b) as entries:
                     yield from sorted(e.name for e in entries if OBJECT_ID.match(e.name))
@@ -204,7 +273,7 @@ class Archive:
         """The encrypted quarantine of failed imports beside the objects (quarantine.py)."""
         from .quarantine import Quarantine
 
-        return Quarantine(self.root / "quarantine", self.keyring, self.chunk_size)
+        return Quarantine(self._root / "quarantine", self.keyring, self.chunk_size)
 
     def disk_free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free
+        return shutil.disk_usage(self._root).free

@@ -1,9 +1,12 @@
 """Offsite backup and disaster restore.
 
-Modules: targets/ (folder / SFTP / S3 behind one interface, by URL scheme), snapshot.py
-(encrypted index snapshot), manifest.py (offsite names, sealing, the manifest),
-sync.py (one backup run), schedule.py (daily window, run now, retries),
-verify.py, restore.py, service.py (``app.backup``: run, status, is_offsite).
+Modules: targets/ (folder / SFTP / S3 behind one interface, by URL scheme),
+manifest.py (offsite names, sealing, the manifest), sync.py (one backup run),
+schedule.py (daily window, run now, retries), verify.py, fetch.py (download, check
+every tag, adopt: shared by restore.py and recycling), restore.py, service.py
+(``app.backup``: run, status, is_offsite). The index snapshot is taken by
+appliance/index/snapshot.py, and the backup's state lives in ``index.backup``
+(appliance/index/backup.py): nothing here imports peewee or the models.
 
 Offsite layout, format version 1
 ================================

@@ -4,8 +4,9 @@
 2. the newest manifest that opens names the snapshot and the objects;
 3. the snapshot is decrypted (every tag checked) into ``index.db``; the keys,
    config, archive and inbox folders are created as ``init`` would;
-4. each object is downloaded into ``archive/tmp``, every tag checked, then
-   renamed into place: byte for byte what the old box had on its disk;
+4. each object is downloaded into a staging folder of the archive, every tag
+   checked, then adopted (renamed into place): byte for byte what the old box
+   had on its disk (fetch.py, shared with bringing back a recycled study);
 5. a summary; objects that are missing or fail their check are named, and the
    exit status says the restore is incomplete.
 
@@ -22,20 +23,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .. import config as config_mod
-from ..archive import Archive, KeyStore, envelope
-from ..archive.fsutil import fsync_dir, private_dir, write_file_atomic
+from ..archive import Archive, KeyStore, StorageArea
+from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
 from ..audit import AuditLog
 from ..errors import DataDirError, IntegrityError
 from ..index import Index
-from ..index.models.backup import BackupObject
 from . import manifest as mf
+from .fetch import MISSING, fetch
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,6 @@ def _check_empty(data_dir: Path) -> None:
     if data_dir.exists() and any(data_dir.iterdir()):
         raise DataDirError(f"{data_dir} is not empty: restore only into a new, empty data directory "
                            "(nothing there is ever overwritten)")
-
-
-def _download(target, name: str, dest: Path) -> int:
-    total = 0
-    with target.open(name) as src, open(dest, "wb") as dst:
-        while True:
-            block = src.read(1 << 20)
-            if not block:
-                break
-            dst.write(block)
-            total += len(block)
-        dst.flush()
-        os.fsync(dst.fileno())
-    return total
 
 
 def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[str] = (),
@@ -122,13 +108,13 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
     try:
         # Recycled studies (appliance/recycle.py) stay offsite-only, as on the old box; their rows come along,
         # so `pacs-appliance storage restore` can still bring each one back.
-        recycled = {r[0] for r in index.db.execute_sql("SELECT object_id FROM recycled_object").fetchall()}
+        recycled = index.recycling.object_ids()
         wanted = {oid: size for oid, size in man.objects.items() if oid not in recycled}
         if studies or patients:
-            keep = index.writer.run(lambda: _keep_only(index, list(studies), list(patients)))
+            keep = index.writer.run(lambda: index.backup.keep_only(list(studies), list(patients)))
             wanted = {oid: size for oid, size in wanted.items() if oid in keep}
             progress(f"partial restore: {len(keep)} objects of the chosen studies")
-        index.writer.run(lambda: BackupObject.delete().execute())
+        index.backup.forget_all()
         report.objects = len(wanted)
         _fetch_objects(target, archive, wanted, report, parallel, progress)
         report.seconds = time.monotonic() - started
@@ -140,66 +126,20 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
     return report
 
 
-def _fetch_objects(target, archive: Archive, wanted: dict[str, int], report: RestoreReport, parallel: int,
+def _fetch_objects(target, archive: StorageArea, wanted: dict[str, int], report: RestoreReport, parallel: int,
                    progress) -> None:
-    last = [time.monotonic()]
-
-    def one(oid: str) -> tuple[str, str | None, int]:
-        name = mf.object_name(oid)
-        tmp = archive.tmp_dir / oid
-        try:
-            size = _download(target, name, tmp)
-            with open(tmp, "rb") as fh:  # every tag, before the object is put in place
-                for _chunk in envelope.open_chunks(fh, size, bytes.fromhex(oid), archive.keyring.archive_key,
-                                                   f"offsite object {oid}"):
-                    pass
-            final = archive.path(oid)
-            private_dir(final.parent)
-            os.rename(tmp, final)
-            return oid, None, size
-        except FileNotFoundError:
-            return oid, "missing", 0
-        except IntegrityError as exc:
-            return oid, str(exc), 0
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="restore") as pool:
-        for oid, why, size in pool.map(one, wanted):
-            if why == "missing":
-                report.missing.append(mf.object_name(oid))
-            elif why:
-                report.damaged.append((mf.object_name(oid), why))
-            else:
-                report.restored += 1
-                report.bytes += size
-            if time.monotonic() - last[0] > 2:
-                last[0] = time.monotonic()
-                progress(f"restored {report.restored}/{len(wanted)} objects, {report.bytes / 1e6:.1f} MB")
-    # Directories were created without fsync per object; one pass makes the renames durable.
-    for d in {archive.path(oid).parent for oid in wanted}:
-        if d.exists():
-            fsync_dir(d)
-            fsync_dir(d.parent)
-    fsync_dir(archive.objects_dir)
-
-
-def _keep_only(index, studies: list[str], patients: list[str]) -> set[str]:
-    """Delete every study but the chosen ones from the restored index; return the objects to fetch."""
-    db = index.db
-    marks = lambda xs: ",".join("?" * len(xs)) or "NULL"  # noqa: E731
-    keep_sql = (f"SELECT s.id FROM study s JOIN patient p ON p.id = s.patient_id "
-                f"WHERE s.study_uid IN ({marks(studies)}) OR p.patient_id IN ({marks(patients)})")
-    params = [*studies, *patients]
-    if not db.execute_sql(keep_sql, params).fetchall():
-        raise DataDirError("none of the chosen studies or patients is in the backup's index")
-    db.execute_sql(f"DELETE FROM study WHERE id NOT IN ({keep_sql})", params)  # cascades to series, instances
-    db.execute_sql("DELETE FROM patient WHERE id NOT IN (SELECT patient_id FROM study)")
-    db.execute_sql("DELETE FROM replaced_object")
-    db.execute_sql("""UPDATE patient SET
-        num_studies = (SELECT count(*) FROM study WHERE study.patient_id = patient.id),
-        num_series = (SELECT count(*) FROM series JOIN study ON study.id = series.study_id
-                      WHERE study.patient_id = patient.id),
-        num_instances = (SELECT count(*) FROM instance JOIN series ON series.id = instance.series_id
-                         JOIN study ON study.id = series.study_id WHERE study.patient_id = patient.id)""")
-    return {r[0] for r in db.execute_sql("SELECT object_id FROM instance").fetchall()}
+    last = time.monotonic()
+    staging = archive.staging("tmp")  # a new data directory: nothing else writes there
+    for got in fetch(target, archive, staging, wanted, parallel=parallel, thread_name="restore"):
+        if got.error == MISSING:
+            report.missing.append(mf.object_name(got.object_id))
+        elif got.error:
+            report.damaged.append((mf.object_name(got.object_id), got.error))
+        else:
+            report.restored += 1
+            report.bytes += got.size
+        if time.monotonic() - last > 2:
+            last = time.monotonic()
+            progress(f"restored {report.restored}/{len(wanted)} objects, {report.bytes / 1e6:.1f} MB")
+    # Objects were moved in without a directory fsync each; one pass makes the renames durable.
+    archive.sync_adopted(wanted)

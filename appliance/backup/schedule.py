@@ -14,7 +14,6 @@ import threading
 from typing import Callable
 
 from ..errors import ConfigError
-from ..index.models.backup import BackupRun
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,7 @@ class Scheduler:
 
     def _succeeded_since(self, start: datetime.datetime) -> bool:
         start_utc = start.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return BackupRun.select().where((BackupRun.result == "success")
-                                        & (BackupRun.finished_at >= start_utc)).exists()
+        return self.service.index.backup.succeeded_since(start_utc)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -19,8 +19,7 @@ from typing import Callable
 
 from ..archive.fsutil import try_lock
 from ..errors import ApplianceError
-from ..index.models.backup import BackupObject, BackupRun
-from ..index.models.core import utcnow
+from ..index import utcnow
 from .sync import Sync, SyncOptions, SyncResult
 from .targets import Target, TargetError, open_target
 
@@ -83,7 +82,7 @@ class BackupService:
         """
         fd = self._lock()
         key = self.target_key()
-        run = self.index.writer.run(lambda: BackupRun.create(target=key, trigger=trigger))
+        run_id = self.index.backup.start_run(key, trigger)
         result = SyncResult()
         self._running = True
         try:
@@ -107,7 +106,7 @@ class BackupService:
             raise TargetError(f"backup to {self.settings.target} failed: {result.error}") from exc
         finally:
             self._running = False
-            self._finish(run.id, result)
+            self._finish(run_id, result)
             os.close(fd)
             self.audit.record("backup.run", actor, detail=(
                 f"{result.result}: {result.objects} objects, {result.bytes} bytes"
@@ -117,9 +116,8 @@ class BackupService:
         return result
 
     def _finish(self, run_id: int, result: SyncResult) -> None:
-        self.index.writer.run(lambda: BackupRun.update(
-            finished_at=utcnow(), result=result.result, objects=result.objects, bytes=result.bytes,
-            manifest=result.manifest, error=result.error[:2000]).where(BackupRun.id == run_id).execute())
+        self.index.backup.finish_run(run_id, result=result.result, objects=result.objects, bytes=result.bytes,
+                                     manifest=result.manifest, error=result.error)
 
     def run_now(self, actor: str = "system") -> None:
         """Ask the scheduler for a run as soon as possible (returns at once)."""
@@ -129,18 +127,17 @@ class BackupService:
 
     # -- status --------------------------------------------------------------
     def history(self, limit: int = 20) -> list[dict]:
-        return [self._run_dict(r) for r in BackupRun.select().order_by(BackupRun.id.desc()).limit(limit)]
+        return [self._run_dict(r) for r in self.index.backup.history(limit)]
 
     @staticmethod
-    def _run_dict(r: BackupRun) -> dict:
+    def _run_dict(r) -> dict:
         return {"id": r.id, "target": r.target, "trigger": r.trigger, "started_at": _iso(r.started_at),
                 "finished_at": _iso(r.finished_at), "result": r.result, "objects": r.objects, "bytes": r.bytes,
                 "manifest": r.manifest, "error": r.error}
 
     def status(self) -> dict:
-        last = BackupRun.select().order_by(BackupRun.id.desc()).first()
-        success = (BackupRun.select().where(BackupRun.result == "success")
-                   .order_by(BackupRun.finished_at.desc()).first())
+        last = self.index.backup.last_run()
+        success = self.index.backup.last_success()
         age = None
         if success and success.finished_at:
             age = (utcnow() - success.finished_at).total_seconds() / 3600
@@ -169,6 +166,4 @@ class BackupService:
         }
 
     def is_offsite(self, object_id: str) -> bool:
-        return BackupObject.select().where(
-            (BackupObject.target == self.target_key()) & (BackupObject.object_id == object_id)
-            & BackupObject.manifest_at.is_null(False)).exists()
+        return self.index.backup.is_offsite(self.target_key(), object_id)

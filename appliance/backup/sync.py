@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..archive import Archive, KeyStore
+from ..archive import KeyStore, StorageArea
 from ..errors import ApplianceError, NotFound
-from ..index.models.backup import BackupObject, BackupRun
-from ..index.models.core import utcnow
+from ..index import snapshot
+from ..index import utcnow
 from . import manifest as mf
-from . import snapshot
 from .targets import Target, TargetError, Throttle, ThrottledReader
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class SyncResult:
 
 
 class Sync:
-    def __init__(self, target: Target, target_key: str, keys: KeyStore, archive: Archive, index, work_dir: Path,
+    def __init__(self, target: Target, target_key: str, keys: KeyStore, archive: StorageArea, index, work_dir: Path,
                  options: SyncOptions, progress: Callable[[str], None] | None = None,
                  cancel: threading.Event | None = None):
         self.target, self.target_key = target, target_key
@@ -131,8 +130,7 @@ class Sync:
             self._put_bytes(manifest_name, manifest.seal(n, self.keyring), result)  # last: the run is now complete
             result.manifest = manifest_name
             if result.objects or result.adopted or self._unlisted:
-                self.index.writer.run(lambda: BackupObject.update(manifest_at=now).where(
-                    (BackupObject.target == self.target_key) & BackupObject.manifest_at.is_null()).execute())
+                self.index.backup.stamp_listed(self.target_key, now)
             result.pruned = self._retention(set(wanted), state, now)
             result.result = "partial" if result.missing_on_box else "success"
             recycled = [oid for oid in result.missing_on_box if oid in self._recycled]
@@ -155,26 +153,19 @@ class Sync:
     # -- state -------------------------------------------------------------
     def _state(self) -> dict[str, int]:
         """object id -> offsite size, for objects recorded as uploaded to this target (raw SQL: 100k rows)."""
-        rows = self.index.db.execute_sql(
-            # "+target": a sequential scan, about 3x faster here than 100k lookups through the (target, id) index
-            "SELECT object_id, size, deleted_at IS NOT NULL, manifest_at IS NULL FROM backup_object "
-            "WHERE +target = ?", (self.target_key,)).fetchall()
-        self._marked_deleted = {row[0] for row in rows if row[2]}
-        self._unlisted = any(row[3] for row in rows)  # uploaded by an interrupted run, not yet in a manifest
-        return {row[0]: row[1] for row in rows}
+        state, self._marked_deleted, self._unlisted = self.index.backup.uploaded(self.target_key)
+        # (_unlisted: uploaded by an interrupted run, not yet in a manifest)
+        return state
 
     def _state_count(self) -> int:
-        return BackupObject.select().where(BackupObject.target == self.target_key).count()
+        return self.index.backup.count(self.target_key)
 
     def forget_state(self) -> None:
         """Forget what this box believes is on the target (the next run lists it and sends what is missing)."""
-        self.index.writer.run(lambda: BackupObject.delete().where(BackupObject.target == self.target_key).execute())
+        self.index.backup.forget(self.target_key)
 
     def _needs_adopt(self) -> bool:
-        last = (BackupRun.select(BackupRun.result).where(
-            (BackupRun.target == self.target_key) & (BackupRun.result != "running"))
-            .order_by(BackupRun.id.desc()).first())
-        return last is None or last.result != "success"
+        return self.index.backup.last_finished_result(self.target_key) != "success"
 
     def _adopt(self, wanted: list[str], state: dict[str, int]) -> int:
         """Record objects already complete on the target (left by an interrupted run) as uploaded."""
@@ -191,21 +182,12 @@ class Sync:
         return len(found)
 
     def _local_size(self, oid: str) -> int | None:
-        try:
-            return self.archive.path(oid).stat().st_size
-        except (FileNotFoundError, NotFound):
-            return None
+        return self.archive.sealed_size(oid)
 
     def _record(self, uploaded: list[tuple[str, int]]) -> None:
         if not uploaded:
             return
-        rows = [{"target": self.target_key, "object_id": oid, "size": size} for oid, size in uploaded]
-
-        def write():
-            for i in range(0, len(rows), 500):
-                BackupObject.insert_many(rows[i:i + 500]).on_conflict_ignore().execute()
-
-        self.index.writer.run(write)
+        self.index.backup.record_uploaded(self.target_key, uploaded)
 
     # -- uploads -----------------------------------------------------------
     def _put(self, name: str, fh, size: int, result: SyncResult) -> None:
@@ -220,8 +202,8 @@ class Sync:
 
     def _upload_one(self, oid: str, result: SyncResult) -> tuple[str, int] | None:
         try:
-            fh = open(self.archive.path(oid), "rb")
-        except (FileNotFoundError, NotFound):
+            fh = self.archive.open_sealed(oid)
+        except NotFound:
             return None  # gone from the disk: reported as missing_on_box
         with fh:
             size = os.fstat(fh.fileno()).st_size
@@ -280,16 +262,8 @@ class Sync:
         gone = [oid for oid in state if oid not in wanted and oid not in deleted]
         back = [oid for oid in deleted if oid in wanted]
 
-        def mark():
-            for i in range(0, len(gone), 500):
-                BackupObject.update(deleted_at=now).where(
-                    (BackupObject.target == t) & BackupObject.object_id.in_(gone[i:i + 500])).execute()
-            for i in range(0, len(back), 500):
-                BackupObject.update(deleted_at=None).where(
-                    (BackupObject.target == t) & BackupObject.object_id.in_(back[i:i + 500])).execute()
-
         if gone or back:
-            self.index.writer.run(mark)
+            self.index.backup.mark_gone(t, gone, back, now)
         pruned = 0
         # Manifests (and their snapshots) older than the retention period go first; the newest always stays.
         names = mf.manifest_names(self.target)
@@ -300,11 +274,8 @@ class Sync:
                 self.target.delete(name)
                 self.target.delete(mf.snapshot_name(n))
                 pruned += 1
-        expired = [oid for (oid,) in self.index.db.execute_sql(
-            "SELECT object_id FROM backup_object WHERE target = ? AND deleted_at < ?", (t, keep_after)).fetchall()]
-        for oid in expired:
+        for oid in self.index.backup.expired(t, keep_after):
             self.target.delete(mf.object_name(oid))
-            self.index.writer.run(lambda oid=oid: BackupObject.delete().where(
-                (BackupObject.target == t) & (BackupObject.object_id == oid)).execute())
+            self.index.backup.forget(t, oid)
             pruned += 1
         return pruned

@@ -15,11 +15,14 @@ from . import query
 from .accounts import AccountsRepo
 from .audit import AuditRepo
 from .commitments import CommitmentsRepo
+from .backup import BackupRepo
 from .db import IndexDatabase, open_index, probe
 from .forwarding import ForwardingRepo
 from .models import utcnow  # noqa: F401 - naive UTC, as every stored time: part of the package's interface
+from .objects import ObjectsRepo
 from .query import multi_values  # noqa: F401 - "\\CT\\MR\\" -> ["CT", "MR"]: part of the package's interface
 from .peers import PeersRepo
+from .recycling import RecyclingRepo
 from .studies import StudiesRepo
 from .worklist import WorklistRepo
 from .writer import Writer
@@ -39,6 +42,9 @@ class Index:
         self.audit = AuditRepo(db, self.writer)
         self.forwarding = ForwardingRepo(db, self.writer)
         self.commitments = CommitmentsRepo(db, self.writer)
+        self.backup = BackupRepo(db, self.writer)
+        self.recycling = RecyclingRepo(db, self.writer)
+        self.objects = ObjectsRepo(db, self.writer)
 
     @classmethod
     def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False) -> "Index":

@@ -31,18 +31,18 @@ def test_round_trip_at_chunk_boundaries(archive, size):
     assert archive.verify(stored.object_id, stored.sha256) == stored.sha256
     # the file on disk is header + sealed chunks (a full chunk is never the final one)
     n_chunks = size // CHUNK + 1
-    assert archive.path(stored.object_id).stat().st_size == envelope.HEADER_SIZE + size + n_chunks * envelope.TAG_SIZE
+    assert archive._path(stored.object_id).stat().st_size == envelope.HEADER_SIZE + size + n_chunks * envelope.TAG_SIZE
 
 
 def test_plaintext_is_not_on_disk(archive):
     data = b"SECRET^PATIENT" * 20
     stored = archive.put_bytes(data)
-    assert b"SECRET" not in archive.path(stored.object_id).read_bytes()
+    assert b"SECRET" not in archive._path(stored.object_id).read_bytes()
 
 
 def test_no_temp_files_left(archive):
     archive.put_bytes(b"x" * 500)
-    assert list(archive.tmp_dir.iterdir()) == []
+    assert list(archive._tmp_dir.iterdir()) == []
 
 
 def _flip(path, offset):
@@ -54,7 +54,7 @@ def _flip(path, offset):
 @pytest.mark.parametrize("where", ["header", "first chunk", "last tag"])
 def test_flipped_bit_is_detected(archive, where):
     stored = archive.put_bytes(os.urandom(3 * CHUNK + 5))
-    path = archive.path(stored.object_id)
+    path = archive._path(stored.object_id)
     offset = {"header": 20, "first chunk": envelope.HEADER_SIZE + 3, "last tag": path.stat().st_size - 1}[where]
     _flip(path, offset)
     with pytest.raises(IntegrityError):
@@ -66,7 +66,7 @@ def test_flipped_bit_is_detected(archive, where):
 def test_swapped_objects_are_detected(archive):
     a = archive.put_bytes(b"a" * 100)
     b = archive.put_bytes(b"b" * 100)
-    pa, pb = archive.path(a.object_id), archive.path(b.object_id)
+    pa, pb = archive._path(a.object_id), archive._path(b.object_id)
     tmp = pa.with_name("swap")
     shutil.move(pa, tmp)
     shutil.move(pb, pa)
@@ -79,9 +79,9 @@ def test_swapped_objects_are_detected(archive):
 def test_renamed_object_is_detected(archive):
     a = archive.put_bytes(b"a" * 100)
     other = "0" * 32
-    target = archive.path(other)
+    target = archive._path(other)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(archive.path(a.object_id), target)
+    shutil.copy(archive._path(a.object_id), target)
     with pytest.raises(IntegrityError):
         archive.read(other)
 
@@ -89,7 +89,7 @@ def test_renamed_object_is_detected(archive):
 @pytest.mark.parametrize("cut", [1, envelope.TAG_SIZE, CHUNK + envelope.TAG_SIZE])
 def test_truncation_is_detected(archive, cut):
     stored = archive.put_bytes(os.urandom(2 * CHUNK + 10))
-    path = archive.path(stored.object_id)
+    path = archive._path(stored.object_id)
     path.write_bytes(path.read_bytes()[:-cut])
     with pytest.raises(IntegrityError):
         archive.read(stored.object_id)
@@ -98,7 +98,7 @@ def test_truncation_is_detected(archive, cut):
 def test_dropped_final_chunk_is_detected(archive):
     # exactly two full chunks: the file ends with an empty final chunk; dropping it must not pass
     stored = archive.put_bytes(os.urandom(2 * CHUNK))
-    path = archive.path(stored.object_id)
+    path = archive._path(stored.object_id)
     path.write_bytes(path.read_bytes()[: -envelope.TAG_SIZE])
     with pytest.raises(IntegrityError):
         archive.read(stored.object_id)
@@ -106,7 +106,7 @@ def test_dropped_final_chunk_is_detected(archive):
 
 def test_truncated_header(archive):
     stored = archive.put_bytes(b"abc")
-    path = archive.path(stored.object_id)
+    path = archive._path(stored.object_id)
     path.write_bytes(path.read_bytes()[:10])
     with pytest.raises(IntegrityError):
         archive.read(stored.object_id)
@@ -114,7 +114,7 @@ def test_truncated_header(archive):
 
 def test_wrong_key_id_is_a_keystore_error(archive, tmp_path):
     stored = archive.put_bytes(b"abc" * 10)
-    stranger = Archive(archive.root, Keyring.generate(), chunk_size=CHUNK)
+    stranger = Archive(archive._root, Keyring.generate(), chunk_size=CHUNK)
     with pytest.raises(KeyStoreError):
         stranger.read(stored.object_id)
 
@@ -125,7 +125,7 @@ def test_right_key_id_wrong_key_is_an_integrity_error(archive):
     ring.archive_keys = {archive.keyring.current_archive_key: os.urandom(32)}
     ring.current_archive_key = archive.keyring.current_archive_key
     with pytest.raises(IntegrityError):
-        Archive(archive.root, ring).read(stored.object_id)
+        Archive(archive._root, ring).read(stored.object_id)
 
 
 def test_rotation_keeps_old_objects_readable(archive):
@@ -134,14 +134,14 @@ def test_rotation_keeps_old_objects_readable(archive):
     new = archive.put_bytes(b"new" * 50)
     assert archive.read(old.object_id) == b"old" * 50
     assert archive.read(new.object_id) == b"new" * 50
-    assert archive.path(new.object_id).read_bytes()[9:17] == new_id.encode()
+    assert archive._path(new.object_id).read_bytes()[9:17] == new_id.encode()
 
 
 def test_missing_object_and_bad_ids(archive):
     with pytest.raises(NotFound):
         archive.read("f" * 32)
     with pytest.raises(NotFound):
-        archive.path("../../etc/passwd")
+        archive._path("../../etc/passwd")
 
 
 def test_list_ids_and_delete(archive):
@@ -153,9 +153,9 @@ def test_list_ids_and_delete(archive):
 
 
 def test_clean_tmp_removes_unfinished_writes(archive):
-    (archive.tmp_dir / ("a" * 32)).write_bytes(b"partial")
+    (archive._tmp_dir / ("a" * 32)).write_bytes(b"partial")
     assert archive.clean_tmp() == 1
-    assert list(archive.tmp_dir.iterdir()) == []
+    assert list(archive._tmp_dir.iterdir()) == []
 
 
 def test_seal_streams_in_bounded_chunks():

@@ -34,7 +34,7 @@ class Box:
     def object_ids(self) -> list[str]:
         from appliance.index.models import Instance
 
-        return [i.object_id for i in Instance.select(Instance.object_id)]
+        return [oid for (oid,) in Instance.select(Instance.object_id).tuples().execute(self.app.index.db)]
 
 
 def make_box(tmp_path: Path, target: str, name: str = "data", **settings) -> Box:
@@ -42,3 +42,9 @@ def make_box(tmp_path: Path, target: str, name: str = "data", **settings) -> Box
     env = {"PACS_BACKUP_TARGET": target, **{f"PACS_BACKUP_{k.upper()}": str(v) for k, v in settings.items()}}
     app = build(config_mod.load(data_dir, env=env), with_web=False)
     return Box(app, data_dir)
+
+
+def sealed_bytes(archive, object_id: str) -> bytes:
+    """An object as stored (sealed): what the backup copies byte for byte."""
+    with archive.open_sealed(object_id) as fh:
+        return fh.read()

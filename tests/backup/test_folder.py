@@ -5,6 +5,7 @@ import re
 import time
 
 import pytest
+from backupkit import sealed_bytes
 
 from appliance.archive.keys import KeyStore
 from appliance.backup import manifest as mf
@@ -83,7 +84,7 @@ def test_interrupted_sync_resumes_without_resending(folder_box, monkeypatch):
     box.app.backup.settings.values["parallel"] = 1  # deterministic: exactly 5 complete before the failure
     with pytest.raises(TargetError, match="target killed"):
         box.app.backup.run()
-    run = BackupRun.select().order_by(BackupRun.id.desc()).first()
+    run = box.app.index.backup.last_run()
     assert run.result == "failed" and "target killed" in run.error
     assert not box.app.backup.is_offsite(box.object_ids()[0])  # no manifest yet: not safely offsite
     files = offsite_files(box.nas)
@@ -93,8 +94,7 @@ def test_interrupted_sync_resumes_without_resending(folder_box, monkeypatch):
     assert len(complete) == 5
 
     # Lose the local record of the last completed uploads too (as if the box died before writing it).
-    from appliance.index.models.backup import BackupObject
-    box.app.index.writer.run(lambda: BackupObject.delete().execute())
+    box.app.index.backup.forget_all()
     resumed = FailingTarget(FolderTarget(box.nas))
     monkeypatch.setattr(box.app.backup, "open_target", lambda url=None: resumed)
     result = box.app.backup.run()
@@ -155,7 +155,7 @@ def test_restore_round_trip_in_process(folder_box, tmp_path):
     assert keyring.archive_keys == box.app.archive.keyring.archive_keys
     new_archive = Archive(tmp_path / "new" / "archive", keyring)
     for oid in box.object_ids():
-        assert new_archive.path(oid).read_bytes() == box.app.archive.path(oid).read_bytes()
+        assert sealed_bytes(new_archive, oid) == sealed_bytes(box.app.archive, oid)
         assert new_archive.read(oid) == box.app.archive.read(oid)
     expected = box.app.index.search("STUDY", {"PatientID": "*"})
     # The restored index answers the same (opened in a fresh process-like handle).
@@ -174,7 +174,8 @@ def test_partial_restore_of_one_study(folder_box, tmp_path):
     keep = box.add_study(2, patient_id="PART1")
     box.add_study(3, patient_id="PART1")
     box.add_study(1, patient_id="PART2")
-    study_uid = Instance.get(Instance.sop_uid == keep[0]).series.study.study_uid
+    study_uid = box.app.index.search("IMAGE", {"SOPInstanceUID": keep[0], "StudyInstanceUID": ""})[0][
+        "StudyInstanceUID"]
     box.app.backup.run()
     report = restore(FolderTarget(box.nas), box.app.keys.recovery_key(), tmp_path / "one", studies=[study_uid])
     assert report.ok and report.restored == 2
@@ -200,7 +201,8 @@ def test_retention_keeps_deleted_objects_then_prunes(tmp_path):
         box.add_study(2, patient_id="RET1")
         box.app.backup.run()
         gone = box.object_ids()[0]
-        box.app.index.writer.run(lambda: Instance.delete().where(Instance.object_id == gone).execute())
+        db = box.app.index.db
+        box.app.index.writer.run(lambda: Instance.delete().where(Instance.object_id == gone).execute(db))
         box.app.archive.delete(gone)
         box.app.backup.run()  # marks it deleted; still offsite
         assert (nas / mf.object_name(gone)).exists()
@@ -229,7 +231,7 @@ def test_status_warns_when_unconfigured_or_old(folder_box):
     assert status["warning"] and "no backup has completed" in status["warning_reason"]
     box.app.backup.run()
     old = datetime.datetime.utcnow() - datetime.timedelta(hours=49)
-    box.app.index.writer.run(lambda: BackupRun.update(finished_at=old).execute())
+    box.app.index.writer.run(lambda: BackupRun.update(finished_at=old).execute(box.app.index.db))
     status = box.app.backup.status()
     assert status["warning"] and status["last_success_age_hours"] > 48
 

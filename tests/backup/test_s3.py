@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from backupkit import sealed_bytes
 from helpers import free_port
 
 from appliance.backup import manifest as mf
@@ -71,7 +72,7 @@ def test_s3_backup_verify_tamper_restore(tmp_path, s3):
         assert restored.restored == 4 and [n for n, _ in restored.damaged] == [mf.object_name(oid)]
         for other in set(box.object_ids()) - {oid}:
             new = tmp_path / "restored" / "archive" / "objects" / other[:2] / other[2:4] / other
-            assert new.read_bytes() == box.app.archive.path(other).read_bytes()
+            assert new.read_bytes() == sealed_bytes(box.app.archive, other)
     finally:
         box.app.index.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from backupkit import sealed_bytes
 from sshd import Sshd, keygen
 
 from appliance.backup.restore import restore
@@ -48,7 +49,7 @@ def test_sftp_backup_verify_restore(tmp_path, sshd):
         assert restored.ok and restored.restored == 5
         for oid in box.object_ids():
             new = tmp_path / "restored" / "archive" / "objects" / oid[:2] / oid[2:4] / oid
-            assert new.read_bytes() == box.app.archive.path(oid).read_bytes()
+            assert new.read_bytes() == sealed_bytes(box.app.archive, oid)
         assert not [p for p in remote.rglob(".tmp-*")]
     finally:
         box.app.index.close()

@@ -27,7 +27,7 @@ def _orphan(data: Path, days_old: float) -> str:
     cfg = load(data, env={})
     archive = Archive(cfg.archive_dir, KeyStore(cfg.keys_dir).load())
     stored = archive.put_bytes(b"never acknowledged")
-    _age(archive.path(stored.object_id), days_old)
+    _age(archive._path(stored.object_id), days_old)  # the file itself: this test ages it
     return stored.object_id
 
 

@@ -60,7 +60,7 @@ def send_raw(srv, path, monkeypatch) -> pydicom.Dataset:
 def contents(data_dir) -> tuple:
     """What the data directory holds: index rows, archive objects, unfinished writes."""
     with readback.opened(data_dir) as (archive, index):
-        return (index.count("IMAGE", {}), sorted(archive.list_ids()), sorted(archive.tmp_dir.iterdir()))
+        return (index.count("IMAGE", {}), sorted(archive.list_ids()), sorted(archive._tmp_dir.iterdir()))
 
 
 @pytest.mark.parametrize("make", [garbage_file, truncated_file], ids=["garbage", "truncated"])

@@ -85,7 +85,7 @@ def test_restart_reports_orphans_and_missing_objects(data_dir, tmp_path):
     rows = readback.index_object_ids(data_dir)
     lost_uid, lost_object = sorted(rows.items())[0]
     with readback.opened(data_dir) as (archive, _index):
-        archive.path(lost_object).unlink()  # a disk fault: the index names an object that is gone
+        archive._path(lost_object).unlink()  # a disk fault: the index names an object that is gone
         orphan = archive.put_bytes(b"sealed but never indexed").object_id  # a crash before the commit
     restarted = Server(data_dir).start()
     try:

@@ -38,9 +38,9 @@ def test_filling_the_disk(tiny_fs, writer_thread):
         assert err.value.dimse_status == 0xA700
         assert "full" in str(err.value)
         assert stored, "some objects fit before the disk filled"
-        assert not list(core.archive.tmp_dir.iterdir())
+        assert not list(core.archive._tmp_dir.iterdir())
         assert core.index.count("IMAGE", {}) == len(stored)
-        assert reconcile(core.archive).clean
+        assert reconcile(core.archive, core.index).clean
         for result in stored:
             core.archive.verify(result.object_id)
     finally:

@@ -177,7 +177,7 @@ def test_index_failure_removes_the_object_and_reports(core, monkeypatch):
     with pytest.raises(ingest_mod.StoreFailed) as err:
         core.store(synth.make_instance("CT", patient_id="ING9"))
     assert err.value.dimse_status == 0x0110 and "RuntimeError" in str(err.value)
-    assert not list(core.archive.list_ids()) and not list(core.archive.tmp_dir.iterdir())
+    assert not list(core.archive.list_ids()) and not list(core.archive._tmp_dir.iterdir())
 
 
 def test_concurrent_identical_stores_keep_one_copy(core):

@@ -32,7 +32,7 @@ class RecycleBox:
 
     def archive_bytes(self) -> int:
         total = 0
-        for root, _dirs, files in os.walk(self.app.archive.objects_dir):
+        for root, _dirs, files in os.walk(self.app.config.archive_dir / "objects"):
             for name in files:
                 try:
                     total += os.path.getsize(os.path.join(root, name))
@@ -76,7 +76,7 @@ class RecycleBox:
             "JOIN study s ON s.id = se.study_id WHERE s.study_uid = ?", (self.studies[name],)).fetchall()]
 
     def sealed_size(self, name: str) -> int:
-        return sum(self.app.archive.path(oid).stat().st_size for oid in self.object_ids(name))
+        return sum(self.app.archive.sealed_size(oid) for oid in self.object_ids(name))
 
     def find(self, name: str) -> list:
         """What C-FIND (the one query engine) answers for the study."""

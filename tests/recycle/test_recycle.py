@@ -51,14 +51,14 @@ def test_only_backed_up_studies_go_oldest_first_until_the_target(box):
         assert all((box.nas / "objects" / o[:2] / o).exists() for o in ids[name])
     for name in "CDE":  # C was not needed; D and E are not safely offsite
         assert len(box.find(name)) == 1 and all(box.app.archive.exists(o) for o in ids[name])
-    assert Study.select().count() == 3 and Instance.select().count() == 2 + 3 + 2
+    assert Study.select().count(box.app.index.db) == 3 and Instance.select().count(box.app.index.db) == 2 + 3 + 2
 
     entries = audit_entries(box)
     assert [e.study_uid for e in entries] == [box.studies["A"], box.studies["B"]]
     assert "2 instances" in entries[0].detail and f"{sizes['A']} bytes freed" in entries[0].detail
     assert entries[0].patient_id == "RCY1" and entries[0].actor == "system"
     assert box.app.audit.verify().ok
-    assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count() == 0
+    assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count(box.app.index.db) == 0
 
 
 def test_patient_counts_stay_right(box):
@@ -73,7 +73,7 @@ def test_patient_counts_stay_right(box):
     rows = box.app.index.db.execute_sql(
         "SELECT patient_id, num_studies, num_series, num_instances FROM patient").fetchall()
     assert rows == [("P1", 1, 2, 2)]  # P2 emptied and gone, as remove_instance does it
-    study = Study.get()
+    study = Study.select().get(box.app.index.db)
     assert study.study_uid == box.studies["B"] and study.num_instances == 2
 
 
@@ -96,7 +96,7 @@ def test_dry_run_and_recycling_off_delete_nothing(box, tmp_path):
     before = box.archive_bytes()
     report = box.app.recycler.run(dry_run=True)
     assert [c.study_uid for c in report.recycled] == [box.studies["A"], box.studies["B"]]
-    assert box.archive_bytes() == before and Study.select().count() == 5 and not audit_entries(box)
+    assert box.archive_bytes() == before and Study.select().count(box.app.index.db) == 5 and not audit_entries(box)
 
     off = make_recycle_box(tmp_path, name="off", recycle="false")
     try:
@@ -127,8 +127,8 @@ def test_restore_brings_a_recycled_study_back_byte_identical(box):
     assert sorted(box.object_ids("A")) == ids  # the same objects: the backup sends nothing again
     found = box.find("A")
     assert len(found) == 1 and found[0]["NumberOfStudyRelatedInstances"] == 2
-    assert box.app.recycler.recycled() == [] and RecycledObject.select().count() == 0
-    assert RecycledStudy.get().restored_at is not None
+    assert box.app.recycler.recycled() == [] and RecycledObject.select().count(box.app.index.db) == 0
+    assert RecycledStudy.select().get(box.app.index.db).restored_at is not None
     again = box.app.backup.run(trigger="manual")
     assert again.result == "success" and again.objects == 1 + 2  # only D's and E's new instances
     assert [e.study_uid for e in audit_entries(box, "storage.restore")] == [box.studies["A"]]
@@ -153,7 +153,7 @@ def test_retention_never_expires_a_recycled_study_offsite(tmp_path):
             assert b.app.backup.run(trigger="manual").result == "success"
         assert all((b.nas / mf.object_name(o)).exists() for o in ids)
         assert all(b.app.backup.is_offsite(o) for o in ids)
-        assert not BackupObject.select().where(BackupObject.deleted_at.is_null(False)).exists()
+        assert not BackupObject.select().where(BackupObject.deleted_at.is_null(False)).exists(b.app.index.db)
     finally:
         b.app.index.close()
 
@@ -183,7 +183,7 @@ def test_disaster_restore_keeps_recycled_studies_offsite_and_restorable(box, tmp
            "PACS_STORAGE_RESERVE_MB": "1"}
     new = build(load(tmp_path / "new", env=env), with_web=False)
     try:
-        assert reconcile(new.archive).clean
+        assert reconcile(new.archive, new.index).clean
         first = new.backup.run(trigger="manual")
         assert first.result == "success" and first.objects == 0, first.error  # recycled objects adopted too
         assert [s.study_uid for s in new.recycler.recycled()] == [box.studies["A"]]
@@ -192,7 +192,7 @@ def test_disaster_restore_keeps_recycled_studies_offsite_and_restorable(box, tmp
             "SELECT i.sop_uid, i.object_id FROM instance i JOIN series se ON se.id = i.series_id "
             "JOIN study s ON s.id = se.study_id WHERE s.study_uid = ?", (box.studies["A"],)).fetchall()
         assert {sop: new.archive.read(oid) for sop, oid in rows} == original
-        assert reconcile(new.archive).clean
+        assert reconcile(new.archive, new.index).clean
     finally:
         new.index.close()
 
@@ -243,20 +243,21 @@ def test_replaced_versions_must_be_offsite_too_and_come_back(box):
     old_b = _replace_one(box, "B")  # B's older version is on the box only... and so is its new one
     box.age("A", 60)
     box.age("B", 50)
-    squeeze(box, box.sealed_size("A") + box.sealed_size("B") + box.app.archive.path(old_a).stat().st_size
-            + box.app.archive.path(old_b).stat().st_size)
+    squeeze(box, box.sealed_size("A") + box.sealed_size("B") + box.app.archive.sealed_size(old_a)
+            + box.app.archive.sealed_size(old_b))
     report = box.app.recycler.run()
     assert [c.study_uid for c in report.recycled] == [box.studies["A"]]
     assert {c.study_uid: c.reason for c in report.blocked}[box.studies["B"]] == "1 of 3 objects not yet offsite"
     assert not box.app.archive.exists(old_a) and not ReplacedObject.select().where(
-        ReplacedObject.object_id == old_a).exists()
-    assert RecycledObject.get(RecycledObject.object_id == old_a).replaced
+        ReplacedObject.object_id == old_a).exists(box.app.index.db)
+    assert RecycledObject.select().where(RecycledObject.object_id == old_a).get(box.app.index.db).replaced
 
     box.capacity += 10 * MiB
     result = box.app.recycler.restore(box.studies["A"])
     assert (result.instances, result.replaced) == (2, 1)
-    assert ReplacedObject.get(ReplacedObject.object_id == old_a) and box.app.archive.exists(old_a)
-    descriptions = {Study.get(Study.study_uid == box.studies["A"]).description}
+    assert ReplacedObject.select().where(ReplacedObject.object_id == old_a).exists(box.app.index.db)
+    assert box.app.archive.exists(old_a)
+    descriptions = {Study.select().where(Study.study_uid == box.studies["A"]).get(box.app.index.db).description}
     assert descriptions == {"corrected"}  # the current version is still the newer one
 
 
@@ -317,7 +318,8 @@ def test_a_study_still_to_be_forwarded_is_kept(box):
     box.age("A", 60)
     box.age("B", 50)
     oid = box.object_ids("A")[0]
-    box.app.index.writer.run(lambda: ForwardJob.create(sop_uid="1.2.3", object_id=oid, destination="READPACS"))
+    box.app.index.writer.run(lambda: ForwardJob.insert(sop_uid="1.2.3", object_id=oid, destination="READPACS")
+                             .execute(box.app.index.db))
     squeeze(box, box.sealed_size("A") + box.sealed_size("B"))
     report = box.app.recycler.run()
     assert [c.study_uid for c in report.recycled] == [box.studies["B"]]
@@ -331,31 +333,33 @@ def test_verification_racing_a_recycling_run_reports_no_missing_object(box, monk
     box.add_study("A")
     box.app.backup.run(trigger="manual")
     box.age("A", 50)
-    listed = verify._rows(None)  # what a verification had read just before the study went
+    listed = list(box.app.index.objects.rows())  # what a verification had read just before the study went
     squeeze(box, box.sealed_size("A"))
     assert len(box.app.recycler.run().recycled) == 1
-    monkeypatch.setattr(verify, "_rows", lambda sample: listed)
-    report = verify.verify_all(box.app.archive)
+    monkeypatch.setattr(box.app.index.objects, "rows", lambda: iter(listed))
+    report = verify.verify_all(box.app.archive, box.app.index)
     assert report.ok and not report.missing
 
 
 def test_the_sql_offsite_check_agrees_with_the_backup_service(box):
-    """recycle.OFFSITE_JOIN is BackupService.is_offsite in SQL: the same answer for every kind of object."""
+    """index.recycling.OFFSITE_JOIN is BackupService.is_offsite in SQL: the same answer for every kind of object."""
     import datetime
 
-    from appliance.recycle import OFFSITE_JOIN
+    from appliance.index.recycling import OFFSITE_JOIN
 
     box.add_study("A", n=5)
     box.app.backup.run(trigger="manual")
     ids = box.object_ids("A")
     target = box.app.backup.target_key()
 
+    db = box.app.index.db
+
     def change():
-        BackupObject.update(manifest_at=None).where(BackupObject.object_id == ids[1]).execute()  # no manifest
-        BackupObject.update(target="file:///elsewhere").where(BackupObject.object_id == ids[2]).execute()
-        BackupObject.delete().where(BackupObject.object_id == ids[3]).execute()  # never sent
+        BackupObject.update(manifest_at=None).where(BackupObject.object_id == ids[1]).execute(db)  # no manifest
+        BackupObject.update(target="file:///elsewhere").where(BackupObject.object_id == ids[2]).execute(db)
+        BackupObject.delete().where(BackupObject.object_id == ids[3]).execute(db)  # never sent
         BackupObject.update(deleted_at=datetime.datetime(2020, 1, 1)).where(
-            BackupObject.object_id == ids[4]).execute()
+            BackupObject.object_id == ids[4]).execute(db)
 
     box.app.index.writer.run(change)
     sql = dict(box.app.index.db.execute_sql(

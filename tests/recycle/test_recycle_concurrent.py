@@ -92,7 +92,7 @@ def test_recycling_under_ingest_and_backup(tmp_path):
         for sop, oid in recycled.items():
             assert (box.nas / mf.object_name(oid)).exists() and app.backup.is_offsite(oid)
             assert not app.archive.exists(oid)
-        report = reconcile(app.archive)
+        report = reconcile(app.archive, app.index)
         assert report.clean, report
         assert app.audit.verify().ok
         app.audit.flush()

@@ -50,13 +50,13 @@ def test_kill_between_index_and_files_leaves_no_orphans(tmp_path):
     try:
         # The study is gone from the index, its files are still there: without the recycler's start-up step,
         # reconciliation would call them orphans (damage).
-        assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count() == 2
+        assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count(app.index.db) == 2
         assert all(app.archive.exists(o) for o in ids[:2])
         app.start()
         assert app.reconciliation.clean, app.reconciliation
         assert not any(app.archive.exists(o) for o in ids[:2]) and all(app.archive.exists(o) for o in ids[2:])
-        assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count() == 0
-        assert not (app.archive.root / "orphans").exists()
+        assert RecycledObject.select().where(RecycledObject.purged_at.is_null()).count(app.index.db) == 0
+        assert not (app.config.archive_dir / "orphans").exists()
     finally:
         app.stop()
 
@@ -71,7 +71,7 @@ def test_reconcile_alone_would_report_the_leftovers(tmp_path):
         box.capacity = box.archive_bytes() + 2 * MiB
         box.app.recycler._purge = lambda _id: 0  # the files stay, as after a kill
         assert len(box.app.recycler.run().recycled) == 1
-        assert len(reconcile(box.app.archive).orphans) == 2
+        assert len(reconcile(box.app.archive, box.app.index).orphans) == 2
     finally:
         box.app.index.close()
 
@@ -105,10 +105,10 @@ def test_restore_cut_short_leaves_nothing_behind(tmp_path):
             box.app.recycler.restore(box.studies["A"])
         assert box.find("A") == [] and not any(box.app.archive.exists(o) for o in ids)
         assert box.app.recycler.finish_interrupted() == 3  # staged downloads and intent rows cleared
-        assert not any(box.app.recycler.staging_dir.iterdir())
-        assert reconcile(box.app.archive).clean
+        assert not box.app.recycler.staging.ids()
+        assert reconcile(box.app.archive, box.app.index).clean
         gone.write_bytes(kept)  # back on the target: the restore now works
         assert box.app.recycler.restore(box.studies["A"]).instances == 3
-        assert reconcile(box.app.archive).clean
+        assert reconcile(box.app.archive, box.app.index).clean
     finally:
         box.app.index.close()

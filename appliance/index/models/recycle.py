@@ -4,7 +4,7 @@ A recycled study's index rows are gone (C-FIND and the study list no longer
 show it), but the box remembers it here: which objects it had, how big they
 were offsite, and that their only copy is now on the backup target. These rows
 are what keeps the backup from ever expiring those objects offsite
-(backup/snapshot.py lists them as wanted), what ``pacs-appliance storage
+(index/snapshot.py lists them as wanted), what ``pacs-appliance storage
 restore`` reads to bring a study back, and the intent log that makes deletion
 crash-safe: ``purged_at`` is NULL while the object's file may still be on the
 local disk, and start-up finishes such deletions before reconciliation runs.

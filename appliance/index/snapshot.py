@@ -1,12 +1,15 @@
 """A consistent copy of the live index, taken with SQLite's online backup API.
 
 The copy is a SQLCipher database keyed with the same index key, so it is
-encrypted on the local disk too; sync.py seals it once more (AES-256-GCM,
+encrypted on the local disk too; backup/sync.py seals it once more (AES-256-GCM,
 manifest.seal_blob) before it leaves the box, which authenticates the whole
 file and binds it to its offsite name.
 
 The backup runs in one step (all pages under one read transaction), so the
 copy is one committed state of the index even while ingest keeps writing.
+
+It lives in the index package because it reads the copy's tables (what a
+complete restore needs); the backup only asks.
 """
 from __future__ import annotations
 
