@@ -14,8 +14,8 @@ from typing import Any, Mapping
 from . import query
 from .accounts import AccountsRepo
 from .audit import AuditRepo
-from .commitments import CommitmentsRepo
 from .backup import BackupRepo
+from .commitments import CommitmentsRepo
 from .db import IndexDatabase, open_index, probe
 from .forwarding import ForwardingRepo
 from .models import utcnow  # noqa: F401 - naive UTC, as every stored time: part of the package's interface

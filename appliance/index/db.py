@@ -20,7 +20,6 @@ from playhouse.sqlcipher_ext import SqlCipherDatabase
 
 from ..archive.fsutil import PRIVATE_FILE, make_private
 from ..errors import KeyStoreError
-from .models import all_models
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -86,10 +85,6 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     """Open (creating if needed) the index and bring its schema up to date."""
     _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
-    # TRANSITIONAL: the models are meant to stay unbound (repositories execute against their own db, see
-    # repository.py). This global bind only keeps the modules not yet moved into repositories working;
-    # it goes when the last one has moved, and nothing in appliance/index relies on it.
-    db.bind(all_models())
     try:
         db.connect(reuse_if_open=True)
         probe(db)

@@ -112,11 +112,6 @@ def lookup(db: Database, sop_uid: str) -> StoredInstance | None:
     return None if row is None else to_record(StoredInstance, row)
 
 
-def find_instance(sop_uid: str) -> StoredInstance | None:
-    """TRANSITIONAL (through the global bind): use ``index.studies.find_instance``."""
-    return lookup(Instance._meta.database, sop_uid)
-
-
 def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
     """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
     incoming object, and building the equivalent peewee query costs more than running it."""
@@ -176,12 +171,6 @@ _FIND_EXISTING = (
     'SELECT i."sha256", p."patient_key", p."patient_id", st."study_uid", i."source" FROM "instance" i '
     'JOIN "series" se ON i."series_id" = se."id" JOIN "study" st ON se."study_id" = st."id" '
     'JOIN "patient" p ON st."patient_id" = p."id" WHERE i."sop_uid" = ?')
-
-
-def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-                    on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
-    """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
-    return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict, decide)
 
 
 def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
