@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import indexkit
 import readback
 from helpers import free_port, wait_until
 from pynetdicom import AE, evt
@@ -16,10 +17,8 @@ FAST = {"PACS_DICOM_COMMITMENT_RETRY_INITIAL_SECONDS": "1", "PACS_DICOM_COMMITME
 
 
 def requests(box) -> list[tuple[str, str, int]]:
-    from appliance.index.models.commitment import CommitmentRequest
-
-    with readback.opened(box.data_dir):
-        return [(r.transaction_uid, r.state, r.attempts) for r in CommitmentRequest.select()]
+    with readback.opened(box.data_dir) as (_archive, index):
+        return [(r.transaction_uid, r.state, r.attempts) for r in indexkit.rows(index, "CommitmentRequest")]
 
 
 def test_report_survives_a_restart_of_the_box_and_of_the_requester(tmp_path):

@@ -1,16 +1,19 @@
 """Admin pages: the forwarding queue per peer (errors, retry, drop) and the worklist form's DICOM value limits."""
 from __future__ import annotations
 
+import indexkit
 from web_support import page_csrf
 
+from appliance.index import utcnow
 from appliance.index.models.retrieval import ForwardJob
 
 
 def test_forwarding_queue_on_the_peers_page(appliance, admin_client):
     def add(state, error, sop):
         object_id = sop.replace(".", "").rjust(64, "0")
-        appliance.index.writer.run(lambda: ForwardJob.create(sop_uid=sop, object_id=object_id, destination="READPACS",
-                                                             state=state, attempts=1, last_error=error))
+        appliance.index.writer.run(lambda: ForwardJob.insert(
+            sop_uid=sop, object_id=object_id, destination="READPACS", state=state, attempts=1, last_error=error,
+            next_attempt_at=utcnow(), created_at=utcnow()).execute(appliance.index.db))
 
     add("failed", "READPACS refused it with C-STORE status 0xA700", "1.2.3.1")
     add("failed", "the peer accepted no presentation context for SOP class 1.2.840.10008.5.1.4.1.1.7", "1.2.3.2")
@@ -25,7 +28,7 @@ def test_forwarding_queue_on_the_peers_page(appliance, admin_client):
     r = admin_client.post("/admin/forward/retry", data={"csrf_token": t, "destination": "READPACS"},
                           follow_redirects=True)
     assert "1 failed job(s) queued again" in r.text
-    states = sorted(j.state for j in ForwardJob.select())
+    states = sorted(j.state for j in indexkit.rows(appliance.index, "ForwardJob"))
     assert states == ["dropped", "pending", "sent"]
     appliance.audit.flush()
     assert {"forward.drop", "forward.retry"} <= {e.action for e in appliance.audit.query()}
