@@ -154,5 +154,9 @@ from .cli_storage import storage  # noqa: E402
 
 main.add_command(storage)
 
+from .cli_update import update  # noqa: E402
+
+main.add_command(update)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
