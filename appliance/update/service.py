@@ -264,6 +264,10 @@ def confirm(system: System, ready: Callable[[], bool], timeout: float, poll: flo
     """After boot: keep a new root that becomes ready in time, else fall back to the previous one."""
     pending = read_json(system.paths.pending_file)
     if pending is None:
+        last = read_json(system.paths.status_file) or {}
+        if last.get("state") == "installing":  # power cut or crash while the slot was being written
+            return record(system, "interrupted", f"installing {last.get('version')} was interrupted (power cut?); "
+                          f"still running {system.running_version()}: install it again", version=system.running_version())
         return {"state": "nothing pending"}
     booted = system.booted_slot()
     rauc = system.tools.rauc

@@ -249,3 +249,12 @@ def test_boot_slot_backend_gives_a_new_slot_one_trial(tmp_path):
     slot("set-state", "B", "good")  # confirmed
     assert slot("get-state", "B") == "good" and grubenv()["B_TRIAL"] == "0"
     assert subprocess.run([str(BOOT_SLOT), "set-state", "C", "good"], env=env, capture_output=True).returncode == 2
+
+
+def test_confirm_after_an_interrupted_install_says_so(bundles, tmp_path):
+    box = Box(tmp_path, bundles["cert"], booted="A")
+    box.system.paths.state_dir.mkdir(parents=True)
+    box.system.paths.status_file.write_text(json.dumps({"state": "installing", "version": "0.2.0"}))
+    status = confirm(box.system, lambda: True, timeout=600)
+    assert status["state"] == "interrupted" and "0.2.0 was interrupted" in status["message"]
+    assert box.commands == [] and box.reboots == 0
