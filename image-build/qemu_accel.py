@@ -1,10 +1,13 @@
 """Which qemu accelerator to boot the image with: KVM when it really runs a guest, else TCG.
 
 `/dev/kvm` opening is not enough: on some hosts (nested VMs) KVM accepts the VM but
-aborts on the first vCPU run (e.g. "failed to set MSR 0x10a", an Arch-Capabilities
-MSR the host hides). So each candidate is tried on a 64 KiB firmware that only
-writes to qemu's isa-debug-exit port: qemu then exits with status 3 within a
-second when the accelerator works, and with anything else when it does not.
+aborts on the first vCPU run ("failed to set MSR 0x10a", an Arch-Capabilities MSR
+the host hides), or runs until the first x87 instruction and then stops with "KVM
+internal error ... emulation failure" (OVMF's first FPU init; seen on the
+Firecracker build VMs). So each candidate is tried on a 64 KiB firmware that does
+an FPU init and then writes to qemu's isa-debug-exit port: qemu exits with status
+3 within a second when the accelerator works, and otherwise aborts or hangs
+(killed after a few seconds).
 
     python3 image-build/qemu_accel.py     # prints the arguments that would be used
 
@@ -27,14 +30,14 @@ _PROBE_OK = 3  # isa-debug-exit: (value 1 << 1) | 1
 
 
 def probe_firmware() -> bytes:
-    """A BIOS image whose reset vector does `mov al, 1; out 0xf4, al; hlt`."""
+    """A BIOS image whose reset vector does `fwait; fninit; mov al, 1; out 0xf4, al; hlt`."""
     rom = bytearray(b"\xf4" * 65536)  # hlt everywhere else
-    code = bytes([0xB0, 0x01, 0xE6, _EXIT_PORT, 0xF4])
+    code = bytes([0x9B, 0xDB, 0xE3, 0xB0, 0x01, 0xE6, _EXIT_PORT, 0xF4])
     rom[0xFFF0:0xFFF0 + len(code)] = code
     return bytes(rom)
 
 
-def runs_guest(accel_args: list[str], qemu: str = QEMU, timeout: float = 30) -> bool:
+def runs_guest(accel_args: list[str], qemu: str = QEMU, timeout: float = 5) -> bool:
     with tempfile.TemporaryDirectory(prefix="qemu-probe-") as tmp:
         rom = Path(tmp) / "probe.rom"
         rom.write_bytes(probe_firmware())

@@ -51,7 +51,7 @@ class UpdatePaths:
     root: Path = Path("/var/lib/pacs-appliance")
 
     @property
-    def state_dir(self) -> Path:  # root-only: the bundle being installed, pending.json
+    def state_dir(self) -> Path:  # written by root only: the bundle being installed (0600), pending and status
         return self.root / "update"
 
     @property
@@ -164,7 +164,7 @@ def install(system: System, bundle: Path, *, reboot: bool = True, source: str = 
     seconds = round(system.clock() - started, 1)
     _write_json(paths.pending_file, {"version": info.version, "slot": target, "from_version": system.running_version(),
                                      "from_slot": booted, "installed_at": _now(), "install_seconds": seconds,
-                                     "source": source}, mode=0o600)
+                                     "source": source}, mode=0o644)
     record(system, "installed", f"{info.version} written to slot {target} in {seconds} s; "
            + ("rebooting into it" if reboot else "it starts at the next reboot"),
            version=info.version, slot=target, install_seconds=seconds, source=source)
