@@ -112,7 +112,8 @@ def confirm_cmd(root_dir: Path, timeout: float | None) -> None:
     url = f"{scheme}://127.0.0.1:{port}/healthz"
     status = confirm(_system(root_dir), lambda: service_ready("pacs-appliance.service", url),
                      timeout if timeout is not None else cfg.update.confirm_timeout_s)
-    click.echo(status.get("message", status["state"]))
+    if status["state"] != "nothing pending":  # the unit's output also goes to the console
+        click.echo(status.get("message", status["state"]))
 
 
 @update.command("status")
