@@ -1,51 +1,69 @@
-"""The composition root: the one place that builds every part and wires them together.
+"""The composition root: the one place that knows how to build every part and wire them together.
 
-``build`` opens files and creates objects but starts nothing; ``Appliance.start``
-starts threads and listeners in order, and ``stop`` stops them in reverse.
-``serve`` runs until SIGTERM or SIGINT, telling systemd when it is ready.
+``Parts`` builds each part of one data directory on first use, with what it needs, so a
+CLI command takes only what it touches. ``build`` takes every part and returns the
+``Appliance``; building opens files and creates objects but starts nothing.
+``Appliance.start`` starts threads and listeners in order, and ``stop`` stops them in
+reverse. ``serve`` runs until SIGTERM or SIGINT, telling systemd when it is ready.
 """
 from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
 
 from . import sdnotify
 from .archive import Archive, KeyStore
 from .audit import AuditLog
 from .config import Config
-from .dicom.node import DicomNode
-from .dicom.policy import AssociationPolicy
 from .events import Events
 from .index import Index
 from .ingest import Ingestor
-from .peers import PeerRegistry
+from .lifecycle import Named, PeriodicTask, Service
 
+if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the parts it uses
+    from web.server import WebServer
+
+    from .backup import BackupService
+    from .dicom.node import DicomNode
+    from .forward import Forwarder
+    from .peers import PeerRegistry
+    from .reconcile import ReconcileReport
+    from .recycle import Recycler
+    from .verify import Sampler
+    from .worklist import Worklist
+
+__all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Appliance:
+    """Every part of one running appliance, built by ``build``: always set, except the two that are
+    optional by configuration (``verifier``, ``web``). Parts that are idle by configuration (a
+    forwarder without rules, a recycler switched off) are still there, so callers never probe."""
+
     config: Config
     keys: KeyStore
     archive: Archive
     index: Index
     events: Events
-    ingestor: Ingestor
-    node: DicomNode
     audit: AuditLog
-    web: Any = None  # a web.server.WebServer when the web app is built
-    peers: Any = None  # appliance.peers.PeerRegistry: known DICOM peers
-    worklist: Any = None  # appliance.worklist.Worklist: scheduled procedure steps
-    forwarder: Any = None  # appliance.forward.Forwarder: the auto-forwarding queue
-    reconciliation: Any = None  # the start-up appliance.reconcile.ReconcileReport (orphans, missing objects)
-    backup: Any = None  # an appliance.backup.BackupService: run, status(), is_offsite()
-    verifier: Any = None  # appliance.verify.Sampler: background sampled verification; .last is its report
-    recycler: Any = None  # appliance.recycle.Recycler: frees space by deleting studies confirmed offsite
-    # Extra start/stop pairs registered by other parts (importer, backup, ...), started in order.
-    services: list[tuple[str, Callable[[], None], Callable[[], None]]] = field(default_factory=list)
+    ingestor: Ingestor
+    peers: PeerRegistry  # known DICOM peers
+    worklist: Worklist  # scheduled procedure steps
+    forwarder: Forwarder  # the auto-forwarding queue (idle without [forward] rules)
+    backup: BackupService  # run, status(), is_offsite()
+    recycler: Recycler  # frees space by deleting studies confirmed offsite (idle unless [storage] recycle)
+    node: DicomNode
+    verifier: Sampler | None = None  # background sampled verification; None when [integrity] sample_size = 0
+    web: WebServer | None = None  # None when built with_web=False (tests, benchmarks)
+    services: list[Service] = field(default_factory=list)  # started in order after the node and web
+    reconciliation: ReconcileReport | None = None  # the start-up index/archive check, set by start
 
     def start(self) -> None:
         removed = self.archive.clean_tmp()
@@ -54,22 +72,21 @@ class Appliance:
         self.index.start()
         from .reconcile import reconcile  # index vs archive, before anything new arrives
 
-        if self.recycler is not None:  # deletions of recycled studies cut short by a crash are not orphans
-            self.recycler.finish_interrupted()
+        self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
         self.reconciliation = reconcile(self.archive)
         self.node.start()
         if self.web is not None:
             self.web.start()
-        for name, start, _stop in self.services:
-            log.info("starting %s", name)
-            start()
+        for service in self.services:
+            log.info("starting %s", service.name)
+            service.start()
 
     def stop(self) -> None:
-        for name, _start, stop in reversed(self.services):
+        for service in reversed(self.services):
             try:
-                stop()
+                service.stop()
             except Exception:  # noqa: BLE001 - keep stopping the rest
-                log.exception("stopping %s failed", name)
+                log.exception("stopping %s failed", service.name)
         if self.web is not None:
             self.web.stop()
         self.node.stop()
@@ -89,145 +106,190 @@ def allowed_callers_from(config: Config, peers=None) -> Callable[[], list[str]]:
     return lambda: static + peers.allowed_callers()
 
 
-def build(config: Config, with_web: bool = True) -> Appliance:
-    from .dicom import tls as dicom_tls  # DICOM TLS settings are checked before anything is opened
+class Parts:
+    """The parts of one data directory, each built on first use with the parts it needs.
 
-    dicom_tls.check_listeners(config.dicom.port, config.dicom.tls_port, config.dicom.tls_only)
-    dicom_tls_context = (dicom_tls.server_context(dicom_tls.TlsSettings.from_config(config))
-                         if config.dicom.tls_port else None)
-    keys = KeyStore(config.keys_dir)
-    keyring = keys.load()
-    archive = Archive(config.archive_dir, keyring, chunk_size=config.storage.chunk_kib * 1024)
-    archive.create_dirs()
-    index = Index.open(config.index_path, keyring.index_key, cache_mb=config.index.cache_mb,
-                       case_sensitive_names=config.index.case_sensitive_names)
-    events = Events()
-    peers = PeerRegistry(index, config.dicom.ae_title,
-                         tls_context=lambda: dicom_tls.client_context(dicom_tls.TlsSettings.from_config(config)))
-    ingestor = Ingestor(archive, index, events, reserve_bytes=config.storage.reserve_mb * (1 << 20),
-                        on_conflict=config.storage.on_conflict)
-    d = config.dicom
-    node = DicomNode(
-        ae_title=d.ae_title, host=d.host, port=d.port,
-        policy=AssociationPolicy(d.ae_title, allowed_callers_from(config, peers)),
-        ingestor=ingestor, index=index, events=events, max_associations=d.max_associations,
-        acse_timeout=d.acse_timeout, dimse_timeout=d.dimse_timeout, network_timeout=d.network_timeout,
-        max_pdu=d.max_pdu, plain=not d.tls_only, tls_port=d.tls_port,
-        tls_context=dicom_tls_context,
-    )
-    app = Appliance(config=config, keys=keys, archive=archive, index=index, events=events, ingestor=ingestor,
-                    node=node, audit=AuditLog(index, events))
-    app.services.append(("audit", app.audit.start, app.audit.stop))  # aggregates DICOM stores
-    app.audit.install(node)  # C-FIND per association
-    from .backup import BackupService
-    from .backup.schedule import Scheduler
+    ``build`` takes all of them for ``serve``; a CLI command only those it touches
+    (``user list`` opens the keys and the index, not the DICOM node and its TLS files).
+    Nothing here starts a thread or opens a port. ``close`` closes the index if it was opened.
+    """
 
-    app.backup = BackupService(config.backup, config.data_dir, keys, archive, index, app.audit)
-    scheduler = Scheduler(app.backup, config.backup.window, config.backup.retries, config.backup.retry_seconds)
-    app.services.append(("backup scheduler", scheduler.start, scheduler.stop))
-    from .recycle import Recycler, RecycleSettings
+    def __init__(self, config: Config):
+        self.config = config
 
-    app.recycler = Recycler(RecycleSettings.from_config(config), archive, index, app.backup, app.audit,
-                            config.data_dir / "recycle.lock")
-    if app.recycler.settings.enabled:
-        events.subscribe("instance_stored", app.recycler.on_instance_stored)
-    app.services.append(("storage recycling", app.recycler.start, app.recycler.stop))
-    if config.inbox.enabled:
-        from .importer.watcher import Inbox, InboxSettings
+    @cached_property
+    def keys(self) -> KeyStore:
+        return KeyStore(self.config.keys_dir)
 
-        inbox = Inbox(InboxSettings.from_config(config), ingestor, app.audit)
-        app.services.append(("inbox", inbox.start, inbox.stop))
-    install_retrieval(app, peers)
-    if config.integrity.sample_size > 0:
+    @cached_property
+    def keyring(self):
+        return self.keys.load()
+
+    @cached_property
+    def archive(self) -> Archive:
+        archive = Archive(self.config.archive_dir, self.keyring, chunk_size=self.config.storage.chunk_kib * 1024)
+        archive.create_dirs()
+        return archive
+
+    @cached_property
+    def index(self) -> Index:
+        s = self.config.index
+        return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
+                          case_sensitive_names=s.case_sensitive_names)
+
+    @cached_property
+    def events(self) -> Events:
+        return Events()
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.index, self.events)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        """The one ingest path, with what hangs on it wherever it runs (serve, import): the audit
+        log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
+        s = self.config.storage
+        ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
+                            on_conflict=s.on_conflict)
+        _ = self.audit  # subscribes to instance_stored
+        if self.forwarder.rules:
+            ingestor.record_hooks.append(self.forwarder.enqueue)
+            self.events.subscribe("instance_stored", self.forwarder.wake)
+        return ingestor
+
+    @cached_property
+    def peers(self) -> PeerRegistry:
+        from .dicom import tls as dicom_tls
+        from .peers import PeerRegistry
+
+        config = self.config
+        return PeerRegistry(self.index, config.dicom.ae_title,
+                            tls_context=lambda: dicom_tls.client_context(dicom_tls.TlsSettings.from_config(config)))
+
+    @cached_property
+    def worklist(self) -> Worklist:
+        from .worklist import Worklist
+
+        return Worklist(self.index, self.config.index.case_sensitive_names)
+
+    @cached_property
+    def forwarder(self) -> Forwarder:
+        from .forward import Forwarder, parse_rules
+
+        f = self.config.forward
+        return Forwarder(index=self.index, archive=self.archive, peers=self.peers, ae_title=self.config.dicom.ae_title,
+                         rules=parse_rules(f.rules), retry_initial=f.retry_initial_seconds,
+                         retry_max=f.retry_max_seconds, max_attempts=f.max_attempts,
+                         timeout=self.config.dicom.dimse_timeout, audit=self.audit)
+
+    @cached_property
+    def backup(self) -> BackupService:
+        from .backup import BackupService
+
+        return BackupService(self.config.backup, self.config.data_dir, self.keys, self.archive, self.index,
+                             self.audit)
+
+    @cached_property
+    def recycler(self) -> Recycler:
+        from .recycle import Recycler, RecycleSettings
+
+        recycler = Recycler(RecycleSettings.from_config(self.config), self.archive, self.index, self.backup,
+                            self.audit, self.config.data_dir / "recycle.lock")
+        if recycler.settings.enabled:
+            self.events.subscribe("instance_stored", recycler.on_instance_stored)
+        return recycler
+
+    @cached_property
+    def verifier(self) -> Sampler | None:
+        s = self.config.integrity
+        if s.sample_size <= 0:
+            return None
         from .verify import Sampler
 
-        app.verifier = Sampler(archive, config.integrity.sample_size, config.integrity.interval_hours * 3600)
-        app.services.append(("background verification", app.verifier.start, app.verifier.stop))
+        return Sampler(self.archive, s.sample_size, s.interval_hours * 3600)
+
+    @cached_property
+    def dicom_tls_context(self) -> ssl.SSLContext | None:
+        """The DICOM TLS listener's context (None without a TLS port); checks the listener settings."""
+        from .dicom import tls as dicom_tls
+
+        d = self.config.dicom
+        dicom_tls.check_listeners(d.port, d.tls_port, d.tls_only)
+        return dicom_tls.server_context(dicom_tls.TlsSettings.from_config(self.config)) if d.tls_port else None
+
+    @cached_property
+    def node(self) -> DicomNode:
+        """The DICOM node with every DIMSE service registered (registry.py: the conformance table)."""
+        from .dicom import commitment, echo, find, get, move, mpps, store, worklist
+        from .dicom.node import DicomNode, NodeSettings
+        from .dicom.policy import AssociationPolicy
+        from .dicom.query_audit import QueryAudit
+        from .dicom.scu import ObjectSender
+
+        settings = NodeSettings.from_config(self.config)
+        node = DicomNode(settings, policy=AssociationPolicy(settings.ae_title,
+                                                            allowed_callers_from(self.config, self.peers)),
+                         events=self.events, tls_context=self.dicom_tls_context)
+        sender = ObjectSender(self.archive)
+        for service in (
+            echo.service(),
+            store.service(self.ingestor, self.peers),
+            find.service(self.index, node.ae_title, self.peers),
+            worklist.service(self.worklist, self.peers),
+            move.service(self.index, self.peers, sender, self.audit),
+            get.service(self.index, self.peers, sender, self.audit),
+            commitment.CommitmentService(self.archive, self.peers, node.ae_title, self.audit).service(),
+            mpps.MppsService(self.index, self.audit).service(),
+        ):
+            node.register(service)
+        for event, handler in QueryAudit(self.audit).handlers():  # one "dicom.find" entry per association
+            node.watch(event, handler)
+        return node
+
+    @cached_property
+    def services(self) -> list[Service]:
+        """The background services, in start order (``Appliance.stop`` stops them in reverse)."""
+        from .backup.schedule import Scheduler
+
+        b = self.config.backup
+        services: list[Service] = [
+            self.audit,  # aggregates DICOM stores
+            Named("backup scheduler", Scheduler(self.backup, b.window, b.retries, b.retry_seconds)),
+            Named("storage recycling", self.recycler),
+        ]
+        if self.config.inbox.enabled:
+            from .importer.watcher import Inbox, InboxSettings
+
+            services.append(Inbox(InboxSettings.from_config(self.config), self.ingestor, self.audit))
+        services.append(self.forwarder)
+        expire_days = self.config.worklist.expire_days
+        services.append(PeriodicTask("worklist expiry", lambda: self.worklist.expire(expire_days), 3600))
+        if self.verifier is not None:
+            services.append(Named("background verification", self.verifier))
+        return services
+
+    def close(self) -> None:
+        if "index" in self.__dict__:
+            self.index.close()
+
+
+def build(config: Config, with_web: bool = True) -> Appliance:
+    parts = Parts(config)
+    _ = parts.dicom_tls_context  # DICOM TLS settings are checked before anything is opened
+    try:
+        app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index,
+                        events=parts.events, audit=parts.audit, ingestor=parts.ingestor, peers=parts.peers,
+                        worklist=parts.worklist, forwarder=parts.forwarder, backup=parts.backup,
+                        recycler=parts.recycler, node=parts.node, verifier=parts.verifier, services=parts.services)
+    except BaseException:
+        parts.close()  # e.g. a bad [forward] rule: do not leave the index open behind the error
+        raise
     if with_web:
         from web.server import WebServer  # web depends on appliance, never the reverse at import time
 
         app.web = WebServer(app, config.http.host, config.http.port)
     return app
-
-
-def install_retrieval(app: Appliance, peers) -> None:
-    """C-MOVE, C-GET, storage commitment, worklist, MPPS and forwarding (issue 3)."""
-    from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-    from pynetdicom import sop_class as sc
-
-    from .dicom.commitment import CommitmentService
-    from .dicom.get import handle_get
-    from .dicom.move import handle_move
-    from .dicom.mpps import MppsService
-    from .dicom.permissions import store_if_permitted
-    from .dicom.scu import ObjectSender
-    from .dicom.worklist import handle_find_or_worklist
-    from .forward import Forwarder, parse_rules
-    from .worklist import Worklist
-
-    config, node, index = app.config, app.node, app.index
-    app.peers = peers
-    app.worklist = Worklist(index, config.index.case_sensitive_names)
-    sender = ObjectSender(app.archive)
-    node.add_contexts([sc.PatientRootQueryRetrieveInformationModelMove, sc.StudyRootQueryRetrieveInformationModelMove,
-                       sc.PatientRootQueryRetrieveInformationModelGet, sc.StudyRootQueryRetrieveInformationModelGet,
-                       sc.ModalityWorklistInformationFind, sc.ModalityPerformedProcedureStep,
-                       sc.StorageCommitmentPushModel], ALL_TRANSFER_SYNTAXES)
-    # C-GET: the requestor takes the storage SCP role on its own association (role selection).
-    node.add_contexts([cx.abstract_syntax for cx in AllStoragePresentationContexts], ALL_TRANSFER_SYNTAXES,
-                      scu_role=True, scp_role=True)
-    node.add_handler(evt.EVT_C_MOVE, handle_move, [index, peers, sender, app.audit])
-    node.add_handler(evt.EVT_C_GET, handle_get, [index, peers, sender, app.audit])
-    # pynetdicom binds one C-FIND handler: this one serves the worklist and passes Q/R finds to find.py.
-    node.add_handler(evt.EVT_C_FIND, handle_find_or_worklist, [index, node.ae_title, app.worklist, peers])
-    # Likewise for C-STORE: this checks the peer's store permission, then runs store.handle_store.
-    node.add_handler(evt.EVT_C_STORE, store_if_permitted, [app.ingestor, peers])
-    commitment = CommitmentService(app.archive, peers, node.ae_title, app.audit)
-    node.add_handler(evt.EVT_N_ACTION, commitment.handle_n_action)
-    mpps = MppsService(index, app.audit)
-    node.add_handler(evt.EVT_N_CREATE, mpps.handle_n_create)
-    node.add_handler(evt.EVT_N_SET, mpps.handle_n_set)
-
-    app.forwarder = Forwarder(index=index, archive=app.archive, peers=peers, ae_title=node.ae_title,
-                              rules=parse_rules(config.forward.rules),
-                              retry_initial=config.forward.retry_initial_seconds,
-                              retry_max=config.forward.retry_max_seconds, max_attempts=config.forward.max_attempts,
-                              timeout=config.dicom.dimse_timeout, audit=app.audit)
-    if app.forwarder.rules:
-        app.ingestor.record_hooks.append(app.forwarder.enqueue)  # same transaction as the instance rows
-        app.events.subscribe("instance_stored", app.forwarder.wake)
-    app.services.append(("forwarder", app.forwarder.start, app.forwarder.stop))
-    expirer = PeriodicTask("worklist expiry", 3600, lambda: app.worklist.expire(config.worklist.expire_days))
-    app.services.append(("worklist expiry", expirer.start, expirer.stop))
-
-
-class PeriodicTask:
-    """Run ``fn`` now and then every ``seconds`` in a daemon thread, logging (never raising) failures."""
-
-    def __init__(self, name: str, seconds: float, fn: Callable[[], Any]):
-        self.name, self.seconds, self.fn = name, seconds, fn
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.fn()
-            except Exception:  # noqa: BLE001 - try again next time
-                log.exception("%s failed", self.name)
-            if self._stop.wait(self.seconds):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
 
 def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:

@@ -17,8 +17,8 @@ previous entry's hash and this entry's fields, so ``verify()`` finds the first e
 that was edited, removed or inserted out of order behind the database's back.
 
 DICOM traffic: accepted and rejected associations are one entry each; C-FIND queries are
-one "dicom.find" entry per association (count, levels, the patient ID asked for; see
-``install``); stored
+one "dicom.find" entry per association (count, levels, the patient ID asked for; written
+by dicom/query_audit.py); stored
 instances are NOT one entry each (a CT series would be thousands). Stores are
 aggregated per (source, study) and written as one "dicom.store" (or "<kind>.store"
 for STOW/import/restore) entry with the count, once that source has sent nothing for
@@ -36,6 +36,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
+
+from .lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -74,10 +76,8 @@ class AuditLog:
         self.store_quiet = store_quiet_seconds
         self.store_max = store_max_seconds
         self._batches: dict[tuple[str, str], _StoreBatch] = {}
-        self._queries: dict[int, dict] = {}  # id(association) -> C-FIND count, levels, patient IDs
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = PeriodicTask("audit-stores", self._flush_batches, 1.0)
         if events is not None:
             events.subscribe("association_accepted", self._on_association_accepted)
             events.subscribe("association_rejected", self._on_association_rejected)
@@ -200,7 +200,7 @@ class AuditLog:
             else:
                 b.count += 1
                 b.last = now
-        if self._thread is None:  # not serving (CLI import, tests): write at once
+        if not self._flusher.running:  # not serving (CLI import, tests): write at once
             self._flush_batches(force=True)
 
     def _flush_batches(self, force: bool = False) -> None:
@@ -224,70 +224,13 @@ class AuditLog:
             log.exception("audit: could not look up the patient of a stored study")
             return ""
 
-    # --- DICOM queries, per association -----------------------------------------------------------
-    def install(self, node) -> None:
-        """Watch the node's associations: one "dicom.find" entry per association that queried,
-        written when it closes (a modality polling the worklist makes one entry per poll, not per
-        request). C-MOVE/C-GET/commitment/MPPS are audited by their own handlers."""
-        from pynetdicom import evt
-
-        node.add_handler(evt.EVT_DIMSE_RECV, self._on_dimse_recv)
-        node.add_handler(evt.EVT_RELEASED, self._on_association_closed)
-        node.add_handler(evt.EVT_ABORTED, self._on_association_closed)
-
-    def _on_dimse_recv(self, event) -> None:
-        try:
-            if event.message.command_set.CommandField != 0x0020:  # C-FIND-RQ; skip stores cheaply
-                return
-            primitive = event.message.message_to_primitive()
-        except Exception:  # noqa: BLE001 - never disturb the association
-            return
-        level, patient_id = "", ""
-        try:
-            cx = next(c for c in event.assoc.accepted_contexts if c.context_id == event.message.context_id)
-            ts = cx.transfer_syntax[0]
-            from pynetdicom.dsutils import decode
-
-            identifier = decode(primitive.Identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-            level = str(identifier.get("QueryRetrieveLevel", "") or "WORKLIST")
-            patient_id = str(identifier.get("PatientID", "") or "")
-        except Exception:  # noqa: BLE001 - an undecodable query is still counted
-            pass
-        with self._lock:
-            q = self._queries.setdefault(id(event.assoc), {"count": 0, "levels": set(), "patients": set()})
-            q["count"] += 1
-            if level:
-                q["levels"].add(level)
-            if patient_id and "*" not in patient_id and "?" not in patient_id and len(q["patients"]) < 10:
-                q["patients"].add(patient_id)
-
-    def _on_association_closed(self, event) -> None:
-        with self._lock:
-            q = self._queries.pop(id(event.assoc), None)
-        if not q:
-            return
-        patients = sorted(q["patients"])
-        detail = f"{q['count']} C-FIND ({', '.join(sorted(q['levels'])) or 'unknown level'})"
-        if len(patients) > 1:
-            detail += f"; patient IDs {', '.join(patients)}"
-        self.record("dicom.find", f"dicom:{event.assoc.requestor.ae_title.strip()}",
-                    address=event.assoc.requestor.address, patient_id=patients[0] if len(patients) == 1 else "",
-                    detail=detail)
+    name = "audit"
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="audit-stores", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self._flush_batches()
+        self._flusher.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._flusher.stop()
         self._flush_batches(force=True)
 
 

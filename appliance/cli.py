@@ -6,71 +6,20 @@ failures print one clear line and exit non-zero; they never print a traceback.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-import sys
 from pathlib import Path
 
 import click
 
-from . import config as config_mod
-from . import logsetup
-from .errors import ApplianceError
+from .cli_backup import backup, keys
+from .cli_common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
+from .cli_dicom import forward, modality, worklist
+from .cli_import import import_
+from .cli_integrity import verify
+from .cli_storage import storage
+from .cli_system import firstboot, tls
+from .cli_users import user
 
-log = logging.getLogger(__name__)
-
-data_option = click.option(
-    "--data", "data_dir", type=click.Path(path_type=Path), default=None,
-    help="Data directory (default: $PACS_DATA_DIR or ./var).",
-)
-
-
-def friendly_errors(fn):
-    """Turn expected errors into one line on stderr and the error's exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ApplianceError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
-
-
-def resolve_data_dir(data_dir: Path | None) -> Path:
-    return data_dir if data_dir is not None else config_mod.default_data_dir()
-
-
-def load_config(data_dir: Path | None) -> config_mod.Config:
-    from .datadir import is_initialized
-    from .errors import DataDirError
-
-    data_dir = resolve_data_dir(data_dir)
-    if not is_initialized(data_dir):
-        raise DataDirError(f"{data_dir} is not an initialised data directory: run `pacs-appliance init --data "
-                           f"{data_dir}` first")
-    cfg = config_mod.load(data_dir)
-    logsetup.configure(cfg.log.level)
-    return cfg
-
-
-@contextlib.contextmanager
-def open_appliance(data_dir: Path | None):
-    """The appliance of a data directory, built but not started, for one CLI command.
-
-    Index writes run inline (the writer thread is not started); a running server
-    may use the same data directory at the same time (SQLite WAL, busy timeout).
-    """
-    from .app import build
-
-    app = build(load_config(data_dir), with_web=False)
-    try:
-        yield app
-    finally:
-        app.index.close()
+__all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,35 +73,8 @@ def serve(data_dir: Path | None) -> None:
     run(build(cfg))
 
 
-from .cli_integrity import verify  # noqa: E402 - commands register after main exists
-
-main.add_command(verify)
-from .cli_backup import backup, keys  # noqa: E402
-
-main.add_command(backup)
-main.add_command(keys)
-
-from .cli_import import import_  # noqa: E402
-
-main.add_command(import_)
-from .cli_dicom import forward, modality, worklist  # noqa: E402
-
-main.add_command(modality)
-main.add_command(worklist)
-main.add_command(forward)
-
-from .cli_users import user  # noqa: E402
-
-main.add_command(user)
-
-from .cli_system import firstboot, tls  # noqa: E402
-
-main.add_command(firstboot)
-main.add_command(tls)
-
-from .cli_storage import storage  # noqa: E402
-
-main.add_command(storage)
+for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage):
+    main.add_command(command)
 
 from .cli_update import update  # noqa: E402
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli import data_option, friendly_errors, open_appliance
+from .cli_common import data_option, friendly_errors, open_appliance
 
 
 def _say(message: str) -> None:

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .cli import data_option, friendly_errors, open_appliance
+from .cli_common import data_option, friendly_errors, open_appliance
 
 
 @click.command()

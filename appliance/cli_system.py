@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli import data_option, friendly_errors, resolve_data_dir
+from .cli_common import data_option, friendly_errors, resolve_data_dir
 
 
 @click.command()

@@ -12,7 +12,7 @@ import json
 import click
 
 from . import accounts
-from .cli import data_option, friendly_errors, open_appliance
+from .cli_common import data_option, friendly_errors, open_appliance
 
 
 def _actor() -> str:

@@ -6,13 +6,8 @@ what went wrong and what to do about it; it never contains patient data.
 """
 from __future__ import annotations
 
-# DICOM statuses used by the node (PS3.4 Annex B.2, C.4).
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
-DUPLICATE_REJECTED = 0xA770  # refused by the on_conflict policy ("reject")
+# The DICOM statuses these errors answer a C-STORE with (one table of codes: dicom/status.py).
+from .dicom.status import CANNOT_UNDERSTAND, DUPLICATE_REJECTED, OUT_OF_RESOURCES, PROCESSING_FAILURE
 
 
 class ApplianceError(Exception):

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import config as config_mod, tls
+from .backup.targets import check_url as check_target_url
 from .datadir import initialize, is_initialized
 from .errors import ConfigError
 
@@ -179,11 +180,12 @@ def read_vendor(path: Path, zoneinfo_dir: Path = Path("/usr/share/zoneinfo")) ->
     network = _read_network(data["network"], bad) if "network" in data else None
     backup_target = text("backup_target", None, 512)
     if backup_target:
-        parts = urlsplit(backup_target)
-        if (parts.scheme not in ("file", "sftp", "s3") or parts.password
-                or (parts.scheme == "sftp" and not (parts.username and parts.hostname))
-                or (parts.scheme == "s3" and not parts.hostname) or (parts.scheme == "file" and not parts.path)):
-            raise bad("backup_target", f"{backup_target!r} is not valid: {KEYS['backup_target']}")
+        try:
+            if not urlsplit(backup_target).scheme:
+                raise ConfigError("a plain path; write file:///path")
+            check_target_url(backup_target)
+        except ConfigError as exc:
+            raise bad("backup_target", f"{backup_target!r} is not valid ({exc}): {KEYS['backup_target']}") from None
     return VendorSettings(hostname, timezone, ae_title, dicom_port, dicom_tls, site_name, network, backup_target,
                           present=True)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -31,16 +30,18 @@ from peewee import fn
 
 from .archive import Archive
 from .dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
+from .dicom.status import STORE_OK
 from .errors import ConfigError
 from .index import Index
 from .index.models import Instance, utcnow
 from .index.models.retrieval import ForwardJob
 from .index.records import InstanceAttributes
+from .lifecycle import PeriodicTask
 from .peers import PeerError, PeerRegistry
 from .transcode import TranscodeError
 
 log = logging.getLogger(__name__)
-OK_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success, and the storage warnings (coercion, elements discarded)
+OK_STATUSES = STORE_OK  # success, and the storage warnings (coercion, elements discarded)
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,7 @@ class Forwarder:
         self.batch = batch
         self.timeout = timeout
         self.sender = ObjectSender(archive)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = PeriodicTask("forwarder", self.run_once, self._idle_seconds, join_seconds=timeout + 5)
         self._held_until: dict[str, datetime.datetime] = {}  # unreachable peers: next attempt (in memory)
 
     # -- queueing (inside the ingest transaction) ---------------------------
@@ -115,31 +114,17 @@ class Forwarder:
                               next_attempt_at=due).on_conflict_ignore().execute()
 
     def wake(self, **_payload) -> None:
-        self._wake.set()
+        self._task.wake()
 
     # -- the worker -----------------------------------------------------------
+    name = "forwarder"
+
     def start(self) -> None:
-        if not self.rules or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
-        self._thread.start()
+        if self.rules:
+            self._task.start()
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join(self.timeout + 5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - keep forwarding after an unexpected error
-                log.exception("forwarding round failed")
-            self._wake.wait(self._idle_seconds())
-            self._wake.clear()
+        self._task.stop()
 
     def _idle_seconds(self) -> float:
         due = (ForwardJob.select(fn.MIN(ForwardJob.next_attempt_at)).where(ForwardJob.state == "pending").scalar())
@@ -156,7 +141,7 @@ class Forwarder:
         destinations = [row.destination for row in ForwardJob.select(ForwardJob.destination).where(
             (ForwardJob.state == "pending") & (ForwardJob.next_attempt_at <= now)).distinct()]
         for destination in destinations:
-            if self._stop.is_set():
+            if self._task.stopping:
                 break
             sent += self._send_due(destination, now)
         return sent
@@ -190,7 +175,7 @@ class Forwarder:
         sent = 0
         try:
             for job in jobs:
-                if self._stop.is_set() or not assoc.is_established:
+                if self._task.stopping or not assoc.is_established:
                     break
                 try:
                     outcome = self.sender.send(assoc, outgoing[job.id])
@@ -267,5 +252,5 @@ class Forwarder:
             cond &= ForwardJob.destination == destination
         count = self.index.writer.run(lambda: ForwardJob.update(state="pending", next_attempt_at=utcnow())
                                       .where(cond).execute())
-        self._wake.set()
+        self._task.wake()
         return count

@@ -76,24 +76,74 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def make_corpus(directory: Path, studies: int = 20, series: int = 2, per_series: int = 50) -> list[Path]:
-    """The benchmark corpus: ``studies`` CT studies of ``series`` x ``per_series`` small instances.
+KINDS_IN_TURN = ("CT", "MR", "US")  # CT_small 39 KB, MR_small 10 KB, examples_rgb_color 232 KB
 
-    Reused when it already holds the expected number of files (generation takes a few seconds).
+
+def make_corpus(directory: Path, studies: int = 20, series: int = 2, per_series: int = 50,
+                kind: str = "mixed", large: bool = True) -> list[Path]:
+    """The benchmark corpus: ``studies`` studies of ``series`` x ``per_series`` instances.
+
+    ``kind="mixed"`` (the default, what a clinic sends) makes the studies CT, MR and ultrasound
+    in turn, and ``large`` adds the big objects a clinic also sends: five 1,024 x 1,024 16-bit DX
+    images (2 MB each) and two uncompressed 40-frame RGB ultrasound cines (9 MB each).
+    A corpus of small CT files alone flatters a Python receiver (fewer PDUs and bytes per
+    instance); ``kind="CT"`` is kept for comparisons with older figures.
+    Reused when the directory already holds the expected files (generation takes a few seconds).
     """
     from tests.synth import write_study
 
-    directory = Path(directory)
-    expected = studies * series * per_series
+    directory = Path(directory) / (f"{kind}-large" if large else kind)
+    extra = 7 if large else 0
+    expected = studies * series * per_series + extra
     existing = sorted(directory.glob("s*/*.dcm"))
     if len(existing) == expected:
         return existing
     paths: list[Path] = []
     for s in range(studies):
-        paths += write_study(directory / f"s{s:03d}", n_series=series, per_series=per_series, kind="CT",
+        k = KINDS_IN_TURN[s % len(KINDS_IN_TURN)] if kind == "mixed" else kind
+        paths += write_study(directory / f"s{s:03d}", n_series=series, per_series=per_series, kind=k,
                              patient_id=f"BENCH{s:05d}", patient_name=f"BENCH^PATIENT{s:03d}",
                              study_date=f"2026{1 + s % 12:02d}{1 + s % 28:02d}", accession=f"ACC{s:06d}")
+    if large:
+        paths += _large_objects(directory / "s999")
     return sorted(paths)
+
+
+def _large_objects(directory: Path) -> list[Path]:
+    """Five ~2 MB DX images and two ~9 MB multi-frame ultrasound cines, in one synthetic study."""
+    import numpy as np
+    from pydicom.uid import generate_uid
+    from tests.synth import make_instance
+
+    directory.mkdir(parents=True, exist_ok=True)
+    study = generate_uid()
+    identity = dict(patient_id="BENCHLARGE", patient_name="BENCH^LARGE", study_uid=study, study_date="20260615")
+    paths = []
+    dx_series, us_series = generate_uid(), generate_uid()
+    for i in range(5):  # Digital X-Ray: 1,024 x 1,024 16-bit, 2 MiB of pixels
+        ds = make_instance("CT", series_uid=dx_series, instance_number=i + 1, modality="DX", **identity)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        ramp = (np.add.outer(np.arange(1024), np.arange(1024)) * (i + 1)) % 4096
+        ds.Rows = ds.Columns = 1024
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = ramp.astype("<u2").tobytes()
+        paths.append(_save(ds, directory))
+    for i in range(2):  # ultrasound cine: 40 frames of 240 x 320 RGB, 9 MB
+        ds = make_instance("US", series_uid=us_series, instance_number=i + 1, **identity)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+        frame = ds.PixelData
+        ds.NumberOfFrames = 40
+        ds.FrameTime = "33.3"
+        ds.FrameIncrementPointer = 0x00181063
+        ds.PixelData = frame * 40
+        paths.append(_save(ds, directory))
+    return paths
+
+
+def _save(ds, directory: Path) -> Path:
+    path = directory / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def sender_env(nodelay: bool) -> dict:

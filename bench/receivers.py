@@ -49,16 +49,21 @@ class Appliance(Receiver):
     name = "appliance"
     ae_title = "PACSBOX"
 
-    def __init__(self, workdir: Path, env: dict | None = None, name: str = "appliance"):
+    def __init__(self, workdir: Path, env: dict | None = None, name: str = "appliance", root: Path = ROOT):
+        """``root`` is the checkout the server runs from: another one (a ``git worktree`` of an older
+        commit) gives before/after figures in one interleaved run."""
         super().__init__(workdir)
         self.name = name
-        self.extra_env = env or {}
+        self.extra_env = dict(env or {})
+        if root != ROOT:
+            self.extra_env["PYTHONPATH"] = str(root)
         self.template = self.workdir / f"{name}-template"
         if not self.template.exists():
             pw = self.workdir / "admin.pw"
             pw.write_text(ADMIN_PASSWORD)
             subprocess.run([PYTHON, "-m", "appliance", "init", "--data", str(self.template),
-                            "--admin-password-file", str(pw)], check=True, capture_output=True, cwd=ROOT)
+                            "--admin-password-file", str(pw)], check=True, capture_output=True, cwd=root,
+                           env={**os.environ, **self.extra_env})
 
     def start(self, tag: str) -> "Appliance":
         data = self.workdir / f"{self.name}-{tag}"

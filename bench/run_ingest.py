@@ -11,6 +11,7 @@ machine noise hits them alike) and prints medians (min-max):
 * ``peak RSS``: VmHWM of the receiver process after the 1-association ingest.
 
     .venv/bin/python bench/run_ingest.py [--runs 3] [--receivers appliance,bare,orthanc] [--json out.json]
+    .venv/bin/python bench/run_ingest.py --receivers appliance,appliance-base --baseline-root ../old-checkout
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def send(receiver, files: list[Path], nodelay: bool, parallel: int = 1) -> float
     return elapsed
 
 
-def make_receivers(names: list[str], workdir: Path) -> list:
+def make_receivers(names: list[str], workdir: Path, baseline_root: Path | None = None) -> list:
     factories = {"appliance": lambda: Appliance(workdir), "bare": lambda: BareScp(workdir),
+                 "appliance-base": lambda: Appliance(workdir, name="appliance-base", root=baseline_root),
                  "bare-tuned": lambda: BareScp(workdir, tune=True), "orthanc": lambda: Orthanc(workdir)}
     unknown = set(names) - set(factories)
     if unknown:
@@ -65,7 +67,11 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench-corpus")
     p.add_argument("--workdir", type=Path, help="keep receiver data here (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
+    p.add_argument("--baseline-root", type=Path,
+                   help="a checkout of an older commit (git worktree): adds receiver appliance-base run from it")
     args = p.parse_args()
+    if "appliance-base" in args.receivers and not args.baseline_root:
+        raise SystemExit("receiver appliance-base needs --baseline-root DIR")
 
     files = make_corpus(args.corpus)
     size_mb = sum(f.stat().st_size for f in files) / 1e6
@@ -73,7 +79,8 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="pacs-bench-")
     workdir = args.workdir or Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
-    receivers = make_receivers(args.receivers.split(","), workdir)
+    receivers = make_receivers(args.receivers.split(","), workdir,
+                               args.baseline_root.resolve() if args.baseline_root else None)
     print(f"corpus: {len(files)} instances, {size_mb:.0f} MB; {platform.node()} {platform.processor() or ''}"
           f" cores={__import__('os').cpu_count()}; runs={args.runs}", flush=True)
 

@@ -1,6 +1,6 @@
 """Offsite backup and disaster restore.
 
-Modules: targets.py (folder / SFTP / S3 behind one interface), snapshot.py
+Modules: targets/ (folder / SFTP / S3 behind one interface, by URL scheme), snapshot.py
 (encrypted index snapshot), manifest.py (offsite names, sealing, the manifest),
 sync.py (one backup run), schedule.py (daily window, run now, retries),
 verify.py, restore.py, service.py (``app.backup``: run, status, is_offsite).
@@ -46,7 +46,7 @@ replaced objects), which is everything a complete restore needs.
 
 Write order, so a half sync never looks complete: config and keyring.sealed,
 then the objects, then the snapshot, then the manifest last. Every write is
-atomic (targets.py). A reader takes the newest manifest that opens.
+atomic (targets/base.py). A reader takes the newest manifest that opens.
 
 What the storage provider learns: the number and sizes of objects, snapshots
 and manifests, and when they were written. No UIDs, names or dates of patients

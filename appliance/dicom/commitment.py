@@ -17,22 +17,25 @@ import time
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom import AE, build_role
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from ..archive import Archive
 from ..errors import ApplianceError
 from ..index.models import Instance
 from ..peers import PeerRegistry
+from .registry import DimseService, Handler
+from .status import (
+    CLASS_INSTANCE_CONFLICT,
+    INVALID_ARGUMENT,
+    NO_SUCH_ACTION,
+    NO_SUCH_OBJECT,
+    PROCESSING_FAILURE,
+    SUCCESS,
+)
 
 log = logging.getLogger(__name__)
 INSTANCE_UID = "1.2.840.10008.1.20.1.1"  # the well-known Storage Commitment Push Model SOP Instance
-SUCCESS = 0x0000
-NO_SUCH_ACTION = 0x0123
-INVALID_ARGUMENT = 0x0115
-NO_SUCH_OBJECT = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
-PROCESSING_FAILURE = 0x0110
 SAME_ASSOCIATION_GRACE = 0.3  # seconds
 
 
@@ -88,6 +91,11 @@ class CommitmentService:
         self.ae_title = ae_title
         self.audit = audit
         self.timeout = timeout
+
+    def service(self) -> DimseService:
+        # The N-EVENT-REPORT goes back on this association, or on a new one where we take the SCP role.
+        return DimseService("Storage Commitment Push Model", (StorageCommitmentPushModel,),
+                            (Handler(evt.EVT_N_ACTION, self.handle_n_action),), reference="PS3.4 Annex J")
 
     def handle_n_action(self, event):
         if str(event.request.RequestedSOPClassUID) != StorageCommitmentPushModel:

@@ -15,18 +15,18 @@ import logging
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pynetdicom import evt
 
 from ..index import Index
 from ..index.query import ATTRS, QueryError
+from ..peers import PeerRegistry
 from .identifier import IdentifierEncoder, Unencodable
 from .pending import PendingSender
-from .status import status
+from .permissions import query_refusal
+from .registry import DimseService, Handler
+from .status import CANCELLED, IDENTIFIER_MISMATCH, PENDING, UNABLE_TO_PROCESS, status
 
 log = logging.getLogger(__name__)
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-UNABLE_TO_PROCESS = 0xC000
-IDENTIFIER_MISMATCH = 0xA900
 # PS3.4 C.6: which levels each model allows
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -74,7 +74,17 @@ def response_for(identifier: Dataset, record: dict, ae_title: str) -> Dataset:
     return rsp
 
 
-def handle_find(event, index: Index, ae_title: str):
+def service(index: Index, ae_title: str, peers: PeerRegistry | None = None) -> DimseService:
+    return DimseService("Query/Retrieve FIND", (PATIENT_ROOT_FIND, STUDY_ROOT_FIND),
+                        (Handler(evt.EVT_C_FIND, handle_find, (index, ae_title, peers)),),
+                        reference="PS3.4 Annex C (C.4.1)")
+
+
+def handle_find(event, index: Index, ae_title: str, peers: PeerRegistry | None = None):
+    refusal = query_refusal(peers, event.assoc.requestor.ae_title.strip()) if peers is not None else None
+    if refusal is not None:
+        yield refusal, None
+        return
     identifier = event.identifier
     model = str(event.request.AffectedSOPClassUID)
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()

@@ -1,7 +1,7 @@
 """C-GET SCP (Patient Root and Study Root): the instances go back on the requestor's own association.
 
 The requestor proposes storage contexts with SCP/SCU role selection (the
-node accepts the SCP role for every storage SOP class, see app.py); pynetdicom
+node accepts the SCP role for every storage SOP class: ``requestor_scp_for``); pynetdicom
 counts the sub-operations and the failed SOP Instance UIDs. Each instance is
 sent by ``scu.ObjectSender``: stored bytes when the requestor accepted the
 stored transfer syntax, a lossless transcode when not, otherwise a failed
@@ -11,22 +11,28 @@ from __future__ import annotations
 
 import logging
 
+from pynetdicom import evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
 from ..index import Index
 from ..peers import PeerRegistry
-from .move import (
-    CANCELLED,
-    IDENTIFIER_MISMATCH,
-    NOT_PERMITTED,
-    PENDING,
-    BadIdentifier,
-    _text,
-    caller_may_retrieve,
-    match_instances,
-)
+from .move import BadIdentifier, _text, caller_may_retrieve, match_instances
+from .registry import DimseService, Handler
 from .scu import ObjectSender
-from .status import status
+from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
+from .store import STORAGE_SOP_CLASSES
 
 log = logging.getLogger(__name__)
+
+
+def service(index: Index, peers: PeerRegistry, sender: ObjectSender, audit) -> DimseService:
+    return DimseService("Query/Retrieve GET", (PatientRootQueryRetrieveInformationModelGet,
+                                               StudyRootQueryRetrieveInformationModelGet),
+                        (Handler(evt.EVT_C_GET, handle_get, (index, peers, sender, audit)),),
+                        requestor_scp_for=STORAGE_SOP_CLASSES, reference="PS3.4 Annex C (C.4.3)")
 
 
 def handle_get(event, index: Index, peers: PeerRegistry, sender: ObjectSender, audit):

@@ -16,21 +16,21 @@ import logging
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom import build_context
-from pynetdicom.sop_class import Verification
+from pynetdicom import build_context, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from ..index import Index
 from ..index.query import QueryError
 from ..peers import PeerError, PeerRegistry
+from .registry import DimseService, Handler
 from .scu import ObjectSender, Outgoing, storage_contexts
-from .status import status
+from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
 
 log = logging.getLogger(__name__)
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-IDENTIFIER_MISMATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
-NOT_PERMITTED = 0xC001
 LEVEL_KEYS = {
     "PATIENT": ("PatientID",),
     "STUDY": ("PatientID", "StudyInstanceUID"),
@@ -75,6 +75,13 @@ def match_instances(index: Index, identifier: Dataset, model: str) -> list[Outgo
 
 def caller_may_retrieve(peers: PeerRegistry, calling: str) -> bool:
     return peers.permits(calling, "can_retrieve")
+
+
+def service(index: Index, peers: PeerRegistry, sender: ObjectSender, audit) -> DimseService:
+    return DimseService("Query/Retrieve MOVE", (PatientRootQueryRetrieveInformationModelMove,
+                                                StudyRootQueryRetrieveInformationModelMove),
+                        (Handler(evt.EVT_C_MOVE, handle_move, (index, peers, sender, audit)),),
+                        reference="PS3.4 Annex C (C.4.2)")
 
 
 def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, audit):

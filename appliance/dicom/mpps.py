@@ -12,19 +12,23 @@ import logging
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from pynetdicom import evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from ..index import Index
 from ..index.models import utcnow
 from ..index.models.retrieval import PerformedStep, WorklistItem
+from .registry import DimseService, Handler
+from .status import (
+    DUPLICATE_INSTANCE,
+    INVALID_ATTRIBUTE_VALUE,
+    NO_SUCH_CLASS,
+    NO_SUCH_OBJECT,
+    PROCESSING_FAILURE,
+    SUCCESS,
+)
 
 log = logging.getLogger(__name__)
-SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT = 0x0112
-DUPLICATE_INSTANCE = 0x0111
-INVALID_ATTRIBUTE_VALUE = 0x0106
-NO_SUCH_CLASS = 0x0118
 FINAL = ("COMPLETED", "DISCONTINUED")
 
 
@@ -52,6 +56,11 @@ class MppsService:
     def __init__(self, index: Index, audit):
         self.index = index
         self.audit = audit
+
+    def service(self) -> DimseService:
+        return DimseService("Modality Performed Procedure Step", (ModalityPerformedProcedureStep,),
+                            (Handler(evt.EVT_N_CREATE, self.handle_n_create), Handler(evt.EVT_N_SET, self.handle_n_set)),
+                            reference="PS3.4 Annex F (F.7)")
 
     def handle_n_create(self, event):
         if str(event.request.AffectedSOPClassUID) != ModalityPerformedProcedureStep:

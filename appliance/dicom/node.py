@@ -1,9 +1,12 @@
 """The DICOM node: one pynetdicom AE serving every DIMSE service of the appliance.
 
-Services are registered as (event, handler, args) triples so each handler
-module stays small and gets its collaborators passed in. Other parts of the
-appliance (retrieval, worklist, ...) add theirs with ``add_handler`` and
-``add_contexts`` before ``start``.
+Each DIMSE service is a ``registry.DimseService`` declared by its own module
+(echo.py, store.py, find.py, ...), with its collaborators passed in; the
+composition root ``register``s them before ``start``. The registry is the one
+table of SOP classes, roles and handlers: it refuses a second handler for the
+same DIMSE event and SOP class, which pynetdicom would silently let replace the
+first. Notification events (association opened, DIMSE message received, ...)
+may have any number of watchers (``watch``).
 
 The node listens on the plain DICOM port, on a DICOM TLS port (``tls.py``), or on
 both: every listener serves the same services with the same handlers, association
@@ -14,29 +17,15 @@ from __future__ import annotations
 import copy
 import logging
 import ssl
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from pynetdicom import (
-    AE,
-    ALL_TRANSFER_SYNTAXES,
-    AllStoragePresentationContexts,
-    _config,
-    evt,
-)
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-    Verification,
-)
+from pynetdicom import AE, _config, evt
 
 from ..events import Events
-from ..index import Index
-from ..ingest import Ingestor
-from .echo import handle_echo
-from .find import handle_find
 from .policy import AssociationPolicy
+from .registry import DimseService, ServiceRegistry
 from .sockets import tune_accepted_socket
-from .store import handle_store
 from .tls import start_tls_server
 
 log = logging.getLogger(__name__)
@@ -76,56 +65,83 @@ class _ContextList(list):
         return copies
 
 
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's ``[dicom]`` settings (config.py documents each)."""
+
+    ae_title: str = "PACSBOX"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    max_associations: int = 16
+    acse_timeout: float = 30
+    dimse_timeout: float = 60
+    network_timeout: float = 120
+    max_pdu: int = 262144
+    tls_port: int = 0
+    plain: bool = True  # False: TLS only
+
+    @classmethod
+    def from_config(cls, config) -> NodeSettings:
+        d = config.dicom
+        return cls(ae_title=d.ae_title, host=d.host, port=d.port, max_associations=d.max_associations,
+                   acse_timeout=d.acse_timeout, dimse_timeout=d.dimse_timeout, network_timeout=d.network_timeout,
+                   max_pdu=d.max_pdu, tls_port=d.tls_port, plain=not d.tls_only)
+
+
 class DicomNode:
-    def __init__(self, *, ae_title: str, host: str, port: int, policy: AssociationPolicy, ingestor: Ingestor,
-                 index: Index, events: Events, max_associations: int = 16, acse_timeout: float = 30,
-                 dimse_timeout: float = 60, network_timeout: float = 120, max_pdu: int = 262144,
-                 tls_port: int = 0, tls_context: ssl.SSLContext | None = None, plain: bool = True):
-        if tls_port and tls_context is None:
+    def __init__(self, settings: NodeSettings, *, policy: AssociationPolicy, events: Events,
+                 tls_context: ssl.SSLContext | None = None):
+        s = settings
+        if s.tls_port and tls_context is None:
             raise ValueError("a TLS port needs an SSL context (appliance.dicom.tls.server_context)")
-        if not plain and not tls_port:
+        if not s.plain and not s.tls_port:
             raise ValueError("the node needs a plain or a TLS listener")
-        self.ae_title = ae_title
-        self.address = (host, port)
-        self.tls_address = (host, tls_port) if tls_port else None
+        self.ae_title = s.ae_title
+        self.address = (s.host, s.port)
+        self.tls_address = (s.host, s.tls_port) if s.tls_port else None
         self.tls_context = tls_context
-        self.plain = plain
+        self.plain = s.plain
         self.policy = policy
         self.events = events
-        self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_associations = max_associations
-        self.ae.acse_timeout = acse_timeout
-        self.ae.dimse_timeout = dimse_timeout
-        self.ae.network_timeout = network_timeout
-        self.ae.maximum_pdu_size = max_pdu
-        self.ae.connection_timeout = acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
+        self.ae = AE(ae_title=s.ae_title)
+        self.ae.maximum_associations = s.max_associations
+        self.ae.acse_timeout = s.acse_timeout
+        self.ae.dimse_timeout = s.dimse_timeout
+        self.ae.network_timeout = s.network_timeout
+        self.ae.maximum_pdu_size = s.max_pdu
+        self.ae.connection_timeout = s.acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
         self.ae.require_called_aet = True
         self._server = None  # the plain listener
         self._tls_server = None
-        self._handlers: list[tuple[Any, Callable, list]] = [
+        self.registry = ServiceRegistry()  # the DIMSE services: the node's conformance table
+        self._watchers: list[tuple[Any, Callable, list]] = [
             (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),
             (evt.EVT_ESTABLISHED, self._on_established, []),
-            (evt.EVT_C_ECHO, handle_echo, []),
-            (evt.EVT_C_STORE, handle_store, [ingestor]),
-            (evt.EVT_C_FIND, handle_find, [index, ae_title]),
         ]
-        self.add_contexts([Verification], ALL_TRANSFER_SYNTAXES)
-        for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.add_contexts([PatientRootQueryRetrieveInformationModelFind,
-                           StudyRootQueryRetrieveInformationModelFind], ALL_TRANSFER_SYNTAXES)
+        self._handlers: list[tuple[Any, Callable, list]] = []  # what the listeners were given, set by start
 
-    def add_contexts(self, abstract_syntaxes: Iterable[str], transfer_syntaxes: list[str],
-                     scu_role: bool | None = None, scp_role: bool | None = None) -> None:
-        for uid in abstract_syntaxes:
+    def register(self, service: DimseService) -> None:
+        """Serve ``service``: accept its presentation contexts and bind its handlers at ``start``.
+
+        Raises registry.DuplicateHandler when another service already handles one of its events
+        for one of its SOP classes."""
+        self._check_not_started()
+        self.registry.register(service)
+        for uid, transfer_syntaxes, scu_role, scp_role in service.contexts():
             self.ae.add_supported_context(uid, transfer_syntaxes, scu_role=scu_role, scp_role=scp_role)
 
-    def add_handler(self, event: Any, handler: Callable, args: list | None = None) -> None:
+    def watch(self, event: Any, handler: Callable, args: list | None = None) -> None:
+        """Call ``handler(event, *args)`` on a notification event (any number of watchers per event)."""
+        self._check_not_started()
+        if not getattr(event, "is_notification", False):
+            raise ValueError(f"{event.name} is a DIMSE request: serve it with a DimseService (register)")
+        self._watchers.append((event, handler, list(args or [])))
+
+    def _check_not_started(self) -> None:
         if self._server is not None or self._tls_server is not None:
-            raise RuntimeError("add handlers before the node starts")
-        self._handlers.append((event, handler, list(args or [])))
+            raise RuntimeError("register services and watchers before the node starts")
 
     # -- association policy -------------------------------------------------
     def _on_requested(self, event) -> None:
@@ -157,6 +173,7 @@ class DicomNode:
         _config.LOG_HANDLER_LEVEL = "standard" if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) \
             else "none"
         contexts = _ContextList(self.ae.supported_contexts)
+        self._handlers = self._watchers + self.registry.evt_handlers()
         if self.plain:
             self._server = self.ae.start_server(self.address, block=False, evt_handlers=self._handlers,
                                                 contexts=contexts)

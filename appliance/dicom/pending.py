@@ -40,7 +40,8 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
-PENDING = 0xFF00
+from .status import PENDING
+
 # Responses are made faster than the DUL thread sends them: past this many queued PDUs (~100 KB)
 # the handler waits, so a large result for a slow reader does not pile up in memory.
 MAX_QUEUED_PDUS = 256

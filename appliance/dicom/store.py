@@ -1,13 +1,23 @@
-"""C-STORE SCP: every object goes through the one ingest path, and the status tells the truth."""
+"""C-STORE SCP: every object goes through the one ingest path, and the status tells the truth.
+
+A caller registered in the peer registry without the store permission (``--no-store``)
+is refused; unregistered callers the association policy let in may store.
+"""
 from __future__ import annotations
 
 import logging
 
-from ..errors import SUCCESS, ApplianceError, PROCESSING_FAILURE
+from pynetdicom import AllStoragePresentationContexts, evt
+
+from ..errors import ApplianceError
 from ..ingest import Ingestor, Origin
-from .status import status
+from ..peers import PeerRegistry
+from .registry import DimseService, Handler
+from .status import NOT_AUTHORIZED, PROCESSING_FAILURE, SUCCESS, status
 
 log = logging.getLogger(__name__)
+# Every storage SOP class pynetdicom knows; others (new, private) are served too (any_sop_class).
+STORAGE_SOP_CLASSES = tuple(cx.abstract_syntax for cx in AllStoragePresentationContexts)
 
 
 def handle_store(event, ingestor: Ingestor):
@@ -22,3 +32,16 @@ def handle_store(event, ingestor: Ingestor):
         log.exception("C-STORE from %s failed", calling)
         return status(PROCESSING_FAILURE, "internal error while storing; see the appliance log")
     return SUCCESS
+
+
+def store_if_permitted(event, ingestor: Ingestor, peers: PeerRegistry):
+    calling = event.assoc.requestor.ae_title.strip()
+    if not peers.permits(calling, "can_store"):
+        return status(NOT_AUTHORIZED, f"{calling} is registered without permission to store")
+    return handle_store(event, ingestor)
+
+
+def service(ingestor: Ingestor, peers: PeerRegistry | None = None) -> DimseService:
+    handler = (Handler(evt.EVT_C_STORE, store_if_permitted, (ingestor, peers)) if peers is not None
+               else Handler(evt.EVT_C_STORE, handle_store, (ingestor,)))
+    return DimseService("Storage", STORAGE_SOP_CLASSES, (handler,), any_sop_class=True, reference="PS3.4 Annex B")

@@ -6,8 +6,8 @@ modality, start date range) and patient keys at the top level. Matching is
 done by ``Worklist.search`` with the query engine's rules; every key the
 modality asked for is returned, empty when we do not keep it.
 
-pynetdicom binds one handler per C-FIND, so ``handle_find_or_worklist``
-serves the worklist model and hands the query/retrieve models to find.py.
+The node's service registry routes a C-FIND on this model here and one on the
+query/retrieve models to find.py (registry.py).
 """
 from __future__ import annotations
 
@@ -16,20 +16,17 @@ import logging
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pynetdicom import evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from ..index import Index
 from ..index.query import QueryError
-from ..worklist import ATTRS, STEP_ATTRS, Worklist
 from ..peers import PeerRegistry
-from .find import handle_find
+from ..worklist import ATTRS, STEP_ATTRS, Worklist
 from .permissions import query_refusal
-from .status import status
+from .registry import DimseService, Handler
+from .status import CANCELLED, PENDING, UNABLE_TO_PROCESS, status
 
 log = logging.getLogger(__name__)
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-UNABLE_TO_PROCESS = 0xC000
 VALUES = {
     "PatientName": "patient_name", "PatientID": "patient_id", "PatientBirthDate": "birth_date", "PatientSex": "sex",
     "AccessionNumber": "accession", "RequestedProcedureID": "requested_procedure_id",
@@ -98,7 +95,17 @@ def response_for(identifier: Dataset, item) -> Dataset:
     return rsp
 
 
-def handle_worklist_find(event, worklist: Worklist):
+def service(worklist: Worklist, peers: PeerRegistry | None = None) -> DimseService:
+    return DimseService("Modality Worklist", (ModalityWorklistInformationFind,),
+                        (Handler(evt.EVT_C_FIND, handle_worklist_find, (worklist, peers)),),
+                        reference="PS3.4 Annex K (K.6)")
+
+
+def handle_worklist_find(event, worklist: Worklist, peers: PeerRegistry | None = None):
+    refusal = query_refusal(peers, event.assoc.requestor.ae_title.strip()) if peers is not None else None
+    if refusal is not None:
+        yield refusal, None
+        return
     try:
         items = worklist.search(criteria_from(event.identifier))
     except QueryError as exc:
@@ -110,14 +117,3 @@ def handle_worklist_find(event, worklist: Worklist):
             yield CANCELLED, None
             return
         yield PENDING, response_for(event.identifier, item)
-
-
-def handle_find_or_worklist(event, index: Index, ae_title: str, worklist: Worklist, peers: PeerRegistry):
-    refusal = query_refusal(peers, event.assoc.requestor.ae_title.strip())
-    if refusal is not None:
-        yield refusal, None
-        return
-    if str(event.request.AffectedSOPClassUID) == ModalityWorklistInformationFind:
-        yield from handle_worklist_find(event, worklist)
-    else:
-        yield from handle_find(event, index, ae_title)

@@ -31,7 +31,6 @@ import errno
 import fcntl
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from ..index.records import find_instance
 from ..ingest import Ingestor, Origin
+from ..lifecycle import PeriodicTask
 from .runner import EntryResult, Status, Tally, import_entry
 from .sources import (Source, SourceError, file_entry, is_dicomdir_name, is_ignored, read_dicomdir,
                       source_for_file)
@@ -100,6 +100,8 @@ def still_being_written(path: Path) -> bool:
 class Inbox:
     """The inbox service: ``start`` / ``stop`` for Appliance.services; ``scan`` runs one pass."""
 
+    name = "inbox"
+
     def __init__(self, settings: InboxSettings, ingestor: Ingestor, audit):
         self.s = settings
         self.inbox = Path(settings.inbox)
@@ -111,9 +113,9 @@ class Inbox:
         self._seen: dict[Path, tuple[tuple, float]] = {}  # path -> (signature, monotonic time first seen)
         self._attempts: dict[Path, int] = {}
         self._hold_until = 0.0  # after disk full: no imports until then
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._next_wait = settings.poll_seconds
+        self._task = PeriodicTask("inbox", self._round, lambda: max(0.05, min(self._next_wait, settings.poll_seconds)),
+                                  retry_seconds=settings.poll_seconds, join_seconds=60)
         self._observer = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -123,20 +125,14 @@ class Inbox:
         self.failed_dir.mkdir(exist_ok=True)
         self._pool = ThreadPoolExecutor(self.s.workers, thread_name_prefix="inbox-import")
         self._start_observer()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="inbox", daemon=True)
-        self._thread.start()
+        self._task.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self._task.stop()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5)
             self._observer = None
-        if self._thread is not None:
-            self._thread.join(60)
-            self._thread = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -153,7 +149,7 @@ class Inbox:
                 # Reads (ours included: a scan opens files) must not wake the scan, or it would spin.
                 if event.event_type in ("opened", "closed_no_write") or str(event.src_path).startswith(skip):
                     return
-                inbox._wake.set()
+                inbox._task.wake()
 
         try:
             observer = Observer()
@@ -164,15 +160,8 @@ class Inbox:
             log.warning("inbox: change notifications unavailable (%s); scanning every %.0f s instead",
                         exc, self.s.poll_seconds)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                wait = self.scan()
-            except Exception:  # noqa: BLE001 - the inbox must keep running
-                log.exception("inbox scan failed; retrying")
-                wait = self.s.poll_seconds
-            self._wake.wait(max(0.05, min(wait, self.s.poll_seconds)))
+    def _round(self) -> None:
+        self._next_wait = self.scan()
 
     # -- one pass ---------------------------------------------------------------------------------
     def scan(self) -> float:
@@ -197,7 +186,7 @@ class Inbox:
                 pool.shutdown()
         if tally.total:
             self._report(tally)
-        return 0.05 if not self._stop.is_set() and time.monotonic() >= self._hold_until else wait
+        return 0.05 if not self._task.stopping and time.monotonic() >= self._hold_until else wait
 
     def _walk(self) -> dict[Path, tuple]:
         files: dict[Path, tuple] = {}
@@ -285,7 +274,7 @@ class Inbox:
     # -- doing the work ---------------------------------------------------------------------------
     def _run_unit(self, unit) -> Tally:
         tally = Tally()
-        if self._stop.is_set() or time.monotonic() < self._hold_until:
+        if self._task.stopping or time.monotonic() < self._hold_until:
             return tally
         try:
             if unit[0] == "media":
@@ -329,7 +318,7 @@ class Inbox:
     def _import_media(self, dicomdir: Path, records, unlisted: list[Path], tally: Tally) -> None:
         missing = []
         for rec in records:
-            if self._stop.is_set() or time.monotonic() < self._hold_until:
+            if self._task.stopping or time.monotonic() < self._hold_until:
                 return
             if rec.path.exists() and still_being_written(rec.path):
                 return
@@ -364,7 +353,7 @@ class Inbox:
     def _ingest_all(self, source: Source, tally: Tally) -> list[EntryResult] | None:
         results = []
         for entry in source.entries:
-            if self._stop.is_set():
+            if self._task.stopping:
                 return None
             result = self._ingest_one(entry, tally)
             if result is None:

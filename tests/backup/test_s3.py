@@ -18,6 +18,8 @@ from appliance.backup import manifest as mf
 from appliance.backup.restore import restore
 from appliance.backup.verify import verify
 
+# The target itself (multipart, short sources, listing, refused keys) is covered by test_target_contract.py.
+
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -91,22 +93,3 @@ def test_s3_unreachable_fails_cleanly_then_resumes(tmp_path, s3, monkeypatch):
         assert box.app.backup.run().result == "success"
     finally:
         box.app.index.close()
-
-
-def test_large_objects_single_put_and_multipart_arrive_whole(s3):
-    import io
-    import os
-
-    from appliance.backup.targets import S3Target, TargetError, ThrottledReader
-
-    endpoint, _client = s3
-    target = S3Target("clinic-backup", "big", endpoint)
-    target.transfer.multipart_threshold, target.transfer.multipart_chunksize = 8 << 20, 5 << 20
-    for n in (3_000_000, 12_000_000):  # one PUT; a multipart upload (visible only once completed)
-        data = os.urandom(n)
-        target.put(f"objects/{n}", ThrottledReader(io.BytesIO(data), None), n)
-        with target.open(f"objects/{n}") as fh:
-            assert fh.read() == data
-    with pytest.raises(TargetError, match="expected"):
-        target.put("objects/short", io.BytesIO(b"abc"), 4)  # the source ended early: not left looking whole
-    assert target.size("objects/short") is None

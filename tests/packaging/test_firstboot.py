@@ -56,6 +56,9 @@ def test_good_vendor_file(tmp_path):
     ('backup_target = "sftp://user:secret@nas/x"', "backup_target: 'sftp://user:secret@nas/x' is not valid"),
     ('backup_target = "ftp://nas/x"', "backup_target: 'ftp://nas/x' is not valid"),
     ('backup_target = "sftp://nas/x"', "without any password"),
+    ('backup_target = "sftp://nas/x"', "must look like sftp://user@host:port/path"),  # the target's own words
+    ('backup_target = "file://nas/x"', "names host 'nas'"),
+    ('backup_target = "/mnt/nas"', "a plain path; write file:///path"),
 ])
 def test_bad_vendor_values_name_the_key_and_what_is_allowed(tmp_path, text, message):
     with pytest.raises(fb.VendorConfigError) as err:

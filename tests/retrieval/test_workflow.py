@@ -242,6 +242,10 @@ def test_registered_permissions_are_enforced(box, tmp_path):
     found = dcmtk("findscu", "-v", "-S", "-aet", "LIMITED", "-aec", "PACSBOX", "-k", "QueryRetrieveLevel=STUDY",
                   "-k", "PatientID=PERM1", "127.0.0.1", box.dicom_port)
     assert "Final Find Response (Unknown Status: 0x124)" in found.stderr, found.stderr
+    # the worklist is a service of its own (dicom/worklist.py) and checks the same permission
+    polled = dcmtk("findscu", "-v", "-W", "-aet", "LIMITED", "-aec", "PACSBOX", "-k", "PatientName=", "127.0.0.1",
+                   box.dicom_port)
+    assert "Final Find Response (Unknown Status: 0x124)" in polled.stderr, polled.stderr
     got = dcmtk("getscu", "-v", "-S", "-aet", "LIMITED", "-aec", "PACSBOX", "-k", "QueryRetrieveLevel=STUDY",
                 "-k", "StudyInstanceUID=1.2.3", "127.0.0.1", box.dicom_port)
     assert "Received C-GET Response (Failed: UnableToProcess)" in got.stderr, got.stderr  # 0xC001
