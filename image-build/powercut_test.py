@@ -118,8 +118,9 @@ def check_offline(disk: Path, work: Path, acked: dict[str, bytes]) -> dict:
                                       text=True).stdout)["partitiontable"]["partitions"]
     data_part = next(p for p in table if p.get("name") == "pacs-data")
     copy, mnt = work / "data-copy.img", work / "mnt"
-    subprocess.run(["dd", f"if={disk}", f"of={copy}", "bs=1M", f"skip={data_part['start'] * 512 >> 20}",
-                    f"count={data_part['size'] * 512 >> 20}", "conv=sparse", "status=none"], check=True)
+    subprocess.run(["dd", f"if={disk}", f"of={copy}", "bs=4M", "iflag=skip_bytes,count_bytes",
+                    f"skip={data_part['start'] * 512}", f"count={data_part['size'] * 512}", "conv=sparse",
+                    "status=none"], check=True)
     mnt.mkdir(exist_ok=True)
     subprocess.run(["mount", "-o", "loop", str(copy), str(mnt)], check=True)
     try:
