@@ -7,6 +7,7 @@ Roles:
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 import secrets
@@ -14,7 +15,7 @@ import secrets
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import ApplianceError
-from .index.models import User
+from .index.models import User, utcnow
 
 ROLES = ("admin", "clinician", "technologist")
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{2,64}$")
@@ -151,8 +152,11 @@ def revoke_api_token(token_id: int) -> None:
     ApiToken.update(revoked=True).where(ApiToken.id == token_id).execute()
 
 
-def user_for_token(token: str) -> User | None:
-    """The active user owning this (unrevoked) token, or None."""
+TOKEN_TOUCH_EVERY = datetime.timedelta(seconds=60)  # write last_used_at at most this often per token
+
+
+def token_for(token: str) -> "ApiToken | None":
+    """The unrevoked token row (with its user joined) for this token, if its user is active; else None."""
     from .index.models.web import ApiToken
 
     if not token or not token.startswith(TOKEN_PREFIX):
@@ -162,4 +166,21 @@ def user_for_token(token: str) -> User | None:
            .first())
     if row is None or row.user.disabled:
         return None
-    return row.user
+    return row
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user owning this (unrevoked) token, or None."""
+    row = token_for(token)
+    return row.user if row is not None else None
+
+
+def note_token_use(row, submit) -> None:
+    """Record that the token ``row`` was just used: at most once a minute, through the index
+    writer's ``submit`` without waiting (an admin reads ``last_used_at`` in days, not seconds)."""
+    now = utcnow()
+    if row.last_used_at is not None and now - row.last_used_at < TOKEN_TOUCH_EVERY:
+        return
+    from .index.models.web import ApiToken
+
+    submit(lambda: ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute())

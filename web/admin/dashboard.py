@@ -15,8 +15,15 @@ from peewee import fn
 
 from appliance.index.models import Instance, Patient, Series, Study, utcnow
 
+
 log = logging.getLogger(__name__)
 INGEST_WINDOW = datetime.timedelta(days=7)  # the ingest rate that projects "days until full"
+
+
+def disk_warn_level(total: int, reserve: int) -> int:
+    """Free bytes below which the dashboard and /healthz warn: the reserve plus the larger of the
+    reserve and 5% of the disk (at the reserve itself new images are already refused)."""
+    return reserve + max(reserve, total // 20)
 
 
 @dataclass
@@ -66,8 +73,14 @@ def disk_status(appliance, now: datetime.datetime | None = None) -> Disk:
     reserve = appliance.config.storage.reserve_mb * (1 << 20)
     bytes_per_day = ingest_rate(now)
     usable = max(usage.free - reserve, 0)
-    days = usable / bytes_per_day if bytes_per_day > 0 else None
+    days = usable / bytes_per_day if bytes_per_day > 0 and arrivals_for_a_day(now) else None
     return Disk(usage.total, usage.used, usage.free, reserve, bytes_per_day, days)
+
+
+def arrivals_for_a_day(now: datetime.datetime) -> bool:
+    """Whether images have arrived for at least a day: a forecast from a new box's first hour is noise."""
+    first = Instance.select(fn.MIN(Instance.received_at)).scalar()
+    return first is not None and now - first >= datetime.timedelta(days=1)
 
 
 def ingest_rate(now: datetime.datetime, sample: int = 500) -> float:
@@ -145,6 +158,9 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     disk = disk_status(appliance, now)
     if disk.free <= disk.reserve:
         warnings.append("The disk is full: new images are being refused.")
+    elif disk.free < disk_warn_level(disk.total, disk.reserve):
+        warnings.append(f"Disk space is low: {(disk.free - disk.reserve) >> 20} MiB left before new images are "
+                        f"refused (the {disk.reserve >> 20} MiB reserve). Free space or add a disk.")
     elif disk.days_until_full is not None and disk.days_until_full < 30:
         warnings.append(f"At the recent rate the disk is full in about {disk.days_until_full:.0f} days.")
     if backup and backup.get("warning"):

@@ -14,6 +14,10 @@ from ..auth import VIEW_ROLES, audit, current_user, login_required
 from . import bp, config_edit, dashboard
 
 AUDIT_PAGE = 100
+MAX_AUDIT_PAGE = 10**6  # bigger page numbers overflowed SQLite's integer offset (a 500)
+# Days the audit filters accept: the first and last days whose midnight, moved to UTC, stays
+# within Python's datetimes (9999-12-31 plus a day overflowed: a 500).
+AUDIT_FIRST_DAY, AUDIT_LAST_DAY = datetime.date(1900, 1, 1), datetime.date(9998, 12, 31)
 
 
 def _app():
@@ -48,7 +52,8 @@ def _peer_form() -> dict:
     return dict(host=f.get("host", "").strip(), port=f.get("port", "").strip(),
                 description=f.get("description", "").strip(),
                 can_store="can_store" in f, can_query="can_query" in f, can_retrieve="can_retrieve" in f,
-                can_receive_moves="can_receive_moves" in f, tls="tls" in f)
+                can_receive_moves="can_receive_moves" in f, tls="tls" in f,
+                cert_fingerprint=f.get("cert_fingerprint", "").strip())
 
 
 @bp.get("/admin/peers")
@@ -238,6 +243,11 @@ def _worklist_form() -> dict:
 def worklist():
     wl = _part("worklist")
     day = request.args.get("date", "").strip()
+    if day:
+        try:
+            datetime.date.fromisoformat(day)
+        except ValueError:
+            abort(400, description="date must be a day as YYYY-MM-DD")
     date = day.replace("-", "") if day else datetime.date.today().strftime("%Y%m%d") + "-"
     items = []
     if wl is not None:
@@ -245,7 +255,10 @@ def worklist():
             items = wl.list(date=date)
         except ApplianceError as exc:
             flash(str(exc), "error")
-    edit = wl.get(request.args["edit"]) if wl is not None and request.args.get("edit", "").isdigit() else None
+    edit_id = request.args.get("edit", "")
+    if edit_id and not (edit_id.isascii() and edit_id.isdigit() and len(edit_id) <= 18):
+        abort(400, description="edit must be the number of a worklist entry")
+    edit = wl.get(int(edit_id)) if wl is not None and edit_id else None
     return render_template("admin/worklist.html", title="Worklist", available=wl is not None, items=items,
                            day=day, edit=edit, peers=_part("peers").list() if _part("peers") else [],
                            today=datetime.date.today().isoformat())
@@ -306,8 +319,10 @@ def _audit_filters() -> dict:
         if text:
             try:
                 day = datetime.date.fromisoformat(text)
+                if not AUDIT_FIRST_DAY <= day <= AUDIT_LAST_DAY:
+                    raise ValueError(day)
             except ValueError:
-                flash(f"{name}: give a date as YYYY-MM-DD", "error")
+                flash(f"{name}: give a date as YYYY-MM-DD between {AUDIT_FIRST_DAY} and {AUDIT_LAST_DAY}", "error")
                 continue
             # A day in the box's time zone, as the naive UTC the index stores.
             local_midnight = datetime.datetime.combine(day + datetime.timedelta(days=1 if name == "until" else 0),
@@ -321,7 +336,10 @@ def _audit_filters() -> dict:
 def audit_log():
     log = _app().audit
     filters = _audit_filters()
-    page = max(int(request.args.get("page", "1")) if request.args.get("page", "1").isdigit() else 1, 1)
+    page_text = request.args.get("page", "1")
+    page = max(int(page_text) if page_text.isascii() and page_text.isdigit() else 1, 1)
+    if page > MAX_AUDIT_PAGE:
+        abort(400, description=f"page must be at most {MAX_AUDIT_PAGE}")
     entries = list(log.query(**filters, limit=AUDIT_PAGE + 1, offset=(page - 1) * AUDIT_PAGE))
     verification = log.verify() if request.args.get("verify") else None
     args = {k: v for k, v in request.args.items() if k not in ("page", "verify")}
@@ -380,4 +398,24 @@ def settings_save():
         return _fail(exc, "admin.settings")
     audit("config.change", detail=f"[{section}] {key} = {value!r}")
     flash(f"Saved [{section}] {key} to {cfg.config_path.name}. Restart the appliance to apply it.", "ok")
+    return redirect(url_for("admin.settings"))
+
+
+@bp.post("/admin/settings/backup-test")
+@login_required("admin")
+def backup_test():
+    """Write, read back and delete a probe object on the backup target typed in the form (not yet saved)."""
+    from .backup_probe import probe
+
+    url = request.form.get("value", "").strip()
+    backup = _part("backup")
+    try:
+        config_edit.parse_form_value(config_edit.setting("backup", "target"), url)
+        message = probe(backup, url)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer the admin asked for
+        audit("backup.test", detail=f"failed: {exc.__class__.__name__}")
+        flash(f"Backup target test failed: {exc}", "error")
+        return redirect(url_for("admin.settings"))
+    audit("backup.test", detail="ok")
+    flash(message, "ok")
     return redirect(url_for("admin.settings"))
