@@ -77,5 +77,9 @@ for command in (verify, backup, keys, import_, modality, worklist, forward, conf
                 storage):
     main.add_command(command)
 
+from .cli_update import update  # noqa: E402
+
+main.add_command(update)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

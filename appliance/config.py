@@ -204,6 +204,15 @@ SETTINGS: tuple[Setting, ...] = (
     # [worklist] the modality worklist (appliance/worklist.py)
     Setting("worklist", "expire_days", 2,
             "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
+    # [update] signed A/B updates of the appliance image (appliance/update/; image-build/README.md)
+    Setting("update", "url", "",
+            "Vendor URL of the update bundle (.raucb) the box pulls on schedule; empty = no scheduled pull. "
+            "Every bundle must be signed with the vendor key the image trusts, however it arrives."),
+    Setting("update", "window", "02:00-04:00",
+            "Local time during which a scheduled pull may install and reboot (HH:MM-HH:MM); empty = any time."),
+    Setting("update", "confirm_timeout_s", 600,
+            "After booting a new version: seconds for the service to become ready (READY and /healthz ok) "
+            "before the box falls back to the previous version by itself."),
     # [log]
     Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
 )

@@ -95,7 +95,32 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
                 "(wrong keyring for this data directory, or the file is damaged)"
             ) from None
         raise
-    applied = Runner(db, directory=str(MIGRATIONS_DIR)).up()
-    for name in applied:
+    runner = Runner(db, directory=str(MIGRATIONS_DIR))
+    status = runner.status()
+    pending = [m.name for m in status if m.path is not None and not m.applied]
+    newer = [m.name for m in status if m.path is None]
+    if newer:
+        log.warning("index schema is newer than this version (migrations %s unknown here): running after an "
+                    "update fell back; the copy made before those migrations is %s.pre-<migration>",
+                    ", ".join(newer), path.name)
+    if pending and any(m.applied for m in status):
+        snapshot_before_migration(db, Path(path), pending[0])
+    for name in runner.up():
         log.info("index schema: applied migration %s", name)
     return db
+
+
+def snapshot_before_migration(db: IndexDatabase, path: Path, first_pending: str) -> Path:
+    """Copy the index before migrating it (migrations only go forward): a box whose update
+    falls back to the previous version still finds an index that version fully knows."""
+    db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    target = path.with_name(f"{path.name}.pre-{first_pending}")
+    tmp = target.with_name(target.name + ".tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, target)
+    log.info("index schema: copy before migrating kept as %s", target.name)
+    return target
