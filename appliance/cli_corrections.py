@@ -1,0 +1,99 @@
+"""``pacs-appliance correct ...``: fix a study's patient or study attributes, move a study to another
+patient, merge two patient records, move or split a series (corrections/edit.py). Each needs
+``--reason``, writes new versions (the originals stay as replaced versions) and is audited."""
+from __future__ import annotations
+
+import click
+
+from .cli_common import data_option, friendly_errors, open_appliance
+
+reason_option = click.option("--reason", required=True, help="Why (required; written to the audit log).")
+
+
+@click.group()
+def correct() -> None:
+    """Fix mistakes: wrong patient, typo in a name, a series under the wrong study."""
+
+
+def _done(result) -> None:
+    click.echo(f"{result.action}: {result.instances} instance(s) corrected in study "
+               f"{' -> '.join(result.study_uids)}")
+    for key, value in result.after.items():
+        click.echo(f"  {key}: {result.before.get(key, '')!r} -> {value!r}")
+
+
+@correct.command("study")
+@data_option
+@click.argument("study_uid")
+@click.option("--patient-name", help="DICOM person name, e.g. DOE^JANE.")
+@click.option("--patient-id")
+@click.option("--birth-date", help="YYYY-MM-DD or YYYYMMDD.")
+@click.option("--sex", help="M, F or O.")
+@click.option("--accession")
+@click.option("--description", help="Study description.")
+@click.option("--referring", help="Referring physician (person name).")
+@reason_option
+@friendly_errors
+def study(data_dir, study_uid, patient_name, patient_id, birth_date, sex, accession, description, referring,
+          reason) -> None:
+    """Correct the patient and study attributes of STUDY_UID (every image of it)."""
+    from .corrections import corrections_of
+
+    given = {"PatientName": patient_name, "PatientID": patient_id, "PatientBirthDate": birth_date,
+             "PatientSex": sex, "AccessionNumber": accession, "StudyDescription": description,
+             "ReferringPhysicianName": referring}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if not changes:
+        raise click.UsageError("give at least one value to correct (see --help)")
+    with open_appliance(data_dir) as app:
+        _done(corrections_of(app).edit_study(study_uid, changes, "cli", reason))
+        app.audit.flush()
+
+
+@correct.command("move-study")
+@data_option
+@click.argument("study_uid")
+@click.option("--to-patient", "to_patient", required=True, help="Patient ID of the (existing) right patient.")
+@reason_option
+@friendly_errors
+def move_study(data_dir, study_uid, to_patient, reason) -> None:
+    """File STUDY_UID under another patient: that patient's name, ID, birth date and sex are written in."""
+    from .corrections import corrections_of
+
+    with open_appliance(data_dir) as app:
+        _done(corrections_of(app).move_study(study_uid, to_patient, "cli", reason))
+        app.audit.flush()
+
+
+@correct.command("merge-patients")
+@data_option
+@click.argument("from_patient_id")
+@click.argument("into_patient_id")
+@reason_option
+@friendly_errors
+def merge_patients(data_dir, from_patient_id, into_patient_id, reason) -> None:
+    """Merge two records of one person: every study of FROM_PATIENT_ID moves to INTO_PATIENT_ID."""
+    from .corrections import corrections_of
+
+    with open_appliance(data_dir) as app:
+        for result in corrections_of(app).merge_patients(from_patient_id, into_patient_id, "cli", reason):
+            _done(result)
+        app.audit.flush()
+
+
+@correct.command("move-series")
+@data_option
+@click.argument("series_uid")
+@click.option("--to-study", help="Study Instance UID to move it into.")
+@click.option("--new-study", is_flag=True, help="Split it off into a new study of the same patient instead.")
+@reason_option
+@friendly_errors
+def move_series(data_dir, series_uid, to_study, new_study, reason) -> None:
+    """Move SERIES_UID into another study, or split it off into a new study (--new-study)."""
+    from .corrections import corrections_of
+
+    if bool(to_study) == bool(new_study):
+        raise click.UsageError("give either --to-study STUDY_UID or --new-study")
+    with open_appliance(data_dir) as app:
+        _done(corrections_of(app).move_series(series_uid, to_study or None, "cli", reason))
+        app.audit.flush()
