@@ -97,3 +97,51 @@ def move_series(data_dir, series_uid, to_study, new_study, reason) -> None:
     with open_appliance(data_dir) as app:
         _done(corrections_of(app).move_series(series_uid, to_study or None, "cli", reason))
         app.audit.flush()
+
+
+@correct.command("delete")
+@data_option
+@click.argument("level", type=click.Choice(["study", "series", "instance"]))
+@click.argument("uid")
+@reason_option
+@friendly_errors
+def delete(data_dir, level, uid, reason) -> None:
+    """Delete a study, series or instance: gone from search and retrieval at once, kept in the recycle bin
+    for [storage] recycle_bin_days and restorable (`correct bin --restore`)."""
+    from .corrections import recycle_bin_of
+
+    with open_appliance(data_dir) as app:
+        e = recycle_bin_of(app).delete(level, uid, "cli", reason)
+        app.audit.flush()
+    click.echo(f"{level} {uid}: {e.instances} instance(s) moved to the recycle bin as deletion {e.batch}; "
+               f"restorable until {e.purge_after:%Y-%m-%d %H:%M} UTC")
+
+
+@correct.command("bin")
+@data_option
+@click.option("--restore", "batch", help="Restore this deletion (its id from the list).")
+@click.option("--purge", is_flag=True, help="Delete now what has been in the bin longer than recycle_bin_days.")
+@click.option("--json", "as_json", is_flag=True, help="List as JSON.")
+@friendly_errors
+def bin_(data_dir, batch, purge, as_json) -> None:
+    """List the recycle bin; restore a deletion from it; purge what is due."""
+    import json
+
+    from .corrections import recycle_bin_of
+
+    with open_appliance(data_dir) as app:
+        rb = recycle_bin_of(app)
+        if batch:
+            e = rb.restore(batch, "cli")
+            click.echo(f"{e.level} {e.uid}: {e.instances} instance(s) restored")
+        elif purge:
+            click.echo(f"{rb.purge()} object(s) purged")
+        else:
+            entries = rb.list()
+            if as_json:
+                click.echo(json.dumps([dict(e.__dict__, deleted_at=e.deleted_at.isoformat(),
+                                            purge_after=e.purge_after.isoformat()) for e in entries], indent=1))
+            for e in [] if as_json else entries:
+                click.echo(f"{e.batch}  {e.deleted_at:%Y-%m-%d %H:%M}  {e.level:8} {e.uid}  {e.instances} inst.  "
+                           f"by {e.deleted_by}: {e.reason}  (until {e.purge_after:%Y-%m-%d})")
+        app.audit.flush()

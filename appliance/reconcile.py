@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from .archive import Archive
 from .archive.fsutil import fsync_dir
 from .index.models import Instance, ReplacedObject
+from .index.models.bin import BinnedObject
 
 log = logging.getLogger(__name__)
 ORPHANS_DIR = "orphans"
@@ -58,6 +59,9 @@ def indexed_objects() -> dict[str, tuple[str, bool]]:
              ReplacedObject.select(ReplacedObject.sop_uid, ReplacedObject.object_id).tuples().iterator()}
     named.update({oid: (sop, False) for sop, oid in
                   Instance.select(Instance.sop_uid, Instance.object_id).tuples().iterator()})
+    named.update({oid: (sop, True) for sop, oid in  # deleted, restorable from the recycle bin
+                  BinnedObject.select(BinnedObject.sop_uid, BinnedObject.object_id)
+                  .where(BinnedObject.purged_at.is_null()).tuples().iterator()})
     return named
 
 

@@ -1,7 +1,9 @@
-"""Fixing mistakes without a vendor engineer: correct, move, merge, split (edit.py)."""
+"""Fixing mistakes without a vendor engineer: correct, move, merge, split (edit.py); delete into a
+recycle bin and restore (delete.py)."""
+from .delete import RecycleBin
 from .edit import CorrectionError, CorrectionResult, Corrections, validate
 
-__all__ = ["CorrectionError", "CorrectionResult", "Corrections", "validate"]
+__all__ = ["RecycleBin", "CorrectionError", "CorrectionResult", "Corrections", "validate"]
 
 
 def corrections_of(parts) -> Corrections:
@@ -10,3 +12,10 @@ def corrections_of(parts) -> Corrections:
 
 
 __all__.append("corrections_of")
+
+
+def recycle_bin_of(parts) -> RecycleBin:
+    return RecycleBin(parts.index, parts.archive, parts.audit, parts.config.storage.recycle_bin_days)
+
+
+__all__.append("recycle_bin_of")
