@@ -145,3 +145,29 @@ def bin_(data_dir, batch, purge, as_json) -> None:
                 click.echo(f"{e.batch}  {e.deleted_at:%Y-%m-%d %H:%M}  {e.level:8} {e.uid}  {e.instances} inst.  "
                            f"by {e.deleted_by}: {e.reason}  (until {e.purge_after:%Y-%m-%d})")
         app.audit.flush()
+
+
+@correct.command("anonymize")
+@data_option
+@click.argument("study_uid")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), required=True,
+              help="ZIP file to write (the archive itself is not changed).")
+@click.option("--reason", required=True, help="What the copy is for (teaching, second opinion); audited.")
+@friendly_errors
+def anonymize(data_dir, study_uid, output, reason) -> None:
+    """Write an anonymized copy of STUDY_UID (DICOM PS3.15 basic de-identification profile) as a ZIP."""
+    import os
+
+    from .corrections import anonymized_copies_of
+
+    with open_appliance(data_dir) as app:
+        copies = anonymized_copies_of(app)
+        objects, export, warnings = copies.prepare(study_uid, "cli", reason, destination=f"file {output}")
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in copies.stream_zip(objects, export):
+                fh.write(chunk)
+        app.audit.flush()
+    click.echo(f"{export.objects} anonymized instance(s) written to {output}")
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)

@@ -1,9 +1,10 @@
 """Fixing mistakes without a vendor engineer: correct, move, merge, split (edit.py); delete into a
-recycle bin and restore (delete.py)."""
+recycle bin and restore (delete.py); anonymized copies (anonymize.py)."""
+from .anonymize import AnonymizedCopies
 from .delete import RecycleBin
 from .edit import CorrectionError, CorrectionResult, Corrections, validate
 
-__all__ = ["RecycleBin", "CorrectionError", "CorrectionResult", "Corrections", "validate"]
+__all__ = ["AnonymizedCopies", "RecycleBin", "CorrectionError", "CorrectionResult", "Corrections", "validate"]
 
 
 def corrections_of(parts) -> Corrections:
@@ -19,3 +20,10 @@ def recycle_bin_of(parts) -> RecycleBin:
 
 
 __all__.append("recycle_bin_of")
+
+
+def anonymized_copies_of(parts) -> AnonymizedCopies:
+    return AnonymizedCopies(parts.index, parts.archive, parts.audit)
+
+
+__all__.append("anonymized_copies_of")

@@ -104,3 +104,11 @@ def swap_instances(new: list[NewObject], source: str) -> int:
     for n in new:
         record_instance(n.attributes, n.object_id, n.size, n.sha256, source, on_conflict="reject")
     return len(new)
+
+
+def series_modalities(db, study_uid: str) -> dict[str, int]:
+    """Modality -> number of instances, for one study."""
+    rows = db.execute_sql('SELECT se."modality", count(i."id") FROM "series" se JOIN "study" st ON se."study_id" = '
+                          'st."id" JOIN "instance" i ON i."series_id" = se."id" WHERE st."study_uid" = ? '
+                          'GROUP BY se."modality"', (study_uid,)).fetchall()
+    return {m or "": n for m, n in rows}
