@@ -171,3 +171,20 @@ def anonymize(data_dir, study_uid, output, reason) -> None:
     click.echo(f"{export.objects} anonymized instance(s) written to {output}")
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
+
+
+@correct.command("apply-worklist")
+@data_option
+@click.argument("study_uid")
+@click.argument("item_id", type=int)
+@reason_option
+@friendly_errors
+def apply_worklist(data_dir, study_uid, item_id, reason) -> None:
+    """Apply worklist entry ITEM_ID (`pacs-appliance worklist list`) to STUDY_UID, which arrived without one:
+    its patient, accession, procedure and referring physician are written in as a correction."""
+    from .corrections import corrections_of
+
+    with open_appliance(data_dir) as app:
+        item = app.worklist.require(item_id)
+        _done(corrections_of(app).apply_worklist(study_uid, item, "cli", reason))
+        app.audit.flush()

@@ -213,6 +213,20 @@ class Corrections:
         results = [self.edit_study(uid, target, actor, reason, address, action="patient.merge") for uid in studies]
         return results
 
+    def apply_worklist(self, study_uid: str, item, actor: str, reason: str, address: str = "") -> CorrectionResult:
+        """A study that arrived without a worklist entry (an ultrasound machine with no worklist, a typed
+        patient): the scheduled step's patient, accession, procedure and referring physician are written
+        in as a correction. ``item`` is a worklist entry (appliance/worklist.py). The study keeps its UIDs."""
+        values = {"PatientName": item.patient_name, "PatientID": item.patient_id,
+                  "PatientBirthDate": item.birth_date, "PatientSex": item.sex, "AccessionNumber": item.accession,
+                  "StudyDescription": item.requested_procedure_description or item.step_description,
+                  "ReferringPhysicianName": item.referring_physician}
+        before = self._summary(study_uid)
+        changes = {k: v for k, v in values.items() if v or k in ("AccessionNumber",)}
+        if not any(before.get(k, "") != v for k, v in validate(changes).items()):
+            raise CorrectionError("the study already carries this worklist entry's values")
+        return self.edit_study(study_uid, changes, actor, reason, address, action="study.worklist")
+
     def move_series(self, series_uid: str, to_study_uid: str | None, actor: str, reason: str,
                     address: str = "") -> CorrectionResult:
         """Move a series into another study (with that study's patient and study attributes), or, with
