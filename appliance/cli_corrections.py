@@ -150,18 +150,32 @@ def bin_(data_dir, batch, purge, as_json) -> None:
 @correct.command("anonymize")
 @data_option
 @click.argument("study_uid")
-@click.option("--output", type=click.Path(dir_okay=False, writable=True), required=True,
+@click.option("--output", type=click.Path(dir_okay=False, writable=True),
               help="ZIP file to write (the archive itself is not changed).")
+@click.option("--to-peer", "peer_ae", help="Send the copy to this registered peer (AE title) instead.")
 @click.option("--reason", required=True, help="What the copy is for (teaching, second opinion); audited.")
 @friendly_errors
-def anonymize(data_dir, study_uid, output, reason) -> None:
-    """Write an anonymized copy of STUDY_UID (DICOM PS3.15 basic de-identification profile) as a ZIP."""
+def anonymize(data_dir, study_uid, output, peer_ae, reason) -> None:
+    """Write an anonymized copy of STUDY_UID (DICOM PS3.15 basic de-identification profile) as a ZIP, or
+    send it to a peer."""
     import os
 
     from .corrections import anonymized_copies_of
 
+    if bool(output) == bool(peer_ae):
+        raise click.UsageError("give either --output FILE.zip or --to-peer AE_TITLE")
     with open_appliance(data_dir) as app:
         copies = anonymized_copies_of(app)
+        if peer_ae:
+            sent, failed, warnings = copies.send(study_uid, peer_ae, app.peers, app.config.dicom.ae_title, "cli",
+                                                 reason, timeout=app.config.dicom.dimse_timeout)
+            app.audit.flush()
+            click.echo(f"{sent} anonymized instance(s) sent to {peer_ae}")
+            for w in warnings + [f"not sent: {f}" for f in failed]:
+                click.echo(f"warning: {w}", err=True)
+            if failed:
+                raise SystemExit(1)
+            return
         objects, export, warnings = copies.prepare(study_uid, "cli", reason, destination=f"file {output}")
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:

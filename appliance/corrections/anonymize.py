@@ -200,3 +200,24 @@ class AnonymizedCopies:
                             anonymize(self.archive.read(o.object_id), export))
                 yield sink.take()
         yield sink.take()
+
+    def send(self, study_uid: str, peer_ae: str, peers, our_ae: str, actor: str, reason: str, address: str = "",
+             timeout: float = 30.0) -> tuple[int, list[str], list[str]]:
+        """Send an anonymized copy to a registered peer; returns (sent, failures, warnings)."""
+        from ..dicom.send_copies import send_copies
+        from ..errors import NotFound
+        from ..index.corrections import study_syntaxes
+
+        peer = peers.get(peer_ae)
+        if peer is None or not peer.can_receive_moves:
+            raise NotFound(f"{peer_ae} is not a registered peer allowed to receive images "
+                           "(`pacs-appliance modality list`)")
+        objects, export, warnings = self.prepare(study_uid, actor, reason, address, destination=f"peer {peer_ae}")
+        blobs = (anonymize(self.archive.read(o.object_id), export) for o in objects)
+        sent, failed = send_copies(our_ae, peer, peers.tls_args(peer), study_syntaxes(self.index.db, study_uid),
+                                   blobs, timeout)
+        self.audit.record("study.export.anonymized.sent", actor, address=address, study_uid=study_uid,
+                          patient_id=objects[0].patient_id,
+                          detail=f"{sent} of {len(objects)} anonymized instance(s) sent to {peer_ae}"
+                                 + (f"; not sent: {failed[0]}" if failed else ""))
+        return sent, failed, warnings

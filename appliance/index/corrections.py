@@ -112,3 +112,11 @@ def series_modalities(db, study_uid: str) -> dict[str, int]:
                           'st."id" JOIN "instance" i ON i."series_id" = se."id" WHERE st."study_uid" = ? '
                           'GROUP BY se."modality"', (study_uid,)).fetchall()
     return {m or "": n for m, n in rows}
+
+
+def study_syntaxes(db, study_uid: str) -> set[tuple[str, str]]:
+    """(SOP Class UID, transfer syntax) pairs of a study's instances: the contexts to send them on."""
+    rows = db.execute_sql('SELECT DISTINCT i."sop_class_uid", i."transfer_syntax" FROM "instance" i JOIN "series" se '
+                          'ON i."series_id" = se."id" JOIN "study" st ON se."study_id" = st."id" '
+                          'WHERE st."study_uid" = ?', (study_uid,)).fetchall()
+    return {(a, b) for a, b in rows}

@@ -98,3 +98,30 @@ def test_anonymized_copy_from_the_cli(data_dir, tmp_path):
         assert "reason: teaching file" in detail and "3 image(s) flagged" in detail
     finally:
         srv.stop()
+
+
+def test_anonymized_copy_sent_to_a_peer(data_dir, tmp_path):
+    from helpers import StoreSCP
+
+    files = synth.write_study(tmp_path / "s", n_series=1, per_series=2, kind="CT", patient_name="SECRET^SARAH",
+                              patient_id="MRN-4711")
+    study_uid = pydicom.dcmread(files[0]).StudyInstanceUID
+    scp = StoreSCP(tmp_path / "peer", ae_title="TEACHING").start()
+    try:
+        srv = Server(data_dir).start()
+        try:
+            assert dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port, *files).returncode == 0
+        finally:
+            srv.stop()
+        run_cli("modality", "add", "TEACHING", "127.0.0.1", scp.port, "--data", data_dir)
+        done = run_cli("correct", "anonymize", study_uid, "--to-peer", "TEACHING", "--reason", "second opinion",
+                       "--data", data_dir)
+        assert "2 anonymized instance(s) sent to TEACHING" in done.stdout
+        received = [pydicom.dcmread(p) for p in scp.files()]
+        assert len(received) == 2 and {r.StudyInstanceUID for r in received} != {study_uid}
+        assert all(r.PatientIdentityRemoved == "YES" and "SECRET" not in str(r.PatientName) for r in received)
+        assert all(b"MRN-4711" not in p.read_bytes() for p in scp.files())
+        [(_actor, _pid, _s, detail)] = _audit(data_dir, "study.export.anonymized.sent")
+        assert "2 of 2 anonymized instance(s) sent to TEACHING" in detail
+    finally:
+        scp.stop()

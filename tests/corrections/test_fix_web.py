@@ -11,7 +11,7 @@ import pydicom
 import requests
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, dcmtk, run_cli
+from helpers import ADMIN_PASSWORD, Server, StoreSCP, dcmtk, run_cli
 from test_correct import _audit, _qido
 
 
@@ -50,9 +50,12 @@ def test_fix_page_operations_and_roles(data_dir, tmp_path):
     (tmp_path / "tech.pw").write_text("tech-password-123")
     run_cli("user", "add", "tina", "--role", "technologist", "--password-file", tmp_path / "tech.pw",
             "--data", data_dir)
+    scp = StoreSCP(tmp_path / "peer", ae_title="TEACHING").start()
+    run_cli("modality", "add", "TEACHING", "127.0.0.1", scp.port, "--data", data_dir)
     srv = Server(data_dir).start()
     try:
-        assert dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port, *files, *other).returncode == 0
+        assert dcmtk("storescu", "-aet", "TEACHING", "-aec", "PACSBOX", "127.0.0.1", srv.dicom_port, *files,
+                     *other).returncode == 0
         tech = _login(srv, "tina", "tech-password-123")
         study_page = tech.get(f"{srv.url}/studies/{study_uid}", timeout=30).text
 
@@ -84,6 +87,9 @@ def test_fix_page_operations_and_roles(data_dir, tmp_path):
         assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
         with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
             assert len(zf.namelist()) == 4 and all(b"RIGHT^ONE" not in zf.read(n) for n in zf.namelist())
+        r = _submit(admin, fix, srv, "Send anonymized copy", peer="TEACHING", reason="second opinion")
+        assert "4 image(s) sent to TEACHING" in admin.get(srv.url + r.headers["Location"], timeout=30).text
+        assert len(scp.files()) == 4 and all(b"RIGHT^ONE" not in p.read_bytes() for p in scp.files())
         # Delete: Fix… (1) -> Delete (2) -> the browser's confirm (3; data-confirm).
         assert 'data-confirm="Delete this?' in fix
         r = _submit(admin, fix, srv, "Delete", reason="test study")
@@ -97,3 +103,4 @@ def test_fix_page_operations_and_roles(data_dir, tmp_path):
                 if _audit(data_dir, a)} == {"study.delete", "study.restore", "study.export.anonymized", "study.move"}
     finally:
         srv.stop()
+        scp.stop()

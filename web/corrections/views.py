@@ -62,7 +62,8 @@ def page(study_uid):
     worklist = app.worklist.list(status="SCHEDULED") if role in CORRECT_ROLES else []
     return render_template("corrections/fix.html", title="Fix this study", s=s, series=series, role=role,
                            can_correct=role in CORRECT_ROLES, is_admin=role == "admin",
-                           can_export=role in EXPORT_ROLES, worklist=worklist[:200], editable=EDITABLE)
+                           can_export=role in EXPORT_ROLES, worklist=worklist[:200], editable=EDITABLE,
+                           peers=[p for p in app.peers.list() if p.can_receive_moves] if role in EXPORT_ROLES else [])
 
 
 @bp.post("/studies/<study_uid>/fix/edit")
@@ -165,6 +166,26 @@ def anonymized(study_uid):
         return _failed(exc, study_uid)
     return Response(stream_with_context(copies.stream_zip(objects, export)), mimetype="application/zip",
                     headers={"Content-Disposition": 'attachment; filename="anonymized.zip"'})
+
+
+@bp.post("/studies/<study_uid>/fix/anonymized-send")
+@login_required(*EXPORT_ROLES)
+def anonymized_send(study_uid):
+    _study(study_uid)
+    actor, address = _actor()
+    app = _app()
+    peer = request.form.get("peer", "")
+    try:
+        sent, failed, warnings = anonymized_copies_of(app).send(
+            study_uid, peer, app.peers, app.config.dicom.ae_title, actor, request.form.get("reason", ""), address,
+            timeout=app.config.dicom.dimse_timeout)
+    except ApplianceError as exc:
+        return _failed(exc, study_uid)
+    for w in warnings:
+        flash(w, "warn")
+    if failed:
+        flash(f"{len(failed)} image(s) not sent: {failed[0]}", "error")
+    return _done(f"Anonymized copy: {sent} image(s) sent to {peer}.", study_uid)
 
 
 @bp.get("/recycle-bin")
