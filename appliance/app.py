@@ -299,6 +299,9 @@ class Parts:
         if self.verifier is not None:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
+        from .corrections import recycle_bin_of
+
+        services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
         return services
 
     def prune(self) -> None:

@@ -12,6 +12,7 @@ import click
 
 from .cli_backup import backup, keys
 from .cli_common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
+from .cli_corrections import correct
 from .cli_dicom import conformance, forward, modality, worklist
 from .cli_import import import_
 from .cli_integrity import verify
@@ -74,7 +75,7 @@ def serve(data_dir: Path | None) -> None:
 
 
 for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
-                storage):
+                storage, correct):
     main.add_command(command)
 
 from .cli_update import update  # noqa: E402

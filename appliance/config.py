@@ -111,6 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage", "orphans_keep_days", 30,
             "Objects of writes a crash interrupted (never acknowledged; moved to archive/orphans/ at start-up) "
             "are deleted this many days after they were written; 0 keeps them for ever."),
+    Setting("storage", "recycle_bin_days", 30,
+            "A deleted study, series or instance (admin, with a reason) stays in the recycle bin, restorable, this "
+            "many days; then it is deleted from the disk, and offsite once the backup retention passes."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
     # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
