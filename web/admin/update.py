@@ -11,17 +11,18 @@ import os
 import uuid
 from pathlib import Path
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 
 from appliance.update.bundle import BUNDLE_SUFFIX, BundleRefused, verify
 from appliance.update.service import VERSION_FILE, UpdatePaths, read_json
 
 from ..auth import audit, login_required
+from ..current import appliance
 from . import bp
 
 
 def _paths() -> UpdatePaths:
-    data_dir = current_app.extensions["appliance"].config.data_dir
+    data_dir = appliance().config.data_dir
     return UpdatePaths(Path(data_dir).parent)
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import re
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, stream_with_context, url_for
+from flask import Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 
 from appliance.corrections import anonymized_copies_of, corrections_of, recycle_bin_of
 from appliance.corrections.edit import EDITABLE
 from appliance.errors import ApplianceError
 
 from ..auth import client_address, current_user, login_required
+from ..current import appliance as _app
 from . import bp
 
 CORRECT_ROLES = ("admin", "technologist")
@@ -17,10 +18,6 @@ ADMIN = ("admin",)
 EXPORT_ROLES = ("admin", "clinician")
 FIX_ROLES = ("admin", "technologist", "clinician")  # each sees the forms its role allows
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def _app():
-    return current_app.extensions["appliance"]
 
 
 def _uid(value: str) -> str:
