@@ -15,6 +15,7 @@ from .cli_common import data_option, friendly_errors, load_config, open_applianc
 from .cli_dicom import forward, modality, worklist
 from .cli_import import import_
 from .cli_integrity import verify
+from .cli_ohif import ohif
 from .cli_storage import storage
 from .cli_system import firstboot, tls
 from .cli_users import user
@@ -73,7 +74,7 @@ def serve(data_dir: Path | None) -> None:
     run(build(cfg))
 
 
-for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage):
+for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage, ohif):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

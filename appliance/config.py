@@ -84,6 +84,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve the web UI over HTTPS on tls_port with <data dir>/tls/cert.pem and key.pem (made on the box at "
             "first boot on the appliance image; `pacs-appliance tls renew|install`); port then only redirects to HTTPS."),
     Setting("http", "tls_port", 8443, "TCP port of the HTTPS web UI when tls is on (443 on the appliance image)."),
+    Setting("http", "public_url", "",
+            "The address clients reach the box by when it sits behind a reverse proxy (e.g. "
+            "\"https://pacs.clinic.lan\"); DICOMweb's RetrieveURL and BulkDataURI and OHIF's config use it. "
+            "Empty: taken from each request."),
     # [site]
     Setting("site", "clinic_name", "", "The clinic's name, for the web UI; the appliance image sets it from the vendor config."),
     # [storage] the archive
@@ -183,6 +187,10 @@ SETTINGS: tuple[Setting, ...] = (
     # [worklist] the modality worklist (appliance/worklist.py)
     Setting("worklist", "expire_days", 2,
             "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
+    # [ohif] the OHIF viewer served at /ohif (web/ohif; `pacs-appliance ohif install TARBALL`)
+    Setting("ohif", "dist_dir", "",
+            "Directory holding OHIF's release build (the dist of the npm package @ohif/app), served at /ohif; "
+            "empty = <data dir>/ohif, where `pacs-appliance ohif install` puts it."),
     # [log]
     Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
 )
@@ -230,6 +238,11 @@ class Config:
     @property
     def inbox_dir(self) -> Path:
         return self.data_dir / "inbox"
+
+    @property
+    def ohif_dir(self) -> Path:
+        configured = self.sections["ohif"].dist_dir if "ohif" in self.sections else ""
+        return Path(configured) if configured else self.data_dir / "ohif"
 
     @property
     def config_path(self) -> Path:

@@ -86,7 +86,13 @@ def study(study_uid):
               if r["StudyInstanceUID"] != study_uid and r["PatientID"] == record["PatientID"]]
     audit("study.view", study_uid=study_uid, patient_id=record["PatientID"])
     return render_template("viewer/study.html", title="Study", s=record, series=series, priors=priors,
-                           can_export=_can_export())
+                           can_export=_can_export(), ohif_installed=_ohif_installed())
+
+
+def _ohif_installed() -> bool:
+    from ..ohif import is_installed
+
+    return is_installed()
 
 
 def _can_export() -> bool:
