@@ -18,7 +18,10 @@ from pathlib import Path
 from .errors import ApplianceError
 
 PREFIX = "/ohif/"
-PINNED_VERSION = "3.13.2"  # what tests/run and the image build fetch (`npm pack @ohif/app@3.13.2`)
+# The release tests/ohif_tarball.py and image-build/build fetch (`npm pack @ohif/app@3.13.2`), and its
+# sha512 as the npm registry lists it (`npm view @ohif/app@3.13.2 dist.integrity`): checked before use.
+PINNED_VERSION = "3.13.2"
+PINNED_INTEGRITY = "sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
 MARKER = ".pacs-appliance-ohif.json"  # written last: a dist without it is not (completely) installed
 DIST = "package/dist/"
 MAX_TOTAL_BYTES = 1 << 30  # the 3.13 dist is ~204 MB unpacked; refuse a tarball that unpacks to far more

@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-VERSION = "3.13.2"  # keep in step with appliance.ohif.PINNED_VERSION
-# `npm view @ohif/app@3.13.2 dist.integrity`
-INTEGRITY = "sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # when run as a script by tests/run
+
+from appliance.ohif import PINNED_INTEGRITY as INTEGRITY, PINNED_VERSION as VERSION  # noqa: E402
 NAME = f"ohif-app-{VERSION}.tgz"
 
 

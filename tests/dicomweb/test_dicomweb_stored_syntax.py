@@ -85,3 +85,21 @@ def test_instance_in_stored_syntax_when_listed(http, dw_url, cine):
         r = http.get(url, headers={"Accept": accept})
         assert r.status_code == 200, accept
         assert [t for t, _ in parts(r)] == [f"application/dicom; transfer-syntax={JPEG}"], accept
+
+
+def test_frame_the_box_cannot_decode_goes_as_stored(http, dw_url):
+    """A JPEG Extended frame the box's decoders reject: 406 when it must decode, the stored bytes with *."""
+    from pydicom.encaps import encapsulate
+
+    ds = synth.make_instance("US_CINE_JPEG", patient_id="TSYN2")
+    broken = b"\xff\xd8\xff\xc1\x00\x0b\x0c\x01\xe0\x02\x80\x01\x01\x11\x00" + bytes(range(256)) * 4 + b"\x00\xff\xd9"  # even: no pad byte
+    ds.PixelData = encapsulate([broken])
+    ds.NumberOfFrames = 1
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.51"
+    DICOMwebClient(url=dw_url, session=http).store_instances([ds])
+    url = (f"{dw_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+           f"{ds.SOPInstanceUID}/frames/1")
+    assert http.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'}).status_code == 406
+    r = http.get(url, headers={"Accept": OHIF_ACCEPT})
+    assert r.status_code == 200
+    assert parts(r) == [("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.51", broken)]
