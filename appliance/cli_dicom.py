@@ -12,10 +12,22 @@ from pathlib import Path
 import click
 
 from .cli_common import data_option, friendly_errors, open_appliance
+from .peers import file_fingerprint
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def _cert(value: str) -> str:
+    """--cert-fingerprint takes the fingerprint or the certificate file itself."""
+    path = Path(value).expanduser() if value else None
+    return file_fingerprint(path) if path is not None and path.is_file() else value
+
+
+def _pin(peer) -> str:
+    return f"; over TLS it must present the client certificate sha256 {peer.cert_fingerprint}" \
+        if peer.cert_fingerprint else ""
 
 
 @click.group()
@@ -36,15 +48,20 @@ def modality() -> None:
               help="May be a C-MOVE destination or forwarding target.")
 @click.option("--tls/--no-tls", default=False, show_default=True,
               help="Call it over DICOM TLS (PORT is then its TLS port; its certificate must chain to [dicom] tls_ca).")
+@click.option("--cert-fingerprint", "cert", default="", metavar="SHA256|FILE",
+              help="Pin the TLS client certificate it must call us with: its SHA-256 fingerprint, or the "
+                   "certificate file.")
 @friendly_errors
 def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, description: str, store: bool,
-                 query: bool, retrieve: bool, receive: bool, tls: bool) -> None:
+                 query: bool, retrieve: bool, receive: bool, tls: bool, cert: str) -> None:
     """Register a peer AE_TITLE listening at HOST PORT."""
     with open_appliance(data_dir) as app:
         first = not app.peers.list()
         peer = app.peers.add(ae_title, host, port, description, can_store=store, can_query=query,
-                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls)
-        click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else ""))
+                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls,
+                             cert_fingerprint=_cert(cert))
+        click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else "")
+                   + _pin(peer))
         if first and not app.config.dicom.allowed_callers:
             click.echo("Note: with a peer registered, only registered peers (and [dicom] allowed_callers) may "
                        "now connect; register every modality that sends images here.")
@@ -61,15 +78,20 @@ def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, des
 @click.option("--retrieve/--no-retrieve", default=None, help="May C-MOVE/C-GET from here.")
 @click.option("--receive/--no-receive", default=None, help="May be a C-MOVE destination or forwarding target.")
 @click.option("--tls/--no-tls", default=None, help="Call it over DICOM TLS (give its TLS port with --port).")
+@click.option("--cert-fingerprint", "cert", default=None, metavar="SHA256|FILE",
+              help="Pin the TLS client certificate it must call us with (SHA-256 fingerprint or the certificate "
+                   "file); \"\" removes the pin.")
 @friendly_errors
 def modality_update(data_dir: Path | None, ae_title: str, host, port, description, store, query, retrieve, receive,
-                    tls) -> None:
+                    tls, cert) -> None:
     """Change a registered peer; options not given stay as they are."""
     given = {"host": host, "port": port, "description": description, "can_store": store, "can_query": query,
-             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls}
+             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls,
+             "cert_fingerprint": None if cert is None else _cert(cert)}
     with open_appliance(data_dir) as app:
         peer = app.peers.update(ae_title, **{k: v for k, v in given.items() if v is not None})
-        click.echo(f"Updated {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else ""))
+        click.echo(f"Updated {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else "")
+                   + _pin(peer))
 
 
 @modality.command("list")

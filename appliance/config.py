@@ -59,7 +59,13 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM file of the CA certificates (or self-signed certificates) trusted for DICOM TLS: modalities' "
             "client certificates are checked against it when sent, and peers we call over TLS must chain to it."),
     Setting("dicom", "tls_require_client_cert", False,
-            "Refuse TLS connections without a client certificate that chains to tls_ca."),
+            "Refuse TLS connections without a client certificate that chains to tls_ca; a client certificate "
+            "must then name the calling AE title as its CN, unless the peer's certificate is pinned "
+            "(`modality add|update --cert-fingerprint`)."),
+    Setting("dicom", "tls_crl", "",
+            "PEM file of the certificate revocation lists (CRLs) of the CAs in tls_ca: a revoked client "
+            "certificate is refused. Needs a current CRL for every CA that issues client certificates; "
+            "restart after replacing it. Empty = no revocation check. Relative paths are inside the data directory."),
     Setting("dicom", "tls_min_version", "1.2", "Oldest TLS version accepted: \"1.2\" or \"1.3\"."),
     # [http] the web app
     Setting("http", "host", "0.0.0.0", "Address the web UI and DICOMweb bind to."),
@@ -95,8 +101,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 503."),
     Setting("storage", "chunk_kib", 1024, "Encryption chunk size in KiB: the most plaintext held in memory per object."),
     Setting("storage", "on_conflict", "replace",
-            "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "
-            "keeps the replaced object recoverable until it is backed up; \"reject\" refuses the newcomer."),
+            "A different object arrives under an existing SOP Instance UID: \"replace\" makes it current and keeps "
+            "the replaced one as a version (`pacs-appliance storage versions`), audited; \"reject\" refuses it."),
+    Setting("storage", "on_patient_change", "reject",
+            "Such an object names another patient than the stored one: \"reject\" refuses it (DICOM 0xC771, "
+            "HTTP 409), \"hold\" keeps it aside for an admin to accept or discard (admin page Replacements), "
+            "\"replace\" replaces as for the same patient. Every case is audited."),
+    Setting("storage", "orphans_keep_days", 30,
+            "Objects of writes a crash interrupted (never acknowledged; moved to archive/orphans/ at start-up) "
+            "are deleted this many days after they were written; 0 keeps them for ever."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
     # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
@@ -166,12 +179,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inbox", "enabled", True, "Watch <data>/inbox and import what is dropped there (files, ZIPs, CD folders)."),
     Setting("inbox", "after_import", "delete",
             "What happens to an imported file: \"delete\" it, or \"move\" it to inbox/processed/. Either way "
-            "only after its content is safely in the archive. Files that fail go to inbox/failed/ with a reason."),
+            "only after its content is safely in the archive. Files that fail are sealed with their reason (`pacs-appliance import failed list`)."),
     Setting("inbox", "stable_seconds", 2.0,
             "A file is imported only after its size and times have not changed for this many seconds "
             "(and, where Linux can tell, nobody has it open for writing)."),
     Setting("inbox", "poll_seconds", 10.0,
             "Rescan the inbox at least this often, for network shares that send no change notifications."),
+    Setting("inbox", "processed_keep_days", 30,
+            "Files in inbox/processed/ (after_import = \"move\"; their content is in the archive, the copies are "
+            "plaintext) are deleted this many days after their import; 0 keeps them for ever."),
     Setting("inbox", "retry_seconds", 60.0, "After \"disk full\", wait this long before trying the inbox again."),
     Setting("inbox", "zip_member_max_mb", 4096,
             "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),

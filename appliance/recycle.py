@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Callable
 
 from .archive import envelope
-from .archive.fsutil import fsync_dir, try_lock
+from .archive.fsutil import fsync_dir, private_dir, try_lock
 from .errors import ApplianceError, ConfigError, DiskFull, NotFound
 from .index.models import Instance, Patient, ReplacedObject, Study, utcnow
 from .index.models.recycle import RecycledObject, RecycledStudy
@@ -615,7 +615,7 @@ class Recycler:
 
     def _move_in(self, object_id: str, staged: Path) -> None:
         final = self.archive.path(object_id)
-        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(final.parent)
         os.rename(staged, final)
 
     # -- status ------------------------------------------------------------

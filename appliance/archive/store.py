@@ -31,7 +31,7 @@ from typing import BinaryIO, Iterator
 
 from ..errors import IntegrityError, NotFound
 from . import envelope
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, private_dir
 from .keys import Keyring
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Archive:
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
         for d in (self.root, self.objects_dir, self.tmp_dir):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(d)
 
     def clean_tmp(self) -> int:
         """Remove half-written objects left by a crash (never acknowledged).
@@ -141,7 +141,7 @@ class Archive:
             if directory in self._known_dirs:
                 return
             if not directory.exists():
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                private_dir(directory)  # both fan-out levels 0700, whatever the umask
                 fsync_dir(directory.parent)
                 fsync_dir(directory.parent.parent)
             self._known_dirs.add(directory)
@@ -199,6 +199,12 @@ class Archive:
             for b in subdirs(a):
                 with os.scandir(b) as entries:
                     yield from sorted(e.name for e in entries if OBJECT_ID.match(e.name))
+
+    def quarantine(self):
+        """The encrypted quarantine of failed imports beside the objects (quarantine.py)."""
+        from .quarantine import Quarantine
+
+        return Quarantine(self.root / "quarantine", self.keyring, self.chunk_size)
 
     def disk_free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

@@ -11,12 +11,14 @@ survives a power cut, which ``NORMAL`` in WAL mode would not promise.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from peewee import DatabaseError
 from playhouse.migrations import Runner
 from playhouse.sqlcipher_ext import SqlCipherDatabase
 
+from ..archive.fsutil import PRIVATE_FILE, make_private
 from ..errors import KeyStoreError
 from .models import all_models
 
@@ -66,8 +68,18 @@ class IndexDatabase(SqlCipherDatabase):
         return conn
 
 
+def _private_files(path: Path) -> None:
+    """Create the index file 0600 before SQLite does (it would follow the umask), and tighten one made
+    looser by an older version. SQLite gives its -wal and -shm files the main file's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for p in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists():
+            make_private(p)
+
+
 def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     """Open (creating if needed) the index and bring its schema up to date."""
+    _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
     db.bind(all_models())
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import ConflictRejected
 from .models import Instance, ReplacedObject, Series, utcnow
@@ -57,6 +58,18 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # identical bytes already indexed
     REPLACED = "replaced"  # a different object held this UID; it was kept as a ReplacedObject
+    HELD = "held"  # a different object naming another patient: kept aside (ReplacedObject, held) for an admin
+
+
+@dataclass(frozen=True)
+class PriorVersion:
+    """The indexed instance a different object arrives for (what a replacement policy decides on)."""
+
+    sop_uid: str
+    patient_key: str  # "<PatientID>\x1f<Issuer>" of the patient it is filed under
+    patient_id: str
+    study_uid: str
+    source: str
 
 
 def _add_value(multi: str, value: str) -> str:
@@ -119,21 +132,43 @@ _NEW_INSTANCE = (
     '"received_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
 
 
+_FIND_EXISTING = (
+    'SELECT i."sha256", p."patient_key", p."patient_id", st."study_uid", i."source" FROM "instance" i '
+    'JOIN "series" se ON i."series_id" = se."id" JOIN "study" st ON se."study_id" = st."id" '
+    'JOIN "patient" p ON st."patient_id" = p."id" WHERE i."sop_uid" = ?')
+
+
 def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-                    on_conflict: str = "replace") -> Outcome:
-    """Index one stored object. Call inside a transaction (the writer does)."""
+                    on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
+    """Index one stored object. Call inside a transaction (the writer does).
+
+    When a different object already holds the UID, ``decide(prior)`` (the ingest's policy) returns
+    "replace" or "hold", or raises to refuse; without it, ``on_conflict`` says replace or reject.
+    """
     db = Instance._meta.database
     outcome = Outcome.STORED
-    existing = _one(db, 'SELECT "sha256" FROM "instance" WHERE "sop_uid" = ?', a.sop_uid)
+    existing = _one(db, _FIND_EXISTING, a.sop_uid)
     if existing is not None:
         if existing[0] == sha256:
             return Outcome.DUPLICATE
-        if on_conflict == "reject":
+        prior = PriorVersion(a.sop_uid, *existing[1:])
+        if decide is not None:
+            action = decide(prior)
+        elif on_conflict == "reject":
             raise ConflictRejected(
                 f"a different object with SOP Instance UID {a.sop_uid} is already stored; "
                 "the archive is set to reject such replacements"
             )
-        _replace(find_instance(a.sop_uid))
+        else:
+            action = "replace"
+        if action == "hold":
+            if _one(db, 'SELECT 1 FROM "replaced_object" WHERE "sop_uid" = ? AND "sha256" = ? AND "held" = 1',
+                    a.sop_uid, sha256):
+                return Outcome.DUPLICATE  # the same held object sent again: held once
+            ReplacedObject.create(sop_uid=a.sop_uid, object_id=object_id, size=size, sha256=sha256, source=source,
+                                  patient_id=a.patient_id, study_uid=a.study_uid, held=True)
+            return Outcome.HELD
+        _replace(find_instance(a.sop_uid), prior)
         outcome = Outcome.REPLACED
 
     now = utcnow()
@@ -183,10 +218,11 @@ def _one(db, sql: str, *params):
         cursor.close()
 
 
-def _replace(existing: Instance) -> None:
-    """Keep a displaced object recoverable (until backed up), then drop its instance row."""
+def _replace(existing: Instance, prior: PriorVersion) -> None:
+    """Keep a displaced object recoverable (`storage versions`), then drop its instance row."""
     ReplacedObject.create(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
-                          sha256=existing.sha256, source=existing.source)
+                          sha256=existing.sha256, source=existing.source, patient_id=prior.patient_id,
+                          study_uid=prior.study_uid)
     remove_instance(existing)
 
 

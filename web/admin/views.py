@@ -52,7 +52,8 @@ def _peer_form() -> dict:
     return dict(host=f.get("host", "").strip(), port=f.get("port", "").strip(),
                 description=f.get("description", "").strip(),
                 can_store="can_store" in f, can_query="can_query" in f, can_retrieve="can_retrieve" in f,
-                can_receive_moves="can_receive_moves" in f, tls="tls" in f)
+                can_receive_moves="can_receive_moves" in f, tls="tls" in f,
+                cert_fingerprint=f.get("cert_fingerprint", "").strip())
 
 
 @bp.get("/admin/peers")
