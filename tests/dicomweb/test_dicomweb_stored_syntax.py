@@ -92,7 +92,8 @@ def test_frame_the_box_cannot_decode_goes_as_stored(http, dw_url):
     from pydicom.encaps import encapsulate
 
     ds = synth.make_instance("US_CINE_JPEG", patient_id="TSYN2")
-    broken = b"\xff\xd8\xff\xc1\x00\x0b\x0c\x01\xe0\x02\x80\x01\x01\x11\x00" + bytes(range(256)) * 4 + b"\x00\xff\xd9"  # even: no pad byte
+    sof1 = b"\xff\xd8\xff\xc1\x00\x0b\x0c\x01\xe0\x02\x80\x01\x01\x11\x00"  # 12-bit, then no scan header
+    broken = sof1 + bytes(range(256)) * 4 + b"\x00\xff\xd9"  # even length: no padding byte
     ds.PixelData = encapsulate([broken])
     ds.NumberOfFrames = 1
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.51"
