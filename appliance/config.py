@@ -12,6 +12,7 @@ comma-separated values.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,9 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{where}: expected a {kind}, got {value!r}") from None
 
 
+PUBLIC_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+
+
 def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
     """Merge defaults, the data directory's appliance.toml and PACS_* variables."""
     env = os.environ if env is None else env
@@ -335,6 +339,10 @@ def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         merged.setdefault(s.section, {})[s.key] = _coerce(s, value, source)
         sources[f"{s.section}.{s.key}"] = source
 
+    public_url = merged["http"]["public_url"]
+    if public_url and not PUBLIC_URL.match(public_url):
+        raise ConfigError(f"[http] public_url {public_url!r} (from {sources['http.public_url']}) must be an "
+                          "http:// or https:// address with a host and no query, e.g. \"https://pacs.clinic.lan\"")
     return Config(
         data_dir=data_dir,
         sections={name: Section(name, values) for name, values in merged.items()},

@@ -126,3 +126,12 @@ def test_study_page_links_to_ohif_when_installed(box):
     page = session(base).get(f"{base}/studies/{ds.StudyInstanceUID}")
     assert page.status_code == 200
     assert f"/ohif/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}" in page.text and "Open in OHIF" in page.text
+
+
+def test_public_url_must_be_an_address(tmp_path):
+    from appliance.config import ConfigError, load
+
+    assert load(tmp_path, env={"PACS_HTTP_PUBLIC_URL": "https://pacs.clinic.lan/pacs/"}).http.public_url
+    for bad in ("pacs.clinic.lan", "ftp://x", "https://", "https://x/?a=b"):
+        with pytest.raises(ConfigError, match="public_url"):
+            load(tmp_path, env={"PACS_HTTP_PUBLIC_URL": bad})
