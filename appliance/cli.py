@@ -12,7 +12,7 @@ import click
 
 from .cli_backup import backup, keys
 from .cli_common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
-from .cli_dicom import forward, modality, worklist
+from .cli_dicom import conformance, forward, modality, worklist
 from .cli_import import import_
 from .cli_integrity import verify
 from .cli_ohif import ohif
@@ -74,7 +74,8 @@ def serve(data_dir: Path | None) -> None:
     run(build(cfg))
 
 
-for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage, ohif):
+for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
+                storage, ohif):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

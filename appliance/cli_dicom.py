@@ -2,7 +2,7 @@
 
     pacs-appliance modality add|update|list|remove|echo
     pacs-appliance worklist add|list|remove
-    pacs-appliance forward status|retry
+    pacs-appliance forward status|retry|drop
 """
 from __future__ import annotations
 
@@ -223,6 +223,11 @@ def forward_status(data_dir: Path | None) -> None:
             last = str(r["last_sent_at"])[:19] if r["last_sent_at"] else "-"
             click.echo(f"{r['destination']:16} {r['pending']:>7} {r['sent']:>7} {r['failed']:>7} {r['dropped']:>7}  "
                        f"{nxt:20} {last:20} {r['last_error'] or '-'}")
+        failed = app.forwarder.failed()
+        if failed:
+            click.echo("\nFailed jobs (`forward retry` queues them again, `forward drop` removes them):")
+            for job in failed:
+                click.echo(f"  job {job['id']:<6} {job['destination']:16} {job['sop_uid']}  {job['last_error']}")
 
 
 @forward.command("retry")
@@ -234,3 +239,35 @@ def forward_retry(data_dir: Path | None, destination: str | None) -> None:
     with open_appliance(data_dir) as app:
         count = app.forwarder.retry_failed(destination)
     click.echo(f"{count} job(s) queued again")
+
+
+@forward.command("drop")
+@data_option
+@click.argument("job_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Drop every failed job (with --destination: of that peer).")
+@click.option("--destination", help="With --failed: only the jobs for this AE title.")
+@friendly_errors
+def forward_drop(data_dir: Path | None, job_id: int | None, all_failed: bool, destination: str | None) -> None:
+    """Remove job JOB_ID (see `forward status`), or every failed job with --failed, from the queue."""
+    if (job_id is None) == (not all_failed):
+        raise click.UsageError("give a JOB_ID or --failed (not both)")
+    with open_appliance(data_dir) as app:
+        count = app.forwarder.drop(job_id, destination)
+    if job_id is not None and count == 0:
+        raise click.ClickException(f"no job {job_id} waiting in the forwarding queue (see `forward status`)")
+    click.echo(f"{count} job(s) dropped")
+
+
+@click.command("conformance")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the statement to this file (docs/CONFORMANCE.md in the repository) instead of stdout.")
+def conformance(output: Path | None) -> None:
+    """Print the DICOM Conformance Statement, generated from the node's own tables."""
+    from .dicom.conformance import render
+
+    text = render()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"Wrote {output}")

@@ -48,6 +48,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom", "dimse_timeout", 60, "Seconds to wait for a DIMSE message within an association."),
     Setting("dicom", "network_timeout", 120, "Seconds an idle association may stay open before it is closed."),
     Setting("dicom", "max_pdu", 262144, "Largest PDU we receive, in bytes (0 = unlimited)."),
+    Setting("dicom", "commitment_retry_initial_seconds", 30,
+            "Storage commitment: wait before calling a requester again that did not take its report; doubles "
+            "after each failure. Reports are kept in the index and retried until delivered, across restarts."),
+    Setting("dicom", "commitment_retry_max_seconds", 3600, "The longest wait between storage commitment report "
+            "attempts."),
     Setting("dicom", "tls_port", 0,
             "TCP port of the DICOM TLS listener (2762 is the standard DICOM TLS port); 0 = no TLS listener. "
             "It serves the same services and association policy as the plain port."),

@@ -18,6 +18,13 @@ gives up, so a reading PACS that is down for a day gets everything when it
 comes back. A job marked sent is never sent again; a crash between the
 peer's success and that mark can send that one instance a second time (the
 same bytes under the same UID, which a PACS treats as a duplicate).
+
+One object never blocks the queue: a job that cannot succeed by waiting (the peer
+accepted no context the box can fill for it, the peer answered with a failure
+status, or the object cannot be read or encoded) is marked failed with its reason
+at once and the next job goes out on the same association. Only what is transient
+(the peer unreachable or the association lost) is retried, with back-off per peer.
+``forward retry`` queues failed jobs again, ``forward drop`` removes them.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from .archive import Archive
 from .dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
 from .dicom.status import STORE_OK
 from .errors import ConfigError
-from .index import Index
+from .index import Index, forward_queue
 from .index.models import Instance, utcnow
 from .index.models.retrieval import ForwardJob
 from .index.records import InstanceAttributes
@@ -179,14 +186,21 @@ class Forwarder:
                     break
                 try:
                     outcome = self.sender.send(assoc, outgoing[job.id])
-                except (SendError, TranscodeError) as exc:
-                    self._retry([job], str(exc))
+                except SendError as exc:  # no answer, association lost: transient, back off
+                    self._retry([job], str(exc), hold_destination=destination)
+                    break
+                except TranscodeError as exc:  # no acceptable context for this object: waiting will not help
+                    self._fail(job, destination, str(exc))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - an unreadable object must not stop the queue
+                    log.exception("forwarding instance %s to %s failed", job.sop_uid, destination)
+                    self._fail(job, destination, f"cannot send this object: {exc}")
                     continue
                 if outcome.status in OK_STATUSES:
                     self._finish([job], "sent", "")
                     sent += 1
                 else:
-                    self._retry([job], f"{destination} answered C-STORE with status 0x{outcome.status:04X}")
+                    self._fail(job, destination, f"{destination} refused it with C-STORE status 0x{outcome.status:04X}")
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -200,6 +214,10 @@ class Forwarder:
         self.index.writer.run(lambda: ForwardJob.update(
             state=state, last_error=error[:255], sent_at=utcnow() if state == "sent" else None,
             attempts=ForwardJob.attempts + 1).where(ForwardJob.id.in_(ids)).execute())
+
+    def _fail(self, job: ForwardJob, destination: str, reason: str) -> None:
+        log.warning("forwarding instance %s to %s failed for good: %s", job.sop_uid, destination, reason)
+        self._finish([job], "failed", reason)
 
     def _retry(self, jobs: list[ForwardJob], error: str, hold_destination: str | None = None) -> None:
         """Count a failed attempt and schedule the next; with ``hold_destination`` (the peer is
@@ -235,11 +253,11 @@ class Forwarder:
             entry[row["state"]] = row["n"]
         for destination, entry in out.items():
             pending = (ForwardJob.select().where((ForwardJob.destination == destination)
-                                                 & (ForwardJob.state.in_(["pending", "failed"])))
+                                                 & (ForwardJob.state == "pending"))
                        .order_by(ForwardJob.next_attempt_at))
             first = pending.first()
             entry["next_attempt_at"] = first.next_attempt_at if first else None
-            entry["last_error"] = first.last_error if first else ""
+            entry["last_error"] = forward_queue.last_error(destination)
             last_sent = ForwardJob.select(fn.MAX(ForwardJob.sent_at)).where(
                 (ForwardJob.destination == destination) & (ForwardJob.state == "sent")).scalar()
             entry["last_sent_at"] = last_sent
@@ -254,3 +272,11 @@ class Forwarder:
                                       .where(cond).execute())
         self._task.wake()
         return count
+
+    def failed(self, destination: str | None = None) -> list[dict]:
+        """The failed jobs with their reasons (for ``forward status`` and the admin page)."""
+        return forward_queue.failed_jobs(destination)
+
+    def drop(self, job_id: int | None = None, destination: str | None = None) -> int:
+        """Drop one job by id, or every failed job (of ``destination``); return how many."""
+        return forward_queue.drop(self.index, job_id, destination)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from pynetdicom import AE, _config, evt
 
 from ..events import Events
+from .association_log import reason_text
 from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .registry import DimseService, ServiceRegistry
 from .slots import AssociationSlots, pynetdicom_limit
@@ -166,8 +167,8 @@ class DicomNode:
                 log.warning("association from %s at %s over TLS rejected: %s", calling, host, why)
                 rejection = REJECT_CALLING_AE
         elif rejection is not None:
-            log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
-                        rejection[2])
+            log.warning("association from %s at %s to %s rejected: %s", calling, host, called,
+                        reason_text(rejection[1], rejection[2]))
         if rejection is None:
             rejection = self.slots.take(assoc)
             if rejection is None:

@@ -21,13 +21,16 @@ class Index:
     def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False) -> "Index":
         return cls(open_index(path, key, cache_mb), case_sensitive_names)
 
-    def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, limit: int | None = None,
-               offset: int = 0) -> list[dict[str, Any]]:
+    def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, case_sensitive_ids: bool = True,
+               include_offsite: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         return query.search(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
+                            case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite,
                             limit=limit, offset=offset)
 
-    def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False) -> int:
-        return query.count(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy)
+    def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False,
+              case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
+        return query.count(level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
+                           case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite)
 
     def start(self) -> None:
         self.writer.start()

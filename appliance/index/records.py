@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..errors import ConflictRejected
 from .models import Instance, ReplacedObject, Series, utcnow
+from .names import fold
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: st
         series_id = db.execute_sql(_NEW_SERIES, (study_id, a.series_uid, now)).lastrowid
 
     if own_patient:
-        db.execute_sql(_NAME_PATIENT, (a.patient_name, a.patient_name.upper(), a.birth_date, a.sex, patient_id))
+        db.execute_sql(_NAME_PATIENT, (a.patient_name, fold(a.patient_name), a.birth_date, a.sex, patient_id))
     db.execute_sql(_COUNT_PATIENT, (int(new_study), int(new_series), now, patient_id))
     db.execute_sql(_UPDATE_STUDY, (
         a.study_date, a.study_time, a.accession, a.study_id, a.study_description, a.referring_physician,

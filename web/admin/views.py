@@ -9,6 +9,7 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
 from appliance import accounts
 from appliance.index.models import utcnow
 from appliance.errors import ApplianceError
+from appliance.worklist import LIMITS as WORKLIST_LIMITS
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
 from . import bp, config_edit, dashboard
@@ -56,13 +57,45 @@ def _peer_form() -> dict:
                 cert_fingerprint=f.get("cert_fingerprint", "").strip())
 
 
+def _forwarding() -> dict:
+    """The forwarding queue per peer, with its last error and the failed jobs (shown on the peers page)."""
+    forwarder = _part("forwarder")
+    if forwarder is None:
+        return {"forwarding": [], "failed_jobs": []}
+    return {"forwarding": forwarder.status(), "failed_jobs": forwarder.failed()}
+
+
 @bp.get("/admin/peers")
 @login_required("admin")
 def peers():
     registry = _part("peers")
     return render_template("admin/peers.html", title="DICOM peers", available=registry is not None,
                            peers=registry.list() if registry else [], our_ae=_app().config.dicom.ae_title,
-                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None)
+                           our_port=_app().config.dicom.port, dicom=_app().config.dicom, edit=None,
+                           **_forwarding())
+
+
+@bp.post("/admin/forward/retry")
+@login_required("admin")
+def forward_retry():
+    forwarder = _part("forwarder") or abort(404)
+    destination = request.form.get("destination", "").strip() or None
+    count = forwarder.retry_failed(destination)
+    audit("forward.retry", detail=f"{count} job(s){' for ' + destination if destination else ''}")
+    flash(f"{count} failed job(s) queued again.", "ok")
+    return redirect(url_for("admin.peers"))
+
+
+@bp.post("/admin/forward/drop")
+@login_required("admin")
+def forward_drop():
+    forwarder = _part("forwarder") or abort(404)
+    job_id = request.form.get("job_id", "").strip()
+    destination = request.form.get("destination", "").strip() or None
+    count = forwarder.drop(int(job_id) if job_id.isdigit() else None, destination)
+    audit("forward.drop", detail=f"{count} job(s)" + (f", job {job_id}" if job_id else ""))
+    flash(f"{count} job(s) dropped from the forwarding queue.", "ok")
+    return redirect(url_for("admin.peers"))
 
 
 @bp.get("/admin/peers/<ae_title>/edit")
@@ -72,7 +105,7 @@ def peer_edit(ae_title):
     peer = registry.get(ae_title) or abort(404)
     return render_template("admin/peers.html", title="DICOM peers", available=True, peers=registry.list(),
                            our_ae=_app().config.dicom.ae_title, our_port=_app().config.dicom.port,
-                           dicom=_app().config.dicom, edit=peer)
+                           dicom=_app().config.dicom, edit=peer, **_forwarding())
 
 
 @bp.post("/admin/peers")
@@ -261,7 +294,7 @@ def worklist():
     edit = wl.get(int(edit_id)) if wl is not None and edit_id else None
     return render_template("admin/worklist.html", title="Worklist", available=wl is not None, items=items,
                            day=day, edit=edit, peers=_part("peers").list() if _part("peers") else [],
-                           today=datetime.date.today().isoformat())
+                           today=datetime.date.today().isoformat(), limits=WORKLIST_LIMITS)
 
 
 @bp.post("/admin/worklist")
@@ -398,4 +431,24 @@ def settings_save():
         return _fail(exc, "admin.settings")
     audit("config.change", detail=f"[{section}] {key} = {value!r}")
     flash(f"Saved [{section}] {key} to {cfg.config_path.name}. Restart the appliance to apply it.", "ok")
+    return redirect(url_for("admin.settings"))
+
+
+@bp.post("/admin/settings/backup-test")
+@login_required("admin")
+def backup_test():
+    """Write, read back and delete a probe object on the backup target typed in the form (not yet saved)."""
+    from .backup_probe import probe
+
+    url = request.form.get("value", "").strip()
+    backup = _part("backup")
+    try:
+        config_edit.parse_form_value(config_edit.setting("backup", "target"), url)
+        message = probe(backup, url)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer the admin asked for
+        audit("backup.test", detail=f"failed: {exc.__class__.__name__}")
+        flash(f"Backup target test failed: {exc}", "error")
+        return redirect(url_for("admin.settings"))
+    audit("backup.test", detail="ok")
+    flash(message, "ok")
     return redirect(url_for("admin.settings"))

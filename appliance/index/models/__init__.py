@@ -6,10 +6,11 @@
 - backup.py: backup runs and offsite state
 - imports.py: inbox import bookkeeping
 - recycle.py: studies recycled to free space (their only copy is offsite)
+- commitment.py: storage commitment requests until their report is delivered
 
 A model change needs a numbered migration in ../migrations/.
 """
-from . import backup, core, imports, recycle, retrieval, web  # noqa: F401 - importing registers the models
+from . import backup, commitment, core, imports, recycle, retrieval, web  # noqa: F401 - importing registers the models
 from .core import BaseModel, Instance, Patient, ReplacedObject, Series, Study, User, utcnow
 
 
