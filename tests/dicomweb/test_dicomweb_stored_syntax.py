@@ -88,7 +88,7 @@ def test_instance_in_stored_syntax_when_listed(http, dw_url, cine):
 
 
 def test_frame_the_box_cannot_decode_goes_as_stored(http, dw_url):
-    """A JPEG Extended frame the box's decoders reject: 406 when it must decode, the stored bytes with *."""
+    """A JPEG Extended frame the box's decoders reject: an error when it must decode, the stored bytes with *."""
     from pydicom.encaps import encapsulate
 
     ds = synth.make_instance("US_CINE_JPEG", patient_id="TSYN2")
@@ -100,7 +100,8 @@ def test_frame_the_box_cannot_decode_goes_as_stored(http, dw_url):
     DICOMwebClient(url=dw_url, session=http).store_instances([ds])
     url = (f"{dw_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
            f"{ds.SOPInstanceUID}/frames/1")
-    assert http.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'}).status_code == 406
+    # Decoding it on the box fails (a 5xx naming the stored data as the cause, appliance.render.UndecodableImage)
+    assert http.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'}).status_code >= 500
     r = http.get(url, headers={"Accept": OHIF_ACCEPT})
     assert r.status_code == 200
     assert parts(r) == [("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.51", broken)]
