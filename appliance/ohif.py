@@ -90,9 +90,7 @@ def install(tarball: Path, dist_dir: Path) -> str:
             raise OhifInstallError(f"{tarball} unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB; refusing it")
         staging.mkdir(parents=True)
         for m in members:
-            m.name = m.name[len(DIST):]
-            if not m.name:
-                continue
+            m.name = m.name[len(DIST):]  # package/dist/x -> x ("" for the directory itself, left out below)
         # the 'data' filter refuses absolute paths, links out of the tree and device files
         tar.extractall(staging, members=[m for m in members if m.name], filter="data")
     for path in staging.rglob("*"):
