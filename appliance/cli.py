@@ -16,6 +16,7 @@ from .cli_corrections import correct
 from .cli_dicom import conformance, forward, modality, worklist
 from .cli_import import import_
 from .cli_integrity import verify
+from .cli_ohif import ohif
 from .cli_storage import storage
 from .cli_system import firstboot, tls
 from .cli_users import user
@@ -75,7 +76,7 @@ def serve(data_dir: Path | None) -> None:
 
 
 for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
-                storage, correct):
+                storage, correct, ohif):
     main.add_command(command)
 
 from .cli_update import update  # noqa: E402

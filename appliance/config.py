@@ -12,6 +12,7 @@ comma-separated values.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve the web UI over HTTPS on tls_port with <data dir>/tls/cert.pem and key.pem (made on the box at "
             "first boot on the appliance image; `pacs-appliance tls renew|install`); port then only redirects to HTTPS."),
     Setting("http", "tls_port", 8443, "TCP port of the HTTPS web UI when tls is on (443 on the appliance image)."),
+    Setting("http", "public_url", "",
+            "The address clients reach the box by when it sits behind a reverse proxy (e.g. "
+            "\"https://pacs.clinic.lan\"); DICOMweb's RetrieveURL and BulkDataURI and OHIF's config use it. "
+            "Empty: taken from each request."),
     # [site]
     Setting("site", "clinic_name", "", "The clinic's name, for the web UI; the appliance image sets it from the vendor config."),
     # [storage] the archive
@@ -216,6 +221,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("update", "confirm_timeout_s", 600,
             "After booting a new version: seconds for the service to become ready (READY and /healthz ok) "
             "before the box falls back to the previous version by itself."),
+    # [ohif] the OHIF viewer served at /ohif (web/ohif; `pacs-appliance ohif install TARBALL`)
+    Setting("ohif", "dist_dir", "",
+            "Directory holding OHIF's release build (the dist of the npm package @ohif/app), served at /ohif; "
+            "empty = <data dir>/ohif, where `pacs-appliance ohif install` puts it."),
     # [log]
     Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
 )
@@ -265,6 +274,11 @@ class Config:
         return self.data_dir / "inbox"
 
     @property
+    def ohif_dir(self) -> Path:
+        configured = self.sections["ohif"].dist_dir if "ohif" in self.sections else ""
+        return Path(configured) if configured else self.data_dir / "ohif"
+
+    @property
     def config_path(self) -> Path:
         return self.data_dir / CONFIG_FILE_NAME
 
@@ -308,6 +322,9 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{where}: expected a {kind}, got {value!r}") from None
 
 
+PUBLIC_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+
+
 def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
     """Merge defaults, the data directory's appliance.toml and PACS_* variables."""
     env = os.environ if env is None else env
@@ -339,6 +356,10 @@ def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         merged.setdefault(s.section, {})[s.key] = _coerce(s, value, source)
         sources[f"{s.section}.{s.key}"] = source
 
+    public_url = merged["http"]["public_url"]
+    if public_url and not PUBLIC_URL.match(public_url):
+        raise ConfigError(f"[http] public_url {public_url!r} (from {sources['http.public_url']}) must be an "
+                          "http:// or https:// address with a host and no query, e.g. \"https://pacs.clinic.lan\"")
     return Config(
         data_dir=data_dir,
         sections={name: Section(name, values) for name, values in merged.items()},

@@ -82,7 +82,14 @@ def study(study_uid):
     audit("study.view", study_uid=study_uid, patient_id=record["PatientID"])
     return render_template("viewer/study.html", title="Study", s=record, series=series, priors=priors,
                            can_export=_can_export() and not record.get("_offsite"), can_restore=_can_export(),
-                           restore=_restores().status(study_uid) if record.get("_offsite") else None)
+                           restore=_restores().status(study_uid) if record.get("_offsite") else None,
+                           ohif_installed=_ohif_installed())
+
+
+def _ohif_installed() -> bool:
+    from ..ohif import is_installed
+
+    return is_installed()
 
 
 def _restores():
