@@ -19,6 +19,7 @@ from .cli_integrity import verify
 from .cli_ohif import ohif
 from .cli_storage import storage
 from .cli_system import firstboot, tls
+from .cli_update import update
 from .cli_users import user
 
 __all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
@@ -76,12 +77,8 @@ def serve(data_dir: Path | None) -> None:
 
 
 for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
-                storage, correct, ohif):
+                storage, correct, ohif, update):
     main.add_command(command)
-
-from .cli_update import update  # noqa: E402
-
-main.add_command(update)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import friendly_errors
+from .cli_common import friendly_errors
 
 root_option = click.option("--root-dir", type=click.Path(path_type=Path), default=Path("/var/lib/pacs-appliance"),
                            show_default=True, help="Mount point of the data partition.")
