@@ -14,12 +14,13 @@ import json
 import re
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, g, redirect, render_template, send_from_directory
+from flask import Blueprint, Response, g, redirect, render_template, send_from_directory
 from werkzeug.security import safe_join
 
 from appliance.ohif import PREFIX, PINNED_VERSION, installed_version
 
 from ..auth import VIEW_ROLES, login_required
+from ..current import appliance
 
 bp = Blueprint("ohif", __name__, url_prefix="/ohif")
 
@@ -27,7 +28,7 @@ HASHED = re.compile(r"\.[0-9a-f]{16}\.(js|wasm)$|^[0-9a-f]{16}\.(wasm|woff2)$") 
 
 
 def dist_dir() -> Path:
-    return current_app.extensions["appliance"].config.ohif_dir
+    return appliance().config.ohif_dir
 
 
 def is_installed() -> bool:
