@@ -100,7 +100,7 @@ def test_kill_during_a_500_image_correction_leaves_old_or_new_whole(data_dir):
     # Start-up reconciliation: the kills left only unindexed objects (orphans, moved aside), nothing missing.
     parts = _parts(data_dir)
     try:
-        report = reconcile(parts.archive)
+        report = reconcile(parts.archive, parts.index)
         assert not report.missing and report.orphans
     finally:
         parts.close()
