@@ -59,8 +59,10 @@ def free_port() -> int:
 class Box:
     """One qemu run of the disk, with loopback-only forwards to DICOM, HTTP and HTTPS."""
 
-    def __init__(self, disk: Path, work: Path, name: str, accel: list[str] | None = None):
+    def __init__(self, disk: Path, work: Path, name: str, accel: list[str] | None = None,
+                 disk_cache: str | None = None):
         self.disk, self.work, self.name = disk, work, name
+        self.disk_cache = disk_cache  # qemu's -drive cache= (None: qemu's default, writeback with flushes)
         self.accel = accel if accel is not None else qemu_accel.choose()
         self.ports = {"dicom": free_port(), "http": free_port(), "https": free_port()}
         self.serial = work / f"{name}-serial.log"
@@ -77,7 +79,7 @@ class Box:
         cmd = ["qemu-system-x86_64", "-machine", "q35", *self.accel, "-smp", "2", "-m", "1536",
                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                "-drive", f"if=pflash,format=raw,file={vars_fd}",
-               "-drive", f"file={self.disk},if=virtio,format=raw",
+               "-drive", f"file={self.disk},if=virtio,format=raw" + (f",cache={self.disk_cache}" if self.disk_cache else ""),
                "-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0",
                "-display", "none", "-monitor", "none", "-serial", f"file:{self.serial}",
                "-qmp", f"unix:{self.qmp},server=on,wait=off"]

@@ -2,7 +2,9 @@
 and the payload against the signed checksum. Real rauc bundles signed with test keys."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from appliance.update.bundle import BundleRefused, verify  # noqa: E402
-from update_helpers import make_bundle, make_key  # noqa: E402
+from update_helpers import MAKE_BUNDLE, make_bundle, make_key  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("rauc") is None or shutil.which("unsquashfs") is None,
                                 reason="needs rauc and squashfs-tools (tests/run installs them)")
@@ -75,3 +77,43 @@ def test_without_a_keyring_nothing_is_accepted(vendor, tmp_path):
     _, _, bundle = vendor
     with pytest.raises(BundleRefused, match="no update keyring"):
         verify(bundle, keyring=tmp_path / "missing.pem")
+
+
+def _debugfs(image: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True, text=True).stdout
+
+
+def test_make_bundle_drop_leaves_a_tree_out_of_the_signed_root(vendor, tmp_path):
+    """--drop (used by the slow update test for drivers a qemu guest has no hardware for): the tree is
+    gone from the bundle's root, everything else is kept, the file system is clean, the source untouched."""
+    key, cert, _ = vendor
+    tree = tmp_path / "tree"
+    sound = tree / "usr/lib/modules/6.1.0-test/kernel/sound"
+    (sound / "pci/hda").mkdir(parents=True)
+    dropped_bytes = os.urandom(20000)
+    (sound / "pci/hda/snd-hda-intel.ko").write_bytes(dropped_bytes)
+    (sound / "soundcore.ko").write_bytes(os.urandom(3000))
+    (sound / "alias.ko").symlink_to("soundcore.ko")
+    ext4 = tree / "usr/lib/modules/6.1.0-test/kernel/fs/ext4.ko"
+    ext4.parent.mkdir(parents=True)
+    ext4.write_bytes(b"keep me")
+    (tree / "usr/blob").write_bytes(os.urandom(256 << 10))  # rauc wants a squashfs bigger than 4 KiB
+    root = tmp_path / "root.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(root), "8M"], check=True, capture_output=True)
+    out = tmp_path / "slim.raucb"
+    subprocess.run([str(MAKE_BUNDLE), "--key", str(key), "--cert", str(cert), "--version", "0.2.0", "--drop",
+                    "/usr/lib/modules/6.1.0-test/kernel/sound", str(root), str(out)], check=True, capture_output=True)
+    assert verify(out, keyring=cert).version == "0.2.0"
+    inside = tmp_path / "inside.ext4"
+    with open(inside, "wb") as f:
+        subprocess.run(["unsquashfs", "-cat", str(out), "rootfs.ext4"], stdout=f, check=True)
+    assert "Inode:" not in _debugfs(inside, "stat /usr/lib/modules/6.1.0-test/kernel/sound")
+    assert _debugfs(inside, "cat /usr/lib/modules/6.1.0-test/kernel/fs/ext4.ko") == "keep me"
+    assert dropped_bytes[:4096] not in inside.read_bytes(), "the dropped file's blocks are still in the bundle"
+    subprocess.run(["e2fsck", "-fn", str(inside)], check=True, capture_output=True)
+    assert "Inode:" in _debugfs(root, "stat /usr/lib/modules/6.1.0-test/kernel/sound/soundcore.ko")
+
+    missing = subprocess.run([str(MAKE_BUNDLE), "--key", str(key), "--cert", str(cert), "--version", "0.2.0",
+                              "--drop", "/usr/lib/nothing-here", str(root), str(tmp_path / "x.raucb")],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "--drop /usr/lib/nothing-here: no such directory" in missing.stderr
