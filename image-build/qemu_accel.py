@@ -9,6 +9,13 @@ an FPU init and then writes to qemu's isa-debug-exit port: qemu exits with statu
 3 within a second when the accelerator works, and otherwise aborts or hangs
 (killed after a few seconds).
 
+On the Firecracker build VMs /dev/kvm is `kvm_pvm` (the host boots with nested_pvm=1):
+PVM is made for guests with a PVM-enabled kernel; a stock guest's firmware ends in an
+"emulation failure" at its first x87 instruction (KVM's instruction emulator has no
+x87) whatever the CPU model (tried 2026-12-02: host, host,-arch-capabilities, host,migratable=off,
+max, qemu64, kvm64, Nehalem, Skylake-Client; pflash or -bios OVMF; q35 or pc; a direct
+-kernel boot of Debian's kernel hangs after its real-mode setup). They get TCG.
+
     python3 image-build/qemu_accel.py     # prints the arguments that would be used
 
 PACS_QEMU_ACCEL=tcg|kvm forces a choice (kvm fails loudly if it does not work).
