@@ -136,19 +136,20 @@ def check_offline(disk: Path, work: Path, acked: dict[str, bytes]) -> dict:
 
 
 def read_back(data_dir: Path) -> dict[str, bytes]:
-    """SOP UID -> stored bytes, for every instance in the index (as tests/reliability does)."""
+    """SOP UID -> stored bytes, for every instance in the index (as tests/reliability does:
+    through the index's query engine, tests/indexkit.py; the models are not bound globally)."""
     sys.path.insert(0, str(REPO))
     from appliance.archive import Archive, KeyStore
     from appliance.config import load
     from appliance.index import Index
-    from appliance.index.models import Instance
+    from indexkit import instances
 
     cfg = load(data_dir, env={})
     keyring = KeyStore(cfg.keys_dir).load()
     index = Index.open(cfg.index_path, keyring.index_key)
     try:
         archive = Archive(cfg.archive_dir, keyring)
-        return {r.sop_uid: archive.read(r.object_id) for r in Instance.select(Instance.sop_uid, Instance.object_id)}
+        return {uid: archive.read(oid) for uid, oid in instances(index).items()}
     finally:
         index.close()
 
