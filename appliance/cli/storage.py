@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
+from .common import data_option, friendly_errors, open_appliance
 
 MiB = 1 << 20
 
