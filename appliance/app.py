@@ -33,10 +33,10 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
     from .forward import Forwarder
     from .importer.failed import FailedImports
     from .peers import PeerRegistry
-    from .reconcile import ReconcileReport
+    from .index.reconcile import ReconcileReport
     from .recycle import Recycler
     from .verify import Sampler
-    from .versions import Versions
+    from .ingest.versions import Versions
     from .worklist import Worklist
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
@@ -74,7 +74,7 @@ class Appliance:
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
-        from .reconcile import reconcile  # index vs archive, before anything new arrives
+        from .index.reconcile import reconcile  # index vs archive, before anything new arrives
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
         self.reconciliation = reconcile(self.archive, self.index)
@@ -226,7 +226,7 @@ class Parts:
 
     @cached_property
     def versions(self) -> Versions:
-        from .versions import Versions
+        from .ingest.versions import Versions
 
         return Versions(self.index, self.archive, self.audit)
 

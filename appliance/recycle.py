@@ -387,7 +387,7 @@ class Recycler:
     def restore(self, study_uid: str, actor: str = "system", parallel: int = 4,
                 progress: Callable[[str], None] | None = None) -> RestoreResult:
         """Bring a recycled study back from the backup target, byte for byte, under its old object ids."""
-        from .dicomfile import parse
+        from .ingest.dicomfile import parse
 
         progress = progress or (lambda _m: None)
         studies = self.recycled(study_uid, limit=None)

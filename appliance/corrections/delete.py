@@ -20,7 +20,7 @@ import io
 import logging
 import uuid
 
-from ..dicomfile import parse
+from ..ingest.dicomfile import parse
 from ..errors import NotFound
 from ..index.corrections import CorrectionConflict, series_objects, study_objects
 from ..index import utcnow

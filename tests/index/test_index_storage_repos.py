@@ -7,7 +7,7 @@ import logging
 import synth
 
 from appliance.index import objects as objects_mod
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 from appliance.verify import verify_all
 
 

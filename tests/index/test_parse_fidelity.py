@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.multival import MultiValue
 
-from appliance.dicomfile import _FIELDS, parse
+from appliance.ingest.dicomfile import _FIELDS, parse
 from appliance.errors import InvalidObject
 from appliance.index.query import QueryError, normalize_time
 from synth import bundled_files

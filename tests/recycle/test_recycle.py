@@ -165,7 +165,7 @@ def test_disaster_restore_keeps_recycled_studies_offsite_and_restorable(box, tmp
     from appliance.backup.restore import restore
     from appliance.backup.targets import FolderTarget
     from appliance.config import load
-    from appliance.reconcile import reconcile
+    from appliance.index.reconcile import reconcile
 
     box.add_study("A")
     box.add_study("B")
