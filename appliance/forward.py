@@ -42,7 +42,7 @@ from .index.forwarding import ForwardJob, Retry
 from .index.records import InstanceAttributes
 from .lifecycle import PeriodicTask
 from .peers import PeerError, PeerRegistry
-from .transcode import TranscodeError
+from .convert.transcode import TranscodeError
 
 log = logging.getLogger(__name__)
 OK_STATUSES = STORE_OK  # success, and the storage warnings (coercion, elements discarded)

@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (
 
 from ..index import Index
 from ..peers import PeerRegistry
-from ..transcode import FALLBACKS
+from ..convert.transcode import FALLBACKS
 from .move import BadIdentifier, _text, caller_may_retrieve, match_instances
 from .registry import DimseService, Handler
 from .scu import ObjectSender

@@ -32,7 +32,7 @@ from pynetdicom.presentation import PresentationContext
 
 from ..archive import Archive
 from ..errors import ApplianceError
-from ..transcode import FALLBACKS, TranscodeError, choose, to_syntax
+from ..convert.transcode import FALLBACKS, TranscodeError, choose, to_syntax
 from .sockets import tune_accepted_socket
 from .tls import diagnose
 

@@ -20,7 +20,7 @@ from indexkit import instances
 from appliance.app import build
 from appliance.config import load
 from appliance.ingest import Origin
-from appliance.render_cache import LRUCache
+from appliance.convert.render_cache import LRUCache
 
 BUDGET_MB = 1
 

@@ -12,7 +12,7 @@ from appliance.errors import ConfigError
 from appliance.forward import Rule, parse_rules
 from appliance.index import Index
 from appliance.peers import PeerError, PeerRegistry
-from appliance.transcode import TranscodeError, for_peer
+from appliance.convert.transcode import TranscodeError, for_peer
 from appliance.worklist import Worklist, WorklistError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless
 

@@ -16,7 +16,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from . import transcoding
 from appliance.errors import NotFound
-from appliance.render import RenderParams, number_of_frames
+from appliance.convert.render import RenderParams, number_of_frames
 
 from . import dicomjson, multipart
 from .accept import matches, parse_accept, parse_media_type
