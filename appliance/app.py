@@ -30,12 +30,12 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
 
     from .backup import BackupService
     from .dicom.node import DicomNode
-    from .forward import Forwarder
+    from .services.forward import Forwarder
     from .importer.failed import FailedImports
     from .peers import PeerRegistry
     from .index.reconcile import ReconcileReport
-    from .recycle import Recycler
-    from .verify import Sampler
+    from .services.recycle import Recycler
+    from .services.verify import Sampler
     from .ingest.versions import Versions
     from .worklist import Worklist
 
@@ -182,7 +182,7 @@ class Parts:
 
     @cached_property
     def forwarder(self) -> Forwarder:
-        from .forward import Forwarder, parse_rules
+        from .services.forward import Forwarder, parse_rules
 
         f = self.config.forward
         return Forwarder(index=self.index, archive=self.archive, peers=self.peers, ae_title=self.config.dicom.ae_title,
@@ -209,7 +209,7 @@ class Parts:
 
     @cached_property
     def recycler(self) -> Recycler:
-        from .recycle import Recycler, RecycleSettings
+        from .services.recycle import Recycler, RecycleSettings
 
         recycler = Recycler(RecycleSettings.from_config(self.config), self.archive, self.index, self.backup,
                             self.audit, self.config.data_dir / "recycle.lock")
@@ -235,7 +235,7 @@ class Parts:
         s = self.config.integrity
         if s.sample_size <= 0:
             return None
-        from .verify import Sampler
+        from .services.verify import Sampler
 
         return Sampler(self.archive, self.index, s.sample_size, s.interval_hours * 3600)
 

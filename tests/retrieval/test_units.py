@@ -9,7 +9,7 @@ import pytest
 import synth
 from appliance.dicom.scu import storage_contexts
 from appliance.errors import ConfigError
-from appliance.forward import Rule, parse_rules
+from appliance.services.forward import Rule, parse_rules
 from appliance.index import Index
 from appliance.peers import PeerError, PeerRegistry
 from appliance.convert.transcode import TranscodeError, for_peer
