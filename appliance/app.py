@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import sdnotify
 from .archive import Archive, KeyStore
-from .audit import AuditLog
+from .records.audit import AuditLog
 from .config import Config
 from .events import Events
 from .index import Index
@@ -32,12 +32,12 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
     from .dicom.node import DicomNode
     from .services.forward import Forwarder
     from .importer.failed import FailedImports
-    from .peers import PeerRegistry
+    from .records.peers import PeerRegistry
     from .index.reconcile import ReconcileReport
     from .services.recycle import Recycler
     from .services.verify import Sampler
     from .ingest.versions import Versions
-    from .worklist import Worklist
+    from .records.worklist import Worklist
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class Parts:
     @cached_property
     def peers(self) -> PeerRegistry:
         from .dicom import tls as dicom_tls
-        from .peers import PeerRegistry
+        from .records.peers import PeerRegistry
 
         config = self.config
         return PeerRegistry(self.index, config.dicom.ae_title,
@@ -176,7 +176,7 @@ class Parts:
 
     @cached_property
     def worklist(self) -> Worklist:
-        from .worklist import Worklist
+        from .records.worklist import Worklist
 
         return Worklist(self.index, self.config.index.case_sensitive_names)
 

@@ -209,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forward", "retry_max_seconds", 3600, "The longest wait between attempts to a peer that is down."),
     Setting("forward", "max_attempts", 0,
             "Attempts before a job is marked failed (retry it with `pacs-appliance forward retry`); 0 = never give up."),
-    # [worklist] the modality worklist (appliance/worklist.py)
+    # [worklist] the modality worklist (appliance/records/worklist.py)
     Setting("worklist", "expire_days", 2,
             "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
     # [update] signed A/B updates of the appliance image (appliance/update/; image-build/README.md)

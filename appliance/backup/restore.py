@@ -31,7 +31,7 @@ from .. import config as config_mod
 from ..archive import Archive, KeyStore, StorageArea
 from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
-from ..audit import AuditLog
+from ..records.audit import AuditLog
 from ..errors import DataDirError, IntegrityError
 from ..index import Index
 from . import manifest as mf

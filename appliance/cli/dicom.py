@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .common import data_option, friendly_errors, open_appliance
-from ..peers import file_fingerprint
+from ..records.peers import file_fingerprint
 
 
 def _yes(flag: bool) -> str:

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from .. import accounts
+from ..records import accounts
 from .common import data_option, friendly_errors, open_appliance
 
 

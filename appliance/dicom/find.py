@@ -19,7 +19,7 @@ from pynetdicom import evt
 
 from ..index import Index
 from ..index.query import ATTRS, QueryError
-from ..peers import PeerRegistry
+from ..records.peers import PeerRegistry
 from .identifier import IdentifierEncoder, Unencodable
 from .pending import PendingSender
 from .permissions import query_refusal

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (
 )
 
 from ..index import Index
-from ..peers import PeerRegistry
+from ..records.peers import PeerRegistry
 from ..convert.transcode import FALLBACKS
 from .move import BadIdentifier, _text, caller_may_retrieve, match_instances
 from .registry import DimseService, Handler

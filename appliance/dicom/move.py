@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (
 
 from ..index import Index
 from ..index.query import QueryError
-from ..peers import PeerError, PeerRegistry
+from ..records.peers import PeerError, PeerRegistry
 from .registry import DimseService, Handler
 from .scu import ObjectSender, Outgoing, storage_contexts
 from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status

@@ -20,8 +20,8 @@ from pynetdicom import evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ..index.query import QueryError
-from ..peers import PeerRegistry
-from ..worklist import ATTRS, STEP_ATTRS, Worklist
+from ..records.peers import PeerRegistry
+from ..records.worklist import ATTRS, STEP_ATTRS, Worklist
 from .permissions import query_refusal
 from .registry import DimseService, Handler
 from .status import CANCELLED, PENDING, UNABLE_TO_PROCESS, status

@@ -41,7 +41,7 @@ from ..index import Index, utcnow
 from ..index.forwarding import ForwardJob, Retry
 from ..index.records import InstanceAttributes
 from ..lifecycle import PeriodicTask
-from ..peers import PeerError, PeerRegistry
+from ..records.peers import PeerError, PeerRegistry
 from ..convert.transcode import TranscodeError
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ AUTH = ("admin", ADMIN_PASSWORD)
 
 def _audit(data_dir, action):
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
+    from appliance.records.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
 

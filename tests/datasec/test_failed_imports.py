@@ -44,7 +44,7 @@ def _files_holding(root: Path, needle: bytes) -> list[str]:
 
 def _audit(data_dir: Path, action: str) -> list[tuple[str, str]]:
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
+    from appliance.records.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
 
@@ -125,7 +125,7 @@ def test_plaintext_left_in_failed_by_an_older_version_is_sealed_at_start(data_di
 
 
 def test_admin_page_lists_downloads_with_audit_retries_and_deletes(data_dir, tmp_path):
-    from appliance import accounts
+    from appliance.records import accounts
     from appliance.app import build
     from appliance.config import load
     from web import create_app

@@ -24,7 +24,7 @@ from helpers import ADMIN_PASSWORD, Server, dcmtk, run_cli
 
 def _audit(data_dir, action):
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
+    from appliance.records.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
 

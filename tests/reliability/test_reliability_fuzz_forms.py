@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from helpers import ADMIN_PASSWORD, init_data_dir
 
-from appliance import accounts
+from appliance.records import accounts
 from appliance.app import build
 from appliance.backup.schedule import parse_window
 from appliance.config import load

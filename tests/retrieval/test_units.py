@@ -11,9 +11,9 @@ from appliance.dicom.scu import storage_contexts
 from appliance.errors import ConfigError
 from appliance.services.forward import Rule, parse_rules
 from appliance.index import Index
-from appliance.peers import PeerError, PeerRegistry
+from appliance.records.peers import PeerError, PeerRegistry
 from appliance.convert.transcode import TranscodeError, for_peer
-from appliance.worklist import Worklist, WorklistError
+from appliance.records.worklist import Worklist, WorklistError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless
 
 

@@ -7,7 +7,7 @@ import pytest
 import synth
 from helpers import init_data_dir
 
-from appliance import accounts
+from appliance.records import accounts
 from appliance.app import build
 from appliance.config import load
 from appliance.ingest import Origin

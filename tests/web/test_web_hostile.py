@@ -16,7 +16,7 @@ from web_support import USER_PASSWORD, login, make_user
 import synth
 from helpers import ADMIN_PASSWORD
 
-from appliance import accounts
+from appliance.records import accounts
 
 DCM = 'multipart/related; type="application/dicom"'
 
@@ -41,8 +41,8 @@ def instance_url(ds) -> str:
 
 
 def audit_entries(appliance, **filters):
-    appliance.audit.flush()
-    return list(appliance.audit.query(**filters, newest_first=False))
+    appliance.records.audit.flush()
+    return list(appliance.records.audit.query(**filters, newest_first=False))
 
 
 # --- item 3: frame lists ----------------------------------------------------------------------
