@@ -18,26 +18,26 @@ from typing import TYPE_CHECKING, Callable
 
 from . import sdnotify
 from .archive import Archive, KeyStore
-from .records.audit import AuditLog
 from .config import Config
 from .events import Events
 from .index import Index
 from .ingest import Ingestor
 from .lifecycle import Named, PeriodicTask, Service
+from .records.audit import AuditLog
 
 if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the parts it uses
     from web.server import WebServer
 
     from .backup import BackupService
     from .dicom.node import DicomNode
-    from .services.forward import Forwarder
     from .importer.failed import FailedImports
-    from .records.peers import PeerRegistry
     from .index.reconcile import ReconcileReport
+    from .ingest.versions import Versions
+    from .records.peers import PeerRegistry
+    from .records.worklist import Worklist
+    from .services.forward import Forwarder
     from .services.recycle import Recycler
     from .services.verify import Sampler
-    from .ingest.versions import Versions
-    from .records.worklist import Worklist
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
 log = logging.getLogger(__name__)

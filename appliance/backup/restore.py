@@ -31,9 +31,9 @@ from .. import config as config_mod
 from ..archive import Archive, KeyStore, StorageArea
 from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
-from ..records.audit import AuditLog
 from ..errors import DataDirError, IntegrityError
 from ..index import Index
+from ..records.audit import AuditLog
 from . import manifest as mf
 from .fetch import MISSING, fetch
 

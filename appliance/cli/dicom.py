@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .common import data_option, friendly_errors, open_appliance
 from ..records.peers import file_fingerprint
+from .common import data_option, friendly_errors, open_appliance
 
 
 def _yes(flag: bool) -> str:

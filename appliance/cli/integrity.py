@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from .common import data_option, friendly_errors, open_appliance
 from ..errors import IntegrityError
+from .common import data_option, friendly_errors, open_appliance
 
 
 @click.command()

@@ -26,9 +26,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from ..convert.transcode import FALLBACKS
 from ..index import Index
 from ..records.peers import PeerRegistry
-from ..convert.transcode import FALLBACKS
 from .move import BadIdentifier, _text, caller_may_retrieve, match_instances
 from .registry import DimseService, Handler
 from .scu import ObjectSender

@@ -56,12 +56,12 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
 from ..archive import Archive
-from .dicomfile import parse
 from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from ..events import Events
 from ..index import Index
 from ..index.corrections import CurrentObject, NewObject, swap_instances
 from ..index.records import Outcome, PriorVersion
+from .dicomfile import parse
 
 log = logging.getLogger(__name__)
 

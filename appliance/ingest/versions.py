@@ -16,9 +16,9 @@ from __future__ import annotations
 import io
 import logging
 
-from .dicomfile import parse
 from ..errors import ApplianceError, NotFound
 from ..index.versions import Version, count_held, get_version, list_versions, take_version
+from .dicomfile import parse
 
 log = logging.getLogger(__name__)
 

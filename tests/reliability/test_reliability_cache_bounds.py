@@ -19,8 +19,8 @@ from indexkit import instances
 
 from appliance.app import build
 from appliance.config import load
-from appliance.ingest import Origin
 from appliance.convert.render_cache import LRUCache
+from appliance.ingest import Origin
 
 BUDGET_MB = 1
 

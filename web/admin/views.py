@@ -6,9 +6,9 @@ import datetime
 from flask import (Response, abort, current_app, flash, redirect, render_template, request, stream_with_context,
                    url_for)
 
-from appliance.records import accounts
-from appliance.index import utcnow
 from appliance.errors import ApplianceError
+from appliance.index import utcnow
+from appliance.records import accounts
 from appliance.records.worklist import LIMITS as WORKLIST_LIMITS
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required

@@ -17,8 +17,8 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from appliance.errors import ApplianceError
 from appliance.convert.render import UndecodableImage
+from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 
