@@ -133,7 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Studies received or opened (viewer, export, C-MOVE/C-GET, DICOMweb) within this many days are kept."),
     Setting("storage", "recycle_check_minutes", 60,
             "How often free space is checked for recycling (it is also checked as images arrive)."),
-    # [integrity] background sampled verification (appliance/services/verify.py Sampler; `pacs-appliance verify` checks all)
+    # [integrity] background sampled verification (appliance/services/verify.py Sampler;
+    # `pacs-appliance verify` checks all)
     Setting("integrity", "sample_size", 200,
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
     Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),

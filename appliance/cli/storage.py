@@ -1,4 +1,5 @@
-"""``pacs-appliance storage recycle|recycled|restore``: free space with studies confirmed offsite (services/recycle.py)."""
+"""``pacs-appliance storage recycle|recycled|restore``: free space with studies confirmed offsite
+(services/recycle.py)."""
 from __future__ import annotations
 
 import json

@@ -122,7 +122,8 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
     study_uids = sorted({unique_key(event.identifier.get("StudyInstanceUID"))} - {""})
     log.info("C-MOVE from %s: %d instance(s) to %s", calling, len(outgoing), destination)
     audit.record("dicom.move", f"dicom:{calling}", address=event.assoc.requestor.address,
-                 patient_id=unique_key(event.identifier.get("PatientID")), study_uid=",".join(study_uids), detail=f"{len(outgoing)} instance(s) to {destination}")
+                 patient_id=unique_key(event.identifier.get("PatientID")), study_uid=",".join(study_uids),
+                 detail=f"{len(outgoing)} instance(s) to {destination}")
     yield len(outgoing)
     for out in outgoing:
         if event.is_cancelled:

@@ -1,4 +1,5 @@
-"""Versions of an instance: what a replacement displaced, and what the policy held aside (the ingest policy, __init__.py).
+"""Versions of an instance: what a replacement displaced, and what the policy held aside
+(the ingest policy, in __init__.py).
 
 ``pacs-appliance storage versions`` and the admin page Replacements use this one class:
 

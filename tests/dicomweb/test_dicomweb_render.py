@@ -1,4 +1,5 @@
-"""Server-side rendering (appliance/convert/render.py) of every photometric interpretation and syntax we ship samples of."""
+"""Server-side rendering (appliance/convert/render.py) of every photometric interpretation and syntax we
+ship samples of."""
 from __future__ import annotations
 
 import io

@@ -106,8 +106,8 @@ def test_users_page_changes_accounts_and_audits(appliance, admin_client):
     admin_client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": t})
     assert accounts.user_for_token(appliance.index.accounts, token) is None
 
-    appliance.records.audit.flush()
-    actions = [e.action for e in appliance.records.audit.query(actor="admin", newest_first=False)]
+    appliance.audit.flush()
+    actions = [e.action for e in appliance.audit.query(actor="admin", newest_first=False)]
     for wanted in ("user.create", "user.role", "user.password", "user.disable", "user.enable", "token.create",
                    "token.revoke"):
         assert wanted in actions
@@ -115,9 +115,9 @@ def test_users_page_changes_accounts_and_audits(appliance, admin_client):
 
 @pytest.fixture
 def peers(appliance):
-    assert appliance.records.peers is not None, "the peer registry is built by appliance.app.build"
-    appliance.records.peers.timeout = 2
-    return appliance.records.peers
+    assert appliance.peers is not None, "the peer registry is built by appliance.app.build"
+    appliance.peers.timeout = 2
+    return appliance.peers
 
 
 def test_peers_add_edit_echo_remove(appliance, peers, admin_client):
@@ -135,8 +135,8 @@ def test_peers_add_edit_echo_remove(appliance, peers, admin_client):
     assert "Echo failed" in r.text  # nothing listens on port 1
     admin_client.post("/admin/peers/CT1/delete", data={"csrf_token": t})
     assert peers.get("CT1") is None
-    appliance.records.audit.flush()
-    assert {"peer.add", "peer.update", "dicom.echo", "peer.remove"} <= {e.action for e in appliance.records.audit.query()}
+    appliance.audit.flush()
+    assert {"peer.add", "peer.update", "dicom.echo", "peer.remove"} <= {e.action for e in appliance.audit.query()}
 
 
 def test_worklist_add_edit_delete(appliance, admin_client):
@@ -145,18 +145,18 @@ def test_worklist_add_edit_delete(appliance, admin_client):
         "csrf_token": t, "patient_name": "Doe, Jane", "patient_id": "WL1", "scheduled_date": "2031-05-01",
         "scheduled_time": "09:30", "modality": "us", "step_description": "Abdomen"}, follow_redirects=True)
     assert "Added the worklist entry" in r.text
-    item = appliance.records.worklist.list(patient_id="WL1")[0]
+    item = appliance.worklist.list(patient_id="WL1")[0]
     assert item.patient_name == "Doe^Jane" and item.modality == "US" and item.scheduled_date == "20310501"
     page = admin_client.get("/admin/worklist?date=2031-05-01").text
     assert "Doe Jane" in page and "Abdomen" in page
     admin_client.post(f"/admin/worklist/{item.id}", data={
         "csrf_token": t, "patient_name": "Doe^Jane", "patient_id": "WL1", "scheduled_date": "2031-05-02",
         "modality": "US", "status": "COMPLETED"})
-    assert appliance.records.worklist.get(item.id).status == "COMPLETED"
+    assert appliance.worklist.get(item.id).status == "COMPLETED"
     admin_client.post(f"/admin/worklist/{item.id}/delete", data={"csrf_token": t})
-    assert appliance.records.worklist.get(item.id) is None
-    appliance.records.audit.flush()
-    entries = list(appliance.records.audit.query(action="worklist"))
+    assert appliance.worklist.get(item.id) is None
+    appliance.audit.flush()
+    entries = list(appliance.audit.query(action="worklist"))
     assert len(entries) == 3 and all(e.patient_id == "WL1" for e in entries)
 
 
@@ -165,7 +165,7 @@ def _audit_table(html: str) -> str:
 
 
 def test_audit_filter_csv_and_tamper_detection(appliance, admin_client):
-    log = appliance.records.audit
+    log = appliance.audit
     log.record("study.view", "drwho", address="10.0.0.9", patient_id="P1", study_uid="1.2.3", detail="viewer")
     log.record("study.export", "drwho", patient_id="P1", study_uid="1.2.3", detail='=HYPERLINK("x")')
     log.flush()
@@ -196,12 +196,12 @@ def test_audit_filter_csv_and_tamper_detection(appliance, admin_client):
 
 def test_audit_chain_detects_deleted_entry(appliance):
     for i in range(5):
-        appliance.records.audit.record("test.entry", "system", detail=str(i))
-    appliance.records.audit.flush()
-    assert appliance.records.audit.verify().checked == 5
+        appliance.audit.record("test.entry", "system", detail=str(i))
+    appliance.audit.flush()
+    assert appliance.audit.verify().checked == 5
     appliance.index.db.execute_sql('DROP TRIGGER "audit_entry_no_delete"')
     appliance.index.db.execute_sql("DELETE FROM audit_entry WHERE id = 3")
-    result = appliance.records.audit.verify()
+    result = appliance.audit.verify()
     assert not result.ok and result.first_bad_id == 4
 
 
@@ -224,8 +224,8 @@ def test_settings_page_edits_file_and_refuses_others(appliance, admin_client):
     assert load(appliance.config.data_dir, env={}).dicom.allowed_callers == ["CT1", "US1@10.0.0.5"]
     assert admin_client.post("/admin/settings", data={"csrf_token": t, "section": "http", "key": "port",
                                                       "value": "1"}).status_code == 400
-    appliance.records.audit.flush()
-    assert len(appliance.records.audit.query(action="config.change")) == 2
+    appliance.audit.flush()
+    assert len(appliance.audit.query(action="config.change")) == 2
 
 
 def test_dashboard_shows_counts_sources_and_store_audit(appliance, admin_client):
@@ -241,15 +241,15 @@ def test_dashboard_shows_counts_sources_and_store_audit(appliance, admin_client)
     assert "DASH BOARD" in page and "CT_ROOM (10.1.2.3)" in page and "Head" in page
     assert re.search(r"1\s*<small>study</small>", page) and "1 patient ·" in page and "3 images" in page
     assert re.search(r"CT_ROOM \(10.1.2.3\)</span><span class=\"badge\">3 images", page)  # the last hour
-    appliance.records.audit.flush()
-    entries = list(appliance.records.audit.query(action="dicom.store"))
+    appliance.audit.flush()
+    entries = list(appliance.audit.query(action="dicom.store"))
     # not serving: each store is written at once (aggregation runs in the service thread)
     assert sum(int(e.detail.split()[0]) for e in entries) == 3
     assert {e.actor for e in entries} == {"dicom:CT_ROOM"} and entries[0].patient_id == "DASH1"
 
 
 def test_store_audit_is_aggregated_while_serving(appliance):
-    log = appliance.records.audit
+    log = appliance.audit
     log.store_quiet = 3600
     log.start()
     try:
@@ -335,9 +335,9 @@ def test_cli_user_commands(appliance, tmp_path):
     assert r.exit_code != 0 and "last active admin" in r.output
     r = run(main, ["user", "add", "x", "--password-file", str(pw), "--data", data])
     assert r.exit_code != 0 and "user names" in r.output
-    appliance.records.audit.flush()
+    appliance.audit.flush()
     assert {"user.create", "user.password", "token.create", "user.disable"} <= {
-        e.action for e in appliance.records.audit.query(action="") if e.actor.startswith("cli")}
+        e.action for e in appliance.audit.query(action="") if e.actor.startswith("cli")}
 
 
 def test_dashboard_hides_operations_panels_from_clinicians(clinician_client, admin_client):
@@ -347,8 +347,8 @@ def test_dashboard_hides_operations_panels_from_clinicians(clinician_client, adm
 
 def test_audit_date_filter_uses_local_days(appliance, admin_client):
     import datetime
-    appliance.records.audit.record("test.today", "system")
-    appliance.records.audit.flush()
+    appliance.audit.record("test.today", "system")
+    appliance.audit.flush()
     today = datetime.date.today().isoformat()
     tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
     assert "test.today" in _audit_table(admin_client.get(f"/admin/audit?since={today}&until={today}").text)

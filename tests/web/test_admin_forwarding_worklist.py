@@ -30,8 +30,8 @@ def test_forwarding_queue_on_the_peers_page(appliance, admin_client):
     assert "1 failed job(s) queued again" in r.text
     states = sorted(j.state for j in indexkit.rows(appliance.index, "ForwardJob"))
     assert states == ["dropped", "pending", "sent"]
-    appliance.records.audit.flush()
-    assert {"forward.drop", "forward.retry"} <= {e.action for e in appliance.records.audit.query()}
+    appliance.audit.flush()
+    assert {"forward.drop", "forward.retry"} <= {e.action for e in appliance.audit.query()}
 
 
 def test_worklist_form_carries_the_value_limits_and_refuses_longer_values(admin_client):

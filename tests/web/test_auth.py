@@ -39,8 +39,8 @@ def test_session_fixation_old_cookie_stops_working(flask_app, client):
 def test_wrong_password_is_refused_and_audited(appliance, client):
     r = login(client, password="wrong-password-x")
     assert r.status_code == 401 and "Wrong user name or password" in r.text
-    appliance.records.audit.flush()
-    assert [e.action for e in appliance.records.audit.query(action="login")] == ["login.failed"]
+    appliance.audit.flush()
+    assert [e.action for e in appliance.audit.query(action="login")] == ["login.failed"]
 
 
 def test_lockout_after_max_failures(appliance, client):
@@ -48,8 +48,8 @@ def test_lockout_after_max_failures(appliance, client):
         assert login(client, password="wrong-password-x").status_code == 401
     r = login(client)  # the right password is refused while locked out
     assert r.status_code == 429 and "Too many failed logins" in r.text
-    appliance.records.audit.flush()
-    assert len(appliance.records.audit.query(action="login.locked")) == 1
+    appliance.audit.flush()
+    assert len(appliance.audit.query(action="login.locked")) == 1
 
 
 def test_post_without_csrf_is_rejected(admin_client):

@@ -41,8 +41,8 @@ def instance_url(ds) -> str:
 
 
 def audit_entries(appliance, **filters):
-    appliance.records.audit.flush()
-    return list(appliance.records.audit.query(**filters, newest_first=False))
+    appliance.audit.flush()
+    return list(appliance.audit.query(**filters, newest_first=False))
 
 
 # --- item 3: frame lists ----------------------------------------------------------------------
