@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .archive import StorageArea
+from ..archive import StorageArea
 
 log = logging.getLogger(__name__)
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report

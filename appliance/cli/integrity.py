@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
-from .errors import IntegrityError
+from ..errors import IntegrityError
+from .common import data_option, friendly_errors, open_appliance
 
 
 @click.command()
@@ -15,7 +15,7 @@ from .errors import IntegrityError
 @friendly_errors
 def verify(data_dir, sample) -> None:
     """Check every archive object's authentication tags and its index row; exit 4 on any damage."""
-    from .verify import summarize, verify_all
+    from ..services.verify import summarize, verify_all
 
     with open_appliance(data_dir) as app:
         with click.progressbar(length=1, label="verifying", file=sys.stderr) as bar:
