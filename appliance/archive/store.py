@@ -90,6 +90,8 @@ class Archive:
         self._reserved_dir = self._root / RESERVED_DIR
         self._reserved: list[str] = []  # object ids whose empty files and entries are durable
         self._reserve_lock = threading.Lock()
+        self._refill_lock = threading.Lock()
+        self._refilling = False
 
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
@@ -192,12 +194,29 @@ class Archive:
         with self._reserve_lock:
             if not self._reserved:
                 self._reserve(RESERVE_BATCH)
+            elif len(self._reserved) == RESERVE_BATCH // 4 and not self._refilling:
+                # make the next batch beside the writers, off the path to their C-STORE responses
+                self._refilling = True
+                threading.Thread(target=self._refill, name="archive-reserve", daemon=True).start()
             return self._reserved.pop()
 
-    def _reserve(self, count: int) -> None:
+    def _refill(self) -> None:
+        try:
+            with self._refill_lock:  # one batch at a time; the writers keep taking meanwhile
+                batch = self._reserve(RESERVE_BATCH, keep=False)
+            with self._reserve_lock:
+                self._reserved[:0] = batch  # taken last: the current batch's directory is used up first
+        except OSError as exc:  # a full disk, say: the writers reserve for themselves (and report it)
+            log.warning("could not reserve archive entries ahead: %s", exc)
+        finally:
+            self._refilling = False
+
+    def _reserve(self, count: int, keep: bool = True) -> list[str]:
         """Create ``count`` empty reserved files (all in one or two fan-out directories) and make
-        their entries durable; the marker naming their directory is durable first."""
-        ids = [self.new_object_id() for _ in range(count)]
+        their entries durable (the marker naming their directory is durable first); add them to
+        the pool (``keep``) or return them."""
+        with self._lock:
+            ids = [self._next_id() for _ in range(count)]
         by_dir: dict[Path, list[str]] = {}
         for oid in ids:
             by_dir.setdefault(self._path(oid).parent, []).append(oid)
@@ -207,7 +226,10 @@ class Archive:
             for oid in oids:
                 os.close(os.open(directory / oid, os.O_WRONLY | os.O_CREAT | os.O_EXCL, RESERVED_MODE))
             fsync_dir(directory)
-        self._reserved.extend(reversed(ids))
+        ids.reverse()  # popped from the end: in order
+        if keep:
+            self._reserved.extend(ids)
+        return ids
 
     def _mark_reserved(self, directory: Path) -> None:
         marker = self._reserved_dir / (directory.parent.name + directory.name)
@@ -270,10 +292,13 @@ class Archive:
 
     def new_object_id(self) -> str:
         with self._lock:
-            if self._prefix_left <= 0:
-                self._prefix, self._prefix_left = secrets.token_hex(2), FANOUT_BATCH
-            self._prefix_left -= 1
-            return self._prefix + secrets.token_hex(14)
+            return self._next_id()
+
+    def _next_id(self) -> str:
+        if self._prefix_left <= 0:
+            self._prefix, self._prefix_left = secrets.token_hex(2), FANOUT_BATCH
+        self._prefix_left -= 1
+        return self._prefix + secrets.token_hex(14)
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._known_dirs:

@@ -413,7 +413,11 @@ def tune_accepted_socket(event) -> None:
     tune(sock)
     transport.__class__ = TunedAssociationSocket
     messages = _track_progress(assoc, transport)
-    if dul.is_alive() or not isinstance(getattr(dul, "to_provider_queue", None), queue.Queue) \
+    # A requestor's DUL thread already runs: it made the connection and calls this handler itself, so
+    # its queues can be swapped here too (nothing else puts to them while it is busy connecting).
+    on_dul_thread = threading.current_thread() is dul
+    if (dul.is_alive() and not on_dul_thread) or not isinstance(getattr(dul, "to_provider_queue", None),
+                                                                queue.Queue) \
             or not dul.to_provider_queue.empty():
         return  # not the pynetdicom layout we know: keep its polling
     transport._wake_r, transport._wake_w = socket.socketpair()
@@ -422,6 +426,8 @@ def tune_accepted_socket(event) -> None:
     dul.to_provider_queue = transport._send_queue = _WakingQueue(transport)
     dul._run_loop_delay = 0  # the wait now happens in ``ready``
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if not assoc.is_acceptor:
+        return  # a requestor's replies are awaited on its message queue (no polling); its reactor idles
     if messages is not None and type(checkpoint) is threading.Event and checkpoint.is_set():
         assoc._reactor_checkpoint = _MessageWaitCheckpoint(messages)
         assoc._reactor_checkpoint.set()
