@@ -114,8 +114,9 @@ class Parts:
     Nothing here starts a thread or opens a port. ``close`` closes the index if it was opened.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, starting: bool = False):
         self.config = config
+        self.starting = starting  # serve: check the index's pages, and rebuild it if so configured
 
     @cached_property
     def keys(self) -> KeyStore:
@@ -133,7 +134,11 @@ class Parts:
 
     @cached_property
     def index(self) -> Index:
+        from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
+
         s = self.config.index
+        ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
+                     quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild)
         return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
                           case_sensitive_names=s.case_sensitive_names)
 
@@ -268,6 +273,10 @@ class Parts:
         services.append(PeriodicTask("worklist expiry", lambda: self.worklist.expire(expire_days), 3600))
         if self.verifier is not None:
             services.append(Named("background verification", self.verifier))
+        from .snapshots import IndexSnapshots
+
+        services.append(IndexSnapshots(self.index, self.keyring.index_key, self.archive, self.config.data_dir,
+                                       self.config.index.snapshot_keep, self.config.index.snapshot_hours))
         return services
 
     def close(self) -> None:
@@ -276,7 +285,7 @@ class Parts:
 
 
 def build(config: Config, with_web: bool = True) -> Appliance:
-    parts = Parts(config)
+    parts = Parts(config, starting=True)
     _ = parts.dicom_tls_context  # DICOM TLS settings are checked before anything is opened
     try:
         app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index,

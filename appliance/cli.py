@@ -14,6 +14,7 @@ from .cli_backup import backup, keys
 from .cli_common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
 from .cli_dicom import forward, modality, worklist
 from .cli_import import import_
+from .cli_index import index
 from .cli_integrity import verify
 from .cli_storage import storage
 from .cli_system import firstboot, tls
@@ -73,7 +74,7 @@ def serve(data_dir: Path | None) -> None:
     run(build(cfg))
 
 
-for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage):
+for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage, index):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

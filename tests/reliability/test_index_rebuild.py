@@ -1,0 +1,189 @@
+"""Issue 15: the index is never a single point of failure.
+
+A box with objects, users, peers and worklist entries loses (or damages) its index:
+``serve`` refuses and says what to run, ``pacs-appliance index rebuild`` brings all of
+it back from the archive and the sealed index snapshot kept in it (even objects newer
+than the snapshot), resumes after kill -9, and the result answers queries exactly as
+before. Objects are small synthetic SR documents stored in-process through the Ingestor
+(fsync switched off while filling: what is tested is the rebuild, not the fill's durability).
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from appliance import config as config_mod
+from appliance.accounts import create_user, list_users
+from appliance.app import Parts
+from appliance.audit import AuditLog
+from appliance.events import Events
+from appliance.ingest import Ingestor, Origin
+from appliance.peers import PeerRegistry
+from appliance.reconcile import TooManyOrphans, reconcile
+from appliance.snapshots import IndexSnapshots
+from appliance.worklist import Worklist
+from helpers import CLI, init_data_dir, run_cli
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+BIG = int(os.environ.get("REBUILD_TEST_OBJECTS", "10000"))
+
+
+def tiny(patient: int, study_uid: str, series_uid: str, number: int, sop_uid: str | None = None,
+         text: str = "") -> bytes:
+    """A small, valid non-image object (no pixel data) with a synthetic identity."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    meta.MediaStorageSOPInstanceUID = sop_uid = sop_uid or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = BASIC_TEXT_SR, sop_uid
+    ds.PatientName, ds.PatientID = f"REBUILD^P{patient}", f"RB{patient:05d}"
+    ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "101500", f"A{patient}", "1"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 1, number
+    ds.ContentDate, ds.ContentTime = "20260101", "101500"
+    ds.StudyDescription = text or "rebuild test"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def fill(ingestor: Ingestor, n: int, *, first_patient: int = 0, per_study: int = 50) -> list:
+    results = []
+    for s in range(n // per_study):
+        study, series = generate_uid(), generate_uid()
+        for i in range(per_study):
+            results.append(ingestor.store_bytes(tiny(first_patient + s, study, series, i + 1), Origin("import")))
+    return results
+
+
+class Box:
+    """One data directory opened in-process (the writer not started: writes commit inline)."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.config = config_mod.load(data_dir)
+        self.parts = Parts(self.config)
+        self.index = self.parts.index
+        self.archive = self.parts.archive
+        self.ingestor = Ingestor(self.archive, self.index, Events(), reserve_bytes=0)
+
+    def close(self):
+        self.parts.close()
+
+    def snapshot(self):
+        c = self.config
+        return IndexSnapshots(self.index, self.parts.keyring.index_key, self.archive, c.data_dir,
+                              c.index.snapshot_keep, c.index.snapshot_hours).take()
+
+    def dump(self) -> dict:
+        """What C-FIND answers at every level (the index's query engine), and which bytes each instance names."""
+        out = {}
+        for level in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+            rows = self.index.search(level, {})
+            out[level] = sorted(repr(sorted((k, v) for k, v in r.items() if k not in ("id", "created_at",
+                                                                                      "updated_at", "received_at")))
+                                for r in rows)
+        return out
+
+    def not_in_images(self) -> dict:
+        return {
+            "users": sorted(u.username for u in list_users(self.index.accounts)),
+            "peers": sorted(p.ae_title for p in PeerRegistry(self.index).list()),
+            "worklist": sorted(w.patient_id for w in Worklist(self.index).list()),
+        }
+
+
+@pytest.fixture
+def fast_fill(monkeypatch):
+    """fsync off while the test writes its objects (restored for the code under test)."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+    yield
+    monkeypatch.undo()
+
+
+def _state(data_dir: Path, n: int, *, after_snapshot: int) -> tuple[dict, dict, dict]:
+    """Fill a box; take a snapshot; store more objects after it (one replacing an older version)."""
+    box = Box(data_dir)
+    try:
+        box.index.db.execute_sql("PRAGMA synchronous = OFF")
+        stored = fill(box.ingestor, n)
+        create_user(box.index.accounts, "radiologist", "a long enough password 1", "clinician")
+        PeerRegistry(box.index).add("CT1", "10.0.0.5", 104)
+        Worklist(box.index).add(patient_name="WL^ONE", patient_id="WL001", scheduled_date="20260102", modality="CT")
+        AuditLog(box.index).record("test.before", "tester")
+        box.snapshot()
+        fill(box.ingestor, after_snapshot, first_patient=90_000, per_study=10)
+        old = stored[0]  # a new version of an instance the snapshot names
+        box.ingestor.store_bytes(tiny(0, old.study_uid, old.series_uid, 1, sop_uid=old.sop_uid, text="corrected"),
+                                 Origin("import"))
+        return box.dump(), box.not_in_images(), {"replaced": box.index.objects.count()}
+    finally:
+        box.close()
+
+
+def _lose_index(data_dir: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (data_dir / f"index.db{suffix}").unlink(missing_ok=True)
+
+
+def _serve_refuses(data_dir: Path) -> str:
+    proc = subprocess.run(CLI + ["serve", "--data", str(data_dir)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "index rebuild" in proc.stderr
+    return proc.stderr
+
+
+def _after(data_dir: Path) -> tuple[dict, dict, int, list]:
+    box = Box(data_dir)
+    try:
+        audit = AuditLog(box.index)
+        assert audit.verify().ok
+        actions = [e.action for e in audit.query(limit=None, newest_first=False)]
+        return box.dump(), box.not_in_images(), box.index.objects.count(), actions
+    finally:
+        box.close()
+
+
+def test_lost_index_is_rebuilt_after_kill_9_and_answers_as_before(tmp_path, fast_fill):
+    data_dir = init_data_dir(tmp_path / "data")
+    dump, kept, counts = _state(data_dir, BIG, after_snapshot=200)
+    fast_fill.__class__  # noqa: B018 - the fill is over
+    _lose_index(data_dir)
+
+    assert "missing" in _serve_refuses(data_dir)
+    assert "index.db" not in os.listdir(data_dir)  # refusing created nothing
+
+    env = dict(os.environ)
+    proc = subprocess.Popen(CLI + ["index", "rebuild", "--data", str(data_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, env=env)
+    work = data_dir / "index.db.rebuild-wal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (work.exists() and work.stat().st_size > 2 << 20):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)  # the rebuild and its workers, mid-way
+    proc.wait()
+    assert not (data_dir / "index.db").exists()
+
+    done = run_cli("index", "rebuild", "--data", data_dir)
+    assert "(resumed)" in done.stdout, done.stdout
+
+    after_dump, after_kept, after_counts, actions = _after(data_dir)
+    assert after_dump == dump
+    assert after_kept == kept
+    assert after_counts == counts["replaced"]  # every instance and the replaced version
+    assert "test.before" in actions and actions[-1] == "index.rebuild"
+    run_cli("verify", "--data", data_dir, "--sample", "20")
