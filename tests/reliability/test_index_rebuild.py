@@ -188,3 +188,75 @@ def test_lost_index_is_rebuilt_after_kill_9_and_answers_as_before(tmp_path, fast
     assert after_counts == counts["replaced"]  # every instance and the replaced version
     assert "test.before" in actions and actions[-1] == "index.rebuild"
     run_cli("verify", "--data", data_dir, "--sample", "20")
+
+
+def _flip_page(path: Path, fraction: float) -> None:
+    """Overwrite bytes inside one page of the (closed) index file, as a disk error would."""
+    size = path.stat().st_size
+    page = 4096
+    offset = (int(size * fraction) // page) * page + 200
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        data = fh.read(64)
+        fh.seek(offset)
+        fh.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_damaged_index_pages_are_found_at_start_and_by_verify_then_rebuilt(tmp_path, fast_fill):
+    data_dir = init_data_dir(tmp_path / "data")
+    dump, kept, counts = _state(data_dir, 300, after_snapshot=100)
+    index_db = data_dir / "index.db"
+    assert not (data_dir / "index.db-wal").exists() or (data_dir / "index.db-wal").stat().st_size == 0
+    _flip_page(index_db, 0.6)
+
+    checked = run_cli("verify", "--data", data_dir, check=False)
+    assert checked.returncode == 4, checked.stdout + checked.stderr
+    assert "the index file is DAMAGED" in checked.stdout
+    assert "index rebuild" in _serve_refuses(data_dir)
+
+    done = run_cli("index", "rebuild", "--data", data_dir)
+    assert "the old index was kept as" in done.stdout
+    assert list(data_dir.glob("index.db.damaged-*"))
+    after_dump, after_kept, after_counts, actions = _after(data_dir)
+    assert (after_dump, after_kept, after_counts) == (dump, kept, counts["replaced"])
+    assert actions[-1] == "index.rebuild"
+    assert run_cli("index", "check", "--data", data_dir).stdout.strip().endswith("rows and archive agree")
+
+
+def test_a_serve_with_auto_rebuild_rebuilds_on_its_own(tmp_path, fast_fill):
+    from appliance.app import build
+
+    data_dir = init_data_dir(tmp_path / "data")
+    dump, kept, counts = _state(data_dir, 100, after_snapshot=20)
+    _lose_index(data_dir)
+    app = build(config_mod.load(data_dir, env={"PACS_INDEX_AUTO_REBUILD": "true"}), with_web=False)
+    try:
+        assert app.index.objects.count() == counts["replaced"]
+    finally:
+        app.index.close()
+    after_dump, after_kept, _, actions = _after(data_dir)
+    assert (after_dump, after_kept) == (dump, kept) and actions[-1] == "index.rebuild"
+
+
+def test_a_mass_of_unindexed_objects_stops_start_up_and_moves_nothing(tmp_path, fast_fill):
+    """An old index over a newer archive: reconciliation refuses rather than orphan every newer object."""
+    data_dir = init_data_dir(tmp_path / "data")
+    box = Box(data_dir)
+    try:
+        fill(box.ingestor, 10, per_study=10)
+        old = data_dir / "old-index.db"
+        from appliance.index import snapshot as index_snapshot
+
+        index_snapshot.take(box.index.db, box.parts.keyring.index_key, old)
+        fill(box.ingestor, 40, first_patient=100, per_study=20)
+    finally:
+        box.close()
+    _lose_index(data_dir)
+    os.rename(old, data_dir / "index.db")  # the index as it was 40 objects ago
+    box = Box(data_dir)
+    try:
+        with pytest.raises(TooManyOrphans, match="40 of 50 archive objects have no index row"):
+            reconcile(box.archive, box.index)
+        assert len(list(box.archive.list_ids())) == 50  # nothing moved to orphans
+    finally:
+        box.close()
