@@ -168,7 +168,7 @@ def rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: P
             from .audit import AuditLog  # the rebuild continues the snapshot's chain
 
             AuditLog(index).record("index.rebuild", actor, detail="; ".join(report.lines())[:2000])
-            index.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            rebuilding.checkpoint(index.db)
         finally:
             index.close()
         problems = health.check(work, keyring.index_key, full=True)

@@ -35,3 +35,8 @@ def record_all(db, items: Iterable[tuple], source: str) -> dict[str, int]:
         outcome = records.record(db, attributes, object_id, size, sha256, source)
         counts[outcome.value] = counts.get(outcome.value, 0) + 1
     return counts
+
+
+def checkpoint(db) -> None:
+    """Fold the WAL into the database file and empty it: the file is whole on its own (before a rename)."""
+    db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")

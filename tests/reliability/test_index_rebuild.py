@@ -9,18 +9,14 @@ before. Objects are small synthetic SR documents stored in-process through the I
 """
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from appliance import config as config_mod
 from appliance.accounts import create_user, list_users
@@ -32,32 +28,10 @@ from appliance.peers import PeerRegistry
 from appliance.reconcile import TooManyOrphans, reconcile
 from appliance.snapshots import IndexSnapshots
 from appliance.worklist import Worklist
+import synth
 from helpers import CLI, init_data_dir, run_cli
 
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 BIG = int(os.environ.get("REBUILD_TEST_OBJECTS", "10000"))
-
-
-def tiny(patient: int, study_uid: str, series_uid: str, number: int, sop_uid: str | None = None,
-         text: str = "") -> bytes:
-    """A small, valid non-image object (no pixel data) with a synthetic identity."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
-    meta.MediaStorageSOPInstanceUID = sop_uid = sop_uid or generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = BASIC_TEXT_SR, sop_uid
-    ds.PatientName, ds.PatientID = f"REBUILD^P{patient}", f"RB{patient:05d}"
-    ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "101500", f"A{patient}", "1"
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 1, number
-    ds.ContentDate, ds.ContentTime = "20260101", "101500"
-    ds.StudyDescription = text or "rebuild test"
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def fill(ingestor: Ingestor, n: int, *, first_patient: int = 0, per_study: int = 50) -> list:
@@ -65,7 +39,8 @@ def fill(ingestor: Ingestor, n: int, *, first_patient: int = 0, per_study: int =
     for s in range(n // per_study):
         study, series = generate_uid(), generate_uid()
         for i in range(per_study):
-            results.append(ingestor.store_bytes(tiny(first_patient + s, study, series, i + 1), Origin("import")))
+            data = synth.tiny_sr(first_patient + s, study, series, i + 1)
+            results.append(ingestor.store_bytes(data, Origin("import")))
     return results
 
 
@@ -128,8 +103,8 @@ def _state(data_dir: Path, n: int, *, after_snapshot: int) -> tuple[dict, dict, 
         box.snapshot()
         fill(box.ingestor, after_snapshot, first_patient=90_000)
         old = stored[0]  # a new version of an instance the snapshot names
-        box.ingestor.store_bytes(tiny(0, old.study_uid, old.series_uid, 1, sop_uid=old.sop_uid, text="corrected"),
-                                 Origin("import"))
+        corrected = synth.tiny_sr(0, old.study_uid, old.series_uid, 1, sop_uid=old.sop_uid, text="corrected")
+        box.ingestor.store_bytes(corrected, Origin("import"))
         return box.dump(), box.not_in_images(), {"replaced": box.index.objects.count()}
     finally:
         box.close()
