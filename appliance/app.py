@@ -139,8 +139,13 @@ class Parts:
         s = self.config.index
         ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
                      quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild)
+        from .snapshots import take
+
+        def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees
+            take(db, self.keyring.index_key, self.archive, self.config.data_dir, s.snapshot_keep)
+
         return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
-                          case_sensitive_names=s.case_sensitive_names)
+                          case_sensitive_names=s.case_sensitive_names, before_migrations=snapshot_first)
 
     @cached_property
     def events(self) -> Events:

@@ -3,7 +3,9 @@
 SQLite's online backup API copies the live index in one consistent step
 (index/snapshot.py, the same copy the offsite backup takes) into a temp file
 encrypted with the index key; the archive seals it like an object into its
-snapshot shelf and keeps the newest few generations. Cost: bench/README.md.
+snapshot shelf and keeps the newest few generations. Taken at start, every
+``[index] snapshot_hours``, and before a schema migration (app.Parts.index).
+Cost: bench/README.md.
 """
 from __future__ import annotations
 
@@ -20,6 +22,22 @@ from .lifecycle import PeriodicTask
 log = logging.getLogger(__name__)
 
 
+def take(db, index_key: bytes, archive: Archive, work_dir: Path, keep: int) -> Snapshot:
+    """Copy the index database ``db`` (a consistent state), seal it into the archive, drop old generations."""
+    started = time.monotonic()
+    taken_at = utcnow()
+    tmp = Path(work_dir) / ".index-snapshot.tmp"
+    try:
+        index_snapshot.take(db, index_key, tmp)
+        snap = archive.snapshots.put(tmp, taken_at)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dropped = archive.snapshots.prune(keep)
+    log.info("index snapshot %s taken (%d KiB sealed, %.1f s; %d older generation(s) dropped)",
+             snap.name, snap.size // 1024, time.monotonic() - started, len(dropped))
+    return snap
+
+
 class IndexSnapshots:
     """A ``lifecycle.Service``: a snapshot at start, then every ``interval_hours``."""
 
@@ -32,18 +50,7 @@ class IndexSnapshots:
         self._task = PeriodicTask(self.name, self.take, interval_hours * 3600, retry_seconds=600)
 
     def take(self) -> Snapshot:
-        started = time.monotonic()
-        taken_at = utcnow()
-        tmp = self.work_dir / ".index-snapshot.tmp"
-        try:
-            index_snapshot.take(self.index.db, self.index_key, tmp)
-            snap = self.archive.snapshots.put(tmp, taken_at)
-        finally:
-            tmp.unlink(missing_ok=True)
-        dropped = self.archive.snapshots.prune(self.keep)
-        log.info("index snapshot %s taken (%d KiB sealed, %.1f s; %d older generation(s) dropped)",
-                 snap.name, snap.size // 1024, time.monotonic() - started, len(dropped))
-        return snap
+        return take(self.index.db, self.index_key, self.archive, self.work_dir, self.keep)
 
     def start(self) -> None:
         self._task.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from peewee import DatabaseError
 from playhouse.migrations import Runner
@@ -71,8 +72,10 @@ def probe(db: IndexDatabase) -> None:
     db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
 
 
-def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
-    """Open (creating if needed) the index and bring its schema up to date."""
+def open_index(path: Path, key: bytes, cache_mb: int = 64,
+               before_migrations: Callable[[IndexDatabase], None] | None = None) -> IndexDatabase:
+    """Open (creating if needed) the index and bring its schema up to date; ``before_migrations`` is
+    called with the database when an existing index is about to be migrated (to snapshot it first)."""
     db = IndexDatabase(path, key, cache_mb)
     # TRANSITIONAL: the models are meant to stay unbound (repositories execute against their own db, see
     # repository.py). This global bind only keeps the modules not yet moved into repositories working;
@@ -88,7 +91,11 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
                 "(wrong keyring for this data directory, or the file is damaged)"
             ) from None
         raise
-    applied = Runner(db, directory=str(MIGRATIONS_DIR)).up()
+    runner = Runner(db, directory=str(MIGRATIONS_DIR))
+    if before_migrations is not None and runner.History.table_exists() and any(
+            m.applied is None for m in runner.status() if m.path is not None):
+        before_migrations(db)
+    applied = runner.up()
     for name in applied:
         log.info("index schema: applied migration %s", name)
     return db

@@ -235,3 +235,52 @@ def test_a_mass_of_unindexed_objects_stops_start_up_and_moves_nothing(tmp_path, 
         assert len(list(box.archive.list_ids())) == 50  # nothing moved to orphans
     finally:
         box.close()
+
+
+def test_snapshots_keep_a_few_generations_and_a_damaged_one_is_passed_over(tmp_path, fast_fill):
+    data_dir = init_data_dir(tmp_path / "data")
+    box = Box(data_dir)
+    try:
+        fill(box.ingestor, 20, per_study=10)
+        create_user(box.index.accounts, "early", "a long enough password 1", "clinician")
+        older = box.snapshot()
+        create_user(box.index.accounts, "late", "a long enough password 1", "clinician")
+        for _ in range(3):
+            newest = box.snapshot()
+        shelf = box.archive.snapshots
+        assert [s.name for s in shelf.list()][0] == newest.name and len(shelf.list()) == 3  # snapshot_keep
+        assert older.name not in [s.name for s in shelf.list()]
+        dump = box.dump()
+    finally:
+        box.close()
+    newest_file = data_dir / "archive" / "snapshots" / newest.name
+    raw = bytearray(newest_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    newest_file.write_bytes(bytes(raw))  # sealed: any changed bit fails its tag
+    _lose_index(data_dir)
+    done = run_cli("index", "rebuild", "--data", data_dir)
+    assert newest.name not in done.stdout and "from snapshot" in done.stdout
+    after_dump, after_kept, _, _ = _after(data_dir)
+    assert after_dump == dump and "late" in after_kept["users"]
+
+
+def test_an_index_is_snapshotted_before_a_migration(tmp_path, monkeypatch):
+    import shutil
+
+    from appliance.index import db as index_db
+
+    data_dir = init_data_dir(tmp_path / "data")
+    migrations = tmp_path / "migrations"
+    shutil.copytree(index_db.MIGRATIONS_DIR, migrations)
+    (migrations / "0099_noop.py").write_text("def up(migrator, db):\n    pass\n")
+    box = Box(data_dir)
+    try:
+        assert box.archive.snapshots.list() == []  # opening an up-to-date index takes none
+    finally:
+        box.close()
+    monkeypatch.setattr(index_db, "MIGRATIONS_DIR", migrations)
+    box = Box(data_dir)
+    try:
+        assert len(box.archive.snapshots.list()) == 1
+    finally:
+        box.close()
