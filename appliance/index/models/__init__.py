@@ -1,4 +1,5 @@
-"""The index's peewee models, one module per area, none bound to a database (db.py binds them).
+"""The index's peewee models, one module per area, bound to no database: each repository runs its queries
+against its own Index's database (repository.py). Only appliance/index imports them.
 
 - core.py: patients, studies, series, instances, replaced objects, users
 - retrieval.py: DICOM peers, worklist, MPPS, forwarding queue

@@ -1,4 +1,4 @@
-"""The index: peewee models with no database bound (bound in db.py).
+"""The index: peewee models with no database bound (repositories execute against their own; repository.py).
 
 Patient -> Study -> Series -> Instance mirrors the DICOM information model. The
 counts C-FIND reports (NumberOfStudyRelatedInstances, ModalitiesInStudy, ...)
