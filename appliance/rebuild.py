@@ -47,11 +47,11 @@ WORK_SUFFIX = ".rebuild"
 class IndexNeedsRebuild(ApplianceError):
     """The index is missing, unreadable or damaged while the archive holds objects."""
 
-    exit_code = 5
+    exit_code = 7  # the index needs a rebuild: systemd does not restart on it (RestartPreventExitStatus)
 
 
 class RebuildBusy(ApplianceError):
-    exit_code = 5
+    exit_code = 7  # the index needs a rebuild: systemd does not restart on it (RestartPreventExitStatus)
 
 
 @dataclass

@@ -41,7 +41,7 @@ ORPHAN_SHARE_AT_MOST = 0.01
 
 
 class TooManyOrphans(ApplianceError):
-    exit_code = 5
+    exit_code = 7  # the index needs a rebuild: systemd does not restart on it (RestartPreventExitStatus)
 
 
 def orphan_limit(archived: int) -> int:

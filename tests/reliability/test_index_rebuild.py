@@ -117,7 +117,7 @@ def _lose_index(data_dir: Path) -> None:
 
 def _serve_refuses(data_dir: Path) -> str:
     proc = subprocess.run(CLI + ["serve", "--data", str(data_dir)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert proc.returncode == 7, proc.stdout + proc.stderr
     assert "index rebuild" in proc.stderr
     return proc.stderr
 
