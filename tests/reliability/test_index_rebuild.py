@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
@@ -29,8 +30,9 @@ from appliance.reconcile import TooManyOrphans, reconcile
 from appliance.snapshots import IndexSnapshots
 from appliance.worklist import Worklist
 import synth
-from helpers import CLI, init_data_dir, run_cli
+from helpers import CLI, Server, init_data_dir, run_cli
 
+GET_AE = "GETSCU"
 BIG = int(os.environ.get("REBUILD_TEST_OBJECTS", "10000"))
 
 
@@ -71,6 +73,8 @@ class Box:
             out[level] = sorted(repr(sorted((k, v) for k, v in r.items() if k not in ("id", "created_at",
                                                                                       "updated_at", "received_at")))
                                 for r in rows)
+        # What C-GET/C-MOVE/WADO send: each instance's (and replaced version's) archive object and its digest.
+        out["objects"] = sorted((r.label, r.object_id, r.sha256, r.size) for r in self.index.objects.rows())
         return out
 
     def not_in_images(self) -> dict:
@@ -98,6 +102,7 @@ def _state(data_dir: Path, n: int, *, after_snapshot: int) -> tuple[dict, dict, 
         stored = fill(box.ingestor, n)
         create_user(box.index.accounts, "radiologist", "a long enough password 1", "clinician")
         PeerRegistry(box.index).add("CT1", "10.0.0.5", 104)
+        PeerRegistry(box.index).add(GET_AE, "127.0.0.1", 104)
         Worklist(box.index).add(patient_name="WL^ONE", patient_id="WL001", scheduled_date="20260102", modality="CT")
         AuditLog(box.index).record("test.before", "tester")
         box.snapshot()
@@ -105,9 +110,23 @@ def _state(data_dir: Path, n: int, *, after_snapshot: int) -> tuple[dict, dict, 
         old = stored[0]  # a new version of an instance the snapshot names
         corrected = synth.tiny_sr(0, old.study_uid, old.series_uid, 1, sop_uid=old.sop_uid, text="corrected")
         box.ingestor.store_bytes(corrected, Origin("import"))
-        return box.dump(), box.not_in_images(), {"replaced": box.index.objects.count()}
+        return box.dump(), box.not_in_images(), {"replaced": box.index.objects.count(), "study": old.study_uid}
     finally:
         box.close()
+
+
+def _c_get(data_dir: Path, study_uid: str, out: Path) -> dict[str, bytes]:
+    """A real C-GET of one study (dcmtk getscu against a running appliance): SOP Instance UID -> bytes."""
+    out.mkdir()
+    server = Server(data_dir).start()
+    try:
+        got = subprocess.run(["getscu", "-S", "+B", "-aet", GET_AE, "-aec", "PACSBOX", "-od", str(out),
+                              "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1",
+                              str(server.dicom_port)], capture_output=True, text=True, timeout=120, cwd=out)
+        assert got.returncode == 0, got.stderr
+    finally:
+        server.stop()
+    return {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f.read_bytes() for f in out.iterdir()}
 
 
 def _lose_index(data_dir: Path) -> None:
@@ -137,6 +156,11 @@ def test_lost_index_is_rebuilt_after_kill_9_and_answers_as_before(tmp_path, fast
     data_dir = init_data_dir(tmp_path / "data")
     # Half the objects arrive after the newest snapshot: they come back too.
     dump, kept, counts = _state(data_dir, BIG // 2, after_snapshot=BIG // 2)
+    before = _c_get(data_dir, counts["study"], tmp_path / "get-before")  # the study with a replaced instance
+    assert len(before) == 50
+    shelf = sorted((data_dir / "archive" / "snapshots").iterdir())
+    for newer in shelf[1:]:  # the one serve took at start: keep only the snapshot older than half the objects
+        newer.unlink()
     _lose_index(data_dir)
 
     assert "missing" in _serve_refuses(data_dir)
@@ -162,6 +186,7 @@ def test_lost_index_is_rebuilt_after_kill_9_and_answers_as_before(tmp_path, fast
     assert after_kept == kept
     assert after_counts == counts["replaced"]  # every instance and the replaced version
     assert "test.before" in actions and actions[-1] == "index.rebuild"
+    assert _c_get(data_dir, counts["study"], tmp_path / "get-after") == before
     run_cli("verify", "--data", data_dir, "--sample", "20")
 
 
