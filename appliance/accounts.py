@@ -7,6 +7,7 @@ Roles:
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 import secrets
@@ -14,6 +15,7 @@ import secrets
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import ApplianceError
+from .index import utcnow
 from .index.accounts import AccountsRepo, ApiToken, User
 
 ROLES = ("admin", "clinician", "technologist")
@@ -134,11 +136,29 @@ def revoke_api_token(repo: AccountsRepo, token_id: int) -> None:
     repo.revoke_token(token_id)
 
 
-def user_for_token(repo: AccountsRepo, token: str) -> User | None:
-    """The active user owning this (unrevoked) token, or None."""
+TOKEN_TOUCH_EVERY = datetime.timedelta(seconds=60)  # write last_used_at at most this often per token
+
+
+def token_for(repo: AccountsRepo, token: str) -> tuple[ApiToken, User] | None:
+    """The unrevoked token and its user for this token, if the user is active; else None."""
     if not token or not token.startswith(TOKEN_PREFIX):
         return None
-    user = repo.user_for_token_hash(token_hash(token))
-    if user is None or user.disabled:
+    found = repo.token_by_hash(token_hash(token))
+    if found is None or found[1].disabled:
         return None
-    return user
+    return found
+
+
+def user_for_token(repo: AccountsRepo, token: str) -> User | None:
+    """The active user owning this (unrevoked) token, or None."""
+    found = token_for(repo, token)
+    return found[1] if found is not None else None
+
+
+def note_token_use(repo: AccountsRepo, row: ApiToken) -> None:
+    """Record that the token ``row`` was just used: at most once a minute, through the index
+    writer without waiting (an admin reads ``last_used_at`` in days, not seconds)."""
+    now = utcnow()
+    if row.last_used_at is not None and now - row.last_used_at < TOKEN_TOUCH_EVERY:
+        return
+    repo.touch_token(row.id, now)

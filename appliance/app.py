@@ -31,10 +31,12 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
     from .backup import BackupService
     from .dicom.node import DicomNode
     from .forward import Forwarder
+    from .importer.failed import FailedImports
     from .peers import PeerRegistry
     from .reconcile import ReconcileReport
     from .recycle import Recycler
     from .verify import Sampler
+    from .versions import Versions
     from .worklist import Worklist
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
@@ -60,6 +62,8 @@ class Appliance:
     backup: BackupService  # run, status(), is_offsite()
     recycler: Recycler  # frees space by deleting studies confirmed offsite (idle unless [storage] recycle)
     node: DicomNode
+    failed_imports: FailedImports  # the encrypted quarantine of failed imports: list, retry, export, delete
+    versions: Versions  # replaced and held versions of instances: list, restore, discard
     verifier: Sampler | None = None  # background sampled verification; None when [integrity] sample_size = 0
     web: WebServer | None = None  # None when built with_web=False (tests, benchmarks)
     services: list[Service] = field(default_factory=list)  # started in order after the node and web
@@ -161,8 +165,11 @@ class Parts:
         log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
         s = self.config.storage
         ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
-                            on_conflict=s.on_conflict)
+                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change)
         _ = self.audit  # subscribes to instance_stored
+        from .ingest import audit_replacements
+
+        self.events.subscribe("instance_replaced", audit_replacements(self.audit))
         if self.forwarder.rules:
             ingestor.record_hooks.append(self.forwarder.enqueue)
             self.events.subscribe("instance_stored", self.forwarder.wake)
@@ -209,6 +216,19 @@ class Parts:
         if recycler.settings.enabled:
             self.events.subscribe("instance_stored", recycler.on_instance_stored)
         return recycler
+
+    @cached_property
+    def failed_imports(self) -> FailedImports:
+        from .importer.failed import FailedImports
+
+        return FailedImports(self.archive.quarantine(), self.ingestor, self.audit,
+                             int(self.config.inbox.zip_member_max_mb) << 20)
+
+    @cached_property
+    def versions(self) -> Versions:
+        from .versions import Versions
+
+        return Versions(self.index, self.archive, self.audit)
 
     @cached_property
     def verifier(self) -> Sampler | None:
@@ -272,17 +292,27 @@ class Parts:
         if self.config.inbox.enabled:
             from .importer.watcher import Inbox, InboxSettings
 
-            services.append(Inbox(InboxSettings.from_config(self.config), self.ingestor, self.audit))
+            services.append(Inbox(InboxSettings.from_config(self.config), self.ingestor, self.audit,
+                                  self.failed_imports.quarantine))
         services.append(self.forwarder)
         expire_days = self.config.worklist.expire_days
         services.append(PeriodicTask("worklist expiry", lambda: self.worklist.expire(expire_days), 3600))
         if self.verifier is not None:
             services.append(Named("background verification", self.verifier))
+        services.append(PeriodicTask("pruning", self.prune, 3600))
         from .snapshots import IndexSnapshots
 
         services.append(IndexSnapshots(self.index, self.keyring.index_key, self.archive, self.config.data_dir,
                                        self.config.index.snapshot_keep, self.config.index.snapshot_hours))
         return services
+
+    def prune(self) -> None:
+        """Hourly and at start (after reconciliation): old orphans and old inbox/processed/ copies."""
+        from .archive.orphans import prune_orphans
+        from .importer.watcher import prune_processed
+
+        prune_orphans(self.archive, self.config.storage.orphans_keep_days)
+        prune_processed(self.config.inbox_dir, self.config.inbox.processed_keep_days)
 
     def close(self) -> None:
         if "index" in self.__dict__:
@@ -296,7 +326,8 @@ def build(config: Config, with_web: bool = True) -> Appliance:
         app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index,
                         events=parts.events, audit=parts.audit, ingestor=parts.ingestor, peers=parts.peers,
                         worklist=parts.worklist, forwarder=parts.forwarder, backup=parts.backup,
-                        recycler=parts.recycler, node=parts.node, verifier=parts.verifier, services=parts.services)
+                        recycler=parts.recycler, node=parts.node, failed_imports=parts.failed_imports,
+                        versions=parts.versions, verifier=parts.verifier, services=parts.services)
     except BaseException:
         parts.close()  # e.g. a bad [forward] rule: do not leave the index open behind the error
         raise

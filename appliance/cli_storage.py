@@ -94,3 +94,45 @@ def restore(data_dir, study_uid: str, parallel: int) -> None:
                                       progress=lambda m: click.echo(m, err=True))
     click.echo(f"restored study {study_uid}: {result.instances} instance(s), {result.replaced} older version(s), "
                f"{result.bytes / MiB:.1f} MiB; {result.skipped} already on the box")
+
+
+@storage.command("versions")
+@data_option
+@click.argument("sop_uid", required=False)
+@click.option("--held", is_flag=True, help="Only objects held for an admin (another patient under a stored UID).")
+@click.option("--restore", "restore_id", metavar="OBJECT_ID",
+              help="Make this version the current instance (accepts a held one); the current becomes a version.")
+@click.option("--discard", "discard_id", metavar="OBJECT_ID", help="Delete this HELD object for good.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@friendly_errors
+def versions(data_dir, sop_uid: str | None, held: bool, restore_id: str | None, discard_id: str | None,
+             as_json: bool) -> None:
+    """List the other versions of instances: objects a replacement displaced, and newcomers naming another
+    patient that were held for an admin; restore (or accept) one, or discard a held one. Audited."""
+    import getpass
+
+    actor = f"cli:{getpass.getuser()}"
+    with open_appliance(data_dir) as app:
+        if restore_id:
+            v = app.versions.restore(restore_id, actor)
+            click.echo(f"instance {v.sop_uid}: version {restore_id} is current again"
+                       + (f"; the previous object {v.current_object_id} is now a version" if v.current_object_id
+                          else ""))
+            return
+        if discard_id:
+            v = app.versions.discard(discard_id, actor)
+            click.echo(f"instance {v.sop_uid}: held object {discard_id} discarded")
+            return
+        rows = app.versions.list(sop_uid, held=True if held else None, limit=None)
+    if as_json:
+        click.echo(json.dumps([{**vars(v), "replaced_at": v.replaced_at.isoformat(timespec="seconds")}
+                               for v in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no held objects" if held else "no other versions: nothing was replaced")
+    for v in rows:
+        what = "HELD" if v.held else "replaced"
+        click.echo(f"{v.replaced_at:%Y-%m-%d %H:%M}  {what:8}  {v.object_id}  SOP Instance UID {v.sop_uid}\n"
+                   f"    this version: patient {v.patient_id or '?'}, study {v.study_uid or '?'}, from {v.source}\n"
+                   f"    current:      " + (f"patient {v.current_patient_id}, study {v.current_study_uid}"
+                                             if v.current_object_id else "(no current instance)"))

@@ -67,8 +67,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http", "session_idle_minutes", 30, "A web session ends after this many minutes without a request."),
     Setting("http", "session_max_hours", 12, "A web session ends this many hours after login, however busy."),
     Setting("http", "login_max_failures", 5,
-            "Failed logins (per user name, and per address) before logins are refused for lockout_minutes."),
+            "Failed logins for one user name from one address before that address may not try that name for "
+            "lockout_minutes (4x as many from one address for any names lock the address; failures for a name "
+            "from everywhere slow down addresses the user has not logged in from, up to 30 s between tries)."),
     Setting("http", "lockout_minutes", 15, "How long logins stay refused after too many failures."),
+    Setting("http", "max_upload_mb", 2048,
+            "Largest request body a logged-in user may send (STOW-RS); it is read part by part, in memory, "
+            "never spooled to disk. Anonymous requests may send 8 KiB, forms 1 MiB."),
     Setting("http", "secure_cookies", False,
             "Always mark cookies Secure (HTTPS only); when off they are Secure whenever the request came over HTTPS."),
     Setting("http", "metrics_allowed", ["127.0.0.1", "::1"],
@@ -86,8 +91,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Free disk space (MiB) kept in reserve: below it, stores are refused with 0xA700 / HTTP 503."),
     Setting("storage", "chunk_kib", 1024, "Encryption chunk size in KiB: the most plaintext held in memory per object."),
     Setting("storage", "on_conflict", "replace",
-            "A different object arrives under an existing SOP Instance UID: \"replace\" keeps the newer and "
-            "keeps the replaced object recoverable until it is backed up; \"reject\" refuses the newcomer."),
+            "A different object arrives under an existing SOP Instance UID: \"replace\" makes it current and keeps "
+            "the replaced one as a version (`pacs-appliance storage versions`), audited; \"reject\" refuses it."),
+    Setting("storage", "on_patient_change", "reject",
+            "Such an object names another patient than the stored one: \"reject\" refuses it (DICOM 0xC771, "
+            "HTTP 409), \"hold\" keeps it aside for an admin to accept or discard (admin page Replacements), "
+            "\"replace\" replaces as for the same patient. Every case is audited."),
+    Setting("storage", "orphans_keep_days", 30,
+            "Objects of writes a crash interrupted (never acknowledged; moved to archive/orphans/ at start-up) "
+            "are deleted this many days after they were written; 0 keeps them for ever."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
     # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
@@ -164,12 +176,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inbox", "enabled", True, "Watch <data>/inbox and import what is dropped there (files, ZIPs, CD folders)."),
     Setting("inbox", "after_import", "delete",
             "What happens to an imported file: \"delete\" it, or \"move\" it to inbox/processed/. Either way "
-            "only after its content is safely in the archive. Files that fail go to inbox/failed/ with a reason."),
+            "only after its content is safely in the archive. Files that fail are sealed with their reason (`pacs-appliance import failed list`)."),
     Setting("inbox", "stable_seconds", 2.0,
             "A file is imported only after its size and times have not changed for this many seconds "
             "(and, where Linux can tell, nobody has it open for writing)."),
     Setting("inbox", "poll_seconds", 10.0,
             "Rescan the inbox at least this often, for network shares that send no change notifications."),
+    Setting("inbox", "processed_keep_days", 30,
+            "Files in inbox/processed/ (after_import = \"move\"; their content is in the archive, the copies are "
+            "plaintext) are deleted this many days after their import; 0 keeps them for ever."),
     Setting("inbox", "retry_seconds", 60.0, "After \"disk full\", wait this long before trying the inbox again."),
     Setting("inbox", "zip_member_max_mb", 4096,
             "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),

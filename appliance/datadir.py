@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import accounts, config as config_mod
 from .archive import Archive, KeyStore
+from .archive.fsutil import write_file_atomic
 from .archive.keys import format_recovery_key
 from .errors import DataDirError
 from .index import Index
@@ -41,7 +42,7 @@ def initialize(data_dir: Path, admin_password: str | None = None, admin_user: st
     os.chmod(data_dir, 0o750)
     cfg_path = data_dir / config_mod.CONFIG_FILE_NAME
     if not cfg_path.exists():
-        cfg_path.write_text(config_text or config_mod.render_documented_defaults(), encoding="utf-8")
+        write_file_atomic(cfg_path, (config_text or config_mod.render_documented_defaults()).encode())  # 0600
     cfg = config_mod.load(data_dir, env={})
 
     keyring, recovery_key = KeyStore(cfg.keys_dir).create()

@@ -7,7 +7,8 @@ what went wrong and what to do about it; it never contains patient data.
 from __future__ import annotations
 
 # The DICOM statuses these errors answer a C-STORE with (one table of codes: dicom/status.py).
-from .dicom.status import CANNOT_UNDERSTAND, DUPLICATE_REJECTED, OUT_OF_RESOURCES, PROCESSING_FAILURE
+from .dicom.status import (CANNOT_UNDERSTAND, DUPLICATE_REJECTED, OUT_OF_RESOURCES, PROCESSING_FAILURE,
+                           REPLACEMENT_REFUSED)
 
 
 class ApplianceError(Exception):
@@ -61,6 +62,13 @@ class ConflictRejected(ApplianceError):
 
     dimse_status = DUPLICATE_REJECTED
     http_status = 409
+
+
+class ReplacementRefused(ApplianceError):
+    """A different object under a stored SOP Instance UID names another patient; the policy refuses it."""
+
+    dimse_status = REPLACEMENT_REFUSED
+    http_status = 409  # PS3.18 STOW: a conflict with what is stored; sending it again unchanged will not help
 
 
 class NotFound(ApplianceError):

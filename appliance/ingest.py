@@ -6,7 +6,7 @@ Order of work, and why:
    reserve (``DiskFull``, 0xA700): nothing is parsed or written;
 2. parse and validate the object (``InvalidObject``, 0xC000 with a reason);
 3. if the SOP Instance UID is already indexed with the same bytes, report
-   success without writing anything again;
+   success without writing anything again (a resend stays a quiet success);
 4. seal the bytes, exactly as received, into the archive (fsynced);
 5. write the index rows in one committed transaction;
 6. only then report success. If step 5 fails, the object from step 4 is
@@ -15,6 +15,24 @@ Order of work, and why:
 
 A crash between 4 and 5 leaves an unindexed object, which start-up
 reconciliation reports (never a lost acknowledged image).
+
+Replacement policy (decided in step 5, inside the indexing transaction, so two
+senders cannot race it). A *different* object under a stored SOP Instance UID:
+
+- ``[storage] on_conflict = "reject"``: refused (``ConflictRejected``);
+- it names the same patient: replaces the stored one, which is kept as a
+  replaced version (``pacs-appliance storage versions`` lists and restores it);
+- it names another patient (PatientID/issuer differ from the stored instance's
+  patient): ``[storage] on_patient_change`` decides - "reject" (the default:
+  ``ReplacementRefused``, DICOM 0xC771 / HTTP 409, the reason in the error
+  comment), "hold" (kept aside as a held version for an admin to accept or
+  discard; the sender is told it was stored, since it is safely on disk) or
+  "replace".
+
+Each replacement, held object and refusal is logged (UID only) and emitted as
+``instance_replaced``; ``audit_replacements`` turns that into an audit entry with
+who sent it and the old and new patient ID and study. C-STORE, STOW-RS, the
+inbox and `import` all come through here, so they behave the same.
 """
 from __future__ import annotations
 
@@ -27,10 +45,10 @@ from typing import BinaryIO
 
 from .archive import Archive
 from .dicomfile import parse
-from .errors import ApplianceError, DiskFull
+from .errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from .events import Events
 from .index import Index
-from .index.records import Outcome
+from .index.records import Outcome, PriorVersion
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +76,7 @@ class StoreResult:
     transfer_syntax: str
 
 
+PATIENT_CHANGE_POLICIES = ("reject", "hold", "replace")
 DISK_FULL = "the disk is full: nothing was stored; free space or add storage before sending more images"
 
 
@@ -104,12 +123,16 @@ class _Concat(io.RawIOBase):
 
 class Ingestor:
     def __init__(self, archive: Archive, index: Index, events: Events, reserve_bytes: int,
-                 on_conflict: str = "replace"):
+                 on_conflict: str = "replace", on_patient_change: str = "reject"):
+        if on_patient_change not in PATIENT_CHANGE_POLICIES:
+            raise ConfigError(f"[storage] on_patient_change must be one of {', '.join(PATIENT_CHANGE_POLICIES)}, "
+                              f"not {on_patient_change!r}")
         self.archive = archive
         self.index = index
         self.events = events
         self.reserve_bytes = reserve_bytes
         self.on_conflict = on_conflict
+        self.on_patient_change = on_patient_change
         # Functions run inside the transaction that indexes a new object, after its rows are written:
         # fn(attributes, object_id, origin). They may only write index rows (e.g. a forwarding job), so
         # that work is exactly as durable as the instance; if one raises, the store fails.
@@ -140,17 +163,20 @@ class Ingestor:
             return self._result(Outcome.DUPLICATE, parsed, existing[1])
 
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
+        seen: dict = {}  # the prior version, if the policy was asked (filled on the writer thread)
         try:
             stored = self.archive.put(stream)
-            pending = self.index.writer.submit(lambda: self._record(a, stored, origin))
+            pending = self.index.writer.submit(lambda: self._record(a, stored, origin, seen))
         except OSError as exc:
             if _disk_full(exc):
                 raise DiskFull(DISK_FULL) from None
             raise
         try:
             outcome = pending.result()
-        except ApplianceError:
+        except ApplianceError as exc:
             self.archive.delete(stored.object_id)
+            if "prior" in seen:
+                self._replacement(a, origin, seen["prior"], "refused", str(exc))
             raise
         except Exception as exc:
             self.archive.delete(stored.object_id)
@@ -162,16 +188,48 @@ class Ingestor:
             self.archive.delete(stored.object_id)
         result = self._result(outcome, parsed, stored.object_id)
         log.debug("instance %s %s from %s", a.sop_uid, outcome.value, origin.kind)
+        if outcome in (Outcome.REPLACED, Outcome.HELD):
+            self._replacement(a, origin, seen["prior"], outcome.value)
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
 
-    def _record(self, a, stored, origin: Origin) -> Outcome:
+    def _record(self, a, stored, origin: Origin, seen: dict) -> Outcome:
+        def decide(prior: PriorVersion) -> str:
+            seen["prior"] = prior
+            return self.replacement_policy(prior, a)
+
         outcome = self.index.studies.record(a, stored.object_id, stored.size, stored.sha256, origin.label,
-                                            self.on_conflict)
-        if outcome is not Outcome.DUPLICATE:
+                                            decide=decide)
+        if outcome in (Outcome.STORED, Outcome.REPLACED):  # not a held object: it is not the instance (yet)
             for hook in self.record_hooks:
                 hook(a, stored.object_id, origin)
         return outcome
+
+    def replacement_policy(self, prior: PriorVersion, a) -> str:
+        """"replace" or "hold" for a different object under a stored UID; raises to refuse it.
+        The messages start with what a modality shows: its Error Comment keeps only 64 characters."""
+        if self.on_conflict == "reject":
+            raise ConflictRejected(
+                f"refused: a different object is stored under this SOP Instance UID ({a.sop_uid}); "
+                "the archive is set to reject replacements ([storage] on_conflict = \"reject\")")
+        if prior.patient_key == f"{a.patient_id}\x1f{a.issuer}":
+            return "replace"
+        if self.on_patient_change == "reject":
+            raise ReplacementRefused(
+                f"refused: this SOP Instance UID is stored for another patient ({a.sop_uid}); an object "
+                "naming a different patient does not replace it ([storage] on_patient_change = \"reject\"): "
+                "check the patient at the sending system, or send it with a new SOP Instance UID")
+        return self.on_patient_change
+
+    def _replacement(self, a, origin: Origin, prior: PriorVersion, action: str, reason: str = "") -> None:
+        """Log (UIDs only) and emit a replacement, held object or refusal for the audit log."""
+        other = " naming another patient" if prior.patient_key != f"{a.patient_id}\x1f{a.issuer}" else ""
+        log.warning("instance %s: a different object%s from %s was %s", a.sop_uid, other, origin.label,
+                    {"replaced": "stored; it replaced the earlier one (kept as a version)",
+                     "held": "held for an admin (the stored one stays current)",
+                     "refused": "refused"}[action])
+        self.events.emit("instance_replaced", sop_uid=a.sop_uid, origin=origin, prior=prior, action=action,
+                         patient_id=a.patient_id, study_uid=a.study_uid, reason=reason)
 
     def _stored(self, sop_uid: str) -> tuple[str, str] | None:
         return self.index.studies.stored_digest(sop_uid)
@@ -193,3 +251,21 @@ class Ingestor:
         a = parsed.attributes
         return StoreResult(outcome, a.sop_uid, a.sop_class_uid, a.study_uid, a.series_uid, object_id,
                            a.transfer_syntax)
+
+
+REPLACEMENT_ACTIONS = {"replaced": "instance.replace", "held": "instance.replace.held",
+                       "refused": "instance.replace.refused"}
+
+
+def audit_replacements(audit):
+    """An ``instance_replaced`` listener writing one audit entry each: who sent it, which instance, the old
+    and the new patient ID and study (the audit log is in the encrypted index; logs get UIDs only)."""
+
+    def listener(sop_uid: str, origin: Origin, prior: PriorVersion, action: str, patient_id: str, study_uid: str,
+                 reason: str = "") -> None:
+        audit.record(REPLACEMENT_ACTIONS[action], origin.label, patient_id=patient_id, study_uid=study_uid,
+                     detail=f"SOP Instance UID {sop_uid}: patient {prior.patient_id or '(none)'} -> "
+                            f"{patient_id or '(none)'}, study {prior.study_uid} -> {study_uid}"
+                            + (f"; {reason}" if reason else ""))
+
+    return listener

@@ -9,7 +9,7 @@ and decrypts nothing, so it stays fast on a big archive:
   write and the index commit (never acknowledged to the sender). Above a small
   bound (``orphan_limit``) the index is what is wrong, not the writes: start-up
   stops and asks for ``pacs-appliance index rebuild`` and moves nothing. Orphans are
-  quarantined, not deleted (the file archive moves them to
+  quarantined, not deleted (``quarantine_orphans``: the file archive moves them to
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
 - a row (instance or replaced object) whose object is gone is **missing**: the
@@ -101,7 +101,7 @@ def reconcile(archive: StorageArea, index) -> ReconcileReport:
             "moved. Stop the service and run `pacs-appliance index rebuild` (it rebuilds the index from the "
             "archive and its latest index snapshot)")
     if orphans:
-        kept_in = archive.quarantine(orphans)
+        kept_in = archive.quarantine_orphans(orphans)
         report.orphans = orphans
         log.warning("start-up: %d archive object(s) had no index row (a write interrupted before its commit; "
                     "never acknowledged); kept in %s", len(orphans), kept_in)

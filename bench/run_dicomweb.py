@@ -15,6 +15,10 @@
    with 1 and 2 rendering threads.
 
     .venv/bin/python bench/run_dicomweb.py [--runs 11] [--cache /tmp/pacs-bench] [--skip-qido]
+
+Before/after a change of the appliance's own code (e.g. its HTTP server): ``--no-orthanc`` leaves
+Orthanc out and ``--appliance-root DIR`` runs the appliance from another checkout (``git
+archive <commit> | tar -x -C DIR``); run old and new alternately in one sitting.
 """
 from __future__ import annotations
 
@@ -59,19 +63,26 @@ def init_box(data: Path) -> None:
                    check=True, capture_output=True, cwd=ROOT)
 
 
+APPLIANCE_ROOT = [ROOT]  # the checkout the appliance runs from (--appliance-root)
+WITH_ORTHANC = [True]  # --no-orthanc clears it
+
+
 def start_box(data: Path, dicom_port: int = 0) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    root = APPLIANCE_ROOT[0]
     env = dict(os.environ, PACS_DICOM_HOST="127.0.0.1", PACS_DICOM_PORT=str(dicom_port or free_port()),
-               PACS_HTTP_HOST="127.0.0.1",
+               PACS_HTTP_HOST="127.0.0.1", PYTHONPATH=str(root),
                PACS_HTTP_PORT=str(port), PACS_STORAGE_RESERVE_MB="16", PACS_LOG_LEVEL="WARNING")
     log = open(data.parent / f"{data.name}-serve.log", "ab")
     proc = subprocess.Popen([PYTHON, "-m", "appliance", "serve", "--data", str(data)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=ROOT)
+                            stderr=subprocess.STDOUT, cwd=root)
     wait_port(proc, port, "pacs-appliance serve")
     return proc, f"http://127.0.0.1:{port}/dicomweb"
 
 
-def start_orthanc(root: Path) -> tuple[subprocess.Popen, str]:
+def start_orthanc(root: Path) -> tuple[subprocess.Popen | None, str]:
+    if not WITH_ORTHANC[0]:
+        return None, ""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {"Name": "BENCH", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
@@ -162,7 +173,7 @@ def bench_qido(cache: Path, runs: int, studies: int) -> list[str]:
     box, box_url = start_box(box_data)
     orthanc, orthanc_url = start_orthanc(orthanc_root)
     try:
-        if not (orthanc_root / ".bench-complete").exists():
+        if orthanc and not (orthanc_root / ".bench-complete").exists():
             print(f"filling Orthanc with {studies * 10:,} instances (once; cached in {orthanc_root})", flush=True)
             fill_orthanc(orthanc_url, studies)
             (orthanc_root / ".bench-complete").write_text("ok")
@@ -172,9 +183,9 @@ def bench_qido(cache: Path, runs: int, studies: int) -> list[str]:
         box_s.auth = ("admin", PASSWORD)
         orthanc_s = requests.Session()
         for label, keys, expected in synthindex.queries(studies):
-            times = {}
-            for name, session, base in (("box", box_s, box_url), ("orthanc", orthanc_s,
-                                                                   f"{orthanc_url}/dicom-web")):
+            servers = [("box", box_s, box_url), ("orthanc", orthanc_s, f"{orthanc_url}/dicom-web")]
+            times = {"orthanc": []}
+            for name, session, base in servers[:2 if orthanc else 1]:
                 params = dict(keys, limit="1000")
                 session.get(f"{base}/studies", params=params).raise_for_status()  # warm-up
                 t = []
@@ -247,6 +258,8 @@ def bench_pixels(runs: int) -> list[str]:
         box_s.auth = ("admin", PASSWORD)
         orthanc_s = requests.Session()
         targets = {"box": (box_s, box_url), "orthanc": (orthanc_s, f"{orthanc_url}/dicom-web")}
+        if orthanc is None:
+            del targets["orthanc"]
         rows = [f"\nTime to the first rendered frame (image/jpeg, cold: each run a new instance), {runs} runs, ms",
                 "| image | appliance | Orthanc + DICOMweb |", "|---|---|---|"]
         for label, image in (("CT 512x512 16-bit", synthetic_image(512, 512, "CT", "MONOCHROME2")),
@@ -254,8 +267,9 @@ def bench_pixels(runs: int) -> list[str]:
             instances = copies(image, runs)
             for ds in instances:
                 stow(box_s, box_url, [ds])
-                orthanc_s.post(f"{orthanc_url}/instances", data=part10(ds)).raise_for_status()
-            times = {}
+                if orthanc:
+                    orthanc_s.post(f"{orthanc_url}/instances", data=part10(ds)).raise_for_status()
+            times = {"orthanc": []}
             for name, (session, base) in targets.items():
                 t = []
                 for ds in instances:
@@ -268,7 +282,8 @@ def bench_pixels(runs: int) -> list[str]:
 
         cine = cine_120()
         stow(box_s, box_url, [cine])
-        orthanc_s.post(f"{orthanc_url}/instances", data=part10(cine)).raise_for_status()
+        if orthanc:
+            orthanc_s.post(f"{orthanc_url}/instances", data=part10(cine)).raise_for_status()
         n = int(cine.NumberOfFrames)
         rows += [f"\nWADO-RS frames of a {n}-frame JPEG baseline ultrasound cine, fetched one by one, "
                  f"frames/s (median of {runs} passes; first pass cold)",
@@ -277,7 +292,7 @@ def bench_pixels(runs: int) -> list[str]:
                                "transfer-syntax=1.2.840.10008.1.2.4.50"),
                               ("decoded: application/octet-stream", 'multipart/related; '
                                'type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1')):
-            rates = {}
+            rates = {"orthanc": []}
             for name, (session, base) in targets.items():
                 passes = []
                 for _ in range(runs):
@@ -287,14 +302,16 @@ def bench_pixels(runs: int) -> list[str]:
                         r.raise_for_status()
                     passes.append(n / (time.perf_counter() - started))
                 rates[name] = passes
-            rows.append(f"| {label} | {statistics.median(rates['box']):.0f} ({min(rates['box']):.0f}-"
-                        f"{max(rates['box']):.0f}) | {statistics.median(rates['orthanc']):.0f} "
-                        f"({min(rates['orthanc']):.0f}-{max(rates['orthanc']):.0f}) |")
+            rows.append(f"| {label} | {_rate(rates['box'])} | {_rate(rates['orthanc'])} |")
         return rows
     finally:
         stop(box)
         stop(orthanc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rate(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})" if values else "-"
 
 
 # -- 4. DICOM ingest while viewers render ---------------------------------------------------
@@ -363,7 +380,12 @@ def main() -> None:
     parser.add_argument("--skip-qido", action="store_true")
     parser.add_argument("--skip-pixels", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--no-orthanc", action="store_true", help="the appliance alone")
+    parser.add_argument("--appliance-root", type=Path, default=ROOT,
+                        help="run the appliance from this checkout (before/after figures)")
     args = parser.parse_args()
+    APPLIANCE_ROOT[0] = args.appliance_root.resolve()
+    WITH_ORTHANC[0] = not args.no_orthanc
     rows: list[str] = []
     if not args.skip_qido:
         rows += bench_qido(args.cache, args.runs, args.studies)

@@ -210,3 +210,13 @@ def storescu_acknowledged(storescu_log: str) -> set[str]:
         elif in_rsp and "DIMSE Status" in line and re.search(r": 0x0000\b", line) and uid:
             acked.add(uid)
     return acked
+
+
+def failed_imports(data_dir: Path) -> dict[str, tuple[str, bytes]]:
+    """Name in the inbox -> (reason, content) of each failed import in the encrypted quarantine."""
+    from appliance.archive import Archive, KeyStore
+    from appliance.config import load
+
+    cfg = load(data_dir, env={})
+    quarantine = Archive(cfg.archive_dir, KeyStore(cfg.keys_dir).load()).quarantine()
+    return {i.name: (i.reason, quarantine.read(i.item_id)) for i in quarantine.items()}

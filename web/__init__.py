@@ -12,7 +12,9 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from flask import Flask, request
+import io
+
+from flask import Flask, Request, request
 from flask.sessions import SecureCookieSessionInterface
 
 from . import auth
@@ -32,6 +34,14 @@ class WebServices:
     basic_cache: auth.BasicCache
     recent_errors: RecentErrors
     metrics: Metrics
+
+
+class MemoryRequest(Request):
+    """Form file parts stay in memory (bounded by ``auth.limit_body``): Werkzeug's default spools
+    any over 500 KB to a temporary file, in plaintext, which invariant 4 forbids."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -81,10 +91,12 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SECURE=bool(http.secure_cookies),
         PERMANENT_SESSION_LIFETIME=datetime.timedelta(hours=http.session_max_hours),
         MAX_FORM_MEMORY_SIZE=1 << 20,
+        MAX_CONTENT_LENGTH=http.max_upload_mb << 20,  # per request, auth.limit_body sets the real bound
         TEMPLATES_AUTO_RELOAD=False,
     )
     if test_config:
         app.config.update(test_config)
+    app.request_class = MemoryRequest
     app.session_interface = SessionInterface()
     app.extensions["pacs_web"] = WebServices(
         sessions=SessionStore(appliance.index.accounts, http.session_idle_minutes, http.session_max_hours),
@@ -95,6 +107,7 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
     )
 
     app.before_request(auth.load_user)
+    app.before_request(auth.limit_body)  # before anything reads the body
     app.before_request(auth.check_csrf)
     app.after_request(security_headers)
     app.jinja_env.globals.update(csrf_token=auth.csrf_token, current_user=auth.current_user)

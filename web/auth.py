@@ -70,6 +70,41 @@ def load_user() -> None:
             session.pop("sid", None)
 
 
+ANONYMOUS_BODY_LIMIT = 8 << 10  # the login form is a few hundred bytes
+FORM_BODY_LIMIT = 1 << 20  # no form of the web UI uploads files
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def limit_body() -> None:
+    """before_request, before anything reads the body: authenticate, then bound what may be read.
+
+    An anonymous request may carry a body of ``ANONYMOUS_BODY_LIMIT`` (the login form); a bigger
+    one gets 413 at once, unread (the server closes the connection instead of draining it). A
+    logged-in user's form is bounded by ``FORM_BODY_LIMIT``, anything else (STOW-RS) by
+    ``[http] max_upload_mb``. Werkzeug enforces the limit on a chunked body while it is read.
+    """
+    length = request.content_length
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not length and not chunked:
+        return
+    user = current_user()
+    if _authorization_scheme() in ("basic", "bearer"):
+        user = _api_user()
+    if user is None:
+        limit = ANONYMOUS_BODY_LIMIT
+    elif request.mimetype in FORM_TYPES:
+        limit = FORM_BODY_LIMIT
+    else:
+        limit = appliance().config.http.max_upload_mb << 20
+    request.max_content_length = limit
+    if (length or 0) > limit or (user is None and chunked):
+        who = "a logged-in user's form" if user is not None and limit == FORM_BODY_LIMIT else \
+            "an upload" if user is not None else "a request without valid credentials"
+        abort(Response(f"request body too large: {who} may send at most {limit >> 10} KiB"
+                       f"{' ([http] max_upload_mb)' if user is not None and limit != FORM_BODY_LIMIT else ''}\n",
+                       413, {"Content-Type": "text/plain; charset=utf-8", "Connection": "close"}))
+
+
 def csrf_token() -> str:
     token = session.get("csrf")
     if not token:
@@ -167,20 +202,33 @@ def _basic_user():
         services.throttle.failed(username, client_address())
         audit("login.failed", actor=username[:64], detail="HTTP Basic")
         return None
+    services.throttle.succeeded(username, client_address())
     services.basic_cache.put(cache_key, user.password_hash)
     return user
 
 
-def _api_user():
-    scheme = _authorization_scheme()
-    if scheme == "basic":
-        return _basic_user()
-    if scheme == "bearer":
-        token = request.headers.get("Authorization", "").split(" ", 1)[-1].strip()
-        return accounts.user_for_token(appliance().index.accounts, token)
-    if scheme:
+def _token_user():
+    token = request.headers.get("Authorization", "").split(" ", 1)[-1].strip()
+    repo = appliance().index.accounts
+    found = accounts.token_for(repo, token)
+    if found is None:
         return None
-    return current_user()
+    row, user = found
+    accounts.note_token_use(repo, row)  # so an admin can see stale tokens
+    return user
+
+
+def _api_user():
+    """The user an API request authenticates as (once per request: the body limit asks first)."""
+    if "api_user" not in g:
+        scheme = _authorization_scheme()
+        if scheme == "basic":
+            g.api_user = _basic_user()
+        elif scheme == "bearer":
+            g.api_user = _token_user()
+        else:
+            g.api_user = None if scheme else current_user()
+    return g.api_user
 
 
 def _unauthorized() -> Response:
@@ -190,6 +238,17 @@ def _unauthorized() -> Response:
                      "Content-Type": "text/plain; charset=utf-8"})
 
 
+def audit_refusal() -> None:
+    """A refused attempt (403) leaves a trace: who tried what, from where."""
+    audit("access.denied", detail=f"{request.method} {request.path[:200]}")
+
+
+def forbidden(message: str = "your role does not allow this") -> Response:
+    """403 for an API request whose user's role does not allow it, audited."""
+    audit_refusal()
+    return Response(f"{message}\n", 403, {"Content-Type": "text/plain; charset=utf-8"})
+
+
 def api_login_required(*roles):
     def decorator(view):
         @functools.wraps(view)
@@ -197,9 +256,9 @@ def api_login_required(*roles):
             user = _api_user()
             if user is None:
                 return _unauthorized()
-            if roles and user.role not in roles:
-                return Response("your role does not allow this\n", 403, {"Content-Type": "text/plain; charset=utf-8"})
             g.user = user
+            if roles and user.role not in roles:
+                return forbidden()
             return view(*args, **kwargs)
 
         return wrapped
@@ -218,6 +277,7 @@ def login_required(*roles):
                 return Response("pages take no Authorization header; use the form\n", 400,
                                 {"Content-Type": "text/plain; charset=utf-8"})
             if roles and user.role not in roles:
+                audit_refusal()
                 return render_template("error.html", title="Not allowed",
                                        message="Your role does not allow this page."), 403
             return view(*args, **kwargs)
@@ -241,6 +301,8 @@ def _safe_next(target: str | None) -> str:
     """Only same-site paths, so the login form cannot bounce a user to another site."""
     if not target:
         return _home()
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return _home()  # CR/LF would split the Location header (Werkzeug refuses it: a 500)
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return _home()
@@ -260,10 +322,11 @@ def login():
     wait = services.throttle.locked_for(username, address)
     if wait:
         audit("login.locked", actor=username or "anonymous")
-        minutes = max(1, round(wait / 60))
+        minutes, seconds = max(1, round(wait / 60)), max(1, round(wait))
+        later = f"{seconds} second{'s' if seconds != 1 else ''}" if wait < 60 else \
+            f"{minutes} minute{'s' if minutes != 1 else ''}"
         return render_template("login.html", next=request.form.get("next", ""), username=username,
-                               error=f"Too many failed logins. Try again in {minutes} minute"
-                                     f"{'s' if minutes != 1 else ''}."), 429
+                               error=f"Too many failed logins. Try again in {later}."), 429
     user = accounts.authenticate(appliance().index.accounts, username, password)
     if user is None:
         services.throttle.failed(username, address)

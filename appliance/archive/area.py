@@ -94,8 +94,12 @@ class StorageArea(Protocol):
     def sync_adopted(self, object_ids: Iterable[str]) -> None:
         """Make the adoption of these objects durable (one directory sync each, not one per object)."""
 
-    def quarantine(self, object_ids: Iterable[str]) -> str:
-        """Move objects out of the archive, kept whole and readable under their ids; say where to."""
+    def quarantine_orphans(self, object_ids: Iterable[str]) -> str:
+        """Move objects no index row names out of the archive, kept whole and readable under their ids
+        (reconciliation's orphans); say where to. (Failed imports have their own sealed quarantine.)"""
+
+    def quarantine(self):
+        """The sealed quarantine of failed imports (archive/quarantine.py: put, items, delete ...)."""
 
     def written_at(self, object_id: str) -> float:
         """When the object was written (seconds since the epoch): the order of arrival."""

@@ -1,4 +1,8 @@
-"""Durable file writes: temp file, fsync, rename, fsync the directory."""
+"""Durable file writes (temp file, fsync, rename, fsync the directory) and private modes.
+
+Modes are set explicitly (chmod after create), never left to the umask: an admin's shell
+(umask 022) would otherwise make the index, the config or archive folders world-readable.
+"""
 from __future__ import annotations
 
 import fcntl
@@ -12,6 +16,34 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and any missing parents 0700 (an existing parent keeps its mode); return it."""
+    target = path = Path(path)
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            pass  # made meanwhile by another thread or process: still make it private below
+        os.chmod(directory, PRIVATE_DIR)
+    return target
+
+
+def make_private(path: Path, mode: int = PRIVATE_FILE) -> None:
+    """Take group and other permissions away from an existing file or folder (a box set up before
+    modes were enforced); leave it alone if it is already private enough."""
+    current = os.stat(path).st_mode & 0o777
+    if current & 0o077:
+        os.chmod(path, current & mode)
 
 
 def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from ..errors import NotFound
 from . import envelope
+from .fsutil import private_dir
 from .keys import Keyring
 
 COPY_BLOCK = 1 << 20
@@ -33,7 +34,7 @@ class FileStaging:
         """Copy in, fsync, check every tag; return the size. On any failure (IntegrityError for a damaged
         object) nothing is kept."""
         path = self.file(object_id)
-        self._dir.mkdir(mode=0o700, exist_ok=True)
+        private_dir(self._dir)
         try:
             with open(path, "wb") as dst:
                 while block := src.read(COPY_BLOCK):

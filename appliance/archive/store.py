@@ -13,7 +13,7 @@ Layout under ``<data dir>/archive/``::
                             receives its downloads here (``staging("tmp")``)
     restoring/              recycled objects downloaded for ``storage restore``, checked,
                             waiting for the transaction that indexes them (``staging``)
-    orphans/                objects no index row named at start-up (``quarantine``),
+    orphans/                objects no index row named at start-up (``quarantine_orphans``),
                             kept whole under their own names
 
 The layout is private to this package: the rest of the appliance uses the
@@ -38,7 +38,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..errors import IntegrityError, NotFound
 from . import envelope
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, private_dir
 from .keys import Keyring
 from .snapshots import SnapshotShelf
 from .staging import FileStaging
@@ -74,7 +74,7 @@ class Archive:
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
         for d in (self._root, self._objects_dir, self._tmp_dir):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(d)
 
     def clean_tmp(self) -> int:
         """Remove half-written objects left by a crash (never acknowledged).
@@ -154,7 +154,7 @@ class Archive:
             if directory in self._known_dirs:
                 return
             if not directory.exists():
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                private_dir(directory)  # both fan-out levels 0700, whatever the umask
                 fsync_dir(directory.parent)
                 fsync_dir(directory.parent.parent)
             self._known_dirs.add(directory)
@@ -189,7 +189,7 @@ class Archive:
         """A rename (the staging folder is on the same file system); directories are made as needed,
         unsynced: ``sync_adopted`` makes a whole batch durable at once."""
         final = self._path(object_id)
-        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(final.parent)  # both fan-out levels 0700, whatever the umask
         os.rename(staging.file(object_id), final)
 
     def sync_adopted(self, object_ids: Iterable[str]) -> None:
@@ -199,10 +199,10 @@ class Archive:
                 fsync_dir(d.parent)
         fsync_dir(self._objects_dir)
 
-    def quarantine(self, object_ids: Iterable[str]) -> str:
+    def quarantine_orphans(self, object_ids: Iterable[str]) -> str:
         """Move objects to ``orphans/`` under the same name (the envelope is bound to it: still readable)."""
         moved_to = self._root / ORPHANS_DIR
-        moved_to.mkdir(mode=0o700, exist_ok=True)
+        private_dir(moved_to)
         for object_id in object_ids:
             source = self._path(object_id)
             os.rename(source, moved_to / object_id)
@@ -280,6 +280,12 @@ class Archive:
     def has_objects(self) -> bool:
         """True if at least one object is stored (cheap: stops at the first)."""
         return next(iter(self.list_ids()), None) is not None
+
+    def quarantine(self):
+        """The encrypted quarantine of failed imports beside the objects (quarantine.py)."""
+        from .quarantine import Quarantine
+
+        return Quarantine(self._root / "quarantine", self.keyring, self.chunk_size)
 
     def disk_free_bytes(self) -> int:
         return shutil.disk_usage(self._root).free

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 
 from .. import config as config_mod
 from ..archive import Archive, KeyStore, StorageArea
-from ..archive.fsutil import fsync_dir
+from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
 from ..audit import AuditLog
 from ..errors import DataDirError, IntegrityError
@@ -83,7 +83,7 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o750)
-    (data_dir / config_mod.CONFIG_FILE_NAME).write_text(config_mod.render_documented_defaults(), encoding="utf-8")
+    write_file_atomic(data_dir / config_mod.CONFIG_FILE_NAME, config_mod.render_documented_defaults().encode())
     cfg = config_mod.load(data_dir, env={})
     KeyStore(cfg.keys_dir).create(keyring, recovery_key)
     archive = Archive(cfg.archive_dir, keyring)

@@ -24,7 +24,13 @@ NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized"
 
 # Storage (PS3.4 B.2.3), also used for the errors a C-STORE can meet (errors.py)
 OUT_OF_RESOURCES = 0xA700
-DUPLICATE_REJECTED = 0xA770  # refused by the on_conflict policy ("reject"); a Refused code of our own
+# A different object under a stored SOP Instance UID, refused by policy ([storage] on_conflict = "reject",
+# or on_patient_change = "reject" when it names another patient): "Error: Cannot understand" (C000-CFFF)
+# codes of our own, not "Refused: Out of Resources" (A7xx). Modalities queue an A7xx for an automatic
+# resend later, which would fail the same way for ever; a Cxxx failure is shown to the operator as "not
+# accepted", and this needs a person (the patient fixed at the modality, or an admin's decision).
+DUPLICATE_REJECTED = 0xC770
+REPLACEMENT_REFUSED = 0xC771
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 COERCION_OF_DATA_ELEMENTS = 0xB000

@@ -36,6 +36,9 @@ class Summary:
         out = [f"Imported:        {c[Status.IMPORTED] + c[Status.REPLACED]}"]
         if c[Status.REPLACED]:
             out.append(f"  of which {c[Status.REPLACED]} replaced a different object with the same SOP Instance UID")
+        if c[Status.HELD]:
+            out.append(f"Held for admin:  {c[Status.HELD]} (another patient under a stored SOP Instance UID: "
+                       "`pacs-appliance storage versions --held`)")
         out.append(f"Already present: {c[Status.ALREADY]}")
         out.append(f"Failed:          {self.tally.failed}")
         if self.skipped:

@@ -14,7 +14,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..errors import ConflictRejected, DiskFull, InvalidObject
+from ..errors import ConflictRejected, DiskFull, InvalidObject, ReplacementRefused
 from ..index.records import Outcome
 from ..ingest import Ingestor, Origin
 from .sources import Entry, SourceError
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class Status(enum.Enum):
     IMPORTED = "imported"
     REPLACED = "replaced"  # imported; a different object with the same UID was kept aside as replaced
+    HELD = "held"  # in the archive, but held for an admin: it names another patient than the stored one
     ALREADY = "already present"
     FAILED = "failed"
     RETRY = "retry later"  # nothing wrong with the input: disk full or a passing error; try again
@@ -65,6 +66,8 @@ def import_entry(ingestor: Ingestor, entry: Entry, origin: Origin) -> EntryResul
             stored = ingestor.store(stream, size, origin)
     except InvalidObject as exc:
         return result(Status.FAILED, str(exc))
+    except ReplacementRefused as exc:
+        return result(Status.FAILED, str(exc))
     except ConflictRejected:
         return result(Status.FAILED, "duplicate with different content: a different object with the same SOP "
                                      "Instance UID is already stored, and the archive is set to reject such "
@@ -83,6 +86,9 @@ def import_entry(ingestor: Ingestor, entry: Entry, origin: Origin) -> EntryResul
         return result(Status.RETRY, f"could not be stored ({exc})")
     if stored.outcome is Outcome.DUPLICATE:
         return result(Status.ALREADY)
+    if stored.outcome is Outcome.HELD:
+        return result(Status.HELD, "an object with the same SOP Instance UID naming another patient is stored: "
+                                   "this one is held for an admin to accept or discard")
     if stored.outcome is Outcome.REPLACED:
         return result(Status.REPLACED, "duplicate with different content: it replaced the object stored earlier "
                                        "under the same SOP Instance UID (the earlier one is kept as replaced)")
@@ -118,6 +124,8 @@ class Tally:
         parts = [f"{c[Status.IMPORTED] + c[Status.REPLACED]} imported"]
         if c[Status.REPLACED]:
             parts[0] += f" ({c[Status.REPLACED]} replacing a different object with the same UID)"
+        if c[Status.HELD]:
+            parts.append(f"{c[Status.HELD]} held for an admin (another patient under a stored UID)")
         parts.append(f"{c[Status.ALREADY]} already present")
         parts.append(f"{self.failed} failed")
         return ", ".join(parts)

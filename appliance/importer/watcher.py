@@ -13,14 +13,18 @@ How a file gets in, and why it is safe:
   start it is imported again, which ingest recognises as already present, so
   nothing is lost and nothing is counted twice. A ZIP is removed only after
   every member is in, so a half-imported ZIP is simply retried.
-- A file that cannot be imported goes to failed/, keeping its folder path, with
-  ``<name>.reason.txt`` beside it saying why in plain words. A ZIP with a bad
-  member goes there whole (its good members are already in).
+- A file that cannot be imported is sealed into the archive's encrypted
+  quarantine (archive/quarantine.py) with its path in the inbox and the reason
+  in plain words, then removed: no plaintext stays behind. A ZIP with a bad
+  member goes there whole (its good members are already in). Admins list,
+  retry, export and delete them with `pacs-appliance import failed ...` or the
+  admin page (importer/failed.py). Plaintext files an older version left in
+  failed/ (with their .reason.txt) are sealed the same way at start-up.
 - Disk full leaves files where they are and pauses the inbox for
   ``retry_seconds``; other passing errors are retried a few times, then failed.
 - A folder holding a DICOMDIR is read through the DICOMDIR once the DICOMDIR
-  and every file in that folder are stable. Files it does not list go to
-  failed/ (a CD's viewer software, say) - except when the DICOMDIR lies at the
+  and every file in that folder are stable. Files it does not list are failed
+  (a CD's viewer software, say) - except when the DICOMDIR lies at the
   top of the inbox, where it cannot speak for everything else dropped there.
 - Folders emptied by the import are removed.
 Logs give counts, never file names (a folder may be named after a patient).
@@ -34,9 +38,10 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
+from ..archive.fsutil import PRIVATE_FILE, private_dir
+from ..archive.quarantine import Quarantine
 from ..ingest import Ingestor, Origin
 from ..lifecycle import PeriodicTask
 from .runner import EntryResult, Status, Tally, import_entry
@@ -101,8 +106,9 @@ class Inbox:
 
     name = "inbox"
 
-    def __init__(self, settings: InboxSettings, ingestor: Ingestor, audit):
+    def __init__(self, settings: InboxSettings, ingestor: Ingestor, audit, quarantine: Quarantine | None = None):
         self.s = settings
+        self.quarantine = quarantine if quarantine is not None else ingestor.archive.quarantine()
         self.inbox = Path(settings.inbox)
         self.failed_dir = self.inbox / FAILED_DIR
         self.processed_dir = self.inbox / PROCESSED_DIR
@@ -121,7 +127,7 @@ class Inbox:
     # -- service ----------------------------------------------------------------------------------
     def start(self) -> None:
         self.inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.failed_dir.mkdir(exist_ok=True)
+        self.seal_legacy_failed()
         self._pool = ThreadPoolExecutor(self.s.workers, thread_name_prefix="inbox-import")
         self._start_observer()
         self._task.start()
@@ -243,7 +249,7 @@ class Inbox:
             try:
                 records = read_dicomdir(dicomdir)
             except SourceError:
-                continue  # handled as a loose file below: it will go to failed/ with the reason
+                continue  # handled as a loose file below: it fails with the reason
             listed = {r.path for r in records}
             members = [p for p in tree if p in listed or not at_top]
             governed.add(dicomdir)
@@ -390,8 +396,9 @@ class Inbox:
         """The content is durably stored: remove the file from the inbox (or move it to processed/)."""
         if self.s.after_import == "move":
             dest = _free_name(self.processed_dir / path.relative_to(self.inbox))
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(dest.parent)
             os.rename(path, dest)
+            _private_now(dest)
         else:
             path.unlink(missing_ok=True)
         self._seen.pop(path, None)
@@ -399,20 +406,62 @@ class Inbox:
             self._prune(path.parent)
 
     def _fail(self, path: Path, reason: str, prune: bool = True) -> None:
-        """Move ``path`` to failed/ (keeping its folders) with a plain-words reason beside it."""
-        dest = _free_name(self.failed_dir / path.relative_to(self.inbox))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        text = (f"{path.name} was not imported.\n\nReason: {reason}\n\nWhen: {stamp}\n\n"
-                "To try again, fix the problem and put the file back into the inbox.\n")
-        sidecar = dest.with_name(dest.name + REASON_SUFFIX)
-        tmp = sidecar.with_name("." + sidecar.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, sidecar)
-        os.rename(path, dest)
+        """Seal ``path`` into the quarantine with its reason, then remove it from the inbox."""
+        if not self._seal(path, self._rel(path), reason):
+            return  # stays in the inbox; tried again at a later scan
+        path.unlink(missing_ok=True)
         self._seen.pop(path, None)
         if prune:
             self._prune(path.parent)
+
+    def _seal(self, path: Path, name: str, reason: str) -> bool:
+        try:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # never what a link points to
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                self.quarantine.put(None, name, reason, kind="symlink")
+                return True
+            with os.fdopen(fd, "rb") as fh:
+                self.quarantine.put(fh, name, reason)
+            return True
+        except OSError as exc:
+            log.error("inbox: a failed file could not be sealed into the quarantine (%s); it stays in the inbox",
+                      exc.strerror or exc.__class__.__name__)
+            return False
+
+    def seal_legacy_failed(self) -> int:
+        """Seal plaintext files an older version left in failed/ (reason from their .reason.txt), then
+        remove them; return how many."""
+        if not self.failed_dir.is_dir():
+            return 0
+        sealed = 0
+        for dirpath, _dirs, names in os.walk(self.failed_dir, topdown=False):
+            for name in names:
+                path = Path(dirpath) / name
+                if name.endswith(REASON_SUFFIX) and (path.with_name(name[: -len(REASON_SUFFIX)])).exists():
+                    continue  # read with its file below
+                if name.endswith(REASON_SUFFIX) or name.startswith("."):
+                    path.unlink(missing_ok=True)  # a reason (or temp file) whose file is gone
+                    continue
+                sidecar = path.with_name(name + REASON_SUFFIX)
+                try:
+                    reason = sidecar.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    reason = "moved to inbox/failed/ by an earlier version; no reason recorded"
+                if self._seal(path, str(path.relative_to(self.failed_dir)), reason.strip()):
+                    path.unlink(missing_ok=True)
+                    sidecar.unlink(missing_ok=True)
+                    sealed += 1
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        if sealed:
+            log.warning("inbox: sealed %d plaintext file(s) left in %s/ by an earlier version into the encrypted "
+                        "quarantine (`pacs-appliance import failed list`)", sealed, FAILED_DIR)
+        return sealed
 
     def _prune(self, directory: Path) -> None:
         """Remove folders the import emptied, up to (not including) the inbox."""
@@ -424,9 +473,48 @@ class Inbox:
             directory = directory.parent
 
     def _report(self, tally: Tally) -> None:
-        failed = f" (reasons beside the files in {FAILED_DIR}/)" if tally.failed else ""
+        failed = " (see `pacs-appliance import failed list` or the admin page Failed imports)" if tally.failed else ""
         log.info("inbox: %s%s", tally.describe(), failed)
         self.audit.record("import.run", "system", detail=f"inbox: {tally.describe()}")
+
+
+def prune_processed(inbox: Path, keep_days: float, now: float | None = None) -> int:
+    """Delete files in ``inbox/processed/`` imported more than ``keep_days`` ago (0 or less: keep them),
+    and the folders that leaves empty; return how many files went. Their content is in the archive;
+    the copies are plaintext, so they should not stay for ever."""
+    root = Path(inbox) / PROCESSED_DIR
+    if keep_days <= 0 or not root.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - keep_days * 86400
+    removed = 0
+    for dirpath, _dirs, names in os.walk(root, topdown=False):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                if path.lstat().st_mtime < cutoff:  # stamped at import by _private_now
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if Path(dirpath) != root:
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass  # not empty
+    if removed:
+        log.info("inbox: removed %d file(s) from %s/ imported more than %g days ago", removed, PROCESSED_DIR,
+                 keep_days)
+    return removed
+
+
+def _private_now(path: Path) -> None:
+    """Make a file moved to processed/ private (plaintext DICOM) and stamp its mtime with now, so
+    processed/ is pruned by when a file was imported, not by the date a CD or ZIP gave it."""
+    try:
+        os.chmod(path, PRIVATE_FILE)
+        os.utime(path)
+    except PermissionError:  # dropped by another user through a share: we may rename it, not chmod it
+        log.warning("inbox: a processed file could not be made private (owned by another user)")
 
 
 def _free_name(dest: Path) -> Path:

@@ -27,6 +27,7 @@ class ApiToken:
     name: str
     prefix: str
     created_at: datetime.datetime
+    last_used_at: datetime.datetime | None
     revoked: bool
 
 
@@ -96,10 +97,21 @@ class AccountsRepo(Repository):
             query = query.where(TokenRow.user == user_id)
         return self._all(ApiToken, query.order_by(TokenRow.id))
 
-    def user_for_token_hash(self, token_hash: str) -> User | None:
-        """The owner of the unrevoked token with this hash (disabled or not), or None."""
-        return self._first(User, UserRow.select(UserRow).join(TokenRow).where(
-            (TokenRow.token_hash == token_hash) & (TokenRow.revoked == False)))  # noqa: E712
+    def token_by_hash(self, token_hash: str) -> tuple[ApiToken, User] | None:
+        """The unrevoked token with this hash and its owner (disabled or not), or None."""
+        row = (TokenRow.select(TokenRow.id.alias("token_id"), TokenRow.name, TokenRow.prefix,
+                               TokenRow.created_at.alias("token_created_at"), TokenRow.last_used_at, UserRow)
+               .join(UserRow).where((TokenRow.token_hash == token_hash) & (TokenRow.revoked == False))  # noqa: E712
+               .dicts().first(self.db))
+        if row is None:
+            return None
+        user = to_record(User, row)
+        return ApiToken(row["token_id"], user.id, user.username, row["name"], row["prefix"],
+                        row["token_created_at"], row["last_used_at"], False), user
+
+    def touch_token(self, token_id: int, now: datetime.datetime) -> None:
+        """Note a token's use; submitted to the writer, not waited for."""
+        self.writer.submit(lambda: TokenRow.update(last_used_at=now).where(TokenRow.id == token_id).execute(self.db))
 
     # --- web sessions (each call commits on its own) -----------------------------------------------
 

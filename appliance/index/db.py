@@ -11,6 +11,7 @@ survives a power cut, which ``NORMAL`` in WAL mode would not promise.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ from peewee import DatabaseError
 from playhouse.migrations import Runner
 from playhouse.sqlcipher_ext import SqlCipherDatabase
 
+from ..archive.fsutil import PRIVATE_FILE, make_private
 from ..errors import KeyStoreError
 from .models import all_models
 
@@ -72,10 +74,20 @@ def probe(db: IndexDatabase) -> None:
     db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
 
 
+def _private_files(path: Path) -> None:
+    """Create the index file 0600 before SQLite does (it would follow the umask), and tighten one made
+    looser by an older version. SQLite gives its -wal and -shm files the main file's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for p in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists():
+            make_private(p)
+
+
 def open_index(path: Path, key: bytes, cache_mb: int = 64,
                before_migrations: Callable[[IndexDatabase], None] | None = None) -> IndexDatabase:
     """Open (creating if needed) the index and bring its schema up to date; ``before_migrations`` is
     called with the database when an existing index is about to be migrated (to snapshot it first)."""
+    _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
     # TRANSITIONAL: the models are meant to stay unbound (repositories execute against their own db, see
     # repository.py). This global bind only keeps the modules not yet moved into repositories working;

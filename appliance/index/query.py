@@ -131,6 +131,8 @@ def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
         if "*" in value or "?" in value:
             raise QueryError("wildcards are not allowed in UIDs")
         uids = [u.strip() for u in value.split("\\") if u.strip()]
+        if not uids:
+            raise QueryError(f"({attr.tag >> 16:04X},{attr.tag & 0xFFFF:04X}): an empty UID list")
         return field.in_(uids) if len(uids) > 1 else field == uids[0]
     if kind in (DA, TM):
         norm = normalize_date if kind == DA else normalize_time

@@ -26,13 +26,20 @@ def drop_missing(db, present: set[str]) -> list[NamedObject]:
     return gone
 
 
+def _decide(a):
+    """The replacement policy replayed: every archive object was accepted, so none is refused. One naming the
+    same patient replaces the earlier version; one naming another patient is held for an admin (whatever
+    the policy was when it arrived: holding it makes nothing current that an admin did not accept)."""
+    return lambda prior: "replace" if prior.patient_key == f"{a.patient_id}\x1f{a.issuer}" else "hold"
+
+
 def record_all(db, items: Iterable[tuple], source: str) -> dict[str, int]:
     """Record (attributes, object_id, size, sha256) items through the one ingest recording code, in order:
     a later object with the same SOP Instance UID replaces an earlier one, which is kept as replaced.
     Call inside a transaction. Returns the count of each outcome."""
     counts: dict[str, int] = {}
     for attributes, object_id, size, sha256 in items:
-        outcome = records.record(db, attributes, object_id, size, sha256, source)
+        outcome = records.record(db, attributes, object_id, size, sha256, source, decide=_decide(attributes))
         counts[outcome.value] = counts.get(outcome.value, 0) + 1
     return counts
 

@@ -9,6 +9,7 @@ import datetime
 import enum
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from peewee import Database
 
@@ -57,6 +58,13 @@ class InstanceAttributes:
     extra: dict = field(default_factory=dict)
 
 
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # identical bytes already indexed
+    REPLACED = "replaced"  # a different object held this UID; it was kept as a ReplacedObject
+    HELD = "held"  # a different object naming another patient: kept aside (ReplacedObject, held) for an admin
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     """One instance row as the index holds it."""
@@ -79,10 +87,15 @@ class StoredInstance:
     received_at: datetime.datetime
 
 
-class Outcome(enum.Enum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"  # identical bytes already indexed
-    REPLACED = "replaced"  # a different object held this UID; it was kept as a ReplacedObject
+@dataclass(frozen=True)
+class PriorVersion:
+    """The indexed instance a different object arrives for (what a replacement policy decides on)."""
+
+    sop_uid: str
+    patient_key: str  # "<PatientID>\x1f<Issuer>" of the patient it is filed under
+    patient_id: str
+    study_uid: str
+    source: str
 
 
 def _add_value(multi: str, value: str) -> str:
@@ -103,10 +116,10 @@ def find_instance(sop_uid: str) -> StoredInstance | None:
     return lookup(Instance._meta.database, sop_uid)
 
 
-def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-                    on_conflict: str = "replace") -> Outcome:
-    """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
-    return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict)
+def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
+    """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
+    incoming object, and building the equivalent peewee query costs more than running it."""
+    return _one(db, 'SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', sop_uid)
 
 
 # record runs for every stored object, on the single writer thread. It is written in
@@ -158,20 +171,49 @@ _NEW_INSTANCE = (
     '"received_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
 
 
+_FIND_EXISTING = (
+    'SELECT i."sha256", p."patient_key", p."patient_id", st."study_uid", i."source" FROM "instance" i '
+    'JOIN "series" se ON i."series_id" = se."id" JOIN "study" st ON se."study_id" = st."id" '
+    'JOIN "patient" p ON st."patient_id" = p."id" WHERE i."sop_uid" = ?')
+
+
+def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
+                    on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
+    """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
+    return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict, decide)
+
+
 def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-           on_conflict: str = "replace") -> Outcome:
-    """Index one stored object in ``db``. Call inside a transaction (the writer does)."""
+           on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
+    """Index one stored object in ``db``. Call inside a transaction (the writer does).
+
+    When a different object already holds the UID, ``decide(prior)`` (the ingest's policy) returns
+    "replace" or "hold", or raises to refuse; without it, ``on_conflict`` says replace or reject.
+    """
     outcome = Outcome.STORED
-    existing = _one(db, 'SELECT "sha256" FROM "instance" WHERE "sop_uid" = ?', a.sop_uid)
+    existing = _one(db, _FIND_EXISTING, a.sop_uid)
     if existing is not None:
         if existing[0] == sha256:
             return Outcome.DUPLICATE
-        if on_conflict == "reject":
+        prior = PriorVersion(a.sop_uid, *existing[1:])
+        if decide is not None:
+            action = decide(prior)
+        elif on_conflict == "reject":
             raise ConflictRejected(
                 f"a different object with SOP Instance UID {a.sop_uid} is already stored; "
                 "the archive is set to reject such replacements"
             )
-        _replace(db, lookup(db, a.sop_uid))
+        else:
+            action = "replace"
+        if action == "hold":
+            if _one(db, 'SELECT 1 FROM "replaced_object" WHERE "sop_uid" = ? AND "sha256" = ? AND "held" = 1',
+                    a.sop_uid, sha256):
+                return Outcome.DUPLICATE  # the same held object sent again: held once
+            ReplacedObject.insert(sop_uid=a.sop_uid, object_id=object_id, size=size, sha256=sha256, source=source,
+                                  patient_id=a.patient_id, study_uid=a.study_uid, held=True,
+                                  replaced_at=utcnow()).execute(db)
+            return Outcome.HELD
+        _replace(db, lookup(db, a.sop_uid), prior)
         outcome = Outcome.REPLACED
 
     now = utcnow()
@@ -213,12 +255,6 @@ def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha25
     return outcome
 
 
-def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
-    """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
-    incoming object, and building the equivalent peewee query costs more than running it."""
-    return _one(db, 'SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', sop_uid)
-
-
 def _one(db, sql: str, *params):
     cursor = db.execute_sql(sql, params)
     try:
@@ -227,10 +263,11 @@ def _one(db, sql: str, *params):
         cursor.close()
 
 
-def _replace(db: Database, existing: StoredInstance) -> None:
-    """Keep a displaced object recoverable (until backed up), then drop its instance row."""
+def _replace(db: Database, existing: StoredInstance, prior: PriorVersion) -> None:
+    """Keep a displaced object recoverable (`storage versions`), then drop its instance row."""
     ReplacedObject.insert(sop_uid=existing.sop_uid, object_id=existing.object_id, size=existing.size,
-                          sha256=existing.sha256, source=existing.source, replaced_at=utcnow()).execute(db)
+                          sha256=existing.sha256, source=existing.source, patient_id=prior.patient_id,
+                          study_uid=prior.study_uid, held=False, replaced_at=utcnow()).execute(db)
     remove_instance(db, existing)
 
 

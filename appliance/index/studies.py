@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import Callable
 
 from peewee import fn
 
 from . import records
 from .models import Instance, Patient, Series, Study
 from .query import multi_values
-from .records import InstanceAttributes, Outcome, StoredInstance
+from .records import InstanceAttributes, Outcome, PriorVersion, StoredInstance
 from .repository import Repository
 
 __all__ = ["InstanceLocation", "RecentStudy", "StoredInstance", "StudiesRepo"]
@@ -64,9 +65,10 @@ class StudiesRepo(Repository):
     # --- writing (inside the writer) ---------------------------------------------------------------
 
     def record(self, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-               on_conflict: str = "replace") -> Outcome:
-        """Index one stored object. Inside the writer (ingest calls it from its writer function)."""
-        return records.record(self.db, a, object_id, size, sha256, source, on_conflict)
+               on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
+        """Index one stored object. Inside the writer (ingest calls it from its writer function);
+        ``decide`` is the replacement policy (records.record)."""
+        return records.record(self.db, a, object_id, size, sha256, source, on_conflict, decide)
 
     def remove_instance(self, instance: StoredInstance) -> None:
         """Delete an instance row and keep the counts right. Inside the writer."""

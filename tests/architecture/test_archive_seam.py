@@ -71,7 +71,7 @@ def test_the_check_catches_each_way_in():
         assert violations(line, "x"), line
     good = [
         "self.archive.open_sealed(oid)",
-        "archive.quarantine(orphans)",
+        "archive.quarantine_orphans(orphans)",
         "shutil.disk_usage(config.archive_dir)",
         "request.path",
         "from .archive import Archive, StorageArea",

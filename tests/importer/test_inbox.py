@@ -9,12 +9,12 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 import synth
-from helpers import wait_until
+from helpers import failed_imports, wait_until
 from importkit import (audit_details, index_counts, inbox_files, make_zip, start_server, wait_inbox_empty, write_many)
 
 
 def _reason(data_dir, rel: str) -> str:
-    return (data_dir / "inbox" / "failed" / f"{rel}.reason.txt").read_text()
+    return failed_imports(data_dir)[rel][0]
 
 
 def test_slowly_written_file_is_imported_once_complete(inbox_server, data_dir, tmp_path):
@@ -27,13 +27,13 @@ def test_slowly_written_file_is_imported_once_complete(inbox_server, data_dir, t
         fh.flush()
         time.sleep(2.0)  # 5x the stability time, but the file is still open for writing
         assert target.exists(), "a file still open for writing was taken"
-        assert not (data_dir / "inbox" / "failed" / "slow.dcm").exists()
+        assert not failed_imports(data_dir)
         for i in range(third, len(data), 4096):
             fh.write(data[i:i + 4096])
             fh.flush()
             time.sleep(0.05)
     wait_inbox_empty(data_dir)
-    assert not inbox_files(data_dir, include_failed=True)  # nothing in failed/
+    assert not inbox_files(data_dir, include_failed=True) and not failed_imports(data_dir)
     inbox_server.stop()
     assert index_counts(data_dir)["instances"] == 1
 
@@ -49,8 +49,7 @@ def test_zip_with_nested_folders_and_a_bad_member(inbox_server, data_dir, tmp_pa
     shutil.copy(tmp_path / "mixed.zip", data_dir / "inbox" / "from-hospital" / "mixed.zip")
     wait_until(lambda: not inbox_files(data_dir), 30, what="the ZIPs to be taken")
     assert not (data_dir / "inbox" / "good.zip").exists()
-    failed = data_dir / "inbox" / "failed" / "from-hospital" / "mixed.zip"
-    assert failed.exists()
+    assert failed_imports(data_dir)["from-hospital/mixed.zip"][1] == (tmp_path / "mixed.zip").read_bytes()
     reason = _reason(data_dir, "from-hospital/mixed.zip")
     assert "2 of 4 files in this ZIP could not be imported" in reason
     assert "x/readme.txt: not a DICOM file" in reason and "../../evil.dcm" in reason
@@ -97,7 +96,8 @@ def test_junk_truncated_and_bare_files(inbox_server, data_dir, tmp_path):
     wait_inbox_empty(data_dir)
     assert "not a DICOM file" in _reason(data_dir, "notes/letter.txt")
     assert "truncated" in _reason(data_dir, "cut.dcm")
-    assert (inbox / "failed" / "cut.dcm").read_bytes() == data[: len(data) - 5000]  # moved, unchanged
+    assert failed_imports(data_dir)["cut.dcm"][1] == data[: len(data) - 5000]  # sealed, unchanged
+    assert not inbox_files(data_dir, include_failed=True)  # no plaintext left behind
     assert not (inbox / "notes").exists()
     inbox_server.stop()
     assert index_counts(data_dir)["instances"] == 1
@@ -110,7 +110,7 @@ def test_disk_full_leaves_files_in_the_inbox(data_dir, tmp_path):
         wait_until(lambda: "disk full" in srv.log(), 20, what="the disk-full warning")
         time.sleep(1.0)
         assert all(p.exists() for p in paths)
-        assert not (data_dir / "inbox" / "failed" / "study").exists()
+        assert not failed_imports(data_dir)
     finally:
         srv.stop()
     srv = start_server(data_dir)
@@ -136,7 +136,7 @@ def test_kill_during_500_file_import_then_restart(data_dir):
         wait_inbox_empty(data_dir, timeout=60)
     finally:
         srv.stop()
-    assert not inbox_files(data_dir, include_failed=True)
+    assert not inbox_files(data_dir, include_failed=True) and not failed_imports(data_dir)
     assert not (data_dir / "inbox" / "big").exists()
     assert index_counts(data_dir) == {"instances": 500, "study_counters": 500, "patient_counters": 500}
 
@@ -169,7 +169,7 @@ def test_duplicate_with_different_content_is_refused_when_the_policy_rejects(dat
     finally:
         srv.stop()
     assert "duplicate with different content" in _reason(data_dir, "second.dcm")
-    assert (data_dir / "inbox" / "failed" / "third.dcm").exists()
+    assert "third.dcm" in failed_imports(data_dir)
     assert index_counts(data_dir)["instances"] == 1
 
 
@@ -191,5 +191,5 @@ def test_cd_contents_at_the_top_of_the_inbox_and_a_zip_bomb(data_dir, tmp_path):
     finally:
         srv.stop()
     assert "above the 1 MiB limit" in _reason(data_dir, "bomb.zip")
-    assert sorted(p.name for p in (data_dir / "inbox").iterdir()) == ["failed"]
+    assert not list((data_dir / "inbox").iterdir())
     assert index_counts(data_dir)["instances"] == 4

@@ -95,11 +95,12 @@ def test_zip_interrupted_by_a_full_disk_is_retried_whole_and_counted_once(app, d
             return self.real.store(*args)
 
     ingestor = FillsUp(app.ingestor)
-    inbox = Inbox(InboxSettings(data_dir / "inbox", stable_seconds=0, retry_seconds=3600), ingestor, app.audit)
+    inbox = Inbox(InboxSettings(data_dir / "inbox", stable_seconds=0, retry_seconds=3600), ingestor, app.audit,
+                  app.failed_imports.quarantine)
     inbox.scan()
     inbox.scan()
     assert (data_dir / "inbox" / "study.zip").exists()  # kept: not failed, not deleted
-    assert not (data_dir / "inbox" / "failed").exists() or not any((data_dir / "inbox" / "failed").iterdir())
+    assert not app.failed_imports.list()
     assert counts() == (2, 2)
     ingestor.full = False
     inbox._hold_until = 0  # the retry time has come

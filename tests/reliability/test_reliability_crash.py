@@ -29,7 +29,7 @@ import pydicom
 import requests
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, dataset_bytes, storescu_acknowledged, wait_until
+from helpers import ADMIN_PASSWORD, Server, dataset_bytes, failed_imports, storescu_acknowledged, wait_until
 
 ROUNDS = int(os.environ.get("PACS_CRASH_ROUNDS", "4"))  # more for a long soak: PACS_CRASH_ROUNDS=20
 SEED = int(os.environ.get("PACS_CRASH_SEED", "20261123"))
@@ -158,7 +158,7 @@ def test_sigkill_during_concurrent_stores(data_dir, tmp_path):
 
         dimse_acked = storescu_acknowledged(log_path.read_text())
         inbox_acked = {uid for uid, path in placed.items() if not path.exists()}
-        failed = list((inbox / "failed").rglob("*")) if (inbox / "failed").exists() else []
+        failed = {name: reason for name, (reason, _) in failed_imports(srv.data_dir).items()}
         assert not failed, f"inbox files failed: {failed}"
         for kind, acked in (("dimse", dimse_acked), ("stow", stow_acked), ("inbox", inbox_acked)):
             all_acked.update({uid: sources[kind][uid] for uid in acked})

@@ -13,7 +13,7 @@ import uuid
 import requests
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, dcmtk
+from helpers import ADMIN_PASSWORD, Server, dcmtk, failed_imports
 
 DCM = 'multipart/related; type="application/dicom"'
 
@@ -40,7 +40,7 @@ def test_below_reserve_stow_inbox_and_cstore_refuse_with_reason(data_dir, tmp_pa
 
         time.sleep(2.0)  # several inbox scans and retries
         assert all(p.exists() for p in paths), "inbox files must wait in the inbox while the disk is full"
-        assert not (inbox / "failed").exists() or not any((inbox / "failed").rglob("*.dcm"))
+        assert not failed_imports(srv.data_dir)
         assert srv.proc.poll() is None
     finally:
         srv.stop()

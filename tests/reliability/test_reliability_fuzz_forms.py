@@ -6,7 +6,8 @@ The contract, checked on each example:
 - a refused change says which field is wrong (the flashed error names it) and changes nothing
   (users, peers, worklist, the config file are compared before and after);
 - an accepted settings change leaves a config the appliance can start with;
-- a POST without the session's CSRF token is refused with 400 and changes nothing.
+- a POST without the session's CSRF token is refused with 400 and changes nothing;
+- the query string of every GET route (pages, DICOMweb, health) gets an answer below 500.
 Examples are derandomized with a fixed seed and few per form, so the module runs in seconds.
 """
 from __future__ import annotations
@@ -410,6 +411,99 @@ def test_stow_odd_bodies(app, body, content_type):
     clean(r, "STOW", content_type)
     assert 400 <= r.status_code < 500, (content_type, r.status_code)
     assert state(app)[:4] == before[:4]
+
+
+# --- query strings of every GET route ----------------------------------------------------------
+
+# Every query parameter a view reads (request.args), and a few it does not.
+QUERY_KEYS = st.sampled_from([
+    "page", "next", "name", "patient_id", "accession", "modality", "dates", "from", "to", "id", "date", "edit",
+    "actor", "action", "study_uid", "since", "until", "verify", "limit", "offset", "includefield",
+    "fuzzymatching", "StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "ModalitiesInStudy", "accept",
+    "window", "viewport", "quality", "requestType", "studyUID", "seriesUID", "objectUID", "contentType",
+    "transferSyntax", "frameNumber", "windowCenter", "windowWidth", "rows", "columns", "imageQuality", "bogus"])
+QUERY_VALUES = st.one_of(FIELD, st.sampled_from([
+    "9" * 20, "9" * 30, "-" + "9" * 20, "\\", "\r\nX-Injected: 1", "/\r\n/evil", "9999-12-31", "0001-01-01",
+    "2026-01-01", "1.2.3", "WADO", "application/dicom", "image/png", "1,1", "0,0", "10,10", "1" * 400]))
+
+
+def _get_routes(app) -> list[str]:
+    """A concrete URL for every GET route, its path parameters filled with real or plausible values."""
+    values = {"study": "1.2.3", "series": "4.5", "instance": "6.7", "study_uid": "1.2.3", "sop_uid": "6.7",
+              "frames": "1", "tag_path": "7FE00010", "username": "admin", "ae_title": "FUZZPEER", "path": "x",
+              "filename": "app.css", "item_id": "1", "token_id": "1"}
+    urls = set()
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or rule.endpoint == "static":
+            continue
+        url = rule.rule
+        for arg in rule.arguments:
+            url = re.sub(rf"<(?:[^:<>]+:)?{arg}>", values.get(arg, "1"), url)
+        urls.add(url)
+    return sorted(urls)
+
+
+@pytest.fixture(scope="module")
+def get_routes(app):
+    routes = _get_routes(app)
+    assert len(routes) > 40 and "/admin/audit" in routes and "/dicomweb/studies" in routes
+    return routes
+
+
+@seed(SEED)
+@settings(max_examples=300, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(index=st.integers(0, 10_000), params=st.lists(st.tuples(QUERY_KEYS, QUERY_VALUES), min_size=1, max_size=4))
+def test_every_get_route_query_string(app, admin, get_routes, index, params):
+    """Odd query strings, as an admin (who may open every page): never a 500, never a stack trace."""
+    count("GET query strings")
+    path = get_routes[index % len(get_routes)]
+    query = urllib.parse.urlencode(params)
+    try:
+        r = admin.get(f"{path}?{query}", headers={"Accept": "*/*"})
+    except Exception as exc:  # noqa: BLE001 - in production this is a 500
+        pytest.fail(f"GET {path}?{query} raised {exc.__class__.__name__}: {exc}")
+    if path == "/healthz":  # 503 is its answer here (no DICOM listener in this app), not an error
+        assert r.status_code in (200, 503) and "Traceback" not in r.text
+        return
+    clean(r, path, query)
+    if r.status_code in (301, 302, 303, 307, 308):
+        assert "\n" not in r.headers["Location"] and "\r" not in r.headers["Location"]
+
+
+@pytest.mark.parametrize("url", [
+    "/login?next=/%0d%0aX-Injected:%201",  # CR/LF in next=: the redirect raised
+    "/studies?page=" + "9" * 20,  # the offset overflowed SQLite's integer
+    "/dicomweb/studies?offset=" + "9" * 30,
+    "/dicomweb/studies?limit=" + "9" * 30,
+    "/dicomweb/studies?StudyInstanceUID=%5C",  # an empty UID list
+    "/admin/worklist?date=abc",
+    "/admin/worklist?edit=" + "9" * 30,
+    "/admin/audit?page=" + "9" * 30,
+    "/admin/audit?until=9999-12-31",  # the day after it overflowed
+    "/admin/audit?since=0001-01-01",
+    "/admin/audit.csv?until=9999-12-31",
+])
+def test_regression_odd_query_strings_get_a_4xx(app, admin, url):
+    """Each of these answered 500 (issue 14, item 9)."""
+    try:
+        r = admin.get(url, headers={"Accept": "application/dicom+json"})
+        if url.startswith("/login"):  # logged in: GET /login redirects to next=
+            r2 = app.test_client().get(url)
+            clean(r2, url, "")
+    except Exception as exc:  # noqa: BLE001 - in production this is a 500
+        pytest.fail(f"GET {url} raised {exc.__class__.__name__}: {exc}")
+    clean(r, url, "")
+    assert r.status_code < 500
+    if "Location" in r.headers:
+        assert "\n" not in r.headers["Location"]
+
+
+def test_regression_login_refuses_a_next_with_control_characters(app):
+    c = app.test_client()
+    c.environ_base["REMOTE_ADDR"] = "192.0.2.8"
+    r = c.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": csrf(c, "/login"),
+                               "next": "/studies\r\nSet-Cookie: x=1"})
+    assert r.status_code == 302 and "\n" not in r.headers["Location"] and "Set-Cookie: x" not in r.headers["Location"]
 
 
 # --- regressions found by the fuzzing above ----------------------------------------------------

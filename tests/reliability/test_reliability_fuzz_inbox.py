@@ -5,7 +5,7 @@ bad group and element lengths, huge declared lengths, a wrong or unknown
 transfer syntax UID, a missing SOP Instance UID, garbage after "DICM"), made
 with a fixed seed from synthetic instances, plus 10 valid files. The contract:
 every valid file is imported; every damaged file is either imported (if the
-damage left it readable) or moved to inbox/failed/ with a readable reason file
+damage left it readable) or sealed into the failed-import quarantine with a readable reason
 beside it; nothing stays behind in the inbox; the process never dies, never
 logs an unexpected exception, and its RSS stays within a bound.
 """
@@ -23,7 +23,7 @@ import requests
 from pydicom.filewriter import write_file_meta_info
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, init_data_dir, wait_until
+from helpers import ADMIN_PASSWORD, Server, failed_imports, init_data_dir, wait_until
 
 SEED = 20261123
 FAST_INBOX = {"PACS_INBOX_STABLE_SECONDS": "0.2", "PACS_INBOX_POLL_SECONDS": "0.5", "PACS_INBOX_RETRY_SECONDS": "1"}
@@ -153,22 +153,21 @@ def test_mutated_files_in_the_inbox(tmp_path):
         rss_after = rss_mb(srv.proc.pid)
 
         failed, imported = {}, []
+        quarantined = failed_imports(srv.data_dir)
         for name in damaged:
-            reason_file = inbox / "failed" / f"{name}.reason.txt"
-            if (inbox / "failed" / name).exists():
-                text = reason_file.read_text(encoding="utf-8")  # readable: UTF-8 plain words
-                reason = text.split("Reason:", 1)[1].split("\n\nWhen:", 1)[0].strip()
-                assert reason and "Traceback" not in text, text
+            if name in quarantined:
+                reason, content = quarantined[name]
+                assert reason and "Traceback" not in reason, reason
+                assert content == files[name]  # sealed as it was
                 failed[name] = reason
             else:
-                assert not reason_file.exists()
                 imported.append(name)
         print(f"inbox fuzz: {len(damaged)} damaged files: {len(failed)} to failed/, {len(imported)} imported "
               f"({', '.join(sorted(imported))}); 10 valid imported; RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
         for name, reason in sorted(failed.items()):
             print(f"  {name}: {reason[:150]}")
         for name in valid:
-            assert not (inbox / "failed" / name).exists(), (inbox / "failed" / f"{name}.reason.txt").read_text()
+            assert name not in quarantined, quarantined[name][0]
         http = requests.Session()
         http.auth = ("admin", ADMIN_PASSWORD)
         for name, ds in valid.items():

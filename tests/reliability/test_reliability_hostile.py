@@ -2,7 +2,7 @@
 
 One real `pacs-appliance serve` for the module. Each test ends by checking the
 server process is still alive; the contract is a clear refusal (a DIMSE failure
-status, an HTTP 4xx, a reason in inbox/failed/), never a crash or a 500.
+status, an HTTP 4xx, a reason with the sealed failed import), never a crash or a 500.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pynetdicom import AE, evt
 
 import synth
-from helpers import ADMIN_PASSWORD, Server, init_data_dir, wait_until
+from helpers import ADMIN_PASSWORD, Server, failed_imports, init_data_dir, wait_until
 
 FAST_INBOX = {"PACS_INBOX_STABLE_SECONDS": "0.2", "PACS_INBOX_POLL_SECONDS": "0.5",
               "PACS_INBOX_ZIP_MEMBER_MAX_MB": "64"}
@@ -206,7 +206,7 @@ def test_oversized_and_odd_form_input_gets_4xx(srv):
 
 
 def _reason(data_dir: Path, name: str) -> str:
-    return (data_dir / "inbox" / "failed" / f"{name}.reason.txt").read_text()
+    return failed_imports(data_dir)[name][0]
 
 
 def test_hostile_inbox(srv, tmp_path):
@@ -228,13 +228,13 @@ def test_hostile_inbox(srv, tmp_path):
     for p in (bomb, evil, staging / "passwd.dcm"):
         os.rename(p, inbox / p.name)
 
-    wait_until(lambda: all((inbox / "failed" / f"{n}.reason.txt").exists() or not (inbox / n).exists()
-                           for n in ("bomb.zip", "evil.zip", "passwd.dcm")), 60, what="the inbox to settle")
+    wait_until(lambda: not any(os.path.lexists(inbox / n) for n in ("bomb.zip", "evil.zip", "passwd.dcm")), 60,
+               what="the inbox to settle")
     elapsed = time.monotonic() - started
     assert "limit" in _reason(srv.data_dir, "bomb.zip")
     assert "symbolic link" in _reason(srv.data_dir, "passwd.dcm")
-    assert (inbox / "failed" / "passwd.dcm").is_symlink()  # the link itself moved, its target untouched
-    # The ../ member was imported by content (names are never used as paths); the junk one is named in failed/.
+    assert failed_imports(srv.data_dir)["passwd.dcm"][1] == b""  # the link removed, its target never read
+    # The ../ member was imported by content (names are never used as paths); the junk one is named in the reason.
     assert "/abs/outside2.dcm" in _reason(srv.data_dir, "evil.zip")
     for outside in (srv.data_dir / "outside.dcm", srv.data_dir.parent / "outside.dcm",
                     srv.data_dir.parent.parent / "outside.dcm", Path("/abs/outside2.dcm")):

@@ -182,14 +182,33 @@ def test_lockout_is_temporary_and_per_name_and_address():
 
     now = [1000.0]
     t = LoginThrottle(max_failures=3, lockout_minutes=15, clock=lambda: now[0])
+    t.succeeded("alice", "10.0.0.9")  # alice's own workstation
     for _ in range(3):
         assert t.locked_for("alice", "10.0.0.1") == 0
         t.failed("alice", "10.0.0.1")
-    assert t.locked_for("alice", "10.0.0.2") > 0  # the name is locked from anywhere
-    assert t.locked_for("bob", "10.0.0.1") > 0  # and the address for any name
+    assert t.locked_for("alice", "10.0.0.1") > 0  # the guesser's address may not try alice again
+    assert t.locked_for("alice", "10.0.0.9") == 0  # alice's own address may
+    assert 0 < t.locked_for("alice", "10.0.0.2") <= 1  # a new address waits a second (back-off, not a lock)
+    assert t.locked_for("bob", "10.0.0.1") == 0
+    for n in range(3, 12):  # spraying names from one address locks that address
+        t.failed(f"user{n}", "10.0.0.1")
+    assert t.locked_for("bob", "10.0.0.1") > 0
     assert t.locked_for("bob", "10.0.0.2") == 0
     now[0] += 15 * 60 + 1
-    assert t.locked_for("alice", "10.0.0.1") == 0
+    assert t.locked_for("alice", "10.0.0.1") == 0 and t.locked_for("bob", "10.0.0.1") == 0
+
+
+def test_backoff_for_a_name_attacked_from_many_addresses_is_capped():
+    from web.sessions import LoginThrottle
+
+    now = [1000.0]
+    t = LoginThrottle(max_failures=5, lockout_minutes=15, clock=lambda: now[0], max_backoff=30)
+    for n in range(40):
+        t.failed("alice", f"10.1.0.{n}")
+        now[0] += 0.1
+    assert 29 < t.locked_for("alice", "10.2.0.1") <= 30  # at most one guess every 30 s from new addresses
+    now[0] += 30
+    assert t.locked_for("alice", "10.2.0.1") == 0
 
 
 def test_authorization_header_cannot_skip_csrf_on_pages(appliance, admin_client):

@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 from appliance.index import multi_values, utcnow
 from appliance.index.studies import StudiesRepo
 
+
 log = logging.getLogger(__name__)
 INGEST_WINDOW = datetime.timedelta(days=7)  # the ingest rate that projects "days until full"
+
+
+def disk_warn_level(total: int, reserve: int) -> int:
+    """Free bytes below which the dashboard and /healthz warn: the reserve plus the larger of the
+    reserve and 5% of the disk (at the reserve itself new images are already refused)."""
+    return reserve + max(reserve, total // 20)
 
 
 @dataclass
@@ -124,6 +131,9 @@ def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     disk = disk_status(appliance, now)
     if disk.free <= disk.reserve:
         warnings.append("The disk is full: new images are being refused.")
+    elif disk.free < disk_warn_level(disk.total, disk.reserve):
+        warnings.append(f"Disk space is low: {(disk.free - disk.reserve) >> 20} MiB left before new images are "
+                        f"refused (the {disk.reserve >> 20} MiB reserve). Free space or add a disk.")
     elif disk.days_until_full is not None and disk.days_until_full < 30:
         warnings.append(f"At the recent rate the disk is full in about {disk.days_until_full:.0f} days.")
     if backup and backup.get("warning"):

@@ -15,6 +15,10 @@ from ..current import appliance
 from . import bp, config_edit, dashboard
 
 AUDIT_PAGE = 100
+MAX_AUDIT_PAGE = 10**6  # bigger page numbers overflowed SQLite's integer offset (a 500)
+# Days the audit filters accept: the first and last days whose midnight, moved to UTC, stays
+# within Python's datetimes (9999-12-31 plus a day overflowed: a 500).
+AUDIT_FIRST_DAY, AUDIT_LAST_DAY = datetime.date(1900, 1, 1), datetime.date(9998, 12, 31)
 
 
 def _fail(exc: Exception, endpoint: str, **values):
@@ -230,13 +234,21 @@ def _worklist_form() -> dict:
 def worklist():
     wl = appliance().worklist
     day = request.args.get("date", "").strip()
+    if day:
+        try:
+            datetime.date.fromisoformat(day)
+        except ValueError:
+            abort(400, description="date must be a day as YYYY-MM-DD")
     date = day.replace("-", "") if day else datetime.date.today().strftime("%Y%m%d") + "-"
     items = []
     try:
         items = wl.list(date=date)
     except ApplianceError as exc:
         flash(str(exc), "error")
-    edit = wl.get(request.args["edit"]) if request.args.get("edit", "").isdigit() else None
+    edit_id = request.args.get("edit", "")
+    if edit_id and not (edit_id.isascii() and edit_id.isdigit() and len(edit_id) <= 18):
+        abort(400, description="edit must be the number of a worklist entry")
+    edit = wl.get(int(edit_id)) if edit_id else None
     return render_template("admin/worklist.html", title="Worklist", items=items,
                            day=day, edit=edit, peers=appliance().peers.list(),
                            today=datetime.date.today().isoformat())
@@ -297,8 +309,10 @@ def _audit_filters() -> dict:
         if text:
             try:
                 day = datetime.date.fromisoformat(text)
+                if not AUDIT_FIRST_DAY <= day <= AUDIT_LAST_DAY:
+                    raise ValueError(day)
             except ValueError:
-                flash(f"{name}: give a date as YYYY-MM-DD", "error")
+                flash(f"{name}: give a date as YYYY-MM-DD between {AUDIT_FIRST_DAY} and {AUDIT_LAST_DAY}", "error")
                 continue
             # A day in the box's time zone, as the naive UTC the index stores.
             local_midnight = datetime.datetime.combine(day + datetime.timedelta(days=1 if name == "until" else 0),
@@ -312,7 +326,10 @@ def _audit_filters() -> dict:
 def audit_log():
     log = appliance().audit
     filters = _audit_filters()
-    page = max(int(request.args.get("page", "1")) if request.args.get("page", "1").isdigit() else 1, 1)
+    page_text = request.args.get("page", "1")
+    page = max(int(page_text) if page_text.isascii() and page_text.isdigit() else 1, 1)
+    if page > MAX_AUDIT_PAGE:
+        abort(400, description=f"page must be at most {MAX_AUDIT_PAGE}")
     entries = list(log.query(**filters, limit=AUDIT_PAGE + 1, offset=(page - 1) * AUDIT_PAGE))
     verification = log.verify() if request.args.get("verify") else None
     args = {k: v for k, v in request.args.items() if k not in ("page", "verify")}

@@ -8,19 +8,23 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from appliance.errors import ApplianceError
-from web.auth import api_login_required
+from web.auth import api_login_required, forbidden
 from web.current import appliance
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 
-# Who may do what. Every logged-in role may search and view (as in the web UI). Storing
+# Who may do what. Every logged-in role may search and view (as in the web UI): metadata,
+# frames, rendered images, thumbnails, bulk data. Whole DICOM objects (WADO-RS instance,
+# series and study retrieval; WADO-URI contentType=application/dicom) are an export, as the
+# study page's ZIP and CD are: admins and clinicians only, audited as "study.export". Storing
 # (STOW-RS) can replace an existing instance under the archive's on_conflict policy, so
 # it is for admins and technologists only; a reporting system or AI tool that stores
 # results gets an API token of a technologist account.
 READ_ROLES = ("admin", "clinician", "technologist")
 STORE_ROLES = ("admin", "technologist")
+EXPORT_ROLES = ("admin", "clinician")
 
 read_access = api_login_required(*READ_ROLES)
 store_access = api_login_required(*STORE_ROLES)
@@ -74,6 +78,15 @@ def audit(action: str, study_uid: str = "", detail: str = "", patient_id: str = 
         detail += f" (further {kind} requests within {window.seconds:.0f} s not listed)"
     appliance().audit.record(action, actor(), study_uid=study_uid, patient_id=patient_id, address=address,
                              detail=f"{request.method} {request.path} {detail}")
+
+
+def require_export() -> Response | None:
+    """None when the user may take whole objects away; else the (audited) 403 to answer."""
+    user = getattr(g, "user", None)
+    if user is not None and user.role in EXPORT_ROLES:
+        return None
+    return forbidden("whole DICOM objects are an export, for admins and clinicians; viewing (metadata, frames, "
+                     "rendered images) is open to your role")
 
 
 def base_url() -> str:

@@ -21,6 +21,7 @@ from .context import check_uid, ctx
 from .errors import BadRequest
 
 MAX_RESULTS = 1000  # per request; more pages with offset
+MAX_OFFSET = 10**9  # far past any archive, and far inside SQLite's 64-bit integers
 STUDY_KEYS = ["StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy",
               "ReferringPhysicianName", "RetrieveURL", "PatientName", "PatientID", "PatientBirthDate",
               "PatientSex", "StudyInstanceUID", "StudyID", "StudyDescription", "NumberOfStudyRelatedSeries",
@@ -55,6 +56,8 @@ def _int_arg(name: str, default: int | None) -> int | None:
         raise BadRequest(f"{name} must be a whole number, got {value[:40]!r}") from None
     if number < 0:
         raise BadRequest(f"{name} must not be negative")
+    if number > MAX_OFFSET:
+        raise BadRequest(f"{name} must be at most {MAX_OFFSET}")
     return number
 
 

@@ -20,7 +20,7 @@ from appliance.render import RenderParams, number_of_frames
 
 from . import dicomjson, multipart
 from .accept import matches, parse_accept, parse_media_type
-from .blueprint import audit, base_url, bp, read_access
+from .blueprint import audit, base_url, bp, read_access, require_export
 from .context import DicomWebContext, Located, ctx
 from .errors import BadRequest, NotAcceptable
 
@@ -65,12 +65,16 @@ def _instance_parts(c: DicomWebContext, located: list[Located], target: str | No
         yield {"Content-Type": f"application/dicom; transfer-syntax={ts}"}, chunks
 
 
-def _retrieve(located: list[Located], what: str) -> Response:
+def _retrieve(locate, what: str) -> Response:
+    refused = require_export()  # before the lookup: a refused user learns nothing about what exists
+    if refused is not None:
+        return refused
+    located = locate()
     c = ctx()
     target = negotiate_instances(request.headers.get("Accept"), {i.transfer_syntax for i in located})
     boundary = multipart.new_boundary()
-    audit("dicomweb.retrieve", located[0].study_uid, patient_id=located[0].patient_id,
-          detail=f"{what} instances={len(located)}")
+    audit("study.export", located[0].study_uid, patient_id=located[0].patient_id,
+          detail=f"dicomweb {what} instances={len(located)}")
     body = multipart.stream(_instance_parts(c, located, target), boundary)
     return Response(body, 200, content_type=multipart.content_type("application/dicom", boundary, target))
 
@@ -78,19 +82,19 @@ def _retrieve(located: list[Located], what: str) -> Response:
 @bp.get("/studies/<study>")
 @read_access
 def retrieve_study(study):
-    return _retrieve(ctx().locate(study), "study")
+    return _retrieve(lambda: ctx().locate(study), "study")
 
 
 @bp.get("/studies/<study>/series/<series>")
 @read_access
 def retrieve_series(study, series):
-    return _retrieve(ctx().locate(study, series), "series")
+    return _retrieve(lambda: ctx().locate(study, series), "series")
 
 
 @bp.get("/studies/<study>/series/<series>/instances/<instance>")
 @read_access
 def retrieve_instance(study, series, instance):
-    return _retrieve(ctx().locate(study, series, instance), "instance")
+    return _retrieve(lambda: ctx().locate(study, series, instance), "instance")
 
 
 # -- metadata ------------------------------------------------------------------
@@ -145,13 +149,23 @@ def instance_metadata(study, series, instance):
 
 # -- frames --------------------------------------------------------------------
 def parse_frames(text: str, count: int) -> list[int]:
-    """1-based frame numbers from ``1,2,5`` as 0-based indexes; 400 if malformed, 404 if absent."""
+    """1-based frame numbers from ``1,2,5`` as 0-based indexes; 400 if malformed, 404 if absent.
+
+    Each frame may be named once and the list may not be longer than the instance's frame
+    count: ``1,1,1,...`` made one short URL ask for hundreds of copies of a frame.
+    """
+    items = [p for p in text.split(",") if p.strip()]
+    if len(items) > count:
+        raise BadRequest(f"the frame list names {len(items)} frames; the instance has {count}")
     try:
-        numbers = [int(p) for p in text.split(",") if p.strip()]
+        numbers = [int(p) for p in items]
     except ValueError:
         raise BadRequest(f"frame list {text[:40]!r} must be comma-separated numbers starting at 1") from None
     if not numbers or any(n < 1 for n in numbers):
         raise BadRequest("frame numbers start at 1")
+    if len(set(numbers)) != len(numbers):
+        twice = next(n for n in numbers if numbers.count(n) > 1)
+        raise BadRequest(f"frame {twice} is listed more than once")
     missing = [n for n in numbers if n > count]
     if missing:
         raise NotFound(f"frame {missing[0]} does not exist: the instance has {count} frame(s)")
@@ -196,16 +210,21 @@ def retrieve_frames(study, series, instance, frames):
           detail=f"frames count={len(indexes)}")
     if mode == "stored":
         media = transcoding.frame_media_type(item.transfer_syntax)
-        ts = item.transfer_syntax
-        payloads = [transcoding.stored_frame(ds, i) for i in indexes]
+        ts, frame = item.transfer_syntax, transcoding.stored_frame
     else:
-        media, ts = "application/octet-stream", ExplicitVRLittleEndian
-        payloads = [transcoding.native_frame(ds, i) for i in indexes]
+        media, ts, frame = "application/octet-stream", ExplicitVRLittleEndian, transcoding.native_frame
+    # The first frame now, so a frame that cannot be decoded is a 406 rather than a cut-off 200;
+    # the others one at a time as the client reads: memory stays at one frame, however long the list.
+    first = frame(ds, indexes[0])
     boundary = multipart.new_boundary()
     root = f"{base_url()}/studies/{study}/series/{series}/instances/{instance}/frames/"
-    parts = [({"Content-Type": f"{media}; transfer-syntax={ts}", "Content-Location": f"{root}{i + 1}"}, (p,))
-             for i, p in zip(indexes, payloads)]
-    return Response(multipart.stream(parts, boundary), 200,
+
+    def parts():
+        for n, i in enumerate(indexes):
+            payload = first if n == 0 else frame(ds, i)
+            yield {"Content-Type": f"{media}; transfer-syntax={ts}", "Content-Location": f"{root}{i + 1}"}, (payload,)
+
+    return Response(multipart.stream(parts(), boundary), 200,
                     content_type=multipart.content_type(media, boundary, ts))
 
 

@@ -13,7 +13,7 @@ from flask import Response, request
 from . import transcoding
 from appliance.render import RenderParams
 
-from .blueprint import audit, bp, read_access
+from .blueprint import audit, bp, read_access, require_export
 from .context import ctx
 from .errors import BadRequest, NotAcceptable
 
@@ -34,10 +34,13 @@ def wado_uri():
     content_types = [t.strip().split(";")[0] for t in (args.get("contentType") or default).split(",")]
     for media in content_types:
         if media == "application/dicom":
+            refused = require_export()
+            if refused is not None:
+                return refused
             ts = args.get("transferSyntax") or item.transfer_syntax
             if not transcoding.can_transcode(item.transfer_syntax, ts):
                 raise NotAcceptable(f"this object cannot be sent in transfer syntax {ts[:64]}")
-            audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id, detail="wado-uri dicom")
+            audit("study.export", item.study_uid, patient_id=item.patient_id, detail="dicomweb wado-uri dicom")
             if ts == item.transfer_syntax:
                 return Response(c.stream(item.object_id), 200, content_type="application/dicom")
             return Response(transcoding.to_syntax(c.object_bytes(item.object_id), item.transfer_syntax, ts), 200,

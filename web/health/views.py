@@ -3,6 +3,9 @@
 /healthz answers 200 when every check passes and 503 otherwise, with one line per
 check in JSON: process, index (a read), archive (directory writable), disk (free
 space above the store reserve), dicom (the listener accepts TCP connections).
+A check that passes but needs attention says ``"warn": true`` and makes the status
+"warn" (still 200): the disk does when the space left above the reserve is smaller
+than the reserve itself or than 5% of the disk, long before images are refused.
 
 /metrics is open to the addresses in ``[http] metrics_allowed`` and to requests
 carrying ``Authorization: Bearer <[http] metrics_token>``; anything else gets 403.
@@ -17,6 +20,7 @@ import shutil
 
 from flask import Response, abort, current_app, jsonify, request
 
+from ..admin.dashboard import disk_warn_level
 from ..current import appliance as _app
 from . import bp
 
@@ -25,6 +29,8 @@ def _check(fn_):
     try:
         detail = fn_()
         return {"ok": True, "detail": detail}
+    except Warning_ as exc:
+        return {"ok": True, "warn": True, "detail": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a failing check is the answer, not an error
         return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
 
@@ -38,11 +44,18 @@ def _dicom_listening(appliance) -> str:
     return "listening on " + ", ".join(listening)
 
 
+class Warning_(Exception):
+    """A check that passes but needs attention soon (its message is the detail)."""
+
+
 def _disk(appliance) -> str:
     usage = shutil.disk_usage(appliance.config.archive_dir)
     reserve = appliance.config.storage.reserve_mb * (1 << 20)
     if usage.free <= reserve:
         raise RuntimeError(f"{usage.free >> 20} MiB free, at or below the {reserve >> 20} MiB reserve")
+    if usage.free < disk_warn_level(usage.total, reserve):
+        raise Warning_(f"{usage.free >> 20} MiB free, only {(usage.free - reserve) >> 20} MiB above the "
+                       f"{reserve >> 20} MiB reserve: images are refused at the reserve; free space or add a disk")
     return f"{usage.free >> 20} MiB free"
 
 
@@ -64,7 +77,8 @@ def healthz():
         "dicom": _check(lambda: _dicom_listening(appliance)),
     }
     ok = all(c["ok"] for c in checks.values())
-    response = jsonify(status="ok" if ok else "failing", checks=checks)
+    warn = any(c.get("warn") for c in checks.values())
+    response = jsonify(status="failing" if not ok else "warn" if warn else "ok", checks=checks)
     response.status_code = 200 if ok else 503
     return response
 

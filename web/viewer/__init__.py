@@ -9,6 +9,13 @@ from flask import Blueprint
 bp = Blueprint("viewer", __name__)
 
 
+@bp.record_once
+def _sweep_media_staging(_state) -> None:
+    """Start-up: remove plaintext staging left in /dev/shm by a media export that was killed."""
+    from .export import sweep_stale
+
+    sweep_stale()
+
 
 @bp.app_template_filter("pn")
 def person_name(value) -> str:

@@ -20,6 +20,7 @@ from .export import media_zip, stream_zip
 from .search import MODALITIES, PAGE_SIZE, StudySearch
 
 EXPORT_ROLES = ("admin", "clinician")
+MAX_PAGE = 10**6  # a bigger page number overflowed SQLite's integer offset (a 500)
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -40,6 +41,8 @@ def _safe_name(text: str) -> str:
 @login_required(*VIEW_ROLES)
 def studies():
     form = StudySearch.from_args(request.args)
+    if form.page > MAX_PAGE:
+        abort(400, description=f"page must be at most {MAX_PAGE}")
     index = _app().index
     criteria = form.criteria()
     total = index.count("STUDY", criteria)

@@ -105,9 +105,10 @@ class Instance(BaseModel):
 
 
 class ReplacedObject(BaseModel):
-    """An object displaced by a newer one under the same SOP Instance UID.
+    """Another version of an instance: one displaced by a newer object under the same SOP Instance
+    UID, or (``held``) a newcomer naming another patient, kept aside for an admin (migration 0009).
 
-    Kept (not deleted) until the backup has it offsite, so a replacement can be undone.
+    Kept (not deleted), so a replacement can be undone (``pacs-appliance storage versions``).
     """
 
     sop_uid = CharField(index=True)
@@ -116,6 +117,9 @@ class ReplacedObject(BaseModel):
     sha256 = CharField()
     source = CharField(default="")
     replaced_at = DateTimeField(default=utcnow)
+    patient_id = CharField(default="")  # of this version ('' if replaced before migration 0009)
+    study_uid = CharField(default="")
+    held = BooleanField(default=False)
 
 
 class User(BaseModel):
