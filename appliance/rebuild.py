@@ -51,7 +51,7 @@ class IndexNeedsRebuild(ApplianceError):
 
 
 class RebuildBusy(ApplianceError):
-    exit_code = 7  # the index needs a rebuild: systemd does not restart on it (RestartPreventExitStatus)
+    exit_code = 7  # still an index that needs its rebuild finished
 
 
 @dataclass
