@@ -142,7 +142,8 @@ class Parts:
 
         s = self.config.index
         ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
-                     quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild)
+                     quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild,
+                     snapshot_keep=s.snapshot_keep)
         from .snapshots import take
 
         def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees

@@ -33,7 +33,7 @@ def rebuild(data_dir, workers) -> None:
             bar.update(done - bar.pos)
 
         report = run(cfg.index_path, parts.archive, parts.keyring, cfg.archive_dir, workers=workers,
-                     progress=progress)
+                     progress=progress, snapshot_keep=cfg.index.snapshot_keep)
     for line in report.lines():
         click.echo(line)
     sys.exit(4 if report.unreadable else 0)

@@ -142,8 +142,20 @@ def _start_from_snapshot(archive: Archive, index_key: bytes, work: Path) -> str 
     return None
 
 
+def _snapshot_sound_index(index_path: Path, index_key: bytes, archive: Archive, keep: int) -> None:
+    """A rebuild asked for over a sound index starts from a snapshot of it, so nothing made since the last
+    periodic snapshot (a user, a peer) is thrown away."""
+    from types import SimpleNamespace
+
+    from .snapshots import take
+
+    log.info("the index passes SQLite's integrity check: taking a snapshot of it to rebuild from")
+    take(SimpleNamespace(database=str(index_path)), index_key, archive, index_path.parent, keep)  # needs its path
+
+
 def rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: Path, *, workers: int | None = None,
-            progress: Callable[[int, int], None] | None = None, actor: str = "cli") -> RebuildReport:
+            progress: Callable[[int, int], None] | None = None, actor: str = "cli",
+            snapshot_keep: int = 3) -> RebuildReport:
     """Rebuild the index at ``index_path`` from ``archive``; see the module's docstring."""
     started = time.monotonic()
     report = RebuildReport()
@@ -159,6 +171,8 @@ def rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: P
             log.info("resuming the index rebuild in %s", work)
         else:
             _remove(work)
+            if index_path.exists() and not health.check(index_path, keyring.index_key, full=True):
+                _snapshot_sound_index(index_path, keyring.index_key, archive, snapshot_keep)
             report.snapshot = _start_from_snapshot(archive, keyring.index_key, work)
             write_file_atomic(state_path, json.dumps({"snapshot": report.snapshot,
                                                       "started": utcnow().isoformat()}).encode())
@@ -270,7 +284,7 @@ def what_is_wrong(index_path: Path, archive: Archive, index_key: bytes, quick_ch
 
 
 def ensure_index(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: Path, *, quick_check: bool,
-                 auto_rebuild: bool) -> RebuildReport | None:
+                 auto_rebuild: bool, snapshot_keep: int = 3) -> RebuildReport | None:
     """Refuse (IndexNeedsRebuild) or, with ``auto_rebuild``, rebuild when the index is lost or damaged."""
     problems = what_is_wrong(index_path, archive, keyring.index_key, quick_check)
     if not problems:
@@ -278,7 +292,7 @@ def ensure_index(index_path: Path, archive: Archive, keyring: Keyring, archive_d
     if auto_rebuild:
         log.warning("the index cannot be used (%s): rebuilding it from the archive ([index] auto_rebuild = true)",
                     "; ".join(problems))
-        return rebuild(index_path, archive, keyring, archive_dir, actor="system")
+        return rebuild(index_path, archive, keyring, archive_dir, actor="system", snapshot_keep=snapshot_keep)
     data_dir = index_path.parent
     raise IndexNeedsRebuild(
         "; ".join(problems) + ". Nothing was changed. Stop the service and run `pacs-appliance index rebuild "

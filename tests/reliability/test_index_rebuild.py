@@ -309,3 +309,16 @@ def test_an_index_is_snapshotted_before_a_migration(tmp_path, monkeypatch):
         assert len(box.archive.snapshots.list()) == 1
     finally:
         box.close()
+
+
+def test_a_rebuild_over_a_sound_index_keeps_what_was_made_since_the_last_snapshot(tmp_path, fast_fill):
+    data_dir = init_data_dir(tmp_path / "data")
+    dump, kept, counts = _state(data_dir, 50, after_snapshot=10)
+    box = Box(data_dir)
+    try:
+        create_user(box.index.accounts, "after.snapshot", "a long enough password 1", "clinician")
+    finally:
+        box.close()
+    run_cli("index", "rebuild", "--data", data_dir)
+    after_dump, after_kept, _, _ = _after(data_dir)
+    assert after_dump == dump and "after.snapshot" in after_kept["users"]
