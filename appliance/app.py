@@ -118,8 +118,9 @@ class Parts:
     Nothing here starts a thread or opens a port. ``close`` closes the index if it was opened.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, starting: bool = False):
         self.config = config
+        self.starting = starting  # serve: check the index's pages, and rebuild it if so configured
 
     @cached_property
     def keys(self) -> KeyStore:
@@ -137,9 +138,19 @@ class Parts:
 
     @cached_property
     def index(self) -> Index:
+        from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
+
         s = self.config.index
+        ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
+                     quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild,
+                     snapshot_keep=s.snapshot_keep)
+        from .snapshots import take
+
+        def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees
+            take(db, self.keyring.index_key, self.archive, self.config.data_dir, s.snapshot_keep)
+
         return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
-                          case_sensitive_names=s.case_sensitive_names)
+                          case_sensitive_names=s.case_sensitive_names, before_migrations=snapshot_first)
 
     @cached_property
     def events(self) -> Events:
@@ -300,8 +311,11 @@ class Parts:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
         from .corrections import recycle_bin_of
+        from .snapshots import IndexSnapshots
 
         services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
+        services.append(IndexSnapshots(self.index, self.keyring.index_key, self.archive, self.config.data_dir,
+                                       self.config.index.snapshot_keep, self.config.index.snapshot_hours))
         return services
 
     def prune(self) -> None:
@@ -318,7 +332,7 @@ class Parts:
 
 
 def build(config: Config, with_web: bool = True) -> Appliance:
-    parts = Parts(config)
+    parts = Parts(config, starting=True)
     _ = parts.dicom_tls_context  # DICOM TLS settings are checked before anything is opened
     try:
         app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index,

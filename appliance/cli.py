@@ -15,6 +15,7 @@ from .cli_common import data_option, friendly_errors, load_config, open_applianc
 from .cli_corrections import correct
 from .cli_dicom import conformance, forward, modality, worklist
 from .cli_import import import_
+from .cli_index import index
 from .cli_integrity import verify
 from .cli_ohif import ohif
 from .cli_storage import storage
@@ -77,7 +78,7 @@ def serve(data_dir: Path | None) -> None:
 
 
 for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
-                storage, correct, ohif, update):
+                storage, correct, ohif, update, index):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,10 +14,17 @@ from .errors import IntegrityError
 @click.option("--sample", type=int, default=None, help="Check only this many randomly chosen objects.")
 @friendly_errors
 def verify(data_dir, sample) -> None:
-    """Check every archive object's authentication tags and its index row; exit 4 on any damage."""
-    from .verify import summarize, verify_all
+    """Check the index (SQLite integrity check, rows against the archive), then every archive object's
+    authentication tags and its index row; exit 4 on any damage."""
+    from .verify import check_index, summarize, verify_all
 
     with open_appliance(data_dir) as app:
+        index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, app.index)
+        for line in index_report.lines():
+            click.echo(line)
+        if index_report.problems:
+            app.audit.record("index.verify", "cli", detail="; ".join(index_report.problems)[:2000])
+            sys.exit(4)
         with click.progressbar(length=1, label="verifying", file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
                 bar.length = total
@@ -28,4 +35,4 @@ def verify(data_dir, sample) -> None:
                                                          f"missing={len(report.missing)}")
     for line in summarize(report):
         click.echo(line)
-    sys.exit(0 if report.ok else IntegrityError.exit_code)
+    sys.exit(0 if report.ok and index_report.ok else IntegrityError.exit_code)

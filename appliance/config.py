@@ -143,6 +143,13 @@ SETTINGS: tuple[Setting, ...] = (
             "(a process-wide soft limit: each thread that reads the index has its own connection)."),
     Setting("index", "case_sensitive_names", False,
             "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
+    Setting("index", "auto_rebuild", False,
+            "When the index is missing or damaged at start while the archive holds objects: rebuild it from the "
+            "archive and its latest snapshot on its own (off: refuse to start and say what to run)."),
+    Setting("index", "snapshot_hours", 6.0,
+            "Hours between sealed index snapshots kept in the archive (users, peers, worklist, audit, settings: "
+            "what a rebuild cannot read from the images). One is also taken at every start."),
+    Setting("index", "snapshot_keep", 3, "Index snapshot generations kept in the archive."),
     # [dicomweb] the DICOMweb API under /dicomweb
     Setting("dicomweb", "cors_origins", [],
             "Origins (e.g. \"http://viewer.clinic.lan:3000\") allowed to call DICOMweb from a browser page on "

@@ -6,7 +6,9 @@ archive's listing), so memory stays bounded however many objects there are,
 and decrypts nothing, so it stays fast on a big archive:
 
 - an object no index row names is an **orphan**: a crash between the archive
-  write and the index commit (never acknowledged to the sender). Orphans are
+  write and the index commit (never acknowledged to the sender). Above a small
+  bound (``orphan_limit``) the index is what is wrong, not the writes: start-up
+  stops and asks for ``pacs-appliance index rebuild`` and moves nothing. Orphans are
   quarantined, not deleted (``quarantine_orphans``: the file archive moves them to
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
@@ -28,9 +30,22 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .archive import StorageArea
+from .errors import ApplianceError
 
 log = logging.getLogger(__name__)
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report
+# Interrupted writes leave a handful of orphans at most (one per association writing at the crash). More than
+# this many, or than this share of the archive, means the index is an old copy or lost rows: stop and ask.
+ORPHANS_AT_MOST = 20
+ORPHAN_SHARE_AT_MOST = 0.01
+
+
+class TooManyOrphans(ApplianceError):
+    exit_code = 7  # the index needs a rebuild: systemd does not restart on it (RestartPreventExitStatus)
+
+
+def orphan_limit(archived: int) -> int:
+    return max(ORPHANS_AT_MOST, int(archived * ORPHAN_SHARE_AT_MOST))
 
 
 @dataclass
@@ -79,6 +94,12 @@ def reconcile(archive: StorageArea, index) -> ReconcileReport:
     report = ReconcileReport()
     # Both lists come sorted by object id, so a merge compares them in bounded memory (no set of every id).
     orphans = _merge(index.objects.named(), iter(archive.list_ids()), report)
+    if len(orphans) > orphan_limit(report.archived):
+        raise TooManyOrphans(
+            f"{len(orphans)} of {report.archived} archive objects have no index row: far more than writes "
+            "interrupted before their commit leave, so the index is an old copy or has lost rows. Nothing was "
+            "moved. Stop the service and run `pacs-appliance index rebuild` (it rebuilds the index from the "
+            "archive and its latest index snapshot)")
     if orphans:
         kept_in = archive.quarantine_orphans(orphans)
         report.orphans = orphans

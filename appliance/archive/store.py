@@ -40,11 +40,13 @@ from ..errors import IntegrityError, NotFound
 from . import envelope
 from .fsutil import fsync_dir, private_dir
 from .keys import Keyring
+from .snapshots import SnapshotShelf
 from .staging import FileStaging
 
 log = logging.getLogger(__name__)
 OBJECT_ID = envelope.OBJECT_ID
 ORPHANS_DIR = "orphans"
+SNAPSHOTS_DIR = "snapshots"  # sealed index snapshots (snapshots.py)
 STAGING_DIRS = ("tmp", "restoring")
 FANOUT_BATCH = 256  # objects written into one fan-out directory before a new random one is picked
 
@@ -67,6 +69,7 @@ class Archive:
         self._lock = threading.Lock()
         self._prefix = ""
         self._prefix_left = 0
+        self.snapshots = SnapshotShelf(self._root / SNAPSHOTS_DIR, keyring, chunk_size)
 
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
@@ -268,6 +271,15 @@ class Archive:
             for b in subdirs(a):
                 with os.scandir(b) as entries:
                     yield from sorted(e.name for e in entries if OBJECT_ID.match(e.name))
+
+    def written_at(self, object_id: str) -> float:
+        """When the object was written (its file's mtime, seconds since the epoch): objects are never
+        modified, so this orders them by arrival (a rebuild replays them in that order)."""
+        return self._path(object_id).stat().st_mtime
+
+    def has_objects(self) -> bool:
+        """True if at least one object is stored (cheap: stops at the first)."""
+        return next(iter(self.list_ids()), None) is not None
 
     def quarantine(self):
         """The encrypted quarantine of failed imports beside the objects (quarantine.py)."""

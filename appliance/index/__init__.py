@@ -47,8 +47,9 @@ class Index:
         self.objects = ObjectsRepo(db, self.writer)
 
     @classmethod
-    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False) -> "Index":
-        return cls(open_index(path, key, cache_mb), case_sensitive_names)
+    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False,
+             before_migrations=None) -> "Index":
+        return cls(open_index(path, key, cache_mb, before_migrations), case_sensitive_names)
 
     def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, case_sensitive_ids: bool = True,
                include_offsite: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:

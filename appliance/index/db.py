@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 from peewee import DatabaseError
 from playhouse.migrations import Runner
@@ -81,8 +82,10 @@ def _private_files(path: Path) -> None:
             make_private(p)
 
 
-def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
-    """Open (creating if needed) the index and bring its schema up to date."""
+def open_index(path: Path, key: bytes, cache_mb: int = 64,
+               before_migrations: Callable[[IndexDatabase], None] | None = None) -> IndexDatabase:
+    """Open (creating if needed) the index and bring its schema up to date; ``before_migrations`` is
+    called with the database when an existing index is about to be migrated (to snapshot it first)."""
     _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
     try:
@@ -104,7 +107,9 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
                     "update fell back; the copy made before those migrations is %s.pre-<migration>",
                     ", ".join(newer), path.name)
     if pending and any(m.applied for m in status):
-        snapshot_before_migration(db, Path(path), pending[0])
+        if before_migrations is not None:
+            before_migrations(db)  # a sealed snapshot in the archive, for a rebuild (appliance/snapshots.py)
+        snapshot_before_migration(db, Path(path), pending[0])  # a plain copy, for a fallen-back update
     for name in runner.up():
         log.info("index schema: applied migration %s", name)
     return db
