@@ -61,7 +61,7 @@ def check(data_dir) -> None:
     from .verify import check_index
 
     with open_appliance(data_dir) as app:
-        report = check_index(app.config.index_path, app.keyring.index_key, app.archive, app.index)
+        report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)
     for line in report.lines():
         click.echo(line)
     sys.exit(0 if report.ok else 4)

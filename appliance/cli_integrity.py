@@ -19,12 +19,11 @@ def verify(data_dir, sample) -> None:
     from .verify import check_index, summarize, verify_all
 
     with open_appliance(data_dir) as app:
-        index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, app.index)
+        index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)
         for line in index_report.lines():
             click.echo(line)
-        if index_report.problems:
-            app.audit.record("index.verify", "cli", detail="; ".join(index_report.problems)[:2000])
-            sys.exit(4)
+        if index_report.problems:  # nothing more is read from a damaged index, nor written to it
+            sys.exit(IntegrityError.exit_code)
         with click.progressbar(length=1, label="verifying", file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
                 bar.length = total

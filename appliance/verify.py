@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from .archive import StorageArea
 from .errors import ApplianceError
-from .index import utcnow
+from .index import Index, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,11 @@ class IndexCheck:
         return out
 
 
-def check_index(index_path, index_key: bytes, archive: StorageArea, index) -> IndexCheck:
-    """SQLite's full integrity check, then the index's object ids merged with the archive's (both sorted)."""
+def check_index(index_path, index_key: bytes, archive: StorageArea, open_index: Callable[[], Index]) -> IndexCheck:
+    """SQLite's full integrity check, then the index's object ids merged with the archive's (both sorted).
+
+    ``open_index`` is called only once the file checked sound: opening a damaged file can itself fail
+    on the page it reads first, and that must be reported as damage, not as a crash."""
     from .index import health
     from .reconcile import ReconcileReport, _merge
 
@@ -157,7 +160,7 @@ def check_index(index_path, index_key: bytes, archive: StorageArea, index) -> In
     if result.problems:
         return result  # rows read from a damaged file prove nothing
     merged = ReconcileReport()
-    result.unindexed = _merge(index.objects.named(), iter(archive.list_ids()), merged)
+    result.unindexed = _merge(open_index().objects.named(), iter(archive.list_ids()), merged)
     result.indexed, result.archived = merged.indexed, merged.archived
     result.missing = [f"{'(replaced) ' if m.replaced else ''}{m.sop_uid} (object {m.object_id})"
                       for m in merged.missing]
