@@ -139,7 +139,7 @@ class Parts:
     def index(self) -> Index:
         s = self.config.index
         return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
-                          case_sensitive_names=s.case_sensitive_names)
+                          case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
 
     @cached_property
     def events(self) -> Events:

@@ -48,7 +48,9 @@ def initialize(data_dir: Path, admin_password: str | None = None, admin_user: st
     keyring, recovery_key = KeyStore(cfg.keys_dir).create()
     Archive(cfg.archive_dir, keyring).create_dirs()
     cfg.inbox_dir.mkdir(mode=0o750, exist_ok=True)
-    index = Index.open(cfg.index_path, keyring.index_key)
+    # The index's own settings may come from the environment too (PACS_INDEX_URL: a PostgreSQL index).
+    idx = config_mod.load(data_dir).index
+    index = Index.open(cfg.index_path, keyring.index_key, url=idx.url, allow_insecure=idx.allow_insecure)
     try:
         index.writer.run(lambda: accounts.create_user(index.accounts, admin_user, admin_password, "admin"))
     finally:

@@ -1,4 +1,4 @@
-"""The index of patients, studies, series and instances (SQLCipher via peewee).
+"""The index of patients, studies, series and instances (SQLCipher, or PostgreSQL, via peewee).
 
 This package is the only place that knows the database: the models, the SQL
 and peewee itself stay in here. The rest of the appliance talks to an
@@ -30,7 +30,7 @@ from .writer import Writer
 class Index:
     """The index database, its single writer, the query engine and the per-area repositories, together."""
 
-    def __init__(self, db: IndexDatabase, case_sensitive_names: bool = False):
+    def __init__(self, db, case_sensitive_names: bool = False):
         self.db = db
         self.writer = Writer(db)
         self.case_sensitive_names = case_sensitive_names
@@ -45,8 +45,10 @@ class Index:
         self.objects = ObjectsRepo(db, self.writer)
 
     @classmethod
-    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False) -> "Index":
-        return cls(open_index(path, key, cache_mb), case_sensitive_names)
+    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False, *,
+             url: str = "", allow_insecure: bool = False) -> "Index":
+        """The SQLCipher file at ``path``, or the PostgreSQL database ``url`` names (db.open_index)."""
+        return cls(open_index(path, key, cache_mb, url, allow_insecure), case_sensitive_names)
 
     def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, limit: int | None = None,
                offset: int = 0) -> list[dict[str, Any]]:

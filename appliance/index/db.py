@@ -1,4 +1,6 @@
-"""Opening the index: SQLCipher (encrypted SQLite) in WAL mode, plus migrations.
+"""Opening the index, plus migrations: SQLCipher (encrypted SQLite) in WAL mode by default, or a
+PostgreSQL server when ``[index] url`` names one (postgres.py). The backend is chosen here and
+nowhere else.
 
 The whole database file, its WAL and its temporary files are encrypted with a
 raw 256-bit key from the key store (no passphrase KDF: the key is already
@@ -28,6 +30,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 class IndexDatabase(SqlCipherDatabase):
     """SqlCipherDatabase keyed with a raw key instead of a passphrase."""
+
+    write_lock: tuple = ("IMMEDIATE",)  # the writer takes the write lock up front: no upgrade deadlocks
 
     def __init__(self, path: Path, key: bytes, cache_mb: int = 64):
         self._raw_key = key.hex()
@@ -68,9 +72,17 @@ class IndexDatabase(SqlCipherDatabase):
         return conn
 
 
-def probe(db: IndexDatabase) -> None:
-    """Read the schema catalogue: raises when the file cannot be read (or decrypted) now."""
-    db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
+    def probe(self) -> None:
+        """Read the schema catalogue: raises when the file cannot be read (or decrypted) now."""
+        self.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def describe(self) -> str:
+        return str(self.database)
+
+
+def probe(db) -> None:
+    """Raises when the index cannot be read now (either backend)."""
+    db.probe()
 
 
 def _private_files(path: Path) -> None:
@@ -82,8 +94,18 @@ def _private_files(path: Path) -> None:
             make_private(p)
 
 
-def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
-    """Open (creating if needed) the index and bring its schema up to date."""
+def open_index(path: Path, key: bytes, cache_mb: int = 64, url: str = "", allow_insecure: bool = False):
+    """Open (creating if needed) the index and bring its schema up to date.
+
+    With ``url`` (``postgresql://user:pass@host:port/db``) the index is that PostgreSQL database
+    (``path``, ``key`` and ``cache_mb`` are then unused: the server encrypts, or not, on its own terms).
+    """
+    if url:
+        from .postgres import PostgresIndexDatabase
+
+        db = PostgresIndexDatabase(url, allow_insecure)
+        db.bind(all_models())  # TRANSITIONAL, as below
+        return _migrate(db)
     _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
     # TRANSITIONAL: the models are meant to stay unbound (repositories execute against their own db, see
@@ -92,7 +114,7 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     db.bind(all_models())
     try:
         db.connect(reuse_if_open=True)
-        probe(db)
+        db.probe()
     except DatabaseError as exc:
         if "not a database" in str(exc):
             raise KeyStoreError(
@@ -100,6 +122,12 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
                 "(wrong keyring for this data directory, or the file is damaged)"
             ) from None
         raise
+    return _migrate(db)
+
+
+def _migrate(db):
+    db.connect(reuse_if_open=True)
+    db.probe()
     applied = Runner(db, directory=str(MIGRATIONS_DIR)).up()
     for name in applied:
         log.info("index schema: applied migration %s", name)

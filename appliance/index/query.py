@@ -22,8 +22,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from peewee import Database, Expression, Field, fn
+from peewee import Database, Field, fn
 
+from .dialect import Wildcard
 from .models import Instance, Patient, Series, Study
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -119,11 +120,6 @@ def normalize_date(value: str) -> str:
     return value
 
 
-def _glob(value: str) -> str:
-    # DICOM's * and ? are GLOB's; only '[' needs escaping.
-    return value.replace("[", "[[]")
-
-
 def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
     field = attr.field
     kind = attr.kind
@@ -177,7 +173,7 @@ def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
     values = value.split("\\") if kind != PN else [value]
     cond = None
     for v in values:
-        c = Expression(field, "GLOB", _glob(v)) if ("*" in v or "?" in v) else (field == v)
+        c = Wildcard(field, v) if ("*" in v or "?" in v) else (field == v)
         cond = c if cond is None else (cond | c)
     return cond
 
