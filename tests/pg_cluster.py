@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster for the tests: Debian's postgresql, on loopback, in a temporary directory.
 
 ``PACS_TEST_INDEX=postgresql`` (tests/run sets it for its second pass) makes the test session start
-one cluster; every test then gets a schema of its own in it (``fresh_url``), so tests stay independent
+one cluster; every index then gets a schema of its own in it (``fresh_url``), so tests stay independent
 without paying for a database each. The cluster runs as the ``postgres`` user (initdb refuses root),
 with fsync off: it is thrown away with the session.
 """
@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+ACTIVE: "Cluster | None" = None  # the session's cluster (set by tests/conftest.py), for helpers.init_data_dir
 
 
 def _free_port() -> int:
@@ -60,3 +61,8 @@ class Cluster:
         with psycopg.connect(self.base_url, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         return f"{self.base_url}?options=-csearch_path%3D{schema}"
+
+
+def fresh_url_if_active() -> str:
+    """A new index URL on the session's cluster, or '' when the tests run on the embedded index."""
+    return ACTIVE.fresh_url() if ACTIVE is not None else ""

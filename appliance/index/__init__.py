@@ -16,6 +16,7 @@ from .accounts import AccountsRepo
 from .audit import AuditRepo
 from .backup import BackupRepo
 from .db import IndexDatabase, open_index, probe
+from .postgres import connection_params as _connection_params
 from .forwarding import ForwardingRepo
 from .models import utcnow  # noqa: F401 - naive UTC, as every stored time: part of the package's interface
 from .objects import ObjectsRepo
@@ -25,6 +26,11 @@ from .recycling import RecyclingRepo
 from .studies import StudiesRepo
 from .worklist import WorklistRepo
 from .writer import Writer
+
+
+def check_url(url: str, allow_insecure: bool = False) -> None:
+    """Raises ConfigError for an [index] url that could not or may not be used (before anything is made)."""
+    _connection_params(url, allow_insecure)
 
 
 class Index:

@@ -47,8 +47,11 @@ def _is_loopback(host: str) -> bool:
 
 def connection_params(url: str, allow_insecure: bool = False) -> dict:
     """psycopg's connection parameters for ``url``; refuses cleartext to another machine."""
-    from psycopg.conninfo import conninfo_to_dict
-
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise ConfigError("[index] url names a PostgreSQL index, but its driver is not installed: "
+                          "pip install 'pacs-appliance[postgresql]'") from None
     try:
         params = conninfo_to_dict(url)
     except Exception as exc:  # psycopg.ProgrammingError: a malformed URL

@@ -10,9 +10,12 @@ import datetime
 import pytest
 from peewee import DatabaseError
 
+from appliance.config import load
 from appliance.errors import ConfigError
+from appliance.index import Index
 from appliance.index.audit import AuditEntry
 from appliance.index.postgres import connection_params, postgres_ddl
+from helpers import ADMIN_PASSWORD, Server, run_cli
 from synth import make_instance
 
 
@@ -89,3 +92,37 @@ def test_sqlite_ddl_in_postgresql_terms():
         '"at" TIMESTAMP NOT NULL, "s" TEXT NOT NULL)')
     with pytest.raises(ValueError, match="no PostgreSQL form"):
         postgres_ddl('CREATE TRIGGER "x" AFTER INSERT ON "t" BEGIN DELETE FROM "t"; END')
+
+
+def test_init_refuses_cleartext_to_another_machine_before_making_anything(tmp_path):
+    data = tmp_path / "data"
+    (tmp_path / "pw").write_text(ADMIN_PASSWORD)
+    done = run_cli("init", "--data", str(data), "--admin-password-file", str(tmp_path / "pw"), check=False,
+                   env={"PACS_INDEX_URL": "postgresql://pacs:secret@192.0.2.7:5432/pacs"})
+    assert done.returncode != 0
+    assert "not on this machine" in done.stderr and "allow_insecure" in done.stderr and "secret" not in done.stderr
+    assert not (data / "keys").exists()
+
+
+def test_init_and_serve_keep_a_postgresql_index(tmp_path, index_url):
+    """init with PACS_INDEX_URL writes it into the new config; serve (and every command) then use it."""
+    if not index_url:
+        pytest.skip("needs the PostgreSQL cluster (PACS_TEST_INDEX=postgresql)")
+    data = tmp_path / "data"
+    (tmp_path / "pw").write_text(ADMIN_PASSWORD)
+    run_cli("init", "--data", str(data), "--admin-password-file", str(tmp_path / "pw"),
+            env={"PACS_INDEX_URL": index_url})
+    assert load(data, env={}).index.url == index_url
+    assert not (data / "index.db").exists()
+    server = Server(data).start()
+    try:
+        run_cli("user", "add", "--data", str(data), "bob", "--role", "technologist", "--password-file",
+                str(tmp_path / "pw"))
+    finally:
+        server.kill()
+    index = Index.open(tmp_path / "unused.db", b"\0" * 32, url=index_url)
+    try:
+        assert {u.username for u in index.accounts.users()} == {"admin", "bob"}
+    finally:
+        index.close()
+    assert not (tmp_path / "unused.db").exists()
