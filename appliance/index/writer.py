@@ -1,9 +1,10 @@
 """The single writer: every change to the index runs here, in a transaction.
 
 Callers submit a function and wait for its result. The writer thread takes
-whatever is queued, runs each function in its own savepoint inside one
-write transaction (``BEGIN IMMEDIATE`` on SQLite, the database's ``write_lock``) and commits once (group commit): four
-associations storing at once share one WAL fsync instead of queueing for four.
+whatever is queued, runs each function in its own savepoint inside one write
+transaction (the database's ``write_lock``: ``BEGIN IMMEDIATE`` on SQLite) and
+commits once (group commit): four associations storing at once share one WAL
+fsync instead of queueing for four.
 A function that raises rolls back only its own savepoint, and its caller gets
 the exception; the others commit.
 """

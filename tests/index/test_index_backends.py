@@ -6,6 +6,8 @@ on the embedded SQLCipher file and again on a throwaway PostgreSQL cluster).
 from __future__ import annotations
 
 import datetime
+import re
+from pathlib import Path
 
 import pytest
 from peewee import DatabaseError
@@ -126,3 +128,21 @@ def test_init_and_serve_keep_a_postgresql_index(tmp_path, index_url):
     finally:
         index.close()
     assert not (tmp_path / "unused.db").exists()
+
+
+BACKEND_MODULES = {"db.py", "snapshot.py", "postgres.py", "dialect.py"}  # where one backend's SQL may live
+SQLITE_ONLY = re.compile(r"sqlite_master|PRAGMA|\bGLOB\b|INSERT OR|lastrowid|AUTOINCREMENT|strftime|julianday")
+
+
+def test_no_sqlite_only_sql_outside_the_backend_modules():
+    """The repositories and the query engine run on both backends (issue 19: one query engine)."""
+    package = Path(__file__).resolve().parents[2] / "appliance" / "index"
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.name in BACKEND_MODULES or "migrations" in path.parts:  # migrations: postgres.postgres_ddl
+            continue
+        hits = [f"line {n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                if SQLITE_ONLY.search(line) and not line.lstrip().startswith("#")]
+        if hits:
+            found[path.relative_to(package).as_posix()] = hits
+    assert not found, found
