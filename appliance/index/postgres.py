@@ -7,10 +7,11 @@ changes:
 - DDL: the frozen migrations say ``INTEGER`` (64-bit in SQLite), ``DATETIME`` and
   ``VARCHAR(255)`` (unenforced in SQLite), and make the audit table append-only with
   SQLite triggers. Here they become ``BIGINT`` (identity for the ``id`` keys),
-  ``TIMESTAMP``, ``TEXT`` and a PL/pgSQL trigger that raises the same message.
+  ``TIMESTAMP``, ``TEXT`` and a PL/pgSQL trigger that raises the same message (as an
+  integrity error, which SQLite's RAISE(ABORT) is too).
 - Parameters: plain SQL uses ``?``; psycopg wants ``%s`` (and ``%%`` for a literal ``%``).
 - Booleans: the schema keeps them as 0/1 integers (as SQLite does), so Python booleans are
-  sent as integers.
+  sent as integers; SUM() and AVG() come back as int or float, not Decimal.
 
 A connection to a server that is not on this machine must use TLS (``sslmode=require`` or
 stricter in the URL) unless ``[index] allow_insecure`` says otherwise: the index holds
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from decimal import Decimal
 
 from peewee import PostgresqlDatabase
 
@@ -74,7 +76,7 @@ def postgres_ddl(sql: str) -> str:
     if trigger:
         t = trigger.groupdict()
         return (f'CREATE OR REPLACE FUNCTION "{t["name"]}"() RETURNS trigger LANGUAGE plpgsql AS '
-                f"$$BEGIN RAISE EXCEPTION '{t['message']}'; END$$; "
+                f"$$BEGIN RAISE EXCEPTION '{t['message']}' USING ERRCODE = 'integrity_constraint_violation'; END$$; "
                 f'CREATE TRIGGER "{t["name"]}" BEFORE {t["event"]} ON "{t["table"]}" '
                 f'FOR EACH ROW EXECUTE FUNCTION "{t["name"]}"()')
     if sql.lstrip().upper().startswith("CREATE TRIGGER"):
@@ -115,7 +117,7 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         return options
 
     def _connect(self):
-        from psycopg.adapt import Dumper
+        from psycopg.adapt import Dumper, Loader
         from psycopg.postgres import types
 
         class BoolAsInt(Dumper):
@@ -124,8 +126,16 @@ class PostgresIndexDatabase(PostgresqlDatabase):
             def dump(self, obj):
                 return b"1" if obj else b"0"
 
+        class NumericAsNumber(Loader):
+            # The schema has no NUMERIC column: numerics come only from SUM()/AVG() over integers,
+            # which SQLite hands back as int or float (callers divide and format them as such).
+            def load(self, data):
+                value = Decimal(bytes(data).decode())
+                return int(value) if value == value.to_integral_value() else float(value)
+
         conn = super()._connect()
         conn.adapters.register_dumper(bool, BoolAsInt)
+        conn.adapters.register_loader("numeric", NumericAsNumber)
         return conn
 
     def execute_sql(self, sql, params=None):
