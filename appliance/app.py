@@ -191,6 +191,16 @@ class Parts:
                          timeout=self.config.dicom.dimse_timeout, audit=self.audit)
 
     @cached_property
+    def commitment(self):
+        """Storage commitment: the N-ACTION handler and the task that retries undelivered reports."""
+        from .dicom.commitment import CommitmentService
+
+        d = self.config.dicom
+        return CommitmentService(self.archive, self.index, self.peers, d.ae_title, self.audit,
+                                 timeout=d.dimse_timeout, retry_initial=d.commitment_retry_initial_seconds,
+                                 retry_max=d.commitment_retry_max_seconds)
+
+    @cached_property
     def backup(self) -> BackupService:
         from .backup import BackupService
 
@@ -241,7 +251,8 @@ class Parts:
     @cached_property
     def node(self) -> DicomNode:
         """The DICOM node with every DIMSE service registered (registry.py: the conformance table)."""
-        from .dicom import commitment, echo, find, get, move, mpps, store, worklist
+        from .dicom import services
+        from .dicom.association_log import AssociationLog
         from .dicom.node import DicomNode, NodeSettings
         from .dicom.policy import AssociationPolicy
         from .dicom.query_audit import QueryAudit
@@ -249,22 +260,19 @@ class Parts:
 
         settings = NodeSettings.from_config(self.config)
         node = DicomNode(settings, policy=AssociationPolicy(settings.ae_title,
-                                                            allowed_callers_from(self.config, self.peers)),
+                                                            allowed_callers_from(self.config, self.peers),
+                                                            self.peers.pinned_certificate),
                          events=self.events, tls_context=self.dicom_tls_context)
-        sender = ObjectSender(self.archive)
-        for service in (
-            echo.service(),
-            store.service(self.ingestor, self.peers),
-            find.service(self.index, node.ae_title, self.peers),
-            worklist.service(self.worklist, self.peers),
-            move.service(self.index, self.peers, sender, self.audit),
-            get.service(self.index, self.peers, sender, self.audit),
-            commitment.CommitmentService(self.archive, self.index.studies, self.peers, node.ae_title,
-                                          self.audit).service(),
-            mpps.MppsService(self.index, self.audit).service(),
-        ):
+        for service in services.all_services(ingestor=self.ingestor, index=self.index, peers=self.peers,
+                                             worklist_store=self.worklist, archive=self.archive, audit=self.audit,
+                                             ae_title=node.ae_title, sender=ObjectSender(self.archive),
+                                             commitment=self.commitment):
             node.register(service)
         for event, handler in QueryAudit(self.audit).handlers():  # one "dicom.find" entry per association
+            node.watch(event, handler)
+        for event, handler in services.watchers():  # C-GET storage contexts accepted as the box can fill them
+            node.watch(event, handler)
+        for event, handler in AssociationLog().handlers():  # one INFO line per association for the journal
             node.watch(event, handler)
         return node
 
@@ -285,11 +293,15 @@ class Parts:
             services.append(Inbox(InboxSettings.from_config(self.config), self.ingestor, self.audit,
                                   self.failed_imports.quarantine))
         services.append(self.forwarder)
+        services.append(self.commitment)  # reports not delivered yet, retried with back-off
         expire_days = self.config.worklist.expire_days
         services.append(PeriodicTask("worklist expiry", lambda: self.worklist.expire(expire_days), 3600))
         if self.verifier is not None:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
+        from .corrections import recycle_bin_of
+
+        services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
         return services
 
     def prune(self) -> None:

@@ -12,11 +12,14 @@ import click
 
 from .cli_backup import backup, keys
 from .cli_common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
-from .cli_dicom import forward, modality, worklist
+from .cli_corrections import correct
+from .cli_dicom import conformance, forward, modality, worklist
 from .cli_import import import_
 from .cli_integrity import verify
+from .cli_ohif import ohif
 from .cli_storage import storage
 from .cli_system import firstboot, tls
+from .cli_update import update
 from .cli_users import user
 
 __all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
@@ -73,7 +76,8 @@ def serve(data_dir: Path | None) -> None:
     run(build(cfg))
 
 
-for command in (verify, backup, keys, import_, modality, worklist, forward, user, firstboot, tls, storage):
+for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
+                storage, correct, ohif, update):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,7 @@
 
     pacs-appliance modality add|update|list|remove|echo
     pacs-appliance worklist add|list|remove
-    pacs-appliance forward status|retry
+    pacs-appliance forward status|retry|drop
 """
 from __future__ import annotations
 
@@ -12,10 +12,22 @@ from pathlib import Path
 import click
 
 from .cli_common import data_option, friendly_errors, open_appliance
+from .peers import file_fingerprint
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def _cert(value: str) -> str:
+    """--cert-fingerprint takes the fingerprint or the certificate file itself."""
+    path = Path(value).expanduser() if value else None
+    return file_fingerprint(path) if path is not None and path.is_file() else value
+
+
+def _pin(peer) -> str:
+    return f"; over TLS it must present the client certificate sha256 {peer.cert_fingerprint}" \
+        if peer.cert_fingerprint else ""
 
 
 @click.group()
@@ -36,15 +48,20 @@ def modality() -> None:
               help="May be a C-MOVE destination or forwarding target.")
 @click.option("--tls/--no-tls", default=False, show_default=True,
               help="Call it over DICOM TLS (PORT is then its TLS port; its certificate must chain to [dicom] tls_ca).")
+@click.option("--cert-fingerprint", "cert", default="", metavar="SHA256|FILE",
+              help="Pin the TLS client certificate it must call us with: its SHA-256 fingerprint, or the "
+                   "certificate file.")
 @friendly_errors
 def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, description: str, store: bool,
-                 query: bool, retrieve: bool, receive: bool, tls: bool) -> None:
+                 query: bool, retrieve: bool, receive: bool, tls: bool, cert: str) -> None:
     """Register a peer AE_TITLE listening at HOST PORT."""
     with open_appliance(data_dir) as app:
         first = not app.peers.list()
         peer = app.peers.add(ae_title, host, port, description, can_store=store, can_query=query,
-                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls)
-        click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else ""))
+                             can_retrieve=retrieve, can_receive_moves=receive, tls=tls,
+                             cert_fingerprint=_cert(cert))
+        click.echo(f"Registered {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else "")
+                   + _pin(peer))
         if first and not app.config.dicom.allowed_callers:
             click.echo("Note: with a peer registered, only registered peers (and [dicom] allowed_callers) may "
                        "now connect; register every modality that sends images here.")
@@ -61,15 +78,20 @@ def modality_add(data_dir: Path | None, ae_title: str, host: str, port: int, des
 @click.option("--retrieve/--no-retrieve", default=None, help="May C-MOVE/C-GET from here.")
 @click.option("--receive/--no-receive", default=None, help="May be a C-MOVE destination or forwarding target.")
 @click.option("--tls/--no-tls", default=None, help="Call it over DICOM TLS (give its TLS port with --port).")
+@click.option("--cert-fingerprint", "cert", default=None, metavar="SHA256|FILE",
+              help="Pin the TLS client certificate it must call us with (SHA-256 fingerprint or the certificate "
+                   "file); \"\" removes the pin.")
 @friendly_errors
 def modality_update(data_dir: Path | None, ae_title: str, host, port, description, store, query, retrieve, receive,
-                    tls) -> None:
+                    tls, cert) -> None:
     """Change a registered peer; options not given stay as they are."""
     given = {"host": host, "port": port, "description": description, "can_store": store, "can_query": query,
-             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls}
+             "can_retrieve": retrieve, "can_receive_moves": receive, "tls": tls,
+             "cert_fingerprint": None if cert is None else _cert(cert)}
     with open_appliance(data_dir) as app:
         peer = app.peers.update(ae_title, **{k: v for k, v in given.items() if v is not None})
-        click.echo(f"Updated {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else ""))
+        click.echo(f"Updated {peer.ae_title} at {peer.host}:{peer.port}" + (" (DICOM TLS)" if peer.tls else "")
+                   + _pin(peer))
 
 
 @modality.command("list")
@@ -201,6 +223,11 @@ def forward_status(data_dir: Path | None) -> None:
             last = str(r["last_sent_at"])[:19] if r["last_sent_at"] else "-"
             click.echo(f"{r['destination']:16} {r['pending']:>7} {r['sent']:>7} {r['failed']:>7} {r['dropped']:>7}  "
                        f"{nxt:20} {last:20} {r['last_error'] or '-'}")
+        failed = app.forwarder.failed()
+        if failed:
+            click.echo("\nFailed jobs (`forward retry` queues them again, `forward drop` removes them):")
+            for job in failed:
+                click.echo(f"  job {job['id']:<6} {job['destination']:16} {job['sop_uid']}  {job['last_error']}")
 
 
 @forward.command("retry")
@@ -212,3 +239,35 @@ def forward_retry(data_dir: Path | None, destination: str | None) -> None:
     with open_appliance(data_dir) as app:
         count = app.forwarder.retry_failed(destination)
     click.echo(f"{count} job(s) queued again")
+
+
+@forward.command("drop")
+@data_option
+@click.argument("job_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Drop every failed job (with --destination: of that peer).")
+@click.option("--destination", help="With --failed: only the jobs for this AE title.")
+@friendly_errors
+def forward_drop(data_dir: Path | None, job_id: int | None, all_failed: bool, destination: str | None) -> None:
+    """Remove job JOB_ID (see `forward status`), or every failed job with --failed, from the queue."""
+    if (job_id is None) == (not all_failed):
+        raise click.UsageError("give a JOB_ID or --failed (not both)")
+    with open_appliance(data_dir) as app:
+        count = app.forwarder.drop(job_id, destination)
+    if job_id is not None and count == 0:
+        raise click.ClickException(f"no job {job_id} waiting in the forwarding queue (see `forward status`)")
+    click.echo(f"{count} job(s) dropped")
+
+
+@click.command("conformance")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the statement to this file (docs/CONFORMANCE.md in the repository) instead of stdout.")
+def conformance(output: Path | None) -> None:
+    """Print the DICOM Conformance Statement, generated from the node's own tables."""
+    from .dicom.conformance import render
+
+    text = render()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"Wrote {output}")

@@ -6,6 +6,7 @@ import sys
 import click
 
 from .cli_common import data_option, friendly_errors, open_appliance
+from .errors import IntegrityError
 
 
 @click.command()
@@ -13,7 +14,7 @@ from .cli_common import data_option, friendly_errors, open_appliance
 @click.option("--sample", type=int, default=None, help="Check only this many randomly chosen objects.")
 @friendly_errors
 def verify(data_dir, sample) -> None:
-    """Check every archive object's authentication tags and its index row; exit 1 on any damage."""
+    """Check every archive object's authentication tags and its index row; exit 4 on any damage."""
     from .verify import summarize, verify_all
 
     with open_appliance(data_dir) as app:
@@ -27,4 +28,4 @@ def verify(data_dir, sample) -> None:
                                                          f"missing={len(report.missing)}")
     for line in summarize(report):
         click.echo(line)
-    sys.exit(0 if report.ok else 4)
+    sys.exit(0 if report.ok else IntegrityError.exit_code)

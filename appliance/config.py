@@ -12,6 +12,7 @@ comma-separated values.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom", "dimse_timeout", 60, "Seconds to wait for a DIMSE message within an association."),
     Setting("dicom", "network_timeout", 120, "Seconds an idle association may stay open before it is closed."),
     Setting("dicom", "max_pdu", 262144, "Largest PDU we receive, in bytes (0 = unlimited)."),
+    Setting("dicom", "commitment_retry_initial_seconds", 30,
+            "Storage commitment: wait before calling a requester again that did not take its report; doubles "
+            "after each failure. Reports are kept in the index and retried until delivered, across restarts."),
+    Setting("dicom", "commitment_retry_max_seconds", 3600, "The longest wait between storage commitment report "
+            "attempts."),
     Setting("dicom", "tls_port", 0,
             "TCP port of the DICOM TLS listener (2762 is the standard DICOM TLS port); 0 = no TLS listener. "
             "It serves the same services and association policy as the plain port."),
@@ -59,7 +65,13 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM file of the CA certificates (or self-signed certificates) trusted for DICOM TLS: modalities' "
             "client certificates are checked against it when sent, and peers we call over TLS must chain to it."),
     Setting("dicom", "tls_require_client_cert", False,
-            "Refuse TLS connections without a client certificate that chains to tls_ca."),
+            "Refuse TLS connections without a client certificate that chains to tls_ca; a client certificate "
+            "must then name the calling AE title as its CN, unless the peer's certificate is pinned "
+            "(`modality add|update --cert-fingerprint`)."),
+    Setting("dicom", "tls_crl", "",
+            "PEM file of the certificate revocation lists (CRLs) of the CAs in tls_ca: a revoked client "
+            "certificate is refused. Needs a current CRL for every CA that issues client certificates; "
+            "restart after replacing it. Empty = no revocation check. Relative paths are inside the data directory."),
     Setting("dicom", "tls_min_version", "1.2", "Oldest TLS version accepted: \"1.2\" or \"1.3\"."),
     # [http] the web app
     Setting("http", "host", "0.0.0.0", "Address the web UI and DICOMweb bind to."),
@@ -84,6 +96,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve the web UI over HTTPS on tls_port with <data dir>/tls/cert.pem and key.pem (made on the box at "
             "first boot on the appliance image; `pacs-appliance tls renew|install`); port then only redirects to HTTPS."),
     Setting("http", "tls_port", 8443, "TCP port of the HTTPS web UI when tls is on (443 on the appliance image)."),
+    Setting("http", "public_url", "",
+            "The address clients reach the box by when it sits behind a reverse proxy (e.g. "
+            "\"https://pacs.clinic.lan\"); DICOMweb's RetrieveURL and BulkDataURI and OHIF's config use it. "
+            "Empty: taken from each request."),
     # [site]
     Setting("site", "clinic_name", "", "The clinic's name, for the web UI; the appliance image sets it from the vendor config."),
     # [storage] the archive
@@ -100,6 +116,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("storage", "orphans_keep_days", 30,
             "Objects of writes a crash interrupted (never acknowledged; moved to archive/orphans/ at start-up) "
             "are deleted this many days after they were written; 0 keeps them for ever."),
+    Setting("storage", "recycle_bin_days", 30,
+            "A deleted study, series or instance (admin, with a reason) stays in the recycle bin, restorable, this "
+            "many days; then it is deleted from the disk, and offsite once the backup retention passes."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
     # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
@@ -199,6 +218,19 @@ SETTINGS: tuple[Setting, ...] = (
     # [worklist] the modality worklist (appliance/worklist.py)
     Setting("worklist", "expire_days", 2,
             "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
+    # [update] signed A/B updates of the appliance image (appliance/update/; image-build/README.md)
+    Setting("update", "url", "",
+            "Vendor URL of the update bundle (.raucb) the box pulls on schedule; empty = no scheduled pull. "
+            "Every bundle must be signed with the vendor key the image trusts, however it arrives."),
+    Setting("update", "window", "02:00-04:00",
+            "Local time during which a scheduled pull may install and reboot (HH:MM-HH:MM); empty = any time."),
+    Setting("update", "confirm_timeout_s", 600,
+            "After booting a new version: seconds for the service to become ready (READY and /healthz ok) "
+            "before the box falls back to the previous version by itself."),
+    # [ohif] the OHIF viewer served at /ohif (web/ohif; `pacs-appliance ohif install TARBALL`)
+    Setting("ohif", "dist_dir", "",
+            "Directory holding OHIF's release build (the dist of the npm package @ohif/app), served at /ohif; "
+            "empty = <data dir>/ohif, where `pacs-appliance ohif install` puts it."),
     # [log]
     Setting("log", "level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR. Logs never carry patient data."),
 )
@@ -248,6 +280,11 @@ class Config:
         return self.data_dir / "inbox"
 
     @property
+    def ohif_dir(self) -> Path:
+        configured = self.sections["ohif"].dist_dir if "ohif" in self.sections else ""
+        return Path(configured) if configured else self.data_dir / "ohif"
+
+    @property
     def config_path(self) -> Path:
         return self.data_dir / CONFIG_FILE_NAME
 
@@ -291,6 +328,9 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{where}: expected a {kind}, got {value!r}") from None
 
 
+PUBLIC_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+
+
 def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
     """Merge defaults, the data directory's appliance.toml and PACS_* variables."""
     env = os.environ if env is None else env
@@ -322,6 +362,10 @@ def load(data_dir: Path, env: Mapping[str, str] | None = None) -> Config:
         merged.setdefault(s.section, {})[s.key] = _coerce(s, value, source)
         sources[f"{s.section}.{s.key}"] = source
 
+    public_url = merged["http"]["public_url"]
+    if public_url and not PUBLIC_URL.match(public_url):
+        raise ConfigError(f"[http] public_url {public_url!r} (from {sources['http.public_url']}) must be an "
+                          "http:// or https:// address with a host and no query, e.g. \"https://pacs.clinic.lan\"")
     return Config(
         data_dir=data_dir,
         sections={name: Section(name, values) for name, values in merged.items()},

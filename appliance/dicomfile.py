@@ -138,9 +138,13 @@ _DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in [t for _, t, _ in _FIELDS]
 PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
     "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
 PIXEL_DATA = PIXEL_TAGS[0]
+BITS_ALLOCATED, SAMPLES_PER_PIXEL, PHOTOMETRIC = (Tag(tag_for_keyword(k)) for k in (
+    "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation"))
 # The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
 READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
-                   | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET})
+                   | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET, BITS_ALLOCATED,
+                      SAMPLES_PER_PIXEL, PHOTOMETRIC})
+TRUNCATED_PIXELS = "the pixel data is truncated"  # one reason, whichever way the object came in
 
 
 def _check_complete(ds: Dataset, src: BinaryIO, total_size: int) -> None:
@@ -164,9 +168,41 @@ def _check_complete(ds: Dataset, src: BinaryIO, total_size: int) -> None:
     tell = getattr(elem, "value_tell", None)
     if value is None and tell is not None:
         if tell + length > total_size:
-            raise InvalidObject("the file is truncated: it ends inside its data")
+            raise InvalidObject(_ends_inside(last_tag))
     elif isinstance(value, (bytes, bytearray)) and len(value) != length:
-        raise InvalidObject("the file is truncated: it ends inside its data")
+        raise InvalidObject(_ends_inside(last_tag))
+
+
+def _ends_inside(tag) -> str:
+    if tag == PIXEL_DATA:
+        return f"{TRUNCATED_PIXELS}: the file ends inside it"
+    return "the file is truncated: it ends inside its data"
+
+
+def _check_pixel_length(ds: Dataset) -> None:
+    """Native pixel data must hold Rows x Columns x frames x samples x BitsAllocated bits (PS3.5 8.1.1).
+
+    A file cut inside its pixel data is caught by ``_check_complete``; a sender that reads such a
+    file and sends what it has (storescu, a STOW client) declares the shorter length, so the
+    element is whole and only this count shows what is missing.
+    """
+    if PIXEL_DATA not in ds:
+        return
+    elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    length = getattr(elem, "length", None)
+    if length in (None, UNDEFINED_LENGTH):  # encapsulated (compressed) frames: their decoder checks them
+        return
+    rows, columns = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    bits, samples = _int(ds.get("BitsAllocated")), _int(ds.get("SamplesPerPixel")) or 1
+    frames = _int(ds.get("NumberOfFrames")) or 1
+    if not rows or not columns or not bits:
+        return
+    if samples == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        samples = 2  # two chroma samples shared by two pixels (PS3.3 C.7.6.3.1.2)
+    needed = (rows * columns * frames * samples * bits + 7) // 8
+    if length < needed:
+        raise InvalidObject(f"{TRUNCATED_PIXELS}: {length} bytes, where {rows} rows x {columns} columns x "
+                            f"{frames} frame(s) x {samples} sample(s) x {bits} bits need {needed}")
 
 
 @functools.lru_cache(maxsize=512)
@@ -224,6 +260,7 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
     study_uid = _check_uid(_value(ds, STUDY_UID, encodings), "StudyInstanceUID")
     series_uid = _check_uid(_value(ds, SERIES_UID, encodings), "SeriesInstanceUID")
     _check_has_pixels(ds, sop_class)
+    _check_pixel_length(ds)
 
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta else ""

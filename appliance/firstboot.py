@@ -11,7 +11,7 @@ printed to stdout/stderr (the journal), only to the console devices.
 Every boot: apply the vendor settings that live in the OS (hostname, time zone,
 static network) from ``pacs-vendor.toml`` on the PACSCFG partition, so they
 survive an update that replaces the root partition. The settings that live in
-the appliance (AE title, DICOM port, site name, backup target) are written to the data
+the appliance (AE title, DICOM port, DICOM TLS, site name, backup target) are written to the data
 directory's appliance.toml on first boot only; afterwards an admin owns them.
 
 ``pacs-vendor.toml`` is read through a whitelist: unknown keys and bad values stop
@@ -40,9 +40,12 @@ CREDENTIALS_NAME = "first-login.txt"
 STATIC_NETWORK_FILE = "etc/systemd/network/10-pacs-static.network"
 
 # What the appliance image changes from the checkout defaults: the standard
-# ports, and HTTPS with the box's own certificate.
+# ports, HTTPS and DICOM TLS (2762, the standard DICOM TLS port) with the box's
+# own certificate. The vendor file can turn DICOM TLS off (dicom_tls = false).
+DICOM_TLS_PORT = 2762
 IMAGE_SETTINGS: dict[tuple[str, str], Any] = {
     ("dicom", "port"): 104,
+    ("dicom", "tls_port"): DICOM_TLS_PORT,
     ("http", "port"): 80,
     ("http", "tls"): True,
     ("http", "tls_port"): 443,
@@ -67,6 +70,7 @@ class VendorSettings:
     timezone: str = ""
     ae_title: str = ""
     dicom_port: int | None = None
+    dicom_tls: bool = True
     site_name: str = ""
     network: Network | None = None
     backup_target: str = ""
@@ -112,6 +116,7 @@ KEYS = {
     "timezone": "a time zone from /usr/share/zoneinfo, e.g. \"Europe/Berlin\"",
     "ae_title": "the archive's AE title: 1-16 characters, no backslash or control characters",
     "dicom_port": "the DICOM port, a number from 1 to 65535 (104 is the standard port)",
+    "dicom_tls": f"true (default) or false: DICOM over TLS on port {DICOM_TLS_PORT} with the box's certificate",
     "site_name": "the clinic's name, at most 64 characters",
     "network": "a [network] table with address (CIDR), gateway and dns; leave it out for DHCP",
     "backup_target": "where the nightly encrypted copy goes: file:///path, sftp://user@host:22/path or "
@@ -169,6 +174,9 @@ def read_vendor(path: Path, zoneinfo_dir: Path = Path("/usr/share/zoneinfo")) ->
     if dicom_port is not None and (isinstance(dicom_port, bool) or not isinstance(dicom_port, int)
                                    or not 1 <= dicom_port <= 65535):
         raise bad("dicom_port", f"{dicom_port!r} is not valid: {KEYS['dicom_port']} (a number, no quotes)")
+    dicom_tls = data.get("dicom_tls", True)
+    if not isinstance(dicom_tls, bool):
+        raise bad("dicom_tls", f"{dicom_tls!r} is not valid: {KEYS['dicom_tls']} (no quotes)")
     network = _read_network(data["network"], bad) if "network" in data else None
     backup_target = text("backup_target", None, 512)
     if backup_target:
@@ -178,7 +186,7 @@ def read_vendor(path: Path, zoneinfo_dir: Path = Path("/usr/share/zoneinfo")) ->
             check_target_url(backup_target)
         except ConfigError as exc:
             raise bad("backup_target", f"{backup_target!r} is not valid ({exc}): {KEYS['backup_target']}") from None
-    return VendorSettings(hostname, timezone, ae_title, dicom_port, site_name, network, backup_target,
+    return VendorSettings(hostname, timezone, ae_title, dicom_port, dicom_tls, site_name, network, backup_target,
                           present=True)
 
 
@@ -223,6 +231,8 @@ def appliance_toml(vendor: VendorSettings) -> str:
         values[("dicom", "ae_title")] = vendor.ae_title
     if vendor.dicom_port is not None:
         values[("dicom", "port")] = vendor.dicom_port
+    if not vendor.dicom_tls:
+        values[("dicom", "tls_port")] = 0
     if vendor.site_name:
         values[("site", "clinic_name")] = vendor.site_name
     if vendor.backup_target:

@@ -18,6 +18,13 @@ gives up, so a reading PACS that is down for a day gets everything when it
 comes back. A job marked sent is never sent again; a crash between the
 peer's success and that mark can send that one instance a second time (the
 same bytes under the same UID, which a PACS treats as a duplicate).
+
+One object never blocks the queue: a job that cannot succeed by waiting (the peer
+accepted no context the box can fill for it, the peer answered with a failure
+status, or the object cannot be read or encoded) is marked failed with its reason
+at once and the next job goes out on the same association. Only what is transient
+(the peer unreachable or the association lost) is retried, with back-off per peer.
+``forward retry`` queues failed jobs again, ``forward drop`` removes them.
 """
 from __future__ import annotations
 
@@ -170,14 +177,21 @@ class Forwarder:
                     break
                 try:
                     outcome = self.sender.send(assoc, outgoing[job.id])
-                except (SendError, TranscodeError) as exc:
-                    self._retry([job], str(exc))
+                except SendError as exc:  # no answer, association lost: transient, back off
+                    self._retry([job], str(exc), hold_destination=destination)
+                    break
+                except TranscodeError as exc:  # no acceptable context for this object: waiting will not help
+                    self._fail(job, destination, str(exc))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - an unreadable object must not stop the queue
+                    log.exception("forwarding instance %s to %s failed", job.sop_uid, destination)
+                    self._fail(job, destination, f"cannot send this object: {exc}")
                     continue
                 if outcome.status in OK_STATUSES:
                     self._finish([job], "sent", "")
                     sent += 1
                 else:
-                    self._retry([job], f"{destination} answered C-STORE with status 0x{outcome.status:04X}")
+                    self._fail(job, destination, f"{destination} refused it with C-STORE status 0x{outcome.status:04X}")
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -188,6 +202,10 @@ class Forwarder:
 
     def _finish(self, jobs: list[ForwardJob], state: str, error: str) -> None:
         self.index.forwarding.finish([j.id for j in jobs], state, error)
+
+    def _fail(self, job: ForwardJob, destination: str, reason: str) -> None:
+        log.warning("forwarding instance %s to %s failed for good: %s", job.sop_uid, destination, reason)
+        self._finish([job], "failed", reason)
 
     def _retry(self, jobs: list[ForwardJob], error: str, hold_destination: str | None = None) -> None:
         """Count a failed attempt and schedule the next; with ``hold_destination`` (the peer is
@@ -215,3 +233,11 @@ class Forwarder:
         count = self.index.forwarding.retry_failed(destination)
         self._task.wake()
         return count
+
+    def failed(self, destination: str | None = None) -> list[dict]:
+        """The failed jobs with their reasons (for ``forward status`` and the admin page)."""
+        return self.index.forwarding.failed_jobs(destination)
+
+    def drop(self, job_id: int | None = None, destination: str | None = None) -> int:
+        """Drop one job by id, or every failed job (of ``destination``); return how many."""
+        return self.index.forwarding.drop(job_id, destination)

@@ -33,6 +33,14 @@ Each replacement, held object and refusal is logged (UID only) and emitted as
 ``instance_replaced``; ``audit_replacements`` turns that into an audit entry with
 who sent it and the old and new patient ID and study. C-STORE, STOW-RS, the
 inbox and `import` all come through here, so they behave the same.
+
+Corrections (appliance/corrections/) change the patient on purpose, so they do not
+go through the policy above: ``store_corrected`` takes the corrected objects of a
+whole study or series with an Origin of kind "correction", seals every one first,
+then swaps all their index rows in ONE transaction (the displaced objects become
+replaced versions). A crash before that commit leaves the old study whole and the
+new objects as unindexed orphans; after it, the new study whole. Forwarding hooks
+run for each corrected object in the same transaction, like any stored object.
 """
 from __future__ import annotations
 
@@ -41,13 +49,14 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 from .archive import Archive
 from .dicomfile import parse
 from .errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from .events import Events
 from .index import Index
+from .index.corrections import CurrentObject, NewObject, swap_instances
 from .index.records import Outcome, PriorVersion
 
 log = logging.getLogger(__name__)
@@ -192,6 +201,44 @@ class Ingestor:
             self._replacement(a, origin, seen["prior"], outcome.value)
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
+
+    def store_corrected(self, objects: Iterable[tuple[bytes, CurrentObject]], origin: Origin) -> list[StoreResult]:
+        """Store corrected objects in place of the current ones they name, all in one transaction.
+
+        ``objects`` yields (corrected Part 10 bytes, the current object it replaces); it is consumed one
+        object at a time, so a large study is never held in memory whole. Raises an ApplianceError (and
+        keeps nothing new) if any object is refused or the index changed meanwhile."""
+        if origin.kind != "correction":
+            raise ValueError("store_corrected is for corrections only (Origin kind 'correction')")
+        sealed: list[NewObject] = []
+        parsed_all = []
+        try:
+            for data, replaces in objects:
+                self.check_space(len(data))
+                parsed = parse(io.BytesIO(data), len(data))
+                stored = self.archive.put(_Concat(parsed.prefix, io.BytesIO(data)) if parsed.prefix
+                                          else io.BytesIO(data))
+                sealed.append(NewObject(parsed.attributes, stored.object_id, stored.size, stored.sha256, replaces))
+                parsed_all.append(parsed)
+
+            def swap():
+                swap_instances(self.index.db, sealed, origin.label)
+                for n in sealed:
+                    for hook in self.record_hooks:
+                        hook(n.attributes, n.object_id, origin)
+
+            self.index.writer.submit(swap).result()
+        except BaseException as exc:
+            for n in sealed:
+                self.archive.delete(n.object_id)
+            if isinstance(exc, OSError) and _disk_full(exc):
+                raise DiskFull(DISK_FULL) from None
+            raise
+        results = [self._result(Outcome.REPLACED, p, n.object_id) for p, n in zip(parsed_all, sealed)]
+        log.info("correction by %s: %d instance(s) stored as new versions", origin.label, len(results))
+        for result in results:
+            self.events.emit("instance_stored", result=result, origin=origin)
+        return results
 
     def _record(self, a, stored, origin: Origin, seen: dict) -> Outcome:
         def decide(prior: PriorVersion) -> str:

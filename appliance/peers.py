@@ -17,11 +17,14 @@ us* over TLS is decided by the TLS listener's settings, not by this flag.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
+
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -31,7 +34,7 @@ from .index.peers import Peer
 
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PERMISSIONS = ("can_store", "can_query", "can_retrieve", "can_receive_moves")
-SETTABLE = {"host", "port", "description", "tls", *PERMISSIONS}
+SETTABLE = {"host", "port", "description", "tls", "cert_fingerprint", *PERMISSIONS}
 CACHE_SECONDS = 2.0  # how stale the permission snapshot used per request may be
 
 
@@ -69,6 +72,29 @@ def _check(ae_title: str, host: str, port: int) -> tuple[str, str, int]:
     return ae_title, host, port
 
 
+def _fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint as stored: 64 lowercase hex digits; "" clears the pin.
+
+    Takes what ``openssl x509 -noout -fingerprint -sha256`` prints, with or without the
+    ``sha256 Fingerprint=`` prefix and the colons."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    digits = value.rpartition("=")[2].replace(":", "").replace(" ", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digits):
+        raise PeerError(f"certificate fingerprint {value!r} is not a SHA-256 fingerprint: 64 hex digits, as "
+                        "`openssl x509 -noout -fingerprint -sha256 -in CERT` prints them")
+    return digits
+
+
+def file_fingerprint(path: Path) -> str:
+    """The SHA-256 fingerprint of the certificate in a PEM or DER file (for the CLI)."""
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        data = ssl.PEM_cert_to_DER_cert(data.decode("ascii", "replace"))
+    return hashlib.sha256(data).hexdigest()
+
+
 class PeerRegistry:
     def __init__(self, index: Index, ae_title: str = "PACSBOX", timeout: float = 10.0,
                  tls_context: Callable[[], ssl.SSLContext] | None = None):
@@ -95,25 +121,28 @@ class PeerRegistry:
 
     def add(self, ae_title: str, host: str, port: int, description: str = "", can_store: bool = True,
             can_query: bool = True, can_retrieve: bool = True, can_receive_moves: bool = True,
-            tls: bool = False) -> Peer:
+            tls: bool = False, cert_fingerprint: str = "") -> Peer:
         ae_title, host, port = _check(ae_title, host, port)
+        fingerprint = _fingerprint(cert_fingerprint)
 
         peer = self.index.peers.add(ae_title, host=host, port=port, description=description.strip(),
                                     can_store=can_store, can_query=can_query, can_retrieve=can_retrieve,
-                                    can_receive_moves=can_receive_moves, tls=bool(tls))
+                                    can_receive_moves=can_receive_moves, tls=bool(tls), cert_fingerprint=fingerprint)
         if peer is None:
             raise PeerError(f"a peer with AE title {ae_title!r} is already registered; "
                             "remove it first or update it")
         return peer
 
     def update(self, ae_title: str, **changes) -> Peer:
-        """Change any of host, port, description, tls and the can_* permissions."""
+        """Change any of host, port, description, tls, cert_fingerprint and the can_* permissions."""
         unknown = set(changes) - SETTABLE
         if unknown:
             raise PeerError(f"cannot change {', '.join(sorted(unknown))} of a peer")
         peer = self.require(ae_title)
         _, host, port = _check(peer.ae_title, changes.get("host", peer.host), changes.get("port", peer.port))
         changes.update(host=host, port=port)
+        if "cert_fingerprint" in changes:
+            changes["cert_fingerprint"] = _fingerprint(changes["cert_fingerprint"])
 
         return self.index.peers.update(peer.id, **changes)
 
@@ -121,16 +150,23 @@ class PeerRegistry:
         peer = self.require(ae_title)
         self.index.peers.remove(peer.id)
 
-    def permits(self, ae_title: str, permission: str) -> bool:
-        """Whether ``ae_title`` has ``permission`` (one of PERMISSIONS); unregistered callers have all.
-
-        Read per request from a snapshot at most CACHE_SECONDS old, so a C-STORE pays no query."""
+    def _snapshot(self, ae_title: str) -> Peer | None:
+        """The registered peer from a snapshot at most CACHE_SECONDS old, so a C-STORE pays no query."""
         now = time.monotonic()
         if now - self._cache_at > CACHE_SECONDS:
             self._cache = {p.ae_title: p for p in self.index.peers.list()}
             self._cache_at = now
-        peer = self._cache.get(ae_title.strip())
+        return self._cache.get(ae_title.strip())
+
+    def permits(self, ae_title: str, permission: str) -> bool:
+        """Whether ``ae_title`` has ``permission`` (one of PERMISSIONS); unregistered callers have all."""
+        peer = self._snapshot(ae_title)
         return peer is None or bool(getattr(peer, permission))
+
+    def pinned_certificate(self, ae_title: str) -> str:
+        """The SHA-256 fingerprint ``ae_title`` must call with over TLS ("" when not pinned or not registered)."""
+        peer = self._snapshot(ae_title)
+        return peer.cert_fingerprint if peer is not None else ""
 
     def allowed_callers(self) -> list[str]:
         """AE titles that may associate with us (feeds the association policy)."""

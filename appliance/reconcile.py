@@ -1,4 +1,4 @@
-"""Start-up reconciliation of the index with the archive (DESIGN invariant 2).
+"""Start-up reconciliation of the index with the archive (docs/DESIGN.md invariant 2).
 
 Runs before the node accepts anything, so nothing writes meanwhile. It merges
 two lists of object ids, both sorted (the index's, read in pages, and the

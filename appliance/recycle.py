@@ -12,7 +12,7 @@ Which studies, in which order
 - A study is **eligible** only if every one of its objects (current instances,
   and older versions kept as replaced objects) is confirmed offsite: uploaded
   to the configured target *and* listed by a manifest there (the definition of
-  ``BackupService.is_offsite``; DESIGN invariant 6). One object not yet
+  ``BackupService.is_offsite``; docs/DESIGN.md invariant 6). One object not yet
   offsite keeps the whole study, and the reason is reported ("2 of 12 objects
   not yet offsite"). So does a pending forwarding job (the object must still
   be sent to a peer).

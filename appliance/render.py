@@ -43,6 +43,12 @@ class RenderError(ApplianceError):
     http_status = 400
 
 
+class UndecodableImage(RenderError):
+    """The stored pixel data could not be decoded here: the server's failure, not the request's (HTTP 500)."""
+
+    http_status = 500
+
+
 class RenderBusy(ApplianceError):
     """Every rendering slot stayed busy; the client should retry shortly."""
 
@@ -199,7 +205,7 @@ def frame_image(ds: Dataset, index: int, params: RenderParams | None = None) -> 
         arr = pixel_array(ds, index=index if frames > 1 else None, as_rgb=True)
     except Exception as exc:  # noqa: BLE001 - decoders raise many kinds
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise RenderError(f"the image could not be decoded (transfer syntax {ts}): {exc.__class__.__name__}") \
+        raise UndecodableImage(f"the image could not be decoded (transfer syntax {ts}): {exc.__class__.__name__}") \
             from exc
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)

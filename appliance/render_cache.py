@@ -1,7 +1,7 @@
 """Bounded in-memory LRU caches for rendering and DICOMweb.
 
 Everything cached here is patient data (decrypted objects, rendered images), so it
-lives in memory only and never on disk (DESIGN invariant 4). Each cache is bounded
+lives in memory only and never on disk (docs/DESIGN.md invariant 4). Each cache is bounded
 by a byte budget (or an entry count) and evicts the least recently used entry.
 """
 from __future__ import annotations

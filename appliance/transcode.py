@@ -11,15 +11,22 @@ did accept, if that is lossless-safe:
 
 Compressing on the way out (which could be lossy, or silently change what the
 peer stores) is refused with a ``TranscodeError`` saying why.
+
+``choose`` is the one rule C-MOVE, C-GET and forwarding use to pick the syntax of an
+outgoing C-STORE among the ones the receiver accepted (``producible``: the stored
+syntax first, then explicit and implicit VR little endian); ``to_syntax`` makes the
+Part 10 bytes in that syntax.
 """
 from __future__ import annotations
 
 import io
 
 import pydicom
+from pydicom.filewriter import dcmwrite
 from pydicom.dataset import Dataset
 import numpy as np
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from .errors import ApplianceError
 
@@ -36,6 +43,53 @@ class TranscodeError(ApplianceError):
 def is_uncompressed(ts: str) -> bool:
     uid = UID(ts)
     return uid.is_transfer_syntax and not uid.is_compressed and not uid.is_deflated
+
+
+# What the box can send any stored object as, besides its stored syntax, best first: explicit VR
+# keeps the value representations a receiver would otherwise look up in its own dictionary.
+FALLBACKS = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+# Byte width of the words of each "other" VR: a big endian value is swapped word by word (PS3.5 7.3).
+_WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def producible(stored_ts: str) -> tuple[str, ...]:
+    """The transfer syntaxes an object stored in ``stored_ts`` can be sent in, best first."""
+    return (str(stored_ts),) + tuple(str(t) for t in FALLBACKS if t != stored_ts)
+
+
+def choose(stored_ts: str, accepted) -> str:
+    """The syntax to send an object stored in ``stored_ts`` in, among those the receiver ``accepted``.
+
+    The stored syntax when accepted (the exact bytes go out), else a little endian one the box
+    produces without loss (decoding big endian, deflate or a compressed syntax); TranscodeError
+    when the receiver accepted none of them.
+    """
+    accepted = {str(t) for t in accepted}
+    for ts in producible(stored_ts):
+        if ts in accepted:
+            return ts
+    names = ", ".join(sorted(UID(t).name for t in accepted)) or "nothing"
+    raise TranscodeError(f"the receiver accepts only {names} for this object, stored as {UID(stored_ts).name}; "
+                         "the appliance sends the stored syntax or little endian, never compresses")
+
+
+def to_syntax(part10: bytes, stored_ts: str, target: str) -> bytes:
+    """The Part 10 bytes of ``part10`` (stored in ``stored_ts``) in ``target``, one of ``producible``."""
+    if str(target) == str(stored_ts):
+        return part10
+    if str(target) not in producible(stored_ts):
+        raise TranscodeError(f"cannot produce {UID(target).name} from {UID(stored_ts).name} without loss")
+    ds = for_peer(part10, stored_ts, [target])
+    ds.file_meta.TransferSyntaxUID = UID(target)
+    if getattr(ds, "preamble", None) is None:
+        ds.preamble = b"\0" * 128
+    out = io.BytesIO()
+    try:
+        # force_encoding: pydicom otherwise refuses to write a big endian dataset as little endian
+        dcmwrite(out, ds, implicit_vr=UID(target).is_implicit_VR, little_endian=True, force_encoding=True)
+    except Exception as exc:  # noqa: BLE001 - an unwritable element becomes a clear sub-operation failure
+        raise TranscodeError(f"cannot encode the object as {UID(target).name}: {exc}") from None
+    return out.getvalue()
 
 
 def for_peer(part10: bytes, stored_ts: str, accepted: list[str]) -> Dataset:
@@ -67,14 +121,12 @@ def for_peer(part10: bytes, stored_ts: str, accepted: list[str]) -> Dataset:
 
 
 def _pixels_to_little_endian(ds: Dataset) -> None:
-    """Byte-swap big endian pixel data for a little endian peer.
+    """Byte-swap the big endian words of every OW/OL/OF/OD/OV value (pixel data, LUTs, overlays).
 
-    pydicom converts every parsed element when pynetdicom encodes the dataset in the
-    accepted little endian syntax, but writes OW pixel data as the bytes it holds.
+    pydicom converts every parsed element when it writes the dataset in little endian, but
+    writes these values as the bytes it holds.
     """
-    if "PixelData" not in ds:
-        return
-    bits = int(ds.get("BitsAllocated", 8) or 8)
-    if bits in (16, 32):
-        swapped = np.frombuffer(ds.PixelData, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}")
-        ds.PixelData = swapped.tobytes()
+    for elem in ds.iterall():
+        width = _WORD_BYTES.get(elem.VR)
+        if width and isinstance(elem.value, bytes) and len(elem.value) % width == 0:
+            elem.value = np.frombuffer(elem.value, dtype=f">u{width}").astype(f"<u{width}").tobytes()

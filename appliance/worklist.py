@@ -26,6 +26,16 @@ STATUSES = ("SCHEDULED", "IN PROGRESS", "COMPLETED", "DISCONTINUED")
 FIELDS = ("patient_name", "patient_id", "birth_date", "sex", "accession", "requested_procedure_id",
           "requested_procedure_description", "study_uid", "step_id", "step_description", "station_ae", "modality",
           "scheduled_date", "scheduled_time", "performing_physician", "referring_physician", "status")
+# The value representation of each field and its longest value (PS3.5 6.2): a modality may refuse or cut a
+# longer value, so it is refused here, where a person can fix it.
+LIMITS = {
+    "patient_name": ("PN", 64), "patient_id": ("LO", 64), "sex": ("CS", 16), "accession": ("SH", 16),
+    "requested_procedure_id": ("SH", 16), "requested_procedure_description": ("LO", 64), "study_uid": ("UI", 64),
+    "step_id": ("SH", 16), "step_description": ("LO", 64), "station_ae": ("AE", 16), "modality": ("CS", 16),
+    "performing_physician": ("PN", 64), "referring_physician": ("PN", 64),
+}
+
+
 class WorklistError(ApplianceError):
     exit_code = 2
     http_status = 400
@@ -52,7 +62,34 @@ def _clean(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("modality", "station_ae"):
         if key in out:
             out[key] = out[key].upper() if key == "modality" else out[key]
+    if "sex" in out:
+        out["sex"] = out["sex"].upper()
+    for key, value in out.items():
+        _check_vr(key, value)
     return out
+
+
+def _check_vr(key: str, value: str) -> None:
+    """WorklistError naming the field when ``value`` does not fit its DICOM value representation."""
+    if key not in LIMITS or not value:
+        return
+    vr, limit = LIMITS[key]
+    label = key.replace("_", " ")
+    # PN: the limit holds per component group (alphabetic=ideographic=phonetic)
+    pieces = value.split("=") if vr == "PN" else [value]
+    if any(len(piece) > limit for piece in pieces):
+        raise WorklistError(f"{label}: at most {limit} characters (DICOM {vr}), got {len(value)}")
+    if "\\" in value:
+        raise WorklistError(f"{label}: a backslash is not allowed (DICOM uses it to separate values)")
+    if any(ord(c) < 32 for c in value):
+        raise WorklistError(f"{label}: control characters (line breaks, tabs) are not allowed")
+    if vr in ("CS", "AE", "UI") and not value.isascii():
+        raise WorklistError(f"{label}: only ASCII characters are allowed (DICOM {vr})")
+    if vr == "UI" and not all(part.isdigit() and (part == "0" or not part.startswith("0"))
+                              for part in value.split(".")):
+        raise WorklistError(f"{label}: not a valid UID (digits separated by dots, no leading zeros)")
+    if vr == "CS" and not all(c.isupper() or c.isdigit() or c in " _" for c in value):
+        raise WorklistError(f"{label}: only capital letters, digits, space and underscore are allowed (DICOM CS)")
 
 
 class Worklist:

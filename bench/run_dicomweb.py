@@ -9,12 +9,13 @@
 2. Time to the first rendered frame (``.../frames/1/rendered``, image/jpeg) of a 512x512
    CT and a 2,000x2,000 DX, each request on an instance not yet rendered (cold caches).
 3. WADO-RS frame throughput on a 120-frame JPEG baseline ultrasound cine: every frame
-   fetched one by one, as a viewer scrolling through it does, as stored (image/jpeg) and
-   decoded (application/octet-stream); frames per second.
+   fetched one by one, as a viewer scrolling through it does, as stored (image/jpeg),
+   decoded (application/octet-stream) and with OHIF v3's Accept (octet-stream, transfer-syntax=*,
+   which the box answers with the stored bitstream); frames per second and bytes per frame.
 4. (appliance only) DICOM ingest rate alone and while viewers keep the renderer busy,
    with 1 and 2 rendering threads.
 
-    .venv/bin/python bench/run_dicomweb.py [--runs 11] [--cache /tmp/pacs-bench] [--skip-qido]
+    .venv/bin/python bench/run_dicomweb.py [--runs 11] [--cache /tmp/pacs-bench] [--skip-qido] [--skip-rendered]
 
 Before/after a change of the appliance's own code (e.g. its HTTP server): ``--no-orthanc`` leaves
 Orthanc out and ``--appliance-root DIR`` runs the appliance from another checkout (``git
@@ -65,6 +66,7 @@ def init_box(data: Path) -> None:
 
 APPLIANCE_ROOT = [ROOT]  # the checkout the appliance runs from (--appliance-root)
 WITH_ORTHANC = [True]  # --no-orthanc clears it
+WITH_RENDERED = [True]  # --skip-rendered clears it (only the cine's frames of part 3)
 
 
 def start_box(data: Path, dicom_port: int = 0) -> tuple[subprocess.Popen, str]:
@@ -247,12 +249,41 @@ def instance_path(ds: Dataset) -> str:
     return f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
 
 
+def bench_rendered(targets: dict, orthanc_s, orthanc_url: str, runs: int) -> list[str]:
+    rows = []
+    box_s, box_url = targets["box"]
+    for label, image in (("CT 512x512 16-bit", synthetic_image(512, 512, "CT", "MONOCHROME2")),
+                         ("DX 2000x2000 16-bit", synthetic_image(2000, 2000, "DX", "MONOCHROME1"))):
+        instances = copies(image, runs)
+        for ds in instances:
+            stow(box_s, box_url, [ds])
+            if "orthanc" in targets:
+                orthanc_s.post(f"{orthanc_url}/instances", data=part10(ds)).raise_for_status()
+        times = {"orthanc": []}
+        for name, (session, base) in targets.items():
+            t = []
+            for ds in instances:
+                started = time.perf_counter()
+                r = session.get(f"{base}{instance_path(ds)}/frames/1/rendered", headers={"Accept": "image/jpeg"})
+                t.append((time.perf_counter() - started) * 1000)
+                r.raise_for_status()
+            times[name] = t
+        rows.append(f"| {label} | {summarize_ms(times['box'])} | {summarize_ms(times['orthanc'])} |")
+    return rows
+
+
+# What OHIF v3's DICOMweb data source sends for every frame (imageRendering: 'wadors').
+OHIF_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+
+
 def bench_pixels(runs: int) -> list[str]:
     tmp = Path(tempfile.mkdtemp(prefix="pacs-bench-dicomweb-"))
     box_data = tmp / "box"
     init_box(box_data)
     box, box_url = start_box(box_data)
+    cpu_of = {"box": box.pid, "orthanc": None}
     orthanc, orthanc_url = start_orthanc(tmp / "orthanc")
+    cpu_of["orthanc"] = orthanc.pid if orthanc else None
     try:
         box_s = requests.Session()
         box_s.auth = ("admin", PASSWORD)
@@ -260,25 +291,11 @@ def bench_pixels(runs: int) -> list[str]:
         targets = {"box": (box_s, box_url), "orthanc": (orthanc_s, f"{orthanc_url}/dicom-web")}
         if orthanc is None:
             del targets["orthanc"]
-        rows = [f"\nTime to the first rendered frame (image/jpeg, cold: each run a new instance), {runs} runs, ms",
-                "| image | appliance | Orthanc + DICOMweb |", "|---|---|---|"]
-        for label, image in (("CT 512x512 16-bit", synthetic_image(512, 512, "CT", "MONOCHROME2")),
-                             ("DX 2000x2000 16-bit", synthetic_image(2000, 2000, "DX", "MONOCHROME1"))):
-            instances = copies(image, runs)
-            for ds in instances:
-                stow(box_s, box_url, [ds])
-                if orthanc:
-                    orthanc_s.post(f"{orthanc_url}/instances", data=part10(ds)).raise_for_status()
-            times = {"orthanc": []}
-            for name, (session, base) in targets.items():
-                t = []
-                for ds in instances:
-                    started = time.perf_counter()
-                    r = session.get(f"{base}{instance_path(ds)}/frames/1/rendered", headers={"Accept": "image/jpeg"})
-                    t.append((time.perf_counter() - started) * 1000)
-                    r.raise_for_status()
-                times[name] = t
-            rows.append(f"| {label} | {summarize_ms(times['box'])} | {summarize_ms(times['orthanc'])} |")
+        rows = []
+        if WITH_RENDERED[0]:
+            rows += [f"\nTime to the first rendered frame (image/jpeg, cold: each run a new instance), {runs} runs, ms",
+                     "| image | appliance | Orthanc + DICOMweb |", "|---|---|---|"]
+            rows += bench_rendered(targets, orthanc_s, orthanc_url, runs)
 
         cine = cine_120()
         stow(box_s, box_url, [cine])
@@ -286,28 +303,42 @@ def bench_pixels(runs: int) -> list[str]:
             orthanc_s.post(f"{orthanc_url}/instances", data=part10(cine)).raise_for_status()
         n = int(cine.NumberOfFrames)
         rows += [f"\nWADO-RS frames of a {n}-frame JPEG baseline ultrasound cine, fetched one by one, "
-                 f"frames/s (median of {runs} passes; first pass cold)",
-                 "| Accept | appliance | Orthanc + DICOMweb |", "|---|---|---|"]
+                 f"frames/s (median of {runs} passes; first pass cold), response bytes per frame and the "
+                 "server's CPU time per frame (all passes; less sensitive to other load than frames/s)",
+                 "| Accept | appliance frames/s | bytes/frame | CPU ms/frame | Orthanc + DICOMweb frames/s | "
+                 "bytes/frame | CPU ms/frame |", "|---|---|---|---|---|---|---|"]
         for label, accept in (("as stored: image/jpeg", 'multipart/related; type="image/jpeg"; '
                                "transfer-syntax=1.2.840.10008.1.2.4.50"),
                               ("decoded: application/octet-stream", 'multipart/related; '
-                               'type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1')):
-            rates = {"orthanc": []}
+                               'type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'),
+                              ("OHIF's: application/octet-stream, transfer-syntax=*", OHIF_ACCEPT)):
+            rates, sizes, cpu = {"orthanc": []}, {}, {}
             for name, (session, base) in targets.items():
-                passes = []
+                passes, total, cpu_before = [], 0, cpu_seconds(cpu_of[name])
                 for _ in range(runs):
-                    started = time.perf_counter()
+                    started, total = time.perf_counter(), 0
                     for f in range(1, n + 1):
                         r = session.get(f"{base}{instance_path(cine)}/frames/{f}", headers={"Accept": accept})
                         r.raise_for_status()
+                        total += len(r.content)
                     passes.append(n / (time.perf_counter() - started))
-                rates[name] = passes
-            rows.append(f"| {label} | {_rate(rates['box'])} | {_rate(rates['orthanc'])} |")
+                rates[name], sizes[name] = passes, f"{total / n / 1024:.1f} KiB"
+                cpu[name] = f"{(cpu_seconds(cpu_of[name]) - cpu_before) * 1000 / (n * runs):.2f}"
+            rows.append(f"| {label} | {_rate(rates['box'])} | {sizes['box']} | {cpu['box']} | "
+                        f"{_rate(rates['orthanc'])} | {sizes.get('orthanc', '-')} | {cpu.get('orthanc', '-')} |")
         return rows
     finally:
         stop(box)
         stop(orthanc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rate(values: list[float]) -> str:
@@ -380,12 +411,14 @@ def main() -> None:
     parser.add_argument("--skip-qido", action="store_true")
     parser.add_argument("--skip-pixels", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-rendered", action="store_true", help="of part 2/3, only the cine's frames")
     parser.add_argument("--no-orthanc", action="store_true", help="the appliance alone")
     parser.add_argument("--appliance-root", type=Path, default=ROOT,
                         help="run the appliance from this checkout (before/after figures)")
     args = parser.parse_args()
     APPLIANCE_ROOT[0] = args.appliance_root.resolve()
     WITH_ORTHANC[0] = not args.no_orthanc
+    WITH_RENDERED[0] = not args.skip_rendered
     rows: list[str] = []
     if not args.skip_qido:
         rows += bench_qido(args.cache, args.runs, args.studies)

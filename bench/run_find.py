@@ -13,7 +13,7 @@ and the cost of SQLCipher against plain SQLite.
    ``--server-root`` runs the server from another checkout (e.g. a ``git worktree`` of an
    older commit) on the same index, for before/after figures in one session.
 3. In-process, with the same rows in an SQLCipher and in a plain SQLite database: the three
-   queries through the query engine, and ingest-style index writes (record_instance, one
+   queries through the query engine, and ingest-style index writes (records.record, one
    committed transaction each, synchronous=FULL).
 
     .venv/bin/python bench/run_find.py [--runs 9] [--skip-sqlcipher-cost] [--server-root DIR]

@@ -1,4 +1,4 @@
-"""Boot the appliance image as shipped under qemu (TCG, UEFI) and check it end to end.
+"""Boot the appliance image as shipped under qemu (KVM if usable, else TCG; UEFI) and check it end to end.
 
 Run through ``image-build/smoke-test [IMAGE]`` (see image-build/README.md). Steps:
 1. copy the image to a scratch disk 2 GiB larger (the data partition must grow into
@@ -41,6 +41,8 @@ from pydicom.dataset import Dataset  # noqa: E402
 
 from tests.synth import make_instance  # noqa: E402
 
+import qemu_accel  # noqa: E402  (image-build/, next to this file)
+
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # we pin the console's fingerprint instead
 AE_TITLE = "SMOKEPACS"
 VENDOR_TOML = f'hostname = "pacs-smoke"\ntimezone = "Europe/Berlin"\nae_title = "{AE_TITLE}"\nsite_name = "Smoke Test Clinic"\n'
@@ -57,8 +59,9 @@ def free_port() -> int:
 class Box:
     """One qemu run of the disk, with loopback-only forwards to DICOM, HTTP and HTTPS."""
 
-    def __init__(self, disk: Path, work: Path, name: str):
+    def __init__(self, disk: Path, work: Path, name: str, accel: list[str] | None = None):
         self.disk, self.work, self.name = disk, work, name
+        self.accel = accel if accel is not None else qemu_accel.choose()
         self.ports = {"dicom": free_port(), "http": free_port(), "https": free_port()}
         self.serial = work / f"{name}-serial.log"
         self.qmp = work / f"{name}-qmp.sock"
@@ -71,7 +74,7 @@ class Box:
             shutil.copy(OVMF_VARS, vars_fd)
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{self.ports[k]}-:{guest}"
                        for k, guest in (("dicom", 104), ("http", 80), ("https", 443)))
-        cmd = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1536",
+        cmd = ["qemu-system-x86_64", "-machine", "q35", *self.accel, "-smp", "2", "-m", "1536",
                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                "-drive", f"if=pflash,format=raw,file={vars_fd}",
                "-drive", f"file={self.disk},if=virtio,format=raw",
@@ -229,7 +232,8 @@ def main() -> int:
         sys.exit("smoke-test: no image; build one with `sudo image-build/build`")
     work = args.work or Path(tempfile.mkdtemp(prefix="pacs-smoke-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"image": str(image)}
+    accel = qemu_accel.choose()
+    results: dict = {"image": str(image), "accel": " ".join(accel)}
     t0 = time.monotonic()
     disk = work / "disk.img"
     if image.suffix == ".zst":
@@ -246,7 +250,7 @@ def main() -> int:
     boxes = []
     try:
         # ---- first boot
-        box = Box(disk, work, "boot1")
+        box = Box(disk, work, "boot1", accel)
         boxes.append(box)
         box.start()
         results["boot1_ready_s"] = box.wait_ready(args.timeout)
@@ -279,7 +283,7 @@ def main() -> int:
             results["update_disk_s"] = round(time.monotonic() - t, 1)
 
         # ---- second boot
-        box = Box(disk, work, "boot2")
+        box = Box(disk, work, "boot2", accel)
         boxes.append(box)
         box.start()
         results["boot2_ready_s"] = box.wait_ready(args.timeout)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.data.data_manager import DATA_ROOT
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -30,6 +31,16 @@ SAMPLES = {
     "MR_IMPLICIT": "MR_small_implicit.dcm",
     "DEFLATED": "image_dfl.dcm",
 }
+
+
+def bundled_files(pattern: str, folder: str = "test_files") -> list[str]:
+    """pydicom's bundled sample files matching `pattern` (folder: test_files or charset_files).
+
+    Not pydicom's get_testdata_files(): that also lists the pydicom-data files and
+    downloads each one it has not cached (about 80 requests), which makes the suite
+    depend on the network.
+    """
+    return sorted(str(p) for p in (Path(DATA_ROOT) / folder).glob(pattern))
 
 
 @functools.lru_cache(maxsize=None)

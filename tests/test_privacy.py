@@ -1,4 +1,4 @@
-"""No patient name or ID in plaintext anywhere in the data directory, nor in the log (DESIGN invariant 4).
+"""No patient name or ID in plaintext anywhere in the data directory, nor in the log (docs/DESIGN.md invariant 4).
 
 A study with a distinctive synthetic identity is stored, re-sent, replaced and
 queried (by name and by ID), with the server logging at DEBUG; then every file

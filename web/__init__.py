@@ -114,14 +114,18 @@ def create_app(appliance, test_config: dict | None = None) -> Flask:
     app.jinja_env.filters["local"] = local_time
 
     from .admin import bp as admin_bp
+    from .corrections import bp as fix_bp
     from .dicomweb import init_app as init_dicomweb
     from .health import bp as health_bp
+    from .ohif import bp as ohif_bp
     from .viewer import bp as viewer_bp
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(viewer_bp)  # study list, study pages, image viewer, media export
+    app.register_blueprint(fix_bp)  # a study's Fix page: correct, move, merge, split, delete, anonymized copy
+    app.register_blueprint(ohif_bp)  # /ohif: OHIF's release build when installed (web/ohif)
     init_dicomweb(app, appliance)  # /dicomweb: QIDO-RS, WADO-RS, STOW-RS, WADO-URI
     return app
 

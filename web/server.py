@@ -42,11 +42,11 @@ MAX_HEADER_BYTES = 64 << 10
 class WebServer:
     def __init__(self, appliance, host: str, port: int, threads: int = 8):
         self.app = create_app(appliance)
-        self.tls = bool(appliance.config.http.tls)
+        http = appliance.config.http
+        self.tls = bool(http.tls)
         self._servers: list[_Runner] = []
         if not self.tls:
-            self._servers.append(_Cheroot(self.app, host, port, threads,
-                                          max_body=appliance.config.http.max_upload_mb << 20))
+            self._servers.append(_Cheroot(self.app, host, port, threads, max_body=http.max_upload_mb << 20))
             return
         from appliance import tls as tls_files
 

@@ -7,7 +7,7 @@ CONTRACT for other parts:
 - ``run_now(actor)`` asks the scheduler thread to run a backup soon (the admin UI's
   button); ``run(trigger, actor)`` runs one in the calling thread (the CLI).
 - ``is_offsite(object_id)`` is True once the object is on the target *and* listed
-  by a manifest there (DESIGN invariant 6: delete nothing that is not).
+  by a manifest there (docs/DESIGN.md invariant 6: delete nothing that is not).
 """
 from __future__ import annotations
 

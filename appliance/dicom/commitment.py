@@ -8,6 +8,13 @@ recorded SHA-256. The result goes
 back as an N-EVENT-REPORT on the same association when the modality keeps it
 open, otherwise on a new association to the registered peer with the calling
 AE title (we take the SCP role in it, negotiated with role selection).
+
+Durability: the request is stored in the index (``index.commitments``) before the
+N-ACTION is answered, and stays there until a report was delivered. A report the
+requester did not take (released at once and not listening, down, unknown) is
+tried again on a new association with back-off (``retry_initial`` doubling up to
+``retry_max``) by a background task, across restarts of the box and of the
+requester; the references are checked again at each attempt.
 """
 from __future__ import annotations
 
@@ -22,7 +29,10 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from ..archive import Archive
 from ..errors import ApplianceError
+from ..index import Index, utcnow
+from ..index.commitments import Request
 from ..index.studies import StoredInstance, StudiesRepo
+from ..lifecycle import PeriodicTask
 from ..peers import PeerRegistry
 from .registry import DimseService, Handler
 from .status import (
@@ -84,21 +94,48 @@ def event_report(transaction_uid: str, committed: list[Dataset], failed: list[Da
     return (2 if failed else 1), ds
 
 
+def _reference(sop_class: str, sop_uid: str) -> Dataset:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = sop_class
+    ref.ReferencedSOPInstanceUID = sop_uid
+    return ref
+
+
 class CommitmentService:
-    def __init__(self, archive: Archive, studies: StudiesRepo, peers: PeerRegistry, ae_title: str, audit,
-                 timeout: float = 30.0):
+    name = "storage commitment reports"
+
+    def __init__(self, archive: Archive, index: Index, peers: PeerRegistry, ae_title: str, audit,
+                 timeout: float = 30.0, retry_initial: float = 30.0, retry_max: float = 3600.0):
         self.archive = archive
-        self.studies = studies
+        self.index = index
         self.peers = peers
         self.ae_title = ae_title
         self.audit = audit
         self.timeout = timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._task = PeriodicTask(self.name, self.run_once, self._idle_seconds, retry_seconds=60,
+                                  join_seconds=timeout + 5)
 
     def service(self) -> DimseService:
         # The N-EVENT-REPORT goes back on this association, or on a new one where we take the SCP role.
         return DimseService("Storage Commitment Push Model", (StorageCommitmentPushModel,),
                             (Handler(evt.EVT_N_ACTION, self.handle_n_action),), reference="PS3.4 Annex J")
 
+    # -- life cycle of the retry task -------------------------------------------
+    def start(self) -> None:
+        self._task.start()
+
+    def stop(self) -> None:
+        self._task.stop()
+
+    def _idle_seconds(self) -> float:
+        due = self.index.commitments.next_due()
+        if due is None:
+            return 300.0
+        return max(0.5, min(300.0, (due - utcnow()).total_seconds()))
+
+    # -- the request ------------------------------------------------------------
     def handle_n_action(self, event):
         if str(event.request.RequestedSOPClassUID) != StorageCommitmentPushModel:
             return NO_SUCH_ACTION, None
@@ -110,26 +147,63 @@ class CommitmentService:
         if not transaction_uid or not references:
             return INVALID_ARGUMENT, None
         calling = event.assoc.requestor.ae_title.strip()
+        refs = [(str(r.get("ReferencedSOPClassUID", "")), str(r.get("ReferencedSOPInstanceUID", "")))
+                for r in references]
+        try:  # durable before we answer: the report is owed even if the box restarts now
+            request = self.index.commitments.add(transaction_uid, calling, refs,
+                                      first_retry_seconds=SAME_ASSOCIATION_GRACE + 2 * self.timeout)
+        except Exception:  # noqa: BLE001 - no success without the stored request
+            log.exception("storage commitment request from %s could not be stored", calling)
+            return PROCESSING_FAILURE, None
         # Reply first; the report follows from a thread, which pynetdicom holds until the reply is sent.
-        threading.Thread(target=self._report, args=(event.assoc, calling, transaction_uid, list(references)),
-                         name="storage-commitment", daemon=True).start()
+        threading.Thread(target=self._report, args=(event.assoc, request), name="storage-commitment",
+                         daemon=True).start()
         return SUCCESS, None
 
-    def _report(self, assoc, calling: str, transaction_uid: str, references: list) -> None:
+    def _result(self, request: Request) -> tuple[int, Dataset]:
+        references = [_reference(c, u) for c, u in request.references]
+        committed, failed = check_references(self.archive, self.index.studies, references)
+        log.info("storage commitment for %s: %d committed, %d failed", request.calling_ae, len(committed),
+                 len(failed))
+        self.audit.record("dicom.commitment", f"dicom:{request.calling_ae}",
+                          detail=f"{len(committed)} committed, {len(failed)} failed")
+        return event_report(request.transaction_uid, committed, failed, self.ae_title)
+
+    def _report(self, assoc, request: Request) -> None:
         try:
-            committed, failed = check_references(self.archive, self.studies, references)
-            event_type, ds = event_report(transaction_uid, committed, failed, self.ae_title)
-            log.info("storage commitment for %s: %d committed, %d failed", calling, len(committed), len(failed))
-            self.audit.record("dicom.commitment", f"dicom:{calling}",
-                              detail=f"{len(committed)} committed, {len(failed)} failed")
+            event_type, ds = self._result(request)
             # A modality that wants the report on this association waits for it; one that releases at
             # once has its A-RELEASE handled within this grace period, and gets it on a new association.
             time.sleep(SAME_ASSOCIATION_GRACE)
             if assoc.is_established and not assoc.acse.is_release_requested() and self._send(assoc, event_type, ds):
+                self.index.commitments.delivered(request.id)
                 return
-            self._send_on_new_association(calling, event_type, ds)
-        except Exception:  # noqa: BLE001 - a background thread must log, not die silently
-            log.exception("storage commitment report to %s failed", calling)
+            self._deliver(request, event_type, ds)
+        except Exception:  # noqa: BLE001 - a background thread must log, not die silently; the task retries
+            log.exception("storage commitment report to %s failed; it will be tried again", request.calling_ae)
+
+    def run_once(self) -> int:
+        """Report every request that is due on a new association; return how many were delivered."""
+        done = 0
+        for request in self.index.commitments.due(utcnow()):
+            if self._task.stopping:
+                break
+            event_type, ds = self._result(request)
+            done += self._deliver(request, event_type, ds)
+        return done
+
+    def _deliver(self, request: Request, event_type: int, ds: Dataset) -> bool:
+        error = self._send_on_new_association(request.calling_ae, event_type, ds)
+        if error is None:
+            self.index.commitments.delivered(request.id)
+            log.info("storage commitment report %s delivered to %s", request.transaction_uid, request.calling_ae)
+            return True
+        delay = min(self.retry_initial * (2 ** request.attempts), self.retry_max)
+        log.warning("storage commitment report for %s not delivered (%s); next attempt in %.0f s",
+                    request.calling_ae, error, delay)
+        self.index.commitments.postpone(request.id, error, delay)
+        self._task.wake()  # recompute the next due time
+        return False
 
     def _send(self, assoc, event_type: int, ds: Dataset) -> bool:
         try:
@@ -139,28 +213,26 @@ class CommitmentService:
             return False
         return getattr(rsp, "Status", None) is not None
 
-    def _send_on_new_association(self, calling: str, event_type: int, ds: Dataset) -> None:
+    def _send_on_new_association(self, calling: str, event_type: int, ds: Dataset) -> str | None:
+        """None when the requester took the report, else why not."""
         peer = self.peers.get(calling)
         if peer is None:
-            log.warning("storage commitment result for %s not delivered: the association closed and %s is not "
-                        "a registered peer (add it with `pacs-appliance modality add`)", calling, calling)
-            return
+            return (f"{calling} is not a registered peer, so the node cannot call it back (add it with "
+                    "`pacs-appliance modality add`)")
         try:
             tls_args = self.peers.tls_args(peer)  # None unless the peer is flagged for DICOM TLS
         except ApplianceError as exc:
-            log.warning("storage commitment result for %s not delivered: %s", calling, exc)
-            return
+            return str(exc)
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout
         ae.add_requested_context(StorageCommitmentPushModel)
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args,
                              ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)])
         if not assoc.is_established:
-            log.warning("storage commitment result for %s not delivered: cannot associate with %s:%d", calling,
-                        peer.host, peer.port)
-            return
+            return f"cannot associate with {peer.ae_title} at {peer.host}:{peer.port}"
         try:
             if not self._send(assoc, event_type, ds):
-                log.warning("storage commitment result for %s not acknowledged", calling)
+                return "the N-EVENT-REPORT was not acknowledged"
         finally:
             assoc.release()
+        return None

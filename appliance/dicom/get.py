@@ -6,6 +6,15 @@ counts the sub-operations and the failed SOP Instance UIDs. Each instance is
 sent by ``scu.ObjectSender``: stored bytes when the requestor accepted the
 stored transfer syntax, a lossless transcode when not, otherwise a failed
 sub-operation.
+
+Which syntax the box accepts in each of those contexts decides what it can send:
+pynetdicom takes the requestor's first, so a ``getscu +xs`` context [JPEG lossless,
+explicit LE, implicit LE] would be accepted as JPEG lossless and every uncompressed
+object fail (the box never compresses). ``prefer_producible`` (an EVT_REQUESTED
+watcher) puts the little endian syntaxes the box produces from anything first in the
+contexts offered with the SCP role, so such a context is accepted as one the box can
+always fill; a context offered with compressed syntaxes only is still accepted as
+offered (its objects go out exactly, the rest fail with the reason).
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ from pynetdicom.sop_class import (
 
 from ..index import Index
 from ..peers import PeerRegistry
+from ..transcode import FALLBACKS
 from .move import BadIdentifier, _text, caller_may_retrieve, match_instances
 from .registry import DimseService, Handler
 from .scu import ObjectSender
@@ -33,6 +43,27 @@ def service(index: Index, peers: PeerRegistry, sender: ObjectSender, audit) -> D
                                                StudyRootQueryRetrieveInformationModelGet),
                         (Handler(evt.EVT_C_GET, handle_get, (index, peers, sender, audit)),),
                         requestor_scp_for=STORAGE_SOP_CLASSES, reference="PS3.4 Annex C (C.4.3)")
+
+
+def prefer_producible(event) -> None:
+    """EVT_REQUESTED: reorder the syntaxes of contexts the requestor offers with the SCP role (see above)."""
+    assoc = event.assoc
+    if not assoc.is_acceptor:
+        return
+    scp_classes = {str(uid) for uid, item in assoc.requestor.role_selection.items() if item.scp_role}
+    if not scp_classes:
+        return
+    for cx in assoc.requestor.primitive.presentation_context_definition_list or ():
+        if str(cx.abstract_syntax) in scp_classes:
+            offered = [str(ts) for ts in cx.transfer_syntax]
+            first = [str(ts) for ts in FALLBACKS if str(ts) in offered]
+            if first:
+                cx.transfer_syntax = first + [ts for ts in offered if ts not in first]
+
+
+def watchers() -> list:
+    """The notification handlers C-GET needs on the node (DicomNode.watch)."""
+    return [(evt.EVT_REQUESTED, prefer_producible)]
 
 
 def handle_get(event, index: Index, peers: PeerRegistry, sender: ObjectSender, audit):

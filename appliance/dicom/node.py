@@ -15,6 +15,7 @@ policy and ``max_associations`` budget, since they are acceptors of one AE.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from typing import Any, Callable
 from pynetdicom import AE, _config, evt
 
 from ..events import Events
-from .policy import AssociationPolicy
+from .association_log import reason_text
+from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .registry import DimseService, ServiceRegistry
+from .slots import AssociationSlots, pynetdicom_limit
 from .sockets import tune_accepted_socket
 from .tls import start_tls_server
 
@@ -104,7 +107,8 @@ class DicomNode:
         self.policy = policy
         self.events = events
         self.ae = AE(ae_title=s.ae_title)
-        self.ae.maximum_associations = s.max_associations
+        self.slots = AssociationSlots(self.ae, s.max_associations)  # counts accepted associations only
+        self.ae.maximum_associations = pynetdicom_limit(s.max_associations)
         self.ae.acse_timeout = s.acse_timeout
         self.ae.dimse_timeout = s.dimse_timeout
         self.ae.network_timeout = s.network_timeout
@@ -116,6 +120,7 @@ class DicomNode:
         self.registry = ServiceRegistry()  # the DIMSE services: the node's conformance table
         self._watchers: list[tuple[Any, Callable, list]] = [
             (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
+            (evt.EVT_CONN_OPEN, self.slots.on_connection, []),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),
             (evt.EVT_ESTABLISHED, self._on_established, []),
@@ -151,10 +156,25 @@ class DicomNode:
         called = str(primitive.called_ae_title).strip()
         host = assoc.requestor.address
         rejection = self.policy.check(called, calling, host)
+        sock = getattr(assoc.dul.socket, "socket", None)
+        if rejection is None and isinstance(sock, ssl.SSLSocket):
+            der = sock.getpeercert(binary_form=True)
+            subject = dict(x[0] for x in (sock.getpeercert() or {}).get("subject", ()))
+            why = self.policy.check_certificate(calling, hashlib.sha256(der).hexdigest() if der else None,
+                                                subject.get("commonName"),
+                                                required=self.tls_context.verify_mode == ssl.CERT_REQUIRED)
+            if why is not None:
+                log.warning("association from %s at %s over TLS rejected: %s", calling, host, why)
+                rejection = REJECT_CALLING_AE
+        elif rejection is not None:
+            log.warning("association from %s at %s to %s rejected: %s", calling, host, called,
+                        reason_text(rejection[1], rejection[2]))
         if rejection is None:
-            return
-        log.warning("association from %s at %s to %s rejected (reason 0x%02X)", calling, host, called,
-                    rejection[2])
+            rejection = self.slots.take(assoc)
+            if rejection is None:
+                return
+            log.warning("association from %s at %s rejected: all %d association slots are in use "
+                        "([dicom] max_associations)", calling, host, self.slots.max_associations)
         assoc.acse.send_reject(*rejection)
         assoc.is_rejected = True
         self.events.emit("association_rejected", calling_ae=calling, called_ae=called, address=host,
@@ -182,6 +202,7 @@ class DicomNode:
             try:
                 self._tls_server = start_tls_server(self.ae, self.tls_address, self.tls_context, self._handlers,
                                                     contexts, handshake_timeout=self.ae.acse_timeout,
+                                                    max_handshakes=self.slots.max_associations,
                                                     on_failure=self._on_tls_failure)
             except BaseException:
                 self.stop()  # do not leave the plain port open when the TLS one cannot be

@@ -5,9 +5,11 @@ accepted the object's stored transfer syntax, the stored dataset bytes go out
 as they are, never decoded and re-encoded: the archive's plaintext is copied
 into an anonymous in-memory file (memfd, never the data disk) and pynetdicom
 sends it from there in chunks (``STORE_SEND_CHUNKED_DATASET``), so what the
-peer receives is byte-identical to what we received. Otherwise
-``transcode.for_peer`` makes a dataset the peer can take, or the sub-operation
-fails with the reason.
+peer receives is byte-identical to what we received. Otherwise ``transcode.choose``
+picks a syntax the box can produce without loss among those the peer accepted and
+``transcode.to_syntax`` writes the object in it (into the memfd too), or the
+sub-operation fails with the reason. C-MOVE, C-GET and forwarding all send through
+here, so they choose alike.
 
 pynetdicom's C-MOVE/C-GET service calls ``assoc.send_c_store(dataset)`` for
 each dataset our handler yields; ``install`` makes that call go through
@@ -24,14 +26,13 @@ from pathlib import Path
 from typing import Iterable
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from ..archive import Archive
 from ..errors import ApplianceError
-from ..transcode import TranscodeError, for_peer, is_uncompressed
+from ..transcode import FALLBACKS, TranscodeError, choose, to_syntax
 from .sockets import tune_accepted_socket
 from .tls import diagnose
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 # Send a dataset given as a file path without decoding it (see module docstring).
 _config.STORE_SEND_CHUNKED_DATASET = True
 MAX_CONTEXTS = 128
-UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+UNCOMPRESSED = list(FALLBACKS)
 
 
 class SendError(ApplianceError):
@@ -63,20 +64,22 @@ class Outgoing(Dataset):
 class SendOutcome:
     status: int
     transcoded: bool
+    transfer_syntax: str = ""
 
 
 def storage_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
     """Contexts to propose for (SOP class, stored transfer syntax) pairs.
 
-    Each stored syntax gets its own context (so the peer can accept it exactly),
-    and each SOP class also gets an uncompressed one to fall back on.
+    Each stored syntax gets a context of its own, so a receiver that takes it is asked for
+    nothing else and gets the exact bytes (a receiver picks one syntax per context by its
+    own preference: offered [big endian, little endian] together, storescp takes little
+    endian). Each SOP class also gets one context with the little endian syntaxes
+    ``transcode.to_syntax`` produces from anything, to fall back on.
     """
     contexts: dict[tuple[str, tuple[str, ...]], PresentationContext] = {}
     for sop_class, ts in sorted(set(pairs)):
-        syntaxes = [ts] + [u for u in UNCOMPRESSED if u != ts] if is_uncompressed(ts) else [ts]
-        contexts.setdefault((sop_class, tuple(syntaxes)), build_context(sop_class, syntaxes))
-        if not is_uncompressed(ts):
-            contexts.setdefault((sop_class, tuple(UNCOMPRESSED)), build_context(sop_class, UNCOMPRESSED))
+        for syntaxes in ((str(ts),), tuple(UNCOMPRESSED)):
+            contexts.setdefault((sop_class, syntaxes), build_context(sop_class, list(syntaxes)))
     result = list(contexts.values())
     if len(result) > MAX_CONTEXTS:
         raise SendError(f"{len(result)} presentation contexts needed, more than DICOM's {MAX_CONTEXTS}: "
@@ -97,25 +100,28 @@ class ObjectSender:
              originator_id: int | None = None) -> SendOutcome:
         """C-STORE one stored object; return the peer's status, raise SendError/TranscodeError."""
         accepted = accepted_syntaxes(assoc, out.SOPClassUID)
-        if not accepted:
-            raise SendError(f"the peer accepted no presentation context for SOP class {out.SOPClassUID}")
+        if not accepted:  # not transient: the peer does not take this SOP class
+            raise TranscodeError(f"the peer accepted no presentation context for SOP class {out.SOPClassUID}")
+        target = choose(out.transfer_syntax, accepted)  # TranscodeError when none can be produced
         fd = os.memfd_create("pacs-send", os.MFD_CLOEXEC)
         with os.fdopen(fd, "w+b") as fh:
             self.archive.copy_to(out.object_id, fh)
             fh.flush()
-            if out.transfer_syntax in accepted:
-                transcoded = False
-                payload: Path | Dataset = Path(f"/proc/self/fd/{fh.fileno()}")
-            else:
+            if target != out.transfer_syntax:
                 fh.seek(0)
-                payload = for_peer(fh.read(), out.transfer_syntax, accepted)
-                transcoded = True
-            status = Association.send_c_store(assoc, payload, msg_id=msg_id, originator_aet=originator_aet,
-                                              originator_id=originator_id)
+                converted = to_syntax(fh.read(), out.transfer_syntax, target)
+                fh.seek(0)
+                fh.truncate()
+                fh.write(converted)
+                fh.flush()
+                del converted
+            # pynetdicom sends a file path on the accepted context of exactly its file meta's syntax
+            status = Association.send_c_store(assoc, Path(f"/proc/self/fd/{fh.fileno()}"), msg_id=msg_id,
+                                              originator_aet=originator_aet, originator_id=originator_id)
         code = getattr(status, "Status", None)
         if code is None:
             raise SendError("the peer did not answer the C-STORE (timeout or association lost)")
-        return SendOutcome(int(code), transcoded)
+        return SendOutcome(int(code), target != out.transfer_syntax, target)
 
     def send_c_store(self, assoc: Association, dataset, msg_id: int = 1, priority: int = 2,
                      originator_aet: str | None = None, originator_id: int | None = None) -> Dataset:

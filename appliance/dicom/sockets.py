@@ -29,14 +29,22 @@ import logging
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
+from typing import Callable
 
+from pynetdicom.timer import Timer
 from pynetdicom.transport import AssociationSocket
 
 log = logging.getLogger(__name__)
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 POLL_INTERVAL = 0.005  # the longest either thread now waits without re-checking its state
+# A peer's PDU length is read before anything else about it; these bound what it may claim.
+ASSOCIATE_LIMIT = 1 << 20  # an A-ASSOCIATE-RQ: 128 contexts x 45 transfer syntaxes is ~160 KiB
+PREALLOCATE = 1 << 20  # a longer PDU's buffer grows as its bytes arrive instead of at once
+PROGRESS_BYTES = 1 << 20  # received bytes that count as progress for the idle timer (with whole messages)
+ABORT_NOT_SPECIFIED, ABORT_INVALID_PARAMETER = 0x00, 0x06  # A-ABORT reasons (source 2), PS3.8 9.3.8
 
 
 def _quickack(sock: socket.socket | None) -> None:
@@ -55,21 +63,129 @@ class TunedAssociationSocket(AssociationSocket):
     _send_queue: queue.Queue | None = None
     _waiting = False  # the DUL thread is in (or about to enter) select
     _wake_sent = False  # a wake-up byte is on its way: no need for another
+    _body_next = False  # a PDU header was read: the next recv is its body
+    _pdu_deadline: float | None = None  # by when that body must be complete
+    _pdu_limit: int | None = 0  # 0: not looked up yet (see _limit)
+    received = 0  # bytes read from the peer so far (the idle timer's measure of progress)
 
     def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` (pynetdicom calls this twice per PDU: its 6-byte header, then its body).
+
+        A peer's PDU is a claim, not a promise: the buffer grows only as bytes arrive, a body longer
+        than this state allows (``_limit``) is refused before any of it is read, and header and body
+        together must arrive within one deadline (``_deadline``), however the bytes are spaced.
+        Either refusal sends an A-ABORT and returns a short read, which pynetdicom treats as a
+        connection closed mid-PDU (Evt17): it closes the socket and frees the association slot.
+        """
+        header = not self._body_next
+        if header:
+            deadline = self._deadline()
+        else:
+            deadline, self._body_next = self._pdu_deadline, False
+            limit = self._limit()
+            if limit is not None and nr_bytes > limit:
+                self._refuse(f"announced a {nr_bytes}-byte PDU, more than the {limit} bytes allowed "
+                             f"{'before association' if self._associating() else 'by the maximum PDU size'}",
+                             ABORT_INVALID_PARAMETER)
+                return bytearray()
+        buffer = self._read(nr_bytes, deadline)
+        if buffer is None:
+            what = "PDU header" if header else f"{nr_bytes}-byte PDU"
+            self._refuse(f"did not complete a {what} within {self._timeout():g} s", ABORT_NOT_SPECIFIED)
+            return bytearray()
+        self.received += len(buffer)
+        if header and len(buffer) == 6 and 0x01 <= buffer[0] <= 0x07:
+            self._body_next, self._pdu_deadline = True, deadline  # the body shares the header's deadline
+        return buffer
+
+    def _read(self, nr_bytes: int, deadline: float | None) -> bytearray | None:
+        """Up to ``nr_bytes`` (fewer if the peer closes); None when ``deadline`` passes first."""
         sock = self.socket
-        buffer = bytearray(nr_bytes)
+        buffer = bytearray(min(nr_bytes, PREALLOCATE))
         view = memoryview(buffer)
         nr_read = 0
-        while nr_read < nr_bytes:  # one recv_into per kernel chunk, not pynetdicom's 4 KiB loop
-            n = sock.recv_into(view[nr_read:])
-            _quickack(sock)
-            if not n:  # connection closed: return what arrived, like pynetdicom
-                view.release()  # a bytearray with a live memoryview cannot be resized
-                del buffer[nr_read:]
-                break
-            nr_read += n
+        timeout_before = sock.gettimeout()
+        plain = deadline is None or (not isinstance(sock, ssl.SSLSocket) and timeout_before is None)
+        try:
+            while nr_read < nr_bytes:  # one recv_into per kernel chunk, not pynetdicom's 4 KiB loop
+                if nr_read == len(buffer):  # grow by doubling, never past what was asked for
+                    view.release()  # a bytearray with a live memoryview cannot be resized
+                    buffer.extend(bytes(min(nr_read, nr_bytes - nr_read)))
+                    view = memoryview(buffer)
+                if plain:  # fast path: no timeout bookkeeping unless the kernel has nothing for us
+                    try:
+                        n = sock.recv_into(view[nr_read:]) if deadline is None \
+                            else sock.recv_into(view[nr_read:], 0, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                            return None
+                        continue
+                else:  # TLS (or a socket with its own timeout): the deadline as a socket timeout
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    sock.settimeout(remaining)
+                    try:
+                        n = sock.recv_into(view[nr_read:])
+                    except (socket.timeout, TimeoutError):
+                        return None
+                _quickack(sock)
+                if not n:  # connection closed: return what arrived, like pynetdicom
+                    break
+                nr_read += n
+        finally:
+            view.release()
+            if not plain:
+                sock.settimeout(timeout_before)
+        del buffer[nr_read:]
         return buffer
+
+    def _associating(self) -> bool:
+        """Waiting for the A-ASSOCIATE-RQ (acceptor) or its answer (requestor)."""
+        return self.assoc.dul.state_machine.current_state in ("Sta2", "Sta5")
+
+    def _limit(self) -> int | None:
+        """The longest PDU body accepted now: an association request gets ASSOCIATE_LIMIT, later PDUs the
+        maximum PDU length we announced plus 6 (the slack for senders that count the PDV header in it);
+        None when we announced no maximum (``max_pdu = 0``)."""
+        if self._associating():
+            return ASSOCIATE_LIMIT
+        if self._pdu_limit == 0:  # negotiated once: look it up on the first PDU after association
+            assoc = self.assoc
+            max_pdu = (assoc.acceptor if assoc.is_acceptor else assoc.requestor).maximum_length
+            self._pdu_limit = max_pdu + 6 if max_pdu else None
+        return self._pdu_limit
+
+    def _timeout(self) -> float | None:
+        """Seconds a whole PDU may take: network_timeout, and acse_timeout for the association request."""
+        assoc = self.assoc
+        timeout = assoc.network_timeout
+        if self._associating() and assoc.acse_timeout is not None:
+            timeout = assoc.acse_timeout if timeout is None else min(timeout, assoc.acse_timeout)
+        return timeout
+
+    def _deadline(self) -> float | None:
+        timeout = self._timeout()
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _refuse(self, why: str, reason: int) -> None:
+        """Log why, and tell the peer with an A-ABORT (source: service provider) before the short read."""
+        sock = self.socket
+        try:
+            peer = sock.getpeername()[0]
+        except OSError:
+            peer = "a closed connection"
+        log.warning("DICOM connection from %s aborted: it %s", peer, why)
+        abort = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, reason))  # A-ABORT PDU, PS3.8 9.3.8
+        try:
+            if isinstance(sock, ssl.SSLSocket):
+                sock.settimeout(1.0)
+                sock.sendall(abort)
+            else:
+                sock.send(abort, socket.MSG_DONTWAIT)  # never wait on a peer that does not read
+        except OSError:
+            pass
 
     def send(self, bytestream: bytes) -> None:
         super().send(bytestream)
@@ -119,6 +235,61 @@ class TunedAssociationSocket(AssociationSocket):
             if s is not None:
                 s.close()
         self._wake_r = self._wake_w = None
+
+
+class _ProgressTimer(Timer):
+    """The DUL's idle timer (``network_timeout``), restarted by progress rather than by any PDU.
+
+    pynetdicom restarts it after every PDU it reads, so a peer that sends a one-byte P-DATA PDU
+    now and then holds its association (and a slot) for ever. Here that restart counts only
+    once PROGRESS_BYTES more have arrived; a whole DIMSE message received (``progress``, called
+    from the DIMSE message queue) always counts. An association without either for
+    ``network_timeout`` seconds is aborted by pynetdicom's own idle check.
+    """
+
+    def __init__(self, timeout: float | None, transport: TunedAssociationSocket):
+        super().__init__(timeout)
+        self._transport = transport
+        self._mark = 0
+
+    def restart(self) -> None:
+        if self._transport.received - self._mark >= PROGRESS_BYTES:
+            self.progress()
+
+    def progress(self) -> None:
+        self._mark = self._transport.received
+        self.start()
+
+
+class _DimseQueue(queue.Queue):
+    """A tuned association's DIMSE message queue.
+
+    ``put``: a whole message received is progress for the idle timer (acceptors). ``get``: the
+    association's reactor never takes a message while the association is paused. pynetdicom pauses
+    it around each ``send_c_*`` (so the response goes to the sender), but the reactor only marks
+    itself running again after its checkpoint returned: a response arriving in that gap was taken
+    as a request ("Received unexpected C-STORE service message") and the sender timed out. Checked
+    under the queue's lock, so the response to a request sent after the pause can never slip through.
+    """
+
+    on_put: Callable[[], None] | None = None
+    reactor: threading.Thread | None = None  # the association thread
+    checkpoint: threading.Event | None = None  # set = not paused
+
+    def put(self, item, block=True, timeout=None):
+        super().put(item, block, timeout)
+        if self.on_put is not None:
+            self.on_put()
+
+    def get(self, block=True, timeout=None):
+        if block or self.checkpoint is None or threading.current_thread() is not self.reactor:
+            return super().get(block, timeout)
+        with self.mutex:
+            if not self._qsize() or not self.checkpoint.is_set():
+                raise queue.Empty
+            item = self._get()
+            self.not_full.notify()
+            return item
 
 
 class _WakingQueue(queue.Queue):
@@ -201,6 +372,25 @@ def _install_reactor_time() -> bool:
     return True
 
 
+def _track_progress(assoc, transport: TunedAssociationSocket) -> _DimseQueue | None:
+    """Give the association our DIMSE queue and, an acceptor, the progress-based idle timer (see
+    _ProgressTimer); None when pynetdicom's layout is not the known one. A requestor's DUL already
+    runs (it made the connection), but no DIMSE message can arrive before the association is
+    negotiated, so its queue can still be swapped; it keeps pynetdicom's idle timer."""
+    dul, dimse = assoc.dul, getattr(assoc, "dimse", None)
+    timer, messages = getattr(dul, "_idle_timer", None), getattr(dimse, "msg_queue", None)
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if (assoc.is_acceptor and dul.is_alive()) or type(messages) is not queue.Queue or not messages.empty():
+        return None
+    dimse.msg_queue = messages = _DimseQueue()
+    if isinstance(assoc, threading.Thread) and isinstance(checkpoint, threading.Event):
+        messages.reactor, messages.checkpoint = assoc, checkpoint
+    if assoc.is_acceptor and type(timer) is Timer:
+        dul._idle_timer = _ProgressTimer(timer.timeout, transport)
+        messages.on_put = dul._idle_timer.progress
+    return messages
+
+
 def tune(sock: socket.socket) -> None:
     """Set TCP_NODELAY and TCP_QUICKACK on a connected TCP socket (best effort)."""
     try:
@@ -222,6 +412,7 @@ def tune_accepted_socket(event) -> None:
         return
     tune(sock)
     transport.__class__ = TunedAssociationSocket
+    messages = _track_progress(assoc, transport)
     if dul.is_alive() or not isinstance(getattr(dul, "to_provider_queue", None), queue.Queue) \
             or not dul.to_provider_queue.empty():
         return  # not the pynetdicom layout we know: keep its polling
@@ -230,11 +421,12 @@ def tune_accepted_socket(event) -> None:
     transport._wake_w.setblocking(False)
     dul.to_provider_queue = transport._send_queue = _WakingQueue(transport)
     dul._run_loop_delay = 0  # the wait now happens in ``ready``
-    messages = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
-    if isinstance(messages, queue.Queue) and type(checkpoint) is threading.Event and checkpoint.is_set():
+    if messages is not None and type(checkpoint) is threading.Event and checkpoint.is_set():
         assoc._reactor_checkpoint = _MessageWaitCheckpoint(messages)
         assoc._reactor_checkpoint.set()
+        if isinstance(assoc, threading.Thread):
+            messages.reactor, messages.checkpoint = assoc, assoc._reactor_checkpoint
         if type(dul.to_user_queue) is queue.Queue and dul.to_user_queue.empty():
             dul.to_user_queue = _NotifyingQueue(messages)
         if isinstance(assoc, threading.Thread) and _install_reactor_time():

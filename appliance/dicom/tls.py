@@ -62,6 +62,7 @@ class TlsSettings:
     ca: Path | None  # trusted for client certificates and for peers we call
     require_client_cert: bool = False
     min_version: str = "1.2"
+    crl: Path | None = None  # revocation lists for client certificates
 
     @classmethod
     def from_config(cls, config) -> "TlsSettings":
@@ -77,7 +78,7 @@ class TlsSettings:
 
         return cls(port=d.tls_port, cert=path(d.tls_cert, default.cert), key=path(d.tls_key, default.key),
                    ca=path(d.tls_ca, None), require_client_cert=d.tls_require_client_cert,
-                   min_version=str(d.tls_min_version))
+                   min_version=str(d.tls_min_version), crl=path(d.tls_crl, None))
 
 
 def check_listeners(port: int, tls_port: int, tls_only: bool) -> None:
@@ -107,6 +108,23 @@ def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
         raise ConfigError(f"[dicom] tls_ca {ca} holds no usable PEM certificate: {exc}") from None
 
 
+def _load_crl(context: ssl.SSLContext, crl: Path) -> None:
+    """Check each client certificate against its issuer's CRL (OpenSSL reads CRLs from a PEM file
+    like CA certificates); a client whose CA has no CRL in the file is refused, not waved through."""
+    try:
+        text = crl.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        raise ConfigError(f"[dicom] tls_crl {crl} does not exist") from None
+    if "-----BEGIN X509 CRL-----" not in text:
+        raise ConfigError(f"[dicom] tls_crl {crl} holds no PEM CRL (-----BEGIN X509 CRL-----); convert a DER "
+                          "one with `openssl crl -inform DER -in FILE -out FILE.pem`")
+    try:
+        context.load_verify_locations(cafile=str(crl))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"[dicom] tls_crl {crl} could not be read: {exc}") from None
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+
+
 def server_context(settings: TlsSettings) -> ssl.SSLContext:
     """The TLS listener's context: our certificate, TLS 1.2+ and the client-certificate policy."""
     for what, path in (("tls_cert", settings.cert), ("tls_key", settings.key)):
@@ -121,6 +139,10 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
     if settings.ca is not None:
         _load_ca(context, settings.ca)
         context.verify_mode = ssl.CERT_REQUIRED if settings.require_client_cert else ssl.CERT_OPTIONAL
+        if settings.crl is not None:
+            _load_crl(context, settings.crl)
+    elif settings.crl is not None:
+        raise ConfigError("[dicom] tls_crl is set but tls_ca is empty: revocation lists belong to the CAs in tls_ca")
     elif settings.require_client_cert:
         raise ConfigError("[dicom] tls_require_client_cert is on but tls_ca is empty: set tls_ca to the PEM file "
                           "of the CA (or the certificates themselves) that the modalities' certificates chain to")
@@ -195,6 +217,10 @@ def describe_failure(exc: BaseException, settings_hint: str = "") -> str:
         return "the client sent no certificate and [dicom] tls_require_client_cert is on"
     if reason == "CERTIFICATE_VERIFY_FAILED":
         detail = getattr(exc, "verify_message", "") or str(exc)
+        if "revoked" in detail:
+            return f"the client's certificate is revoked ([dicom] tls_crl) ({detail})"
+        if "CRL" in detail:
+            return f"the client's certificate cannot be checked against [dicom] tls_crl ({detail})"
         return f"the client's certificate is not trusted by [dicom] tls_ca ({detail})"
     if reason in ("UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION"):
         return f"the client offers only an older TLS version than tls_min_version [{reason}]"
@@ -258,13 +284,14 @@ class TlsAssociationServer(ThreadedAssociationServer):
 
 
 def start_tls_server(ae, address: tuple[str, int], context: ssl.SSLContext, handlers: list, contexts,
-                     handshake_timeout: float, on_failure: Callable[[str, str], None] | None = None):
+                     handshake_timeout: float, on_failure: Callable[[str, str], None] | None = None,
+                     max_handshakes: int = 16):
     """Like ``AE.start_server(address, block=False, ssl_context=context, ...)``, with our server class."""
     server = ae.make_server(address, contexts=contexts, ssl_context=context, evt_handlers=handlers,
                             server_class=TlsAssociationServer)
     server.handshake_timeout = handshake_timeout
     server.on_failure = on_failure
-    server.max_handshakes = max(1, ae.maximum_associations)
+    server.max_handshakes = max(1, max_handshakes)
     server._handshakes = threading.BoundedSemaphore(server.max_handshakes)
     thread = threading.Thread(target=make_target(server.serve_forever),
                               name=f"TlsAcceptorServer@{datetime.now():%Y%m%d%H%M%S}", daemon=True)

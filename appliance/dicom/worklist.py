@@ -89,9 +89,14 @@ def _fill(template: Dataset, item) -> tuple[Dataset, bool]:
 
 
 def response_for(identifier: Dataset, item) -> Dataset:
+    """The response for one entry: the keys asked for, and Specific Character Set ISO_IR 192 (UTF-8) when a
+    value is not ASCII; asked for with only ASCII values, it is the query's own (PS3.4 K.6.1.2.2: a key
+    asked for is returned)."""
     rsp, non_ascii = _fill(identifier, item)
     if non_ascii:
         rsp.SpecificCharacterSet = "ISO_IR 192"
+    elif "SpecificCharacterSet" in identifier:
+        rsp.SpecificCharacterSet = identifier.SpecificCharacterSet or ""
     return rsp
 
 

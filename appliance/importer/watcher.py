@@ -236,9 +236,16 @@ class Inbox:
         wait = self.s.poll_seconds
         units: list = []
         governed: set[Path] = set()
-        for dicomdir in sorted(p for p in files if is_dicomdir_name(p.name)):
+        dicomdirs = sorted(p for p in files if is_dicomdir_name(p.name))
+        roots = {d.parent for d in dicomdirs}
+
+        def owner(path: Path) -> Path | None:
+            """The folder of the innermost DICOMDIR above ``path``: a nested one speaks for its own tree."""
+            return next((parent for parent in path.parents if parent in roots), None)
+
+        for dicomdir in dicomdirs:
             root = dicomdir.parent
-            tree = [p for p in files if p != dicomdir and root in p.parents]
+            tree = [p for p in files if p != dicomdir and owner(p) == root]
             at_top = root == self.inbox
             if self._stable_in(dicomdir, now) > 0:
                 wait = min(wait, self._stable_in(dicomdir, now))
@@ -250,6 +257,7 @@ class Inbox:
                 records = read_dicomdir(dicomdir)
             except SourceError:
                 continue  # handled as a loose file below: it fails with the reason
+            records = [r for r in records if owner(r.path) == root]  # a nested DICOMDIR's files are its own
             listed = {r.path for r in records}
             members = [p for p in tree if p in listed or not at_top]
             governed.add(dicomdir)

@@ -15,6 +15,7 @@ from . import query
 from .accounts import AccountsRepo
 from .audit import AuditRepo
 from .backup import BackupRepo
+from .commitments import CommitmentsRepo
 from .db import IndexDatabase, open_index, probe
 from .postgres import connection_params as _connection_params
 from .forwarding import ForwardingRepo
@@ -46,6 +47,7 @@ class Index:
         self.accounts = AccountsRepo(db, self.writer)
         self.audit = AuditRepo(db, self.writer)
         self.forwarding = ForwardingRepo(db, self.writer)
+        self.commitments = CommitmentsRepo(db, self.writer)
         self.backup = BackupRepo(db, self.writer)
         self.recycling = RecyclingRepo(db, self.writer)
         self.objects = ObjectsRepo(db, self.writer)
@@ -56,13 +58,16 @@ class Index:
         """The SQLCipher file at ``path``, or the PostgreSQL database ``url`` names (db.open_index)."""
         return cls(open_index(path, key, cache_mb, url, allow_insecure), case_sensitive_names)
 
-    def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, limit: int | None = None,
-               offset: int = 0) -> list[dict[str, Any]]:
+    def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, case_sensitive_ids: bool = True,
+               include_offsite: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         return query.search(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
+                            case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite,
                             limit=limit, offset=offset)
 
-    def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False) -> int:
-        return query.count(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy)
+    def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False,
+              case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
+        return query.count(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
+                           case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite)
 
     def probe(self) -> None:
         """Raises when the index cannot be read now (the health check)."""

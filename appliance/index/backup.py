@@ -121,6 +121,7 @@ class BackupRepo(Repository):
         db.execute_sql(f"DELETE FROM study WHERE id NOT IN ({keep_sql})", params)  # cascades to series, instances
         db.execute_sql("DELETE FROM patient WHERE id NOT IN (SELECT patient_id FROM study)")
         db.execute_sql("DELETE FROM replaced_object")
+        db.execute_sql("DELETE FROM binned_object")  # the recycle bin's objects are not fetched either
         db.execute_sql("""UPDATE patient SET
             num_studies = (SELECT count(*) FROM study WHERE study.patient_id = patient.id),
             num_series = (SELECT count(*) FROM series JOIN study ON study.id = series.study_id

@@ -22,7 +22,6 @@ from playhouse.sqlcipher_ext import SqlCipherDatabase
 
 from ..archive.fsutil import PRIVATE_FILE, make_private
 from ..errors import KeyStoreError
-from .models import all_models
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -103,15 +102,9 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64, url: str = "", allow_
     if url:
         from .postgres import PostgresIndexDatabase
 
-        db = PostgresIndexDatabase(url, allow_insecure)
-        db.bind(all_models())  # TRANSITIONAL, as below
-        return _migrate(db)
+        return _migrate(PostgresIndexDatabase(url, allow_insecure), None)
     _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
-    # TRANSITIONAL: the models are meant to stay unbound (repositories execute against their own db, see
-    # repository.py). This global bind only keeps the modules not yet moved into repositories working;
-    # it goes when the last one has moved, and nothing in appliance/index relies on it.
-    db.bind(all_models())
     try:
         db.connect(reuse_if_open=True)
         db.probe()
@@ -122,13 +115,43 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64, url: str = "", allow_
                 "(wrong keyring for this data directory, or the file is damaged)"
             ) from None
         raise
-    return _migrate(db)
+    return _migrate(db, Path(path))
 
 
-def _migrate(db):
+def _migrate(db, path: Path | None):
+    """Apply pending migrations; ``path``: the SQLite file, copied first (PostgreSQL: None, its server's job)."""
     db.connect(reuse_if_open=True)
     db.probe()
-    applied = Runner(db, directory=str(MIGRATIONS_DIR)).up()
-    for name in applied:
+    runner = Runner(db, directory=str(MIGRATIONS_DIR))
+    status = runner.status()
+    pending = [m.name for m in status if m.path is not None and not m.applied]
+    newer = [m.name for m in status if m.path is None]
+    if newer:
+        log.warning("index schema is newer than this version (migrations %s unknown here): running after an "
+                    "update fell back; the copy made before those migrations is %s.pre-<migration>",
+                    ", ".join(newer), path.name if path else "the database server's backup")
+    if pending and any(m.applied for m in status):
+        if path is not None:
+            snapshot_before_migration(db, path, pending[0])
+        else:
+            log.warning("index schema: migrating %s to %s; no copy is kept of a PostgreSQL index (back the "
+                        "database up on its server before updating)", db.describe(), pending[-1])
+    for name in runner.up():
         log.info("index schema: applied migration %s", name)
     return db
+
+
+def snapshot_before_migration(db: IndexDatabase, path: Path, first_pending: str) -> Path:
+    """Copy the index before migrating it (migrations only go forward): a box whose update
+    falls back to the previous version still finds an index that version fully knows."""
+    db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    target = path.with_name(f"{path.name}.pre-{first_pending}")
+    tmp = target.with_name(target.name + ".tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, target)
+    log.info("index schema: copy before migrating kept as %s", target.name)
+    return target

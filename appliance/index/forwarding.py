@@ -38,6 +38,11 @@ class Retry:
     next_attempt_at: datetime.datetime
 
 
+def _datetime(value) -> datetime.datetime | None:
+    """MIN() over a column loses the field's conversion: SQLite hands back the stored text."""
+    return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 class ForwardingRepo(Repository):
     def enqueue(self, sop_uid: str, object_id: str, destination: str, due: datetime.datetime) -> None:
         """Inside the writer (the ingest transaction); an object already queued for the destination stays once."""
@@ -47,10 +52,7 @@ class ForwardingRepo(Repository):
 
     def next_due(self) -> datetime.datetime | None:
         """When the earliest pending job is due, or None."""
-        due = JobRow.select(fn.MIN(JobRow.next_attempt_at)).where(JobRow.state == "pending").scalar(self.db)
-        if isinstance(due, str):  # MIN() over a column loses the field's conversion
-            due = datetime.datetime.fromisoformat(due)
-        return due
+        return _datetime(JobRow.select(fn.MIN(JobRow.next_attempt_at)).where(JobRow.state == "pending").scalar(self.db))
 
     def due_destinations(self, now: datetime.datetime) -> list[str]:
         return list(JobRow.select(JobRow.destination).where(
@@ -97,11 +99,9 @@ class ForwardingRepo(Repository):
                                                         "sent": 0, "failed": 0, "dropped": 0})
             entry[row["state"]] = row["n"]
         for destination, entry in out.items():
-            first = (JobRow.select(JobRow.next_attempt_at, JobRow.last_error)
-                     .where((JobRow.destination == destination) & (JobRow.state.in_(["pending", "failed"])))
-                     .order_by(JobRow.next_attempt_at).dicts().first(self.db))
-            entry["next_attempt_at"] = first["next_attempt_at"] if first else None
-            entry["last_error"] = first["last_error"] if first else ""
+            entry["next_attempt_at"] = _datetime(JobRow.select(fn.MIN(JobRow.next_attempt_at)).where(
+                (JobRow.destination == destination) & (JobRow.state == "pending")).scalar(self.db))
+            entry["last_error"] = self.last_error(destination)
             entry["last_sent_at"] = JobRow.select(fn.MAX(JobRow.sent_at)).where(
                 (JobRow.destination == destination) & (JobRow.state == "sent")).scalar(self.db)
         return sorted(out.values(), key=lambda e: e["destination"])
@@ -113,3 +113,29 @@ class ForwardingRepo(Repository):
             cond &= JobRow.destination == destination
         return self.writer.run(lambda: JobRow.update(state="pending", next_attempt_at=utcnow())
                                .where(cond).execute(self.db))
+
+    def last_error(self, destination: str) -> str:
+        """The reason of the latest failed attempt to ``destination`` still in the queue (pending or failed)."""
+        row = (JobRow.select(JobRow.last_error)
+               .where((JobRow.destination == destination) & (JobRow.state.in_(["pending", "failed"]))
+                      & (JobRow.last_error != ""))
+               .order_by(JobRow.next_attempt_at.desc(), JobRow.id.desc()).dicts().first(self.db))
+        return row["last_error"] if row else ""
+
+    def failed_jobs(self, destination: str | None = None, limit: int = 50) -> list[dict]:
+        """The failed jobs (id, destination, SOP Instance UID, attempts, reason), oldest first."""
+        cond = JobRow.state == "failed"
+        if destination:
+            cond &= JobRow.destination == destination
+        return list(JobRow.select(JobRow.id, JobRow.destination, JobRow.sop_uid, JobRow.attempts, JobRow.last_error)
+                    .where(cond).order_by(JobRow.id).limit(limit).dicts().execute(self.db))
+
+    def drop(self, job_id: int | None = None, destination: str | None = None) -> int:
+        """Mark one waiting or failed job, or every failed one (of ``destination``), dropped; return how many."""
+        if job_id is not None:
+            cond = (JobRow.id == job_id) & JobRow.state.in_(["pending", "failed"])
+        else:
+            cond = JobRow.state == "failed"
+            if destination:
+                cond &= JobRow.destination == destination
+        return self.writer.run(lambda: JobRow.update(state="dropped").where(cond).execute(self.db))

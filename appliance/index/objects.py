@@ -36,7 +36,8 @@ class ObjectRow:
 class ObjectsRepo(Repository):
     def named(self) -> Iterator[NamedObject]:
         """Every object the index names, in object-id order; an id named twice comes once, as the instance."""
-        streams = [self._ordered("instance", False), self._ordered("replaced_object", True)]
+        streams = [self._ordered("instance", False), self._ordered("replaced_object", True),
+                   self._ordered("binned_object", True, 'AND "purged_at" IS NULL')]  # deleted, restorable
         last = None
         # (object_id, replaced): for one id the instance (False) sorts first and wins, as before.
         for item in heapq.merge(*streams, key=lambda o: (o.object_id, o.replaced)):
@@ -44,13 +45,13 @@ class ObjectsRepo(Repository):
                 last = item.object_id
                 yield item
 
-    def _ordered(self, table: str, replaced: bool) -> Iterator[NamedObject]:
+    def _ordered(self, table: str, replaced: bool, also: str = "") -> Iterator[NamedObject]:
         """Keyset pages over the unique object_id index: never a whole table in memory."""
         after = ""
         while True:
             rows = self.db.execute_sql(
-                f'SELECT "object_id", "sop_uid" FROM "{table}" WHERE "object_id" > ? ORDER BY "object_id" LIMIT ?',
-                (after, PAGE)).fetchall()
+                f'SELECT "object_id", "sop_uid" FROM "{table}" WHERE "object_id" > ? {also} '
+                'ORDER BY "object_id" LIMIT ?', (after, PAGE)).fetchall()
             for oid, sop in rows:
                 yield NamedObject(oid, sop, replaced)
             if len(rows) < PAGE:

@@ -21,6 +21,7 @@ class Peer:
     can_retrieve: bool  # may C-MOVE / C-GET from us
     can_receive_moves: bool  # may be a C-MOVE destination / forward target
     tls: bool  # we call it with DICOM TLS (port is its TLS port)
+    cert_fingerprint: str  # SHA-256 of the TLS client certificate it must call with ("" = not pinned)
     created_at: datetime.datetime
 
 

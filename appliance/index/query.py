@@ -9,9 +9,12 @@ a level and a mapping of DICOM keyword -> query value as a peer would send it:
 - ``A-B``, ``A-``, ``-B`` on dates and times: range matching, inclusive;
 - otherwise: single value matching.
 
-Person names match case-insensitively unless the caller asks otherwise (most
-clinics never type names in the case the modality sent them); ``fuzzy``
-also makes a name match any part of it.
+Person names match without regard to case or accents unless the caller asks
+otherwise (most clinics never type names as the modality sent them: "muller"
+finds "MÜLLER^HANS"; see names.py); ``fuzzy`` matches a name the way people
+type it: every word of the value, in any order, anywhere in the name, with or
+without commas or carets ("Moore, Sara" and "sara moore" find "MOORE^SARA").
+Patient IDs match without regard to case when the caller says so (the study list).
 
 Each record returned is a dict of keyword -> value for the matched entity and
 every level above it; callers pick the keys they were asked for.
@@ -26,6 +29,8 @@ from peewee import Database, Field, fn
 
 from .dialect import Wildcard
 from .models import Instance, Patient, Series, Study
+from .names import fold, words
+from .offsite import ONLINE, offsite_studies
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 UID, PN, DA, TM, TEXT, INT, MULTI = "UID", "PN", "DA", "TM", "TEXT", "INT", "MULTI"
@@ -120,9 +125,11 @@ def normalize_date(value: str) -> str:
     return value
 
 
-def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
+def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):
     field = attr.field
     kind = attr.kind
+    if field is Patient.patient_id and not case_sensitive_ids:
+        field, value = fn.UPPER(field), value.upper()
     if kind == UID:
         if "*" in value or "?" in value:
             raise QueryError("wildcards are not allowed in UIDs")
@@ -162,13 +169,15 @@ def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool):
     if kind == PN:
         if not case_sensitive_names or fuzzy:
             if field is Patient.name:
-                field, value = Patient.name_upper, value.upper()
+                field, value = Patient.name_upper, fold(value)  # name_upper holds the folded name
             else:
                 field, value = fn.UPPER(field), value.upper()
-        if fuzzy and not value.startswith("*"):
-            value = "*" + value
-        if fuzzy and not value.endswith("*"):
-            value = value + "*"
+        if fuzzy:
+            cond = None
+            for word in words(value) or ["*"]:
+                c = Wildcard(field, "*" + word.strip("*") + "*")
+                cond = c if cond is None else (cond & c)
+            return cond
     # A backslash separates values, except in a person name where it cannot occur.
     values = value.split("\\") if kind != PN else [value]
     cond = None
@@ -215,7 +224,7 @@ def _record(row: tuple, columns: _Columns, level: str) -> dict[str, Any]:
 
 
 def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
-                fuzzy: bool = False):
+                fuzzy: bool = False, case_sensitive_ids: bool = True):
     """The peewee query for ``criteria`` at ``level`` (unknown keywords are ignored)."""
     level = level.upper()
     if level not in MODEL_BY_LEVEL:
@@ -234,7 +243,7 @@ def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names
         value = str(value).strip() if not isinstance(value, (list, tuple)) else "\\".join(map(str, value))
         if not value or value == "*":
             continue  # universal matching
-        query = query.where(condition(attr, value, case_sensitive_names, fuzzy))
+        query = query.where(condition(attr, value, case_sensitive_names, fuzzy, case_sensitive_ids))
     return query
 
 
@@ -247,10 +256,24 @@ ORDER: dict[str, Callable[[], Iterable]] = {
 
 
 def search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
-           fuzzy: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    """Records of ``db`` matching ``criteria`` at ``level``, in the level's natural order."""
+           fuzzy: bool = False, case_sensitive_ids: bool = True, include_offsite: bool = False,
+           limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Records of ``db`` matching ``criteria`` at ``level``, in the level's natural order.
+
+    ``include_offsite`` (STUDY level) adds the studies whose only copy is offsite (offsite.py),
+    marked NEARLINE, among the live ones (marked ONLINE) in date order.
+    """
     level = level.upper()
-    query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy)
+    how = {"case_sensitive_names": case_sensitive_names, "fuzzy": fuzzy, "case_sensitive_ids": case_sensitive_ids}
+    if include_offsite and level == "STUDY":
+        offsite = _offsite(db, criteria, how)
+        if offsite:
+            live = search(db, level, criteria, **how, limit=None if limit is None else offset + limit)
+            for record in live:
+                record["InstanceAvailability"] = ONLINE
+            merged = sorted(live + offsite, key=lambda r: (r["StudyDate"] or "", r["StudyTime"] or ""), reverse=True)
+            return merged[offset:] if limit is None else merged[offset:offset + limit]
+    query = build_query(level, criteria, **how)
     columns = COLUMNS[level]
     query = query.select(*columns.fields).order_by(*ORDER[level]())
     if limit is not None:
@@ -260,9 +283,26 @@ def search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensit
     # The cursor's raw rows: SQLite's TEXT/INTEGER values are already what the fields' python_value would
     # make of them, and skipping peewee's per-column converters halves the time per row.
     cursor = db.execute(query)
-    return [_record(row, columns, level) for row in cursor.fetchall()]
+    records = [_record(row, columns, level) for row in cursor.fetchall()]
+    if include_offsite and level == "STUDY":
+        for record in records:
+            record["InstanceAvailability"] = ONLINE
+    return records
+
+
+def _offsite(db: Database, criteria: Mapping[str, str], how: dict) -> list[dict[str, Any]]:
+    found = offsite_studies(criteria, COLUMNS["STUDY"].keywords, db=db, **how)
+    if not found:
+        return found
+    uids = [r["StudyInstanceUID"] for r in found]
+    live = {uid for (uid,) in Study.select(Study.study_uid).where(Study.study_uid.in_(uids)).tuples().execute(db)}
+    return [r for r in found if r["StudyInstanceUID"] not in live]  # partly received again: the live rows speak
 
 
 def count(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
-          fuzzy: bool = False) -> int:
-    return build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy).count(db)
+          fuzzy: bool = False, case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
+    how = {"case_sensitive_names": case_sensitive_names, "fuzzy": fuzzy, "case_sensitive_ids": case_sensitive_ids}
+    live = build_query(level, criteria, **how).count(db)
+    if include_offsite and level.upper() == "STUDY":
+        live += len(_offsite(db, criteria, how))
+    return live

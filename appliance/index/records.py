@@ -15,6 +15,7 @@ from peewee import Database
 
 from ..errors import ConflictRejected
 from .models import Instance, Patient, ReplacedObject, Series, Study, utcnow
+from .names import fold
 from .repository import to_record
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,6 @@ def lookup(db: Database, sop_uid: str) -> StoredInstance | None:
     return None if row is None else to_record(StoredInstance, row)
 
 
-def find_instance(sop_uid: str) -> StoredInstance | None:
-    """TRANSITIONAL (through the global bind): use ``index.studies.find_instance``."""
-    return lookup(Instance._meta.database, sop_uid)
-
-
 def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
     """(sha256, object_id) of the indexed instance with this UID. Plain SQL: this runs for every
     incoming object, and building the equivalent peewee query costs more than running it."""
@@ -178,12 +174,6 @@ _FIND_EXISTING = (
     'JOIN "patient" p ON st."patient_id" = p."id" WHERE i."sop_uid" = ?')
 
 
-def record_instance(a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
-                    on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
-    """TRANSITIONAL for recycle.py (through the global bind): use ``index.studies.record``."""
-    return record(Instance._meta.database, a, object_id, size, sha256, source, on_conflict, decide)
-
-
 def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha256: str, source: str,
            on_conflict: str = "replace", decide: Callable[[PriorVersion], str] | None = None) -> Outcome:
     """Index one stored object in ``db``. Call inside a transaction (the writer does).
@@ -240,7 +230,7 @@ def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha25
         series_id = _one(db, _NEW_SERIES, study_id, a.series_uid, now)[0]
 
     if own_patient:
-        db.execute_sql(_NAME_PATIENT, (a.patient_name, a.patient_name.upper(), a.birth_date, a.sex, patient_id))
+        db.execute_sql(_NAME_PATIENT, (a.patient_name, fold(a.patient_name), a.birth_date, a.sex, patient_id))
     db.execute_sql(_COUNT_PATIENT, (int(new_study), int(new_series), now, patient_id))
     db.execute_sql(_UPDATE_STUDY, (
         a.study_date, a.study_time, a.accession, a.study_id, a.study_description, a.referring_physician,

@@ -59,8 +59,10 @@ def object_ids(path: Path, index_key: bytes) -> list[str]:
     """
     conn = _connect(path, index_key)
     try:
+        binned = ("UNION SELECT object_id FROM binned_object WHERE purged_at IS NULL "  # the recycle bin (0012)
+                  if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'binned_object'").fetchone() else "")
         rows = conn.execute("SELECT object_id FROM instance UNION SELECT object_id FROM replaced_object "
-                            "UNION SELECT object_id FROM recycled_object").fetchall()
+                            "UNION SELECT object_id FROM recycled_object " + binned).fetchall()
     finally:
         conn.close()
     return [r[0] for r in rows]

@@ -124,6 +124,11 @@ class StudiesRepo(Repository):
             first = datetime.datetime.fromisoformat(first)
         return n, first
 
+    def first_arrival(self) -> datetime.datetime | None:
+        """When the first instance still on the box arrived (None on an empty box)."""
+        first = Instance.select(fn.MIN(Instance.received_at)).scalar(self.db)
+        return datetime.datetime.fromisoformat(first) if isinstance(first, str) else first
+
     def mean_size_of_newest(self, sample: int) -> float:
         newest = Instance.select(Instance.size).order_by(Instance.received_at.desc()).limit(sample)
         return Instance.select(fn.AVG(newest.c.size)).from_(newest).scalar(self.db) or 0

@@ -19,7 +19,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 import readback
 import synth
-from helpers import Server, dcmtk, init_data_dir, tmpfs
+from helpers import Server, dcmtk, init_data_dir, run_cli, tmpfs
 
 
 def part10_with(dataset_bytes: bytes, sop_uid: str) -> bytes:
@@ -123,3 +123,25 @@ def test_tiny_filesystem_fills_up(tmp_path):
             srv.kill()
         count, ids, unfinished = contents(tiny)
         assert count >= acked and len(ids) == count and unfinished == []
+
+
+def short_pixels_file(path) -> None:
+    """A whole file whose pixel data holds half of Rows x Columns x BitsAllocated (what a sender that read a
+    cut file sends on: the element is complete, its value too short)."""
+    ds = synth.make_instance("CT", patient_id="BAD-INPUT")
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_short_pixel_data_is_refused_the_same_way_everywhere(shared_server, tmp_path, monkeypatch):
+    before = contents(shared_server.data_dir)
+    path = tmp_path / "short.dcm"
+    short_pixels_file(path)
+    status = send_raw(shared_server, path, monkeypatch)  # C-STORE
+    assert status.Status == 0xC000 and status.ErrorComment.startswith("the pixel data is truncated"), status
+    cut = tmp_path / "cut.dcm"
+    truncated_file(cut)  # a file cut inside its pixel data: the same reason
+    assert send_raw(shared_server, cut, monkeypatch).ErrorComment.startswith("the pixel data is truncated")
+    done = run_cli("import", "--data", shared_server.data_dir, path, check=False)  # one-shot import
+    assert "the pixel data is truncated: 16384 bytes" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert contents(shared_server.data_dir) == before

@@ -63,3 +63,39 @@ def test_tuned_association_survives_an_abort():
         assoc.release()
     finally:
         server.shutdown()
+
+
+def test_a_paused_association_reactor_never_takes_a_response():
+    """pynetdicom pauses the reactor around send_c_*; a response arriving before the reactor notices the
+    pause used to be taken as a request (and the sender timed out). The tuned queue refuses it to the
+    reactor while paused, under its lock, and still hands it to the waiting sender."""
+    import queue
+    import threading
+
+    from appliance.dicom.sockets import _DimseQueue
+
+    messages = _DimseQueue()
+    checkpoint = threading.Event()
+    reactor = threading.Thread(target=lambda: None)
+    messages.reactor, messages.checkpoint = reactor, checkpoint
+    messages.put((1, "C-STORE-RSP"))
+    taken: list = []
+
+    def reactor_look():
+        try:
+            taken.append(messages.get(block=False))
+        except queue.Empty:
+            taken.append(None)
+
+    reactor.run = reactor_look  # run the reactor's look in a thread that *is* the reactor
+    reactor.start()
+    reactor.join()
+    assert taken == [None]  # paused: not for the reactor
+    assert messages.get(block=True, timeout=1) == (1, "C-STORE-RSP")  # the sender gets it
+    checkpoint.set()
+    messages.put((1, "C-ECHO-RQ"))
+    reactor2 = threading.Thread(target=lambda: taken.append(messages.get(block=False)))
+    messages.reactor = reactor2
+    reactor2.start()
+    reactor2.join()
+    assert taken[-1] == (1, "C-ECHO-RQ")  # running: the reactor serves requests as before

@@ -216,8 +216,12 @@ def test_requests_as_ohif_sends_them(http, dw_url):
     r = http.get(frame_url, headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
     assert r.status_code == 200
     assert 'type="application/octet-stream"' in r.headers["Content-Type"]
+    # transfer-syntax=*: any syntax will do, so the stored JPEG goes out as stored, labelled as such
+    assert b"Content-Type: application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50\r\n" in r.content
+    assert len(r.content) < ds.Rows * ds.Columns
+    r = http.get(frame_url, headers={"Accept": "multipart/related; type=application/octet-stream"})
     assert b"Content-Type: application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1\r\n" in r.content
-    assert len(r.content) > ds.Rows * ds.Columns * 3  # decoded RGB
+    assert len(r.content) > ds.Rows * ds.Columns * 3  # no transfer-syntax: its default, decoded RGB
     r = http.get(frame_url, headers={"Accept": 'multipart/related; type="image/jpeg"; '
                                                "transfer-syntax=1.2.840.10008.1.2.4.50"})
     assert r.status_code == 200 and b"\xff\xd8" in r.content

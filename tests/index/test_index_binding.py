@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 import synth
 
 
@@ -100,8 +98,6 @@ def test_repositories_never_use_a_globally_bound_database(core):
         assert [e.action for e in log.query()] == ["test.bind"] and log.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason="TRANSITIONAL: open_index still binds the models for recycle.py, verify.py, "
-                   "reconcile.py and backup/ until their repositories land; remove this marker with that bind")
 def test_opening_an_index_binds_no_model(core):
     from appliance.index.models import all_models
 

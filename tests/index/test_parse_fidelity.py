@@ -11,12 +11,12 @@ import warnings
 
 import pydicom
 import pytest
-from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.multival import MultiValue
 
 from appliance.dicomfile import _FIELDS, parse
 from appliance.errors import InvalidObject
 from appliance.index.query import QueryError, normalize_time
+from synth import bundled_files
 
 
 def _reference(data: bytes) -> dict:
@@ -49,7 +49,7 @@ def _reference(data: bytes) -> dict:
 
 
 def _samples() -> list[str]:
-    return sorted(set(get_charset_files("*.dcm") + get_testdata_files("*.dcm")))
+    return sorted(set(bundled_files("*.dcm", "charset_files") + bundled_files("*.dcm")))
 
 
 @pytest.mark.parametrize("path", _samples(), ids=lambda p: p.rsplit("/", 1)[-1])
@@ -66,7 +66,7 @@ def test_parse_reads_what_pydicom_reads(path):
 
 
 def test_a_cut_sequence_delimiter_after_encapsulated_pixels_is_refused():
-    data = open(get_testdata_files("JPEG2000.dcm")[0], "rb").read()
+    data = open(bundled_files("JPEG2000.dcm")[0], "rb").read()
     parse(io.BytesIO(data), len(data))  # whole: fine
     cut = data[:-2]
     with pytest.raises(InvalidObject, match="truncated"):

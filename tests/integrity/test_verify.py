@@ -51,3 +51,10 @@ def test_verify_reports_flipped_bit_and_missing_object(data_dir, monkeypatch):
     assert f"DAMAGED {damaged_uid}" in done.stdout
     assert f"MISSING {missing_uid}" in done.stdout
     assert "1 damaged, 1 missing" in done.stdout
+
+
+def test_help_names_the_exit_code_a_damaged_archive_gives():
+    from appliance.errors import IntegrityError
+    from helpers import run_cli
+
+    assert f"exit {IntegrityError.exit_code} on any damage" in " ".join(run_cli("verify", "--help").stdout.split())

@@ -76,6 +76,17 @@ def test_appliance_toml_sets_image_and_vendor_values_and_loads(tmp_path):
     assert (cfg.dicom.ae_title, cfg.dicom.port, cfg.http.port, cfg.http.tls, cfg.http.tls_port) == \
         ("CLINIC", 11113, 80, True, 443)
     assert cfg.site.clinic_name == "Clinic" and cfg.backup.target == "s3://bucket/box1"
+    assert (cfg.dicom.tls_port, cfg.dicom.tls_cert) == (2762, "")  # DICOM TLS on, with the box's certificate
+
+
+def test_vendor_file_can_turn_dicom_tls_off(tmp_path):
+    s = vendor(tmp_path, "dicom_tls = false\n")
+    assert s.dicom_tls is False and vendor(tmp_path, "dicom_tls = true\n").dicom_tls is True
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / config_mod.CONFIG_FILE_NAME).write_text(fb.appliance_toml(s))
+    assert config_mod.load(tmp_path / "d", env={}).dicom.tls_port == 0
+    with pytest.raises(fb.VendorConfigError, match="dicom_tls: 'no' is not valid: true"):
+        vendor(tmp_path, 'dicom_tls = "no"\n')
 
 
 def test_apply_system_writes_hostname_timezone_network_idempotently(tmp_path):

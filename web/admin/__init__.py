@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__, template_folder="templates")
 
-from . import failed_imports, replacements, views  # noqa: E402,F401
+from . import failed_imports, replacements, update, views  # noqa: E402,F401

@@ -18,6 +18,7 @@ from appliance.errors import ConfigError
 # The settings an office manager may reasonably change from a browser; the rest stay in the file.
 EDITABLE = (
     ("dicom", "allowed_callers"),
+    ("backup", "target"),
     ("backup", "window"),
     ("backup", "warn_after_hours"),
     ("http", "session_idle_minutes"),
@@ -45,6 +46,10 @@ def parse_form_value(s: Setting, text: str):
     value = _coerce(s, text.strip(), "the settings page")
     if s.section == "log" and s.key == "level" and str(value).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log level must be DEBUG, INFO, WARNING or ERROR")
+    if (s.section, s.key) == ("backup", "target") and value:
+        from appliance.backup.targets.registry import check_url
+
+        check_url(value)  # its form only; the Test button connects
     if (s.section, s.key) == ("backup", "window"):
         from appliance.backup.schedule import parse_window
 

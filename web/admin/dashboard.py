@@ -71,8 +71,14 @@ def disk_status(appliance, now: datetime.datetime | None = None) -> Disk:
     reserve = appliance.config.storage.reserve_mb * (1 << 20)
     bytes_per_day = ingest_rate(appliance.index.studies, now)
     usable = max(usage.free - reserve, 0)
-    days = usable / bytes_per_day if bytes_per_day > 0 else None
+    days = usable / bytes_per_day if bytes_per_day > 0 and arrivals_for_a_day(appliance.index.studies, now) else None
     return Disk(usage.total, usage.used, usage.free, reserve, bytes_per_day, days)
+
+
+def arrivals_for_a_day(studies: StudiesRepo, now: datetime.datetime) -> bool:
+    """Whether images have arrived for at least a day: a forecast from a new box's first hour is noise."""
+    first = studies.first_arrival()
+    return first is not None and now - first >= datetime.timedelta(days=1)
 
 
 def ingest_rate(studies: StudiesRepo, now: datetime.datetime, sample: int = 500) -> float:

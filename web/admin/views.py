@@ -9,6 +9,7 @@ from flask import (Response, abort, current_app, flash, redirect, render_templat
 from appliance import accounts
 from appliance.index import utcnow
 from appliance.errors import ApplianceError
+from appliance.worklist import LIMITS as WORKLIST_LIMITS
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
 from ..current import appliance
@@ -44,7 +45,14 @@ def _peer_form() -> dict:
     return dict(host=f.get("host", "").strip(), port=f.get("port", "").strip(),
                 description=f.get("description", "").strip(),
                 can_store="can_store" in f, can_query="can_query" in f, can_retrieve="can_retrieve" in f,
-                can_receive_moves="can_receive_moves" in f, tls="tls" in f)
+                can_receive_moves="can_receive_moves" in f, tls="tls" in f,
+                cert_fingerprint=f.get("cert_fingerprint", "").strip())
+
+
+def _forwarding() -> dict:
+    """The forwarding queue per peer, with its last error and the failed jobs (shown on the peers page)."""
+    forwarder = appliance().forwarder
+    return {"forwarding": forwarder.status(), "failed_jobs": forwarder.failed()}
 
 
 @bp.get("/admin/peers")
@@ -53,7 +61,31 @@ def peers():
     registry = appliance().peers
     return render_template("admin/peers.html", title="DICOM peers",
                            peers=registry.list(), our_ae=appliance().config.dicom.ae_title,
-                           our_port=appliance().config.dicom.port, dicom=appliance().config.dicom, edit=None)
+                           our_port=appliance().config.dicom.port, dicom=appliance().config.dicom, edit=None,
+                           **_forwarding())
+
+
+@bp.post("/admin/forward/retry")
+@login_required("admin")
+def forward_retry():
+    forwarder = appliance().forwarder
+    destination = request.form.get("destination", "").strip() or None
+    count = forwarder.retry_failed(destination)
+    audit("forward.retry", detail=f"{count} job(s){' for ' + destination if destination else ''}")
+    flash(f"{count} failed job(s) queued again.", "ok")
+    return redirect(url_for("admin.peers"))
+
+
+@bp.post("/admin/forward/drop")
+@login_required("admin")
+def forward_drop():
+    forwarder = appliance().forwarder
+    job_id = request.form.get("job_id", "").strip()
+    destination = request.form.get("destination", "").strip() or None
+    count = forwarder.drop(int(job_id) if job_id.isdigit() else None, destination)
+    audit("forward.drop", detail=f"{count} job(s)" + (f", job {job_id}" if job_id else ""))
+    flash(f"{count} job(s) dropped from the forwarding queue.", "ok")
+    return redirect(url_for("admin.peers"))
 
 
 @bp.get("/admin/peers/<ae_title>/edit")
@@ -63,7 +95,7 @@ def peer_edit(ae_title):
     peer = registry.get(ae_title) or abort(404)
     return render_template("admin/peers.html", title="DICOM peers", peers=registry.list(),
                            our_ae=appliance().config.dicom.ae_title, our_port=appliance().config.dicom.port,
-                           dicom=appliance().config.dicom, edit=peer)
+                           dicom=appliance().config.dicom, edit=peer, **_forwarding())
 
 
 @bp.post("/admin/peers")
@@ -251,7 +283,7 @@ def worklist():
     edit = wl.get(int(edit_id)) if edit_id else None
     return render_template("admin/worklist.html", title="Worklist", items=items,
                            day=day, edit=edit, peers=appliance().peers.list(),
-                           today=datetime.date.today().isoformat())
+                           today=datetime.date.today().isoformat(), limits=WORKLIST_LIMITS)
 
 
 @bp.post("/admin/worklist")
@@ -388,4 +420,24 @@ def settings_save():
         return _fail(exc, "admin.settings")
     audit("config.change", detail=f"[{section}] {key} = {value!r}")
     flash(f"Saved [{section}] {key} to {cfg.config_path.name}. Restart the appliance to apply it.", "ok")
+    return redirect(url_for("admin.settings"))
+
+
+@bp.post("/admin/settings/backup-test")
+@login_required("admin")
+def backup_test():
+    """Write, read back and delete a probe object on the backup target typed in the form (not yet saved)."""
+    from .backup_probe import probe
+
+    url = request.form.get("value", "").strip()
+    backup = appliance().backup
+    try:
+        config_edit.parse_form_value(config_edit.setting("backup", "target"), url)
+        message = probe(backup, url)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer the admin asked for
+        audit("backup.test", detail=f"failed: {exc.__class__.__name__}")
+        flash(f"Backup target test failed: {exc}", "error")
+        return redirect(url_for("admin.settings"))
+    audit("backup.test", detail="ok")
+    flash(message, "ok")
     return redirect(url_for("admin.settings"))

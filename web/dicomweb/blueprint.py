@@ -89,15 +89,23 @@ def require_export() -> Response | None:
                      "rendered images) is open to your role")
 
 
-def base_url() -> str:
-    """The DICOMweb root as the client reached it (for RetrieveURL and BulkDataURI)."""
+def public_root() -> str:
+    """The box's address as clients know it: ``[http] public_url`` behind a reverse proxy, else the request's."""
+    configured = appliance().config.http.public_url
+    if configured:
+        return configured.rstrip("/")
     host = request.host
     if ":" not in host.rsplit("]", 1)[-1]:
         # dicomweb-client sends "Host: name" without the port; the port we listen on is the one it used.
         port = request.environ.get("SERVER_PORT", "")
         if port and port != {"http": "80", "https": "443"}.get(request.scheme):
             host = f"{host}:{port}"
-    return f"{request.scheme}://{host}{request.script_root}{bp.url_prefix}"
+    return f"{request.scheme}://{host}{request.script_root}"
+
+
+def base_url() -> str:
+    """The DICOMweb root as the client reached it (for RetrieveURL and BulkDataURI)."""
+    return f"{public_root()}{bp.url_prefix}"
 
 
 @bp.errorhandler(ApplianceError)

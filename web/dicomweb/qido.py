@@ -115,6 +115,8 @@ def _header_object_id(level: str, record: dict[str, Any]) -> str | None:
     """Which stored object to read attributes the index does not keep from."""
     if level == "IMAGE":
         return record["_object_id"]
+    if record.get("_offsite"):
+        return None  # nothing on this box to read until it is brought back
     studies = ctx().appliance.index.studies
     if level == "SERIES":
         return studies.first_object_id(series_id=record["_id"])
@@ -133,7 +135,9 @@ def _search(level: str, study_uid: str | None = None, series_uid: str | None = N
         warnings.append(f"at most {MAX_RESULTS} results are returned per request; page with offset")
         limit = MAX_RESULTS
     try:
-        records = ctx().appliance.index.search(level, criteria, fuzzy=fuzzy, limit=limit, offset=offset)
+        # Studies recycled to free space stay findable, as NEARLINE (their only copy is offsite).
+        records = ctx().appliance.index.search(level, criteria, fuzzy=fuzzy, limit=limit, offset=offset,
+                                               include_offsite=level == "STUDY")
     except QueryError as exc:
         raise BadRequest(f"cannot match this query: {exc}") from None
 
@@ -144,7 +148,8 @@ def _search(level: str, study_uid: str | None = None, series_uid: str | None = N
     from_header = [k for k in include if k not in ATTRS and k not in ("RetrieveURL", "InstanceAvailability")]
     results = []
     for record in records:
-        extra = {"RetrieveURL": _retrieve_url(level, record), "InstanceAvailability": "ONLINE"}
+        extra = {"RetrieveURL": _retrieve_url(level, record),
+                 "InstanceAvailability": record.get("InstanceAvailability") or "ONLINE"}
         item = dicomjson.record_to_json(record, keys, extra)
         if include_all and level == "IMAGE" or from_header:
             object_id = _header_object_id(level, record)

@@ -18,6 +18,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from appliance.errors import ApplianceError
+from appliance.render import UndecodableImage
 
 log = logging.getLogger(__name__)
 
@@ -108,5 +109,6 @@ def native_frame(ds: Dataset, index: int) -> bytes:
     try:
         arr = pixel_array(ds, index=index if frames > 1 else None)
     except Exception as exc:  # noqa: BLE001
-        raise CannotTranscode(f"the frame could not be decoded from {ts.name}: {exc.__class__.__name__}") from exc
+        # The stored data is at fault, not the Accept header: a 5xx with the reason, not a 406.
+        raise UndecodableImage(f"the frame could not be decoded from {ts.name}: {exc.__class__.__name__}") from exc
     return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -12,7 +12,7 @@ import logging
 from typing import Iterator
 
 from flask import Response, request
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from . import transcoding
 from appliance.errors import NotFound
@@ -172,25 +172,39 @@ def parse_frames(text: str, count: int) -> list[int]:
     return [n - 1 for n in numbers]
 
 
-def negotiate_frames(accept: str | None, stored_ts: str) -> str:
-    """'stored' (bitstream as stored) or 'native' (decoded, little endian)."""
+NATIVE = ("native", "application/octet-stream")  # decoded to little endian (PS3.18 8.7.3.3.1)
+
+
+def negotiate_frames(accept: str | None, stored_ts: str) -> tuple[str, str]:
+    """('stored', media type) for the bitstream as stored, or NATIVE (decoded, little endian).
+
+    PS3.18 8.7.3.5: ``transfer-syntax=*`` lets the server choose, so a compressed frame goes
+    out as stored (no decoding on the box; the client decodes). A range naming the stored
+    syntax gets it as stored too. Without a transfer-syntax parameter, application/octet-stream
+    means Explicit VR Little Endian (its default), so the box decodes.
+    """
     stored_type = transcoding.frame_media_type(stored_ts)
+    # Only an encapsulated bitstream can go as stored; native pixels are always sent decoded to little
+    # endian (as stored for LE), and a video stream is not cut into frames.
+    bitstream = UID(stored_ts).is_encapsulated and not stored_type.startswith("video/")
     for r in parse_accept(accept):
         part = r.part_type if r.type == "multipart/related" else r.type
         ts = r.transfer_syntax
+        as_stored = bitstream and ts in ("*", stored_ts)
         if part in ("", "*", "*/*"):
-            if ts in (None, "", "*", stored_ts):
-                return "native" if stored_type == "application/octet-stream" else "stored"
-            if ts == ExplicitVRLittleEndian:
-                return "native"
+            if bitstream and ts in (None, "", "*", stored_ts):
+                return "stored", stored_type
+            if ts in (None, "", "*", ExplicitVRLittleEndian, stored_ts):
+                return NATIVE
             continue
         if part == "application/octet-stream":
+            if as_stored:
+                return "stored", "application/octet-stream"  # labelled with its transfer syntax
             if ts in (None, "", "*", ExplicitVRLittleEndian):
-                return "native"
+                return NATIVE
             continue
-        if stored_type != "application/octet-stream" and matches(stored_type, part) and ts in (None, "", "*",
-                                                                                               stored_ts):
-            return "stored"
+        if bitstream and matches(stored_type, part) and ts in (None, "", "*", stored_ts):
+            return "stored", stored_type
     raise NotAcceptable(
         f'frames of this instance are available as multipart/related; type="application/octet-stream" '
         f"(decoded) or type=\"{stored_type}\" (as stored, transfer syntax {stored_ts})")
@@ -201,7 +215,7 @@ def negotiate_frames(accept: str | None, stored_ts: str) -> str:
 def retrieve_frames(study, series, instance, frames):
     c = ctx()
     item = c.locate(study, series, instance)[0]
-    mode = negotiate_frames(request.headers.get("Accept"), item.transfer_syntax)
+    mode, media = negotiate_frames(request.headers.get("Accept"), item.transfer_syntax)
     ds = c.dataset(item.object_id)
     if "PixelData" not in ds:
         raise NotFound("this instance has no pixel data, so it has no frames")
@@ -209,10 +223,9 @@ def retrieve_frames(study, series, instance, frames):
     audit("dicomweb.retrieve", item.study_uid, patient_id=item.patient_id,
           detail=f"frames count={len(indexes)}")
     if mode == "stored":
-        media = transcoding.frame_media_type(item.transfer_syntax)
         ts, frame = item.transfer_syntax, transcoding.stored_frame
     else:
-        media, ts, frame = "application/octet-stream", ExplicitVRLittleEndian, transcoding.native_frame
+        ts, frame = ExplicitVRLittleEndian, transcoding.native_frame
     # The first frame now, so a frame that cannot be decoded is a 406 rather than a cut-off 200;
     # the others one at a time as the client reads: memory stays at one frame, however long the list.
     first = frame(ds, indexes[0])

@@ -26,6 +26,32 @@
     document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
       sel.addEventListener("change", function () { sel.form.submit(); });
     });
+    // Table rows that open what they show (the link in the row stays the keyboard's way in).
+    document.querySelectorAll("tr[data-href]").forEach(function (tr) {
+      tr.addEventListener("click", function (ev) {
+        if (ev.target.closest("a, button, input, select") || window.getSelection().toString()) { return; }
+        window.location.href = tr.dataset.href;
+      });
+    });
+    // A study coming back from offsite: show its progress, open the viewer when it is back.
+    document.querySelectorAll("[data-restore-status]").forEach(function (card) {
+      if (!card.dataset.restoreState || card.dataset.restoreState === "failed") { return; }
+      var meter = card.querySelector("[data-restore-meter]"), message = card.querySelector("[data-restore-message]");
+      function poll() {
+        fetch(card.dataset.restoreStatus, { credentials: "same-origin", headers: { Accept: "application/json" } })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (st) {
+            if (!st) { setTimeout(poll, 2000); return; }
+            card.dataset.restoreState = st.state;
+            if (message) { message.textContent = st.message; }
+            if (meter) { meter.style.width = (st.total ? Math.round(100 * st.done / st.total) : 0) + "%"; }
+            if (st.state === "done") { window.location.href = card.dataset.viewerUrl; }
+            else if (st.state === "failed") { window.location.reload(); }
+            else { setTimeout(poll, 700); }
+          }, function () { setTimeout(poll, 2000); });
+      }
+      poll();
+    });
     // Copy a freshly created API token.
     document.querySelectorAll("[data-copy]").forEach(function (btn) {
       btn.addEventListener("click", function () {

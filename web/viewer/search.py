@@ -40,10 +40,12 @@ class StudySearch:
         today = today or datetime.date.today()
         c: dict[str, str] = {}
         if self.name:
-            # Partial and case-insensitive: "smi" finds "SMITH^JOHN" and "Goldsmith^Ann".
-            c["PatientName"] = f"*{self.name.replace(' ', '*')}*"
+            # Searched with the engine's fuzzy name matching (the index's names.py): every word, in any
+            # order, with or without commas or carets, without regard to case or accents; "smi" finds
+            # "SMITH^JOHN" and "Goldsmith^Ann", "Moore, Sara" and "sara moore" find "MOORE^SARA".
+            c["PatientName"] = self.name
         if self.patient_id:
-            c["PatientID"] = f"{self.patient_id}*"
+            c["PatientID"] = f"{self.patient_id}*"  # without regard to case (see views.studies)
         if self.accession:
             c["AccessionNumber"] = f"{self.accession}*"
         if self.modality:

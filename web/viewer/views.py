@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime
 import re
 
-from flask import Response, abort, jsonify, render_template, request, stream_with_context
+from flask import Response, abort, current_app, jsonify, redirect, render_template, request, stream_with_context, url_for
 
 from appliance.errors import ApplianceError
 
 from ..auth import VIEW_ROLES, audit, login_required
 from ..current import appliance as _app
-from . import bp
+from . import bp, images
 from .export import media_zip, stream_zip
 from .search import MODALITIES, PAGE_SIZE, StudySearch
 
@@ -25,9 +25,10 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def _study_or_404(study_uid: str) -> dict:
+    """The study's record; one recycled to free space has ``_offsite`` set (its only copy is offsite)."""
     if not UID.match(study_uid) or len(study_uid) > 64:
         abort(404)
-    found = _app().index.search("STUDY", {"StudyInstanceUID": study_uid}, limit=1)
+    found = _app().index.search("STUDY", {"StudyInstanceUID": study_uid}, limit=1, include_offsite=True)
     if not found:
         abort(404)
     return found[0]
@@ -45,36 +46,86 @@ def studies():
         abort(400, description=f"page must be at most {MAX_PAGE}")
     index = _app().index
     criteria = form.criteria()
-    total = index.count("STUDY", criteria)
-    rows = index.search("STUDY", criteria, limit=PAGE_SIZE, offset=(form.page - 1) * PAGE_SIZE)
+    # People type names in any order and case, and IDs in lower case: fuzzy names, case-blind IDs.
+    how = {"fuzzy": True, "case_sensitive_ids": False, "include_offsite": True}
+    total = index.count("STUDY", criteria, **how)
+    rows = index.search("STUDY", criteria, limit=PAGE_SIZE, offset=(form.page - 1) * PAGE_SIZE, **how)
     pages = max(1, -(-total // PAGE_SIZE))
     return render_template("viewer/studies.html", title="Studies", form=form, rows=rows, total=total,
-                           pages=pages, modalities=MODALITIES, today=datetime.date.today().isoformat())
+                           pages=pages, modalities=MODALITIES, today=datetime.date.today().isoformat(),
+                           can_restore=_can_export())
 
 
 @bp.get("/patient")
 @login_required(*VIEW_ROLES)
 def patient():
     patient_id = (request.args.get("id") or "")[:64]
-    rows = _app().index.search("STUDY", {"PatientID": patient_id}) if patient_id else []
+    rows = _app().index.search("STUDY", {"PatientID": patient_id}, include_offsite=True) if patient_id else []
     rows = [r for r in rows if r["PatientID"] == patient_id]  # exact, even if the ID holds wildcards
     if not rows:
         abort(404)
     audit("patient.view", patient_id=patient_id, detail=f"studies={len(rows)}")
-    return render_template("viewer/patient.html", title="Patient", patient=rows[0], rows=rows)
+    return render_template("viewer/patient.html", title="Patient", patient=rows[0], rows=rows,
+                           can_restore=_can_export())
 
 
 @bp.get("/studies/<study_uid>")
 @login_required(*VIEW_ROLES)
 def study(study_uid):
     record = _study_or_404(study_uid)
+    if request.args.get("restoring") and not record.get("_offsite"):
+        return redirect(url_for("viewer.viewer", study_uid=study_uid))  # back already: straight to the images
     index = _app().index
-    series = index.search("SERIES", {"StudyInstanceUID": study_uid})
-    priors = [r for r in index.search("STUDY", {"PatientID": record["PatientID"]})
+    series = [] if record.get("_offsite") else index.search("SERIES", {"StudyInstanceUID": study_uid})
+    priors = [r for r in index.search("STUDY", {"PatientID": record["PatientID"]}, include_offsite=True)
               if r["StudyInstanceUID"] != study_uid and r["PatientID"] == record["PatientID"]]
     audit("study.view", study_uid=study_uid, patient_id=record["PatientID"])
     return render_template("viewer/study.html", title="Study", s=record, series=series, priors=priors,
-                           can_export=_can_export())
+                           can_export=_can_export() and not record.get("_offsite"), can_restore=_can_export(),
+                           restore=_restores().status(study_uid) if record.get("_offsite") else None,
+                           ohif_installed=_ohif_installed())
+
+
+def _ohif_installed() -> bool:
+    from ..ohif import is_installed
+
+    return is_installed()
+
+
+def _restores():
+    """The bring-backs started from the browser (one set per app)."""
+    from .restore import Restores
+
+    app = current_app
+    if "viewer_restores" not in app.extensions:
+        app.extensions["viewer_restores"] = Restores(_app().recycler)
+    return app.extensions["viewer_restores"]
+
+
+@bp.post("/studies/<study_uid>/restore")
+@login_required(*EXPORT_ROLES)
+def restore(study_uid):
+    """Bring an offsite-only study back (admins and clinicians: a doctor needs last year's study now)."""
+    record = _study_or_404(study_uid)
+    if not record.get("_offsite"):
+        return redirect(url_for("viewer.viewer", study_uid=study_uid))
+    from ..auth import current_user
+
+    audit("study.restore", study_uid=study_uid, patient_id=record["PatientID"], detail="requested in the browser")
+    _restores().start(study_uid, actor=current_user().username)
+    return redirect(url_for("viewer.study", study_uid=study_uid, restoring=1))
+
+
+@bp.get("/studies/<study_uid>/restore")
+@login_required(*VIEW_ROLES)
+def restore_status(study_uid):
+    """How far bringing the study back has got (the study page polls this)."""
+    if not UID.match(study_uid):
+        abort(404)
+    status = _restores().status(study_uid)
+    if status is None:
+        abort(404)
+    return jsonify(status)
 
 
 def _can_export() -> bool:
@@ -117,6 +168,8 @@ def media(study_uid):
 @login_required(*VIEW_ROLES)
 def viewer(study_uid):
     record = _study_or_404(study_uid)
+    if record.get("_offsite"):  # nothing to show until it is back: the study page offers to bring it back
+        return redirect(url_for("viewer.study", study_uid=study_uid))
     audit("study.view", study_uid=study_uid, patient_id=record["PatientID"], detail="viewer")
     return render_template("viewer/viewer.html", title="Viewer", s=record)
 
@@ -127,23 +180,35 @@ def study_json(study_uid):
     """Series and instances of a study plus the patient's other studies, for the viewer script."""
     record = _study_or_404(study_uid)
     index = _app().index
-    series = []
-    for s in index.search("SERIES", {"StudyInstanceUID": study_uid}):
-        instances = index.search("IMAGE", {"StudyInstanceUID": study_uid,
-                                           "SeriesInstanceUID": s["SeriesInstanceUID"]})
-        series.append({
-            "uid": s["SeriesInstanceUID"], "number": s["SeriesNumber"], "modality": s["Modality"],
-            "description": s["SeriesDescription"],
-            "instances": [{"uid": i["SOPInstanceUID"], "number": i["InstanceNumber"],
-                           "frames": i["NumberOfFrames"] or 1} for i in instances],
-        })
+    # Counts only: the viewer asks for each series' images when it opens it (images.py), so a study of
+    # many 1,000-slice series costs no more here than a small one.
+    series = [{"uid": s["SeriesInstanceUID"], "number": s["SeriesNumber"], "modality": s["Modality"],
+               "description": s["SeriesDescription"], "count": s["NumberOfSeriesRelatedInstances"]}
+              for s in index.search("SERIES", {"StudyInstanceUID": study_uid})]
     priors = [{"uid": r["StudyInstanceUID"], "date": r["StudyDate"], "description": r["StudyDescription"],
-               "modalities": r["ModalitiesInStudy"]}
-              for r in index.search("STUDY", {"PatientID": record["PatientID"]})
+               "modalities": r["ModalitiesInStudy"], "offsite": bool(r.get("_offsite"))}
+              for r in index.search("STUDY", {"PatientID": record["PatientID"]}, include_offsite=True)
               if r["PatientID"] == record["PatientID"]]
     return jsonify(study={"uid": study_uid, "date": record["StudyDate"], "description": record["StudyDescription"],
                           "patient": str(record["PatientName"]), "patient_id": record["PatientID"]},
                    series=series, studies=priors)
+
+
+@bp.get("/viewer/api/studies/<study_uid>/series/<series_uid>/images")
+@login_required(*VIEW_ROLES)
+def series_images(study_uid, series_uid):
+    """A page of the attributes the viewer draws with (see images.py); the first page lists every image."""
+    from ..dicomweb.context import ctx
+
+    try:
+        offset = max(0, int(request.args.get("offset", 0)))
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        abort(400, "offset and limit must be whole numbers")
+    try:
+        return jsonify(images.page(ctx(), study_uid, series_uid, offset, limit))
+    except ApplianceError as exc:
+        abort(exc.http_status or 500, str(exc))
 
 
 @bp.get("/viewer/api/instances/<sop_uid>/tags")

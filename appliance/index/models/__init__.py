@@ -7,10 +7,12 @@ against its own Index's database (repository.py). Only appliance/index imports t
 - backup.py: backup runs and offsite state
 - imports.py: inbox import bookkeeping
 - recycle.py: studies recycled to free space (their only copy is offsite)
+- commitment.py: storage commitment requests until their report is delivered
+- bin.py: the recycle bin of deleted studies, series and instances
 
 A model change needs a numbered migration in ../migrations/.
 """
-from . import backup, core, imports, recycle, retrieval, web  # noqa: F401 - importing registers the models
+from . import backup, bin, commitment, core, imports, recycle, retrieval, web  # noqa: F401 - registers the models
 from .core import BaseModel, Instance, Patient, ReplacedObject, Series, Study, User, utcnow
 
 

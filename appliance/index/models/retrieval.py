@@ -22,6 +22,7 @@ class Peer(BaseModel):
     can_retrieve = BooleanField(default=True)  # may C-MOVE / C-GET from us
     can_receive_moves = BooleanField(default=True)  # may be a C-MOVE destination / forward target
     tls = BooleanField(default=False)  # we call it with DICOM TLS (port is its TLS port; migration 0006)
+    cert_fingerprint = CharField(default="")  # SHA-256 of the TLS client certificate it must call with (0007)
     created_at = DateTimeField(default=utcnow)
 
 
