@@ -138,9 +138,12 @@ class Parts:
 
     @cached_property
     def index(self) -> Index:
+        s = self.config.index
+        if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
+            return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
+                              case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
         from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
 
-        s = self.config.index
         ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
                      quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild,
                      snapshot_keep=s.snapshot_keep)
@@ -314,8 +317,9 @@ class Parts:
         from .snapshots import IndexSnapshots
 
         services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
-        services.append(IndexSnapshots(self.index, self.keyring.index_key, self.archive, self.config.data_dir,
-                                       self.config.index.snapshot_keep, self.config.index.snapshot_hours))
+        if not self.config.index.url:  # local snapshots are of the embedded index (PostgreSQL: its server's)
+            services.append(IndexSnapshots(self.index, self.keyring.index_key, self.archive, self.config.data_dir,
+                                           self.config.index.snapshot_keep, self.config.index.snapshot_hours))
         return services
 
     def prune(self) -> None:

@@ -137,7 +137,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("integrity", "sample_size", 200,
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
     Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),
-    # [index] the SQLite index
+    # [index] the index: an encrypted SQLite file in the data directory, or a PostgreSQL server
+    Setting("index", "url", "",
+            "PostgreSQL database for the index, as postgresql://user:password@host:port/dbname; empty = the "
+            "embedded encrypted SQLite file (<data dir>/index.db). A server on another machine must be reached "
+            "with TLS (?sslmode=verify-full&sslrootcert=...) unless allow_insecure is set."),
+    Setting("index", "allow_insecure", False,
+            "Allow an index server on another machine without TLS (only on a trusted network)."),
     Setting("index", "cache_mb", 64,
             "SQLite page cache per connection, in MiB; all connections together are held to about twice this "
             "(a process-wide soft limit: each thread that reads the index has its own connection)."),

@@ -1,4 +1,4 @@
-"""The index of patients, studies, series and instances (SQLCipher via peewee).
+"""The index of patients, studies, series and instances (SQLCipher, or PostgreSQL, via peewee).
 
 This package is the only place that knows the database: the models, the SQL
 and peewee itself stay in here. The rest of the appliance talks to an
@@ -17,6 +17,7 @@ from .audit import AuditRepo
 from .backup import BackupRepo
 from .commitments import CommitmentsRepo
 from .db import IndexDatabase, open_index, probe
+from .postgres import connection_params as _connection_params
 from .forwarding import ForwardingRepo
 from .models import utcnow  # noqa: F401 - naive UTC, as every stored time: part of the package's interface
 from .objects import ObjectsRepo
@@ -28,10 +29,15 @@ from .worklist import WorklistRepo
 from .writer import Writer
 
 
+def check_url(url: str, allow_insecure: bool = False) -> None:
+    """Raises ConfigError for an [index] url that could not or may not be used (before anything is made)."""
+    _connection_params(url, allow_insecure)
+
+
 class Index:
     """The index database, its single writer, the query engine and the per-area repositories, together."""
 
-    def __init__(self, db: IndexDatabase, case_sensitive_names: bool = False):
+    def __init__(self, db, case_sensitive_names: bool = False):
         self.db = db
         self.writer = Writer(db)
         self.case_sensitive_names = case_sensitive_names
@@ -47,9 +53,10 @@ class Index:
         self.objects = ObjectsRepo(db, self.writer)
 
     @classmethod
-    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False,
-             before_migrations=None) -> "Index":
-        return cls(open_index(path, key, cache_mb, before_migrations), case_sensitive_names)
+    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False, *,
+             url: str = "", allow_insecure: bool = False, before_migrations=None) -> "Index":
+        """The SQLCipher file at ``path``, or the PostgreSQL database ``url`` names (db.open_index)."""
+        return cls(open_index(path, key, cache_mb, url, allow_insecure, before_migrations), case_sensitive_names)
 
     def search(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False, case_sensitive_ids: bool = True,
                include_offsite: bool = False, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:

@@ -83,6 +83,6 @@ class ObjectsRepo(Repository):
         SQLite keeps only the ``n`` best rows while it scans (ORDER BY ... LIMIT), so memory stays bounded."""
         rows = self.db.execute_sql(
             'SELECT * FROM (SELECT "sop_uid", "object_id", "sha256", "size" FROM "instance" UNION ALL '
-            'SELECT \'(replaced) \' || "sop_uid", "object_id", "sha256", "size" FROM "replaced_object") '
+            'SELECT \'(replaced) \' || "sop_uid", "object_id", "sha256", "size" FROM "replaced_object") AS "o" '
             'ORDER BY random() LIMIT ?', (n,)).fetchall()
         return [ObjectRow(*row) for row in rows]

@@ -25,8 +25,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from peewee import Database, Expression, Field, fn
+from peewee import Database, Field, fn
 
+from .dialect import Wildcard
 from .models import Instance, Patient, Series, Study
 from .names import fold, words
 from .offsite import ONLINE, offsite_studies
@@ -124,11 +125,6 @@ def normalize_date(value: str) -> str:
     return value
 
 
-def _glob(value: str) -> str:
-    # DICOM's * and ? are GLOB's; only '[' needs escaping.
-    return value.replace("[", "[[]")
-
-
 def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):
     field = attr.field
     kind = attr.kind
@@ -179,14 +175,14 @@ def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, c
         if fuzzy:
             cond = None
             for word in words(value) or ["*"]:
-                c = Expression(field, "GLOB", "*" + _glob(word.strip("*")) + "*")
+                c = Wildcard(field, "*" + word.strip("*") + "*")
                 cond = c if cond is None else (cond & c)
             return cond
     # A backslash separates values, except in a person name where it cannot occur.
     values = value.split("\\") if kind != PN else [value]
     cond = None
     for v in values:
-        c = Expression(field, "GLOB", _glob(v)) if ("*" in v or "?" in v) else (field == v)
+        c = Wildcard(field, v) if ("*" in v or "?" in v) else (field == v)
         cond = c if cond is None else (cond | c)
     return cond
 
