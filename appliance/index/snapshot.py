@@ -29,9 +29,9 @@ def _connect(path: Path, key: bytes):
 
 def take(index_db, index_key: bytes, dest: Path) -> Path:
     """Copy the live index (a peewee database) into ``dest``, encrypted with the index key."""
-    from .db import IndexDatabase
+    from .postgres import PostgresIndexDatabase
 
-    if not isinstance(index_db, IndexDatabase):
+    if isinstance(index_db, PostgresIndexDatabase):
         # Issue 19 item 3: a PostgreSQL index needs its own consistent copy (pg_dump-like); not written yet.
         raise ConfigError(f"the index at {index_db.describe()} is a PostgreSQL database: backing it up with the "
                           "box's backup is not supported yet; back the database up on its server")
