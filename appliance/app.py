@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
     from .forward import Forwarder
     from .importer.failed import FailedImports
     from .peers import PeerRegistry
-    from .reconcile import ReconcileReport
+    from .reconcile import ReconcileReport, Reconciler
     from .recycle import Recycler
     from .verify import Sampler
     from .versions import Versions
@@ -67,25 +67,36 @@ class Appliance:
     verifier: Sampler | None = None  # background sampled verification; None when [integrity] sample_size = 0
     web: WebServer | None = None  # None when built with_web=False (tests, benchmarks)
     services: list[Service] = field(default_factory=list)  # started in order after the node and web
-    reconciliation: ReconcileReport | None = None  # the start-up index/archive check, set by start
+    reconciliation: ReconcileReport | None = None  # the start-up index/archive check (a big box: once it finished)
+    failure: BaseException | None = None  # set by a background part that must stop the appliance (serve raises it)
+    reconciler: Reconciler | None = None  # set by start
 
     def start(self) -> None:
         removed = self.archive.clean_tmp()
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
-        from .reconcile import reconcile  # index vs archive, before anything new arrives
+        from .reconcile import Reconciler  # index vs archive: before the node on a small box, beside it on a big one
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
-        self.reconciliation = reconcile(self.archive, self.index)
+        self.reconciler = Reconciler(self.archive, self.index, on_failure=self.fail,
+                                     on_done=lambda report: setattr(self, "reconciliation", report))
+        self.reconciliation = self.reconciler.run_now()
         self.node.start()
         if self.web is not None:
             self.web.start()
+        self.reconciler.start()
         for service in self.services:
             log.info("starting %s", service.name)
             service.start()
 
+    def fail(self, exc: BaseException) -> None:
+        """A background part found the appliance must not go on (``serve`` stops it and raises ``exc``)."""
+        self.failure = exc
+
     def stop(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
         for service in reversed(self.services):
             try:
                 service.stop()
@@ -370,10 +381,12 @@ def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
     log.info("appliance ready")
     interval = sdnotify.watchdog_interval()
     try:
-        while not stop_event.wait(interval or 1.0):
+        while not stop_event.wait(min(interval or 1.0, 1.0)) and app.failure is None:
             if interval:
                 sdnotify.notify("WATCHDOG=1")
     finally:
         sdnotify.notify("STOPPING=1")
         app.stop()
         log.info("appliance stopped")
+    if app.failure is not None:
+        raise app.failure  # e.g. TooManyOrphans from the background reconciliation: exit 7

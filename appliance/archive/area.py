@@ -104,6 +104,10 @@ class StorageArea(Protocol):
     def written_at(self, object_id: str) -> float:
         """When the object was written (seconds since the epoch): the order of arrival."""
 
+    def clock(self) -> float:
+        """What ``written_at`` would say of an object written now (the storage's own clock): an object
+        written later never reads as earlier than this."""
+
     def has_objects(self) -> bool:
         """True if at least one object is stored."""
 

@@ -31,6 +31,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,6 +277,17 @@ class Archive:
         """When the object was written (its file's mtime, seconds since the epoch): objects are never
         modified, so this orders them by arrival (a rebuild replays them in that order)."""
         return self._path(object_id).stat().st_mtime
+
+    def clock(self) -> float:
+        """The mtime a file written now gets (the kernel's coarse file clock, which can lag time.time() by a
+        tick): a marker written and removed in tmp/, which is on the objects' file system."""
+        fd, path = tempfile.mkstemp(prefix=".clock-", dir=self._tmp_dir)
+        try:
+            os.write(fd, b"\0")
+            return os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            os.unlink(path)
 
     def has_objects(self) -> bool:
         """True if at least one object is stored (cheap: stops at the first)."""

@@ -9,7 +9,7 @@ this Index's own database (see repository.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from . import query
 from .accounts import AccountsRepo
@@ -63,6 +63,10 @@ class Index:
         return query.search(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names, fuzzy=fuzzy,
                             case_sensitive_ids=case_sensitive_ids, include_offsite=include_offsite,
                             limit=limit, offset=offset)
+
+    def iter_search(self, level: str, criteria: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """``search``'s records as the cursor reads them (query.iter_search): for a caller that sends each on."""
+        return query.iter_search(self.db, level, criteria, case_sensitive_names=self.case_sensitive_names)
 
     def count(self, level: str, criteria: Mapping[str, Any], *, fuzzy: bool = False,
               case_sensitive_ids: bool = True, include_offsite: bool = False) -> int:
