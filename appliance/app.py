@@ -20,6 +20,7 @@ from . import sdnotify
 from .archive import Archive, KeyStore
 from .audit import AuditLog
 from .config import Config
+from .errors import ApplianceError
 from .events import Events
 from .index import Index
 from .ingest import Ingestor
@@ -41,6 +42,20 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
 log = logging.getLogger(__name__)
+QUICK_CHECK_AT_START_BYTES = 16 << 20  # a bigger index file is quick-checked after the node listens
+
+
+def _check_index_file(path, key: bytes) -> None:
+    """SQLite's quick check of the index file; raises IndexNeedsRebuild (exit 7) when it finds damage."""
+    from .index import health
+    from .rebuild import IndexNeedsRebuild
+
+    problems = health.check(path, key)
+    if problems:
+        raise IndexNeedsRebuild(
+            "; ".join(problems) + f". Stop the service and run `pacs-appliance index rebuild --data {path.parent}` "
+            "(it rebuilds the index from the archive and its latest index snapshot)")
+    log.info("start-up: the index file passed SQLite's quick check")
 
 
 @dataclass
@@ -70,6 +85,7 @@ class Appliance:
     reconciliation: ReconcileReport | None = None  # the start-up index/archive check (a big box: once it finished)
     failure: BaseException | None = None  # set by a background part that must stop the appliance (serve raises it)
     reconciler: Reconciler | None = None  # set by start
+    deferred_index_check: Callable[[], None] | None = None  # run in a thread by start (Parts.index)
 
     def start(self) -> None:
         removed = self.archive.clean_tmp()
@@ -86,9 +102,20 @@ class Appliance:
         if self.web is not None:
             self.web.start()
         self.reconciler.start()
+        if self.deferred_index_check is not None:
+            threading.Thread(target=self._check_later, name="index quick check", daemon=True).start()
         for service in self.services:
             log.info("starting %s", service.name)
             service.start()
+
+    def _check_later(self) -> None:
+        try:
+            self.deferred_index_check()
+        except ApplianceError as exc:
+            log.critical("%s", exc)
+            self.fail(exc)
+        except Exception:  # noqa: BLE001 - reported; the next start checks again
+            log.exception("the index file's quick check could not run")
 
     def fail(self, exc: BaseException) -> None:
         """A background part found the appliance must not go on (``serve`` stops it and raises ``exc``)."""
@@ -132,6 +159,7 @@ class Parts:
     def __init__(self, config: Config, starting: bool = False):
         self.config = config
         self.starting = starting  # serve: check the index's pages, and rebuild it if so configured
+        self.deferred_index_check: Callable[[], None] | None = None  # a big index's quick check, after start
 
     @cached_property
     def keys(self) -> KeyStore:
@@ -155,8 +183,14 @@ class Parts:
                               case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
         from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
 
-        ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
-                     quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild,
+        # SQLite's quick check reads every page (~1 s per 100 MB idle, far more on a busy box): on a big index
+        # it runs after the node listens (``deferred_index_check``), so start-up stays seconds at any size.
+        path = self.config.index_path
+        check_now = self.starting and not (path.exists() and path.stat().st_size > QUICK_CHECK_AT_START_BYTES)
+        if self.starting and not check_now:
+            self.deferred_index_check = lambda: _check_index_file(path, self.keyring.index_key)
+        ensure_index(path, self.archive, self.keyring, self.config.archive_dir,
+                     quick_check=check_now, auto_rebuild=self.starting and s.auto_rebuild,
                      snapshot_keep=s.snapshot_keep)
         from .snapshots import take
 
@@ -354,7 +388,8 @@ def build(config: Config, with_web: bool = True) -> Appliance:
                         events=parts.events, audit=parts.audit, ingestor=parts.ingestor, peers=parts.peers,
                         worklist=parts.worklist, forwarder=parts.forwarder, backup=parts.backup,
                         recycler=parts.recycler, node=parts.node, failed_imports=parts.failed_imports,
-                        versions=parts.versions, verifier=parts.verifier, services=parts.services)
+                        versions=parts.versions, verifier=parts.verifier, services=parts.services,
+                        deferred_index_check=parts.deferred_index_check)
     except BaseException:
         parts.close()  # e.g. a bad [forward] rule: do not leave the index open behind the error
         raise

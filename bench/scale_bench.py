@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import requests  # noqa: E402
 
 import synthindex  # noqa: E402
-from common import CALLING_AE, PYTHON, ROOT, free_port, make_corpus, peak_rss_mb, sender_env, stop  # noqa: E402
+from common import CALLING_AE, PYTHON, ROOT, cpu_seconds, free_port, make_corpus, peak_rss_mb, sender_env, stop  # noqa: E402
 from run_find import RETURN_KEYS, timed  # noqa: E402
 
 PASSWORD = "bench-admin-password"
@@ -85,7 +85,8 @@ def run_box(data: Path, server_root: Path, runs: int, corpus: list[Path], verify
                             stderr=subprocess.STDOUT, cwd=server_root)
     watch = RssWatch(proc.pid)
     watch.start()
-    out: dict = {"box": data.name, "studies": studies}
+    out: dict = {"box": data.name, "studies": studies, "root": server_root}
+    load_start = os.getloadavg()[0]
     try:
         while True:
             if proc.poll() is not None:
@@ -97,11 +98,11 @@ def run_box(data: Path, server_root: Path, runs: int, corpus: list[Path], verify
                 raise TimeoutError("no C-ECHO answer within 10 minutes")
             time.sleep(0.05)
         out["start_to_echo_s"] = time.perf_counter() - started
-        out["reconciled_s"] = _wait_log(log_path, log_start, r"index and archive agree|reconcil\w* (done|finished)",
+        out["reconciled_s"] = _wait_log(log_path, log_start, r"index and archive agree|reconciliation finished|MISSING",
                                         started, proc)
         watch.phase = "C-FIND"
         echo = [timed(["echoscu"] + peer)[0] for _ in range(runs)]
-        out["find"] = [("C-ECHO", med(echo), "-", "-")]
+        out["find"] = [("C-ECHO", med(echo), "-", "-", "-")]
         for label, keys, expected in synthindex.queries(studies):
             cmd = ["findscu", "-S", "-k", "QueryRetrieveLevel=STUDY"]
             for k in RETURN_KEYS:
@@ -113,12 +114,16 @@ def run_box(data: Path, server_root: Path, runs: int, corpus: list[Path], verify
                 ms, text = timed(cmd + ["-v"])
                 walls.append(ms)
                 matches = text.count("(Pending)")
-            per_query = []
+            per_query, cpu = [], []
             for _ in range(max(3, runs // 3)):
+                c0 = cpu_seconds(proc.pid)
                 one = timed(cmd + ["--repeat", "1"])[0]
+                c1 = cpu_seconds(proc.pid)
                 many = timed(cmd + ["--repeat", str(REPEAT + 1)])[0]
+                c2 = cpu_seconds(proc.pid)
                 per_query.append((many - one) / REPEAT)
-            out["find"].append((label, med(walls), med(per_query), f"{matches} (expected {expected})"))
+                cpu.append(((c2 - c1) - (c1 - c0)) * 1000 / REPEAT)
+            out["find"].append((label, med(walls), med(per_query), med(cpu), f"{matches} (expected {expected})"))
         watch.phase = "QIDO + web"
         base = f"http://127.0.0.1:{http_port}"
         qido = requests.Session()
@@ -159,6 +164,7 @@ def run_box(data: Path, server_root: Path, runs: int, corpus: list[Path], verify
         time.sleep(2)
         out["verifications"] = _count_log(log_path, log_start, r"background verification|verify-sampler|sampled")
         out["hwm_mb"] = peak_rss_mb(proc.pid)
+        out["load"] = (load_start, os.getloadavg()[0])
     finally:
         watch.done.set()
         stop(proc)
@@ -192,10 +198,13 @@ def _count_log(path: Path, offset: int, pattern: str) -> int:
 def report(o: dict) -> None:
     print(f"\n### {o['box']} ({o['studies']:,} studies / {o['studies'] * 10:,} instances)")
     rec = f"{o['reconciled_s']:.1f} s" if o.get("reconciled_s") else "-"
+    load = f"load average {o['load'][0]:.1f} at start, {o['load'][1]:.1f} at end"
     print(f"start to first C-ECHO {o['start_to_echo_s']:.2f} s; reconciliation finished at {rec}; "
-          f"ingest on top {o['ingest_per_s']:.0f} inst/s; peak RSS (VmHWM) {o['hwm_mb']:.0f} MB")
+          f"ingest on top {o['ingest_per_s']:.0f} inst/s; peak RSS (VmHWM) {o['hwm_mb']:.0f} MB; {load}; "
+          f"server from {o['root']}")
     print("RSS by phase, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in o["rss_mb"].items()))
-    print("\n| C-FIND | findscu wall, ms | per query on an open association, ms | matches |\n|---|---|---|---|")
+    print("\n| C-FIND | findscu wall, ms | per query on an open association, ms | server CPU per query, ms | matches |"
+          "\n|---|---|---|---|---|")
     for row in o["find"]:
         print("| " + " | ".join(row) + " |")
     print("\n| QIDO-RS / web | ms | matches |\n|---|---|---|")

@@ -23,7 +23,8 @@ of a second message in the same PDU.
 
 ``PendingSender.for_event`` returns None, and the caller yields Datasets through
 pynetdicom as usual, whenever something needs the per-message path: a handler bound
-to EVT_DIMSE_SENT (pynetdicom's standard debug logging binds one), a transfer syntax
+to EVT_DIMSE_SENT (pynetdicom's standard debug logging binds one; a handler marked
+``ignores_pending_find``, such as the association log's C-STORE tally, does not count), a transfer syntax
 other than Implicit/Explicit VR Little Endian, or an association object without the
 attributes this was written against.
 """
@@ -130,8 +131,9 @@ class PendingSender:
         dimse = getattr(assoc, "dimse", None)
         if not callable(getattr(dul, "send_pdu", None)) or dimse is None:
             return None
-        if assoc.get_handlers(evt.EVT_DIMSE_SENT):
-            return None
+        if any(not getattr(handler, "ignores_pending_find", False)
+               for handler, _args in assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+            return None  # someone watches every message sent (pynetdicom's debug log): its path, not ours
         transport = getattr(dul, "socket", None)
         direct = getattr(transport, "send_direct", None)
         if direct is None or getattr(transport, "send_lock", None) is None \

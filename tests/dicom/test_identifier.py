@@ -234,6 +234,12 @@ def test_pending_sender_only_where_nothing_needs_the_stock_path():
     assert PendingSender.for_event(fake_event(ExplicitVRBigEndian)) is None
     assert PendingSender.for_event(fake_event(DeflatedExplicitVRLittleEndian)) is None
     assert PendingSender.for_event(fake_event(ImplicitVRLittleEndian, [(print, None)])) is None
+    # The node's association log tallies C-STOREs only: it must not send every C-FIND match the slow way.
+    from appliance.dicom.association_log import AssociationLog
+
+    tally = [(handler, None) for event, handler in AssociationLog().handlers() if event == evt.EVT_DIMSE_SENT]
+    assert tally and PendingSender.for_event(fake_event(ImplicitVRLittleEndian, tally)) is not None
+    assert PendingSender.for_event(fake_event(ImplicitVRLittleEndian, tally + [(print, None)])) is None
 
 
 # -- a real association, in-process ------------------------------------------------------------
