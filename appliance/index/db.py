@@ -44,8 +44,9 @@ class IndexDatabase(SqlCipherDatabase):
                 "busy_timeout": 30000,
                 "cache_size": -1024 * cache_mb,
                 # Process-wide: every thread reads through its own connection (20+ under load), and each
-                # cache would otherwise grow to cache_mb as the index grows (measured: bench/README.md).
-                "soft_heap_limit": 2 * cache_mb << 20,
+                # cache would otherwise grow to cache_mb as the index grows (measured: bench/README.md);
+                # all of them together stay near one cache's worth (a 1M-instance box: bench/README.md).
+                "soft_heap_limit": cache_mb << 20,
                 "temp_store": "memory",
             },
             check_same_thread=False,
