@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import requests  # noqa: E402
 
 import synthindex  # noqa: E402
-from common import CALLING_AE, PYTHON, ROOT, cpu_seconds, free_port, make_corpus, peak_rss_mb, sender_env, stop  # noqa: E402
+from common import (CALLING_AE, PYTHON, ROOT, cpu_seconds, free_port, make_corpus, peak_rss_mb,  # noqa: E402
+                    sender_env, stop)
 from run_find import RETURN_KEYS, timed  # noqa: E402
 
 PASSWORD = "bench-admin-password"
