@@ -19,7 +19,7 @@ from helpers import CLI, wait_until
 from appliance import config as config_mod
 from appliance.app import Parts
 from appliance.index.corrections import study_objects
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 
 IMAGES = 500
 

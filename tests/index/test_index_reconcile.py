@@ -7,7 +7,7 @@ import os
 import synth
 from appliance.archive import Archive, Keyring, envelope
 from appliance.index.models import Instance
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 
 
 def test_agreeing_index_and_archive(core, caplog):
@@ -69,7 +69,7 @@ def test_nothing_is_decrypted(core):
 # -- a big box: reconciliation in the background, beside live writes (Reconciler) -------------------------
 
 def background(core, **kw):
-    from appliance.reconcile import Reconciler
+    from appliance.index.reconcile import Reconciler
 
     failures = []
     r = Reconciler(core.archive, core.index, on_failure=failures.append, background_above=0, **kw)
@@ -102,7 +102,7 @@ def test_background_reconciliation_rechecks_before_acting(core, monkeypatch):
     """The merge reads the index in pages while writes go on: a row deleted (with its object) after its page
     was read is not reported missing, and an object whose row was committed after its page was read is not
     an orphan."""
-    from appliance.reconcile import ReconcileReport, _merge
+    from appliance.index.reconcile import ReconcileReport, _merge
 
     a = core.store(synth.make_instance("CT", patient_id="BG2", instance_number=1))
     b = core.store(synth.make_instance("CT", patient_id="BG2", instance_number=2))
@@ -122,7 +122,7 @@ def test_background_reconciliation_rechecks_before_acting(core, monkeypatch):
 def test_background_reconciliation_stops_on_a_mass_of_orphans(core):
     """An old index over a newer archive found in the background: the appliance is told to stop (exit 7),
     and nothing is moved."""
-    from appliance.reconcile import TooManyOrphans
+    from appliance.index.reconcile import TooManyOrphans
 
     core.store(synth.make_instance("CT", patient_id="BG3"))
     many = [core.archive.put_bytes(f"unindexed {i}".encode()).object_id for i in range(25)]
@@ -144,7 +144,7 @@ def test_background_reconciliation_stopped_moves_nothing(core):
 
 
 def test_small_box_reconciles_before_the_node_listens(core):
-    from appliance.reconcile import Reconciler
+    from appliance.index.reconcile import Reconciler
 
     core.store(synth.make_instance("CT", patient_id="BG5"))
     r = Reconciler(core.archive, core.index, on_failure=lambda exc: None)
@@ -159,7 +159,7 @@ def test_serve_raises_what_a_background_part_failed_with():
     import pytest
 
     from appliance.app import serve
-    from appliance.reconcile import TooManyOrphans
+    from appliance.index.reconcile import TooManyOrphans
 
     calls = []
 

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .archive import StorageArea
-from .errors import ApplianceError
-from .index import Index, utcnow
+from ..archive import StorageArea
+from ..errors import ApplianceError
+from ..index import Index, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def verify_all(archive: StorageArea, index, sample: int | None = None,
             archive.verify(row.object_id, row.sha256)
         except ApplianceError as exc:
             if not archive.exists(row.object_id) and index.recycling.is_recycled(row.object_id):
-                continue  # recycled (appliance/recycle.py) since the list was read: deleted on purpose
+                continue  # recycled (appliance/services/recycle.py) since the list was read: deleted on purpose
             if not archive.exists(row.object_id):
                 report.missing.append(row.label)
             else:
@@ -153,8 +153,8 @@ def check_index(index_path, index_key: bytes, archive: StorageArea, open_index: 
 
     ``open_index`` is called only once the file checked sound: opening a damaged file can itself fail
     on the page it reads first, and that must be reported as damage, not as a crash."""
-    from .index import health
-    from .reconcile import ReconcileReport, _merge
+    from ..index import health
+    from ..index.reconcile import ReconcileReport, _merge
 
     result = IndexCheck(problems=health.check(index_path, index_key, full=True))
     if result.problems:

@@ -43,8 +43,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .archive import StorageArea
-from .errors import ApplianceError
+from ..archive import StorageArea
+from ..errors import ApplianceError
 
 log = logging.getLogger(__name__)
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report
