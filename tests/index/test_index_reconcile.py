@@ -68,6 +68,15 @@ def test_nothing_is_decrypted(core):
 
 # -- a big box: reconciliation in the background, beside live writes (Reconciler) -------------------------
 
+def written_earlier(core, object_ids) -> None:
+    """Date objects an hour back, as leftovers of an earlier run are (the file clock ticks coarsely: an object
+    written a moment before the start can share its tick, and a tie never counts as "before")."""
+    for oid in object_ids:
+        path = core.archive._path(oid)
+        then = path.stat().st_mtime - 3600
+        os.utime(path, (then, then))
+
+
 def background(core, **kw):
     from appliance.index.reconcile import Reconciler
 
@@ -85,6 +94,7 @@ def test_background_reconciliation_judges_only_what_was_there_before_the_start(c
     monkeypatch.setattr(objects_mod, "PAGE", 3)
     stored = [core.store(synth.make_instance("CT", patient_id="BG1", instance_number=i)) for i in range(8)]
     old_orphans = sorted(core.archive.put_bytes(f"crashed write {i}".encode()).object_id for i in range(3))
+    written_earlier(core, old_orphans)
     os.unlink(core.archive._path(stored[4].object_id))  # lost before the start
     r, failures = background(core)
     in_flight = core.archive.put_bytes(b"written after the start, its row not committed yet").object_id
@@ -126,6 +136,7 @@ def test_background_reconciliation_stops_on_a_mass_of_orphans(core):
 
     core.store(synth.make_instance("CT", patient_id="BG3"))
     many = [core.archive.put_bytes(f"unindexed {i}".encode()).object_id for i in range(25)]
+    written_earlier(core, many)
     r, failures = background(core)
     r.start()
     assert r.done.wait(60)
@@ -136,6 +147,7 @@ def test_background_reconciliation_stops_on_a_mass_of_orphans(core):
 def test_background_reconciliation_stopped_moves_nothing(core):
     core.store(synth.make_instance("CT", patient_id="BG4"))
     orphan = core.archive.put_bytes(b"crashed write").object_id
+    written_earlier(core, [orphan])
     r, failures = background(core)
     r._stop.set()  # the appliance stops before the merge got anywhere
     r.start()
