@@ -57,13 +57,19 @@ def _take_logical(index_db, index_key: bytes, dest: Path) -> Path:
     from .db import open_index
     from .transfer import copy
 
-    for p in (dest, Path(f"{dest}-wal"), Path(f"{dest}-shm")):
+    files = (dest, Path(f"{dest}-wal"), Path(f"{dest}-shm"))
+    for p in files:
         p.unlink(missing_ok=True)
-    snap = open_index(dest, index_key)  # an empty index, its schema made by the same migrations
     try:
-        copy(index_db, snap)
-    finally:
-        snap.close()
+        snap = open_index(dest, index_key)  # an empty index, its schema made by the same migrations
+        try:
+            copy(index_db, snap)
+        finally:
+            snap.close()
+    except BaseException:
+        for p in files:  # no half copy left in the work folder
+            p.unlink(missing_ok=True)
+        raise
     conn = _connect(dest, index_key)
     try:
         conn.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
