@@ -3,13 +3,12 @@
 1. ``keyring.sealed`` is opened with the recovery key: the archive and index keys;
 2. the newest manifest that opens names the snapshot and the objects;
 3. the snapshot is decrypted (every tag checked) into ``index.db``; the keys,
-   config, archive and inbox folders are created as ``init`` would;
+   config, archive and inbox folders are created as ``init`` would; with ``index_url`` the
+   snapshot is copied into that empty PostgreSQL database instead (index/transfer.py: the
+   snapshot is a SQLCipher file whichever backend the old box used) and the new config names it;
 4. each object is downloaded into a staging folder of the archive, every tag
    checked, then adopted (renamed into place): byte for byte what the old box
    had on its disk (fetch.py, shared with bringing back a recycled study);
-   with ``index_url`` the snapshot is then copied into that empty PostgreSQL database instead
-   (index/transfer.py; the snapshot is a SQLCipher file whichever backend the old box used) and
-   the new config names it;
 5. a summary; objects that are missing or fail their check are named, and the
    exit status says the restore is incomplete.
 
