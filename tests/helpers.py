@@ -19,10 +19,43 @@ ADMIN_PASSWORD = "correct-horse-battery"
 CLI = [sys.executable, "-m", "appliance"]
 
 
+def _ports_outside_the_ephemeral_range():
+    """Loopback ports below the kernel's ephemeral range, in turn from a per-process starting point.
+
+    A port the kernel hands out with bind(0) comes from the ephemeral range, the same range every
+    outgoing connection draws its local port from: between picking it and a server binding it,
+    another socket can take it, and the server under test then binds nothing (or a test talks to
+    the wrong process). Ports below that range are never assigned automatically, and taking them in
+    turn means two picks of one run never collide.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first, last = 10000, low - 1
+    if last - first < 1000:  # an unusual kernel setting: fall back to the kernel's choice
+        while True:
+            yield None
+    span = last - first + 1
+    start = first + (os.getpid() * 7919) % span
+    offset = 0
+    while True:
+        yield first + (start - first + offset) % span
+        offset += 1
+
+
+_port_source = _ports_outside_the_ephemeral_range()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nothing listens on or uses now, and no other free_port() call of this run returns."""
+    for candidate in _port_source:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate or 0))
+            except OSError:
+                continue
+            return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -164,7 +197,9 @@ class StoreSCP:
     def start(self) -> "StoreSCP":
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(self.args + [str(self.port)], stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: port_open(self.port), 10, what="storescp")
+        wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 10, what="storescp")
+        if self.proc.poll() is not None:  # e.g. it could not bind its port: never let a test talk to another process
+            raise RuntimeError(f"storescp exited with {self.proc.returncode}: {self.log.read_text(errors='replace')}")
         return self
 
     def files(self) -> list[Path]:

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import queue
-import socket
 import threading
 import time
 from io import BytesIO
@@ -36,6 +35,7 @@ from appliance.dicom import find as find_module
 from appliance.dicom.find import STUDY_ROOT_FIND, handle_find, response_for
 from appliance.dicom.identifier import VRS, IdentifierEncoder, Unencodable
 from appliance.dicom.pending import MAX_QUEUED_PDUS, PendingSender, pending_command_set
+from helpers import free_port
 
 AE_TITLE = "PACSBOX"
 
@@ -216,12 +216,6 @@ RECORDS[3]["Modality"] = "Ä"  # a value only pydicom writes (CS is Latin-1): th
 class StubIndex:
     def search(self, level, criteria):
         return [dict(r) for r in RECORDS]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
