@@ -22,10 +22,12 @@ def rebuild(data_dir, workers) -> None:
 
     Safe to interrupt: run it again and it goes on where it stopped."""
     from .app import Parts
+    from .datalock import hold
     from .rebuild import rebuild as run
 
     parts = Parts(load_config(data_dir))
     cfg = parts.config
+    hold(cfg.data_dir, "index rebuild")  # refuses while `serve` runs; released when this process ends
     with click.progressbar(length=1, label="rebuilding the index", file=sys.stderr, show_eta=True,
                            show_pos=True) as bar:
         def progress(done: int, total: int) -> None:
