@@ -15,6 +15,7 @@ import signal
 import subprocess
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 import synth
@@ -108,6 +109,7 @@ def _start_up(data_dir) -> str:
         assert server.stop(timeout=60) == 0, server.log()
 
 
+@pytest.mark.timeout(1200)  # 1,500 objects written, two kills, two real starts: minutes on a busy box
 def test_kill_during_a_500_image_correction_leaves_old_or_new_whole(data_dir):
     study_uid = _fill(data_dir)
     assert _state(data_dir, study_uid) == ({"CRASH^OLD"}, {"CRASH^OLD"}, IMAGES, True)
@@ -143,6 +145,7 @@ def test_kill_during_a_500_image_correction_leaves_old_or_new_whole(data_dir):
     assert _pending(data_dir) == {}
 
 
+@pytest.mark.timeout(1200)
 def test_a_rebuild_after_a_kill_mid_correction_never_indexes_the_half_written_copies(data_dir):
     study_uid = _fill(data_dir)
     assert _correct_and_kill(data_dir, study_uid, "CRASH^HALF", IMAGES + IMAGES // 2) == -signal.SIGKILL
