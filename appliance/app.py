@@ -74,10 +74,12 @@ class Appliance:
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
+        from .batches import LOCK_NAME, none_in_flight
         from .reconcile import reconcile  # index vs archive, before anything new arrives
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
-        self.reconciliation = reconcile(self.archive, self.index)
+        with none_in_flight(self.config.data_dir / LOCK_NAME) as idle:  # a CLI correction may be running
+            self.reconciliation = reconcile(self.archive, self.index, idle)
         self.node.start()
         if self.web is not None:
             self.web.start()
@@ -168,8 +170,11 @@ class Parts:
         """The one ingest path, with what hangs on it wherever it runs (serve, import): the audit
         log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
         s = self.config.storage
+        from .batches import LOCK_NAME
+
         ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
-                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change)
+                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change,
+                            batch_lock=self.config.data_dir / LOCK_NAME)
         _ = self.audit  # subscribes to instance_stored
         from .ingest import audit_replacements
 
@@ -221,12 +226,20 @@ class Parts:
         return BackupService(self.config.backup, self.config.data_dir, self.keys, self.archive, self.index,
                              self.audit)
 
+    def _snapshot_now(self) -> None:
+        """A sealed index snapshot now (the embedded index only: PostgreSQL's is its server's)."""
+        if self.config.index.url:
+            return
+        from .snapshots import take
+
+        take(self.index.db, self.keyring.index_key, self.archive, self.config.data_dir, self.config.index.snapshot_keep)
+
     @cached_property
     def recycler(self) -> Recycler:
         from .recycle import Recycler, RecycleSettings
 
         recycler = Recycler(RecycleSettings.from_config(self.config), self.archive, self.index, self.backup,
-                            self.audit, self.config.data_dir / "recycle.lock")
+                            self.audit, self.config.data_dir / "recycle.lock", after_run=self._snapshot_now)
         if recycler.settings.enabled:
             self.events.subscribe("instance_stored", recycler.on_instance_stored)
         return recycler

@@ -6,6 +6,7 @@ import sys
 import click
 
 from .cli_common import data_option, friendly_errors, load_config, open_appliance
+from .errors import ConfigError
 
 
 @click.group()
@@ -22,10 +23,15 @@ def rebuild(data_dir, workers) -> None:
 
     Safe to interrupt: run it again and it goes on where it stopped."""
     from .app import Parts
+    from .datalock import hold
     from .rebuild import rebuild as run
 
     parts = Parts(load_config(data_dir))
     cfg = parts.config
+    if cfg.index.url:
+        raise ConfigError("this box's index is a PostgreSQL database ([index] url): `index rebuild` rebuilds the "
+                          "embedded index file; restore the database on its server instead")
+    hold(cfg.data_dir, "index rebuild")  # refuses while `serve` runs; released when this process ends
     with click.progressbar(length=1, label="rebuilding the index", file=sys.stderr, show_eta=True,
                            show_pos=True) as bar:
         def progress(done: int, total: int) -> None:

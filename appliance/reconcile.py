@@ -12,6 +12,8 @@ and decrypts nothing, so it stays fast on a big archive:
   quarantined, not deleted (``quarantine_orphans``: the file archive moves them to
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
+- the sealed objects of a write batch that never committed (a correction killed before its one
+  transaction; appliance/batches.py) are discarded first: never indexed, not counted as orphans;
 - a row (instance or replaced object) whose object is gone is **missing**: the
   worst thing an archive can say, so it is logged as an error with every
   affected SOP Instance UID, and returned for the caller to show.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .archive import StorageArea
+from .batches import Discarded, discard, live_ids
 from .errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class ReconcileReport:
     archived: int = 0  # objects found in the archive before reconciling
     orphans: list[str] = field(default_factory=list)  # quarantined (archive/orphans/)
     missing: list[Missing] = field(default_factory=list)
+    discarded: list[Discarded] = field(default_factory=list)  # unfinished write batches (corrections)
 
     @property
     def clean(self) -> bool:
@@ -89,11 +93,17 @@ def _merge(named: Iterator, present: Iterator[str], report: ReconcileReport) -> 
     return orphans
 
 
-def reconcile(archive: StorageArea, index) -> ReconcileReport:
-    """Compare index and archive; move orphans aside; report both kinds of disagreement."""
+def reconcile(archive: StorageArea, index, idle: bool = True) -> ReconcileReport:
+    """Compare index and archive; move orphans aside; report both kinds of disagreement. ``idle``: no other
+    process is writing a batch (held with batches.none_in_flight around this call)."""
     report = ReconcileReport()
+    # Unfinished write batches first: discarded when none is still running, else left alone. Not orphans.
+    report.discarded = discard(archive, index.db, index.writer.run) if idle else []
+    in_flight = set() if idle else live_ids(index.db)
     # Both lists come sorted by object id, so a merge compares them in bounded memory (no set of every id).
     orphans = _merge(index.objects.named(), iter(archive.list_ids()), report)
+    if in_flight:
+        orphans = [o for o in orphans if o not in in_flight]
     if len(orphans) > orphan_limit(report.archived):
         raise TooManyOrphans(
             f"{len(orphans)} of {report.archived} archive objects have no index row: far more than writes "

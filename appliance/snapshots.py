@@ -10,6 +10,7 @@ Cost: bench/README.md.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def take(db, index_key: bytes, archive: Archive, work_dir: Path, keep: int) -> S
     """Copy the index database ``db`` (a consistent state), seal it into the archive, drop old generations."""
     started = time.monotonic()
     taken_at = utcnow()
-    tmp = Path(work_dir) / ".index-snapshot.tmp"
+    tmp = Path(work_dir) / f".index-snapshot-{secrets.token_hex(4)}.tmp"  # periodic and after-recycling may overlap
     try:
         index_snapshot.take(db, index_key, tmp)
         snap = archive.snapshots.put(tmp, taken_at)
