@@ -1,7 +1,7 @@
 """``pacs-appliance index migrate --to URL``: move a box's index from its SQLCipher file to PostgreSQL.
 
-1. Refused while anything has the index file open (the service must be stopped: a write after the
-   copy would be lost), when the box already uses PostgreSQL, or when the target database holds rows.
+1. Refused while ``serve`` holds the data directory (datalock.py; held here for the whole move) or
+   anything has the index file open (a write after the copy would be lost), when the box already uses PostgreSQL, or when the target database holds rows.
 2. The SQLite index is brought to this version's schema (open_index), the target's schema is made by
    the same migrations, then every table is copied in one target transaction, in batches, and its
    row counts checked (index/transfer.py, the copy the backup and restore use too).
@@ -22,6 +22,7 @@ from typing import Callable
 
 from . import config as config_mod
 from .archive.fsutil import fsync_dir, write_file_atomic
+from .datalock import hold
 from .errors import ConfigError, DataDirError
 from .index import Index, open_index
 from .index.postgres import PostgresIndexDatabase, connection_params, redact
@@ -56,12 +57,13 @@ def holders(path: Path) -> list[int]:
 
 
 def ensure_stopped(index_path: Path) -> None:
-    """Refuse while the service (or any command) has the index open: its later writes would be lost."""
-    # A data-directory lock, once there is one, is the better test; until then, who holds the file.
+    """Refuse while any process has the index open: its later writes would be lost. The data-directory lock
+    (datalock.py) keeps ``serve`` and a rebuild out; commands that share the index with a running server
+    (user, correct, import ...) do not take it, so who has the file open is checked as well."""
     pids = holders(index_path)
     if pids:
-        raise DataDirError(f"the index {index_path} is open in process {', '.join(map(str, pids))} (the running "
-                           "service?): stop it first (systemctl stop pacs-appliance), then migrate")
+        raise DataDirError(f"the index {index_path} is open in process {', '.join(map(str, pids))}: stop it "
+                           "first (the service: systemctl stop pacs-appliance), then migrate")
 
 
 def set_index_url(data_dir: Path, url: str, allow_insecure: bool = False) -> Path:
@@ -117,8 +119,16 @@ def migrate(cfg, index_key: bytes, url: str, allow_insecure: bool = False,
     kept = index_path.with_name(index_path.name + KEPT_SUFFIX)
     if kept.exists():
         raise DataDirError(f"{kept} exists (from an earlier migration): move it away first")
-    ensure_stopped(index_path)
+    lock = hold(cfg.data_dir, "index migrate")  # refuses while `serve` runs; serve refuses while this does
+    try:
+        ensure_stopped(index_path)
+        return _migrate(cfg, index_key, url, allow_insecure, kept, progress)
+    finally:
+        os.close(lock)
 
+
+def _migrate(cfg, index_key: bytes, url: str, allow_insecure: bool, kept: Path, progress) -> MigrateReport:
+    index_path = cfg.index_path
     src = open_index(index_path, index_key)  # at this version's schema (a copy is kept if it migrates)
     try:
         dst = open_empty_target(url, allow_insecure)

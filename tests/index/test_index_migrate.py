@@ -124,7 +124,12 @@ def test_a_box_with_studies_users_peers_and_worklist_migrates(sqlite_box, tmp_pa
         before = _answers(server, tmp_path, studies)
         url = pg_cluster.fresh_url()
         refused = run_cli("index", "migrate", "--to", url, "--data", data, check=False)
-        assert refused.returncode != 0 and "stop it first" in refused.stderr  # the service holds the index
+        assert refused.returncode == 75 and "in use by" in refused.stderr  # the service holds the data directory
+        # A command sharing the index with the server keeps it open too (no data-directory lock for those).
+        from appliance.index_migration import ensure_stopped
+
+        with pytest.raises(Exception, match=f"open in process {server.proc.pid}"):
+            ensure_stopped(data / "index.db")
     finally:
         assert server.stop() == 0
     assert len(before["study"]) == 2 and len(before["image"][0]) + len(before["image"][1]) == 6
