@@ -134,7 +134,7 @@ def _migrate(cfg, index_key: bytes, url: str, allow_insecure: bool, kept: Path, 
         dst = open_empty_target(url, allow_insecure)
         try:
             report = copy(src, dst, progress=progress)
-            from .audit import AuditLog  # the chain continues in PostgreSQL
+            from .records.audit import AuditLog  # the chain continues in PostgreSQL
 
             AuditLog(Index(dst)).record("index.migrate", "cli", detail=(
                 f"from the SQLite index to {redact(url)}: {report.total} rows in {len(report.rows)} tables"))

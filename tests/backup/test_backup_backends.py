@@ -14,10 +14,10 @@ import pytest
 from backupkit import Box
 from helpers import ADMIN_PASSWORD, CLI
 
-from appliance import accounts
+from appliance.records import accounts
 from appliance import config as config_mod
 from appliance.app import build
-from appliance.audit import AuditLog
+from appliance.records.audit import AuditLog
 from appliance.backup.restore import restore
 from appliance.backup.targets import FolderTarget
 from appliance.backup.verify import verify

@@ -94,7 +94,7 @@ def _answers(server, tmp, studies) -> dict:
 
 def _audit(data_dir):
     from appliance.app import Parts
-    from appliance.audit import AuditLog
+    from appliance.records.audit import AuditLog
 
     parts = Parts(config_mod.load(data_dir, env={}))
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import synth
 
-from appliance.audit import AuditLog
+from appliance.records.audit import AuditLog
 from appliance.index import Index, open_index
 from appliance.index.transfer import TransferError, copy, tables
 

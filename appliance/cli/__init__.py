@@ -1,4 +1,4 @@
-"""The ``pacs-appliance`` command line.
+"""The ``pacs-appliance`` command line: the operator's way in (one module per command group, common.py shared).
 
 Each command loads the config of one data directory (``--data``, default
 ``$PACS_DATA_DIR`` or ``./var``) and builds only what it needs. Expected
@@ -12,18 +12,18 @@ from pathlib import Path
 
 import click
 
-from .cli_backup import backup, keys
-from .cli_common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
-from .cli_corrections import correct
-from .cli_dicom import conformance, forward, modality, worklist
-from .cli_import import import_
-from .cli_index import index
-from .cli_integrity import verify
-from .cli_ohif import ohif
-from .cli_storage import storage
-from .cli_system import firstboot, tls
-from .cli_update import update
-from .cli_users import user
+from .backup import backup as backup_group, keys
+from .common import data_option, friendly_errors, load_config, open_appliance, resolve_data_dir
+from .corrections import correct
+from .dicom import conformance, forward, modality, worklist
+from .imports import import_
+from .integrity import verify
+from .ohif import ohif as ohif_group
+from .storage import storage as storage_group
+from .system import firstboot, tls
+from .update import update as update_group
+from .users import user
+from .index import index as index_group
 
 __all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
 
@@ -54,7 +54,7 @@ def print_init_result(result) -> None:
 @friendly_errors
 def init(data_dir: Path | None, admin_password_file, admin_user: str) -> None:
     """Create a data directory: config, keys, index, archive, inbox and the first admin."""
-    from .datadir import initialize
+    from ..datadir import initialize
 
     password = admin_password_file.read().strip("\r\n") if admin_password_file else None
     print_init_result(initialize(resolve_data_dir(data_dir), admin_password=password, admin_user=admin_user))
@@ -69,9 +69,9 @@ def serve(data_dir: Path | None) -> None:
     In a checkout with no data directory yet, one is created first and its
     admin password and recovery key are printed.
     """
-    from .app import build, serve as run
-    from .datadir import initialize, is_initialized
-    from .datalock import hold
+    from ..app import build, serve as run
+    from ..datadir import initialize, is_initialized
+    from ..datalock import hold
 
     path = resolve_data_dir(data_dir)
     if not is_initialized(path) and (not path.exists() or not any(path.iterdir())):
@@ -84,8 +84,10 @@ def serve(data_dir: Path | None) -> None:
         os.close(held)
 
 
-for command in (verify, backup, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
-                storage, correct, ohif, update, index):
+# Groups named like their module are imported under another name, so that appliance.cli.backup (ohif, storage,
+# update) stays the module, for a test's monkeypatch or mock target.
+for command in (verify, backup_group, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
+                storage_group, correct, ohif_group, update_group, index_group):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

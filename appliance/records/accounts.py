@@ -14,9 +14,9 @@ import secrets
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .errors import ApplianceError
-from .index import utcnow
-from .index.accounts import AccountsRepo, ApiToken, User
+from ..errors import ApplianceError
+from ..index import utcnow
+from ..index.accounts import AccountsRepo, ApiToken, User
 
 ROLES = ("admin", "clinician", "technologist")
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{2,64}$")

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .archive import StorageArea
-from .errors import ApplianceError
-from .index import Index, utcnow
+from ..archive import StorageArea
+from ..errors import ApplianceError
+from ..index import Index, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def verify_all(archive: StorageArea, index, sample: int | None = None,
             archive.verify(row.object_id, row.sha256)
         except ApplianceError as exc:
             if not archive.exists(row.object_id) and index.recycling.is_recycled(row.object_id):
-                continue  # recycled (appliance/recycle.py) since the list was read: deleted on purpose
+                continue  # recycled (appliance/services/recycle.py) since the list was read: deleted on purpose
             if not archive.exists(row.object_id):
                 report.missing.append(row.label)
             else:

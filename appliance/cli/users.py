@@ -11,8 +11,8 @@ import json
 
 import click
 
-from . import accounts
-from .cli_common import data_option, friendly_errors, open_appliance
+from ..records import accounts
+from .common import data_option, friendly_errors, open_appliance
 
 
 def _actor() -> str:

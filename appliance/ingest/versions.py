@@ -1,4 +1,5 @@
-"""Versions of an instance: what a replacement displaced, and what the policy held aside (ingest.py).
+"""Versions of an instance: what a replacement displaced, and what the policy held aside
+(the ingest policy, in __init__.py).
 
 ``pacs-appliance storage versions`` and the admin page Replacements use this one class:
 
@@ -16,9 +17,9 @@ from __future__ import annotations
 import io
 import logging
 
+from ..errors import ApplianceError, NotFound
+from ..index.versions import Version, count_held, get_version, list_versions, take_version
 from .dicomfile import parse
-from .errors import ApplianceError, NotFound
-from .index.versions import Version, count_held, get_version, list_versions, take_version
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
-from .errors import IntegrityError
+from ..errors import IntegrityError
+from .common import data_option, friendly_errors, open_appliance
 
 
 @click.command()
@@ -16,7 +16,7 @@ from .errors import IntegrityError
 def verify(data_dir, sample) -> None:
     """Check the index (SQLite integrity check, rows against the archive), then every archive object's
     authentication tags and its index row; exit 4 on any damage."""
-    from .verify import check_index, summarize, verify_all
+    from ..services.verify import check_index, summarize, verify_all
 
     with open_appliance(data_dir) as app:
         index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)

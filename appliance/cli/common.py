@@ -1,7 +1,7 @@
 """What every ``pacs-appliance`` command shares: the --data option, errors, opening a data directory.
 
-The command modules (cli_*.py) import this, and cli.py imports them to build the
-command group; nothing imports cli.py but the entry point, so there is no import loop.
+The command modules (cli/*.py) import this, and cli/__init__.py imports them to build the
+command group; nothing imports the package but the entry point, so there is no import loop.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import click
 
-from . import config as config_mod
-from . import logsetup
-from .errors import ApplianceError
+from .. import config as config_mod
+from .. import logsetup
+from ..errors import ApplianceError
 
 if TYPE_CHECKING:
-    from .app import Parts
+    from ..app import Parts
 
 data_option = click.option(
     "--data", "data_dir", type=click.Path(path_type=Path), default=None,
@@ -45,8 +45,8 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
 
 
 def load_config(data_dir: Path | None) -> config_mod.Config:
-    from .datadir import is_initialized
-    from .errors import DataDirError
+    from ..datadir import is_initialized
+    from ..errors import DataDirError
 
     data_dir = resolve_data_dir(data_dir)
     if not is_initialized(data_dir):
@@ -66,7 +66,7 @@ def open_appliance(data_dir: Path | None) -> Iterator[Parts]:
     Index writes run inline (the writer thread is not started); a running server
     may use the same data directory at the same time (SQLite WAL, busy timeout).
     """
-    from .app import Parts
+    from ..app import Parts
 
     parts = Parts(load_config(data_dir))
     try:

@@ -37,9 +37,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .index import utcnow
-from .index.audit import AuditEntry
-from .lifecycle import PeriodicTask
+from ..index import utcnow
+from ..index.audit import AuditEntry
+from ..lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64

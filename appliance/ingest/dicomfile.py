@@ -25,9 +25,9 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from .errors import ApplianceError, InvalidObject
-from .index.query import QueryError, normalize_time
-from .index.records import InstanceAttributes
+from ..errors import ApplianceError, InvalidObject
+from ..index.query import QueryError, normalize_time
+from ..index.records import InstanceAttributes
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UNDEFINED_LENGTH = 0xFFFFFFFF

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import friendly_errors
+from .common import friendly_errors
 
 root_option = click.option("--root-dir", type=click.Path(path_type=Path), default=Path("/var/lib/pacs-appliance"),
                            show_default=True, help="Mount point of the data partition.")
@@ -15,14 +15,14 @@ keyring_option = click.option("--keyring", type=click.Path(path_type=Path), defa
 
 
 def _system(root_dir: Path, keyring: Path | None = None):
-    from .update.bundle import KEYRING
-    from .update.service import System, UpdatePaths
+    from ..update.bundle import KEYRING
+    from ..update.service import System, UpdatePaths
 
     return System(paths=UpdatePaths(root_dir), keyring=keyring or KEYRING)
 
 
 def _config(root_dir: Path):
-    from . import config as config_mod
+    from .. import config as config_mod
 
     return config_mod.load(root_dir / "data")
 
@@ -38,7 +38,7 @@ def update() -> None:
 @friendly_errors
 def check_cmd(bundle: Path, keyring: Path | None) -> None:
     """Check a bundle's signature and content without installing it."""
-    from .update.bundle import KEYRING, verify
+    from ..update.bundle import KEYRING, verify
 
     info = verify(bundle, keyring=keyring or KEYRING)
     click.echo(f"{bundle.name}: version {info.version}, signed by {info.signer or 'the vendor'}: OK")
@@ -51,7 +51,7 @@ def check_cmd(bundle: Path, keyring: Path | None) -> None:
 @friendly_errors
 def install_cmd(bundle: Path, root_dir: Path, no_reboot: bool) -> None:
     """Check BUNDLE and write it to the other root slot, then reboot into it."""
-    from .update.service import install
+    from ..update.service import install
 
     info = install(_system(root_dir), bundle, reboot=not no_reboot)
     click.echo(f"installed {info.version}" + ("; rebooting" if not no_reboot else "; starts at the next reboot"))
@@ -62,7 +62,7 @@ def install_cmd(bundle: Path, root_dir: Path, no_reboot: bool) -> None:
 @friendly_errors
 def apply_incoming(root_dir: Path) -> None:
     """Install the bundle uploaded through the admin page (pacs-appliance-update.path runs this)."""
-    from .update.service import install_incoming
+    from ..update.service import install_incoming
 
     info = install_incoming(_system(root_dir))
     click.echo(f"installed {info.version}" if info else "no uploaded bundle")
@@ -74,7 +74,7 @@ def apply_incoming(root_dir: Path) -> None:
 @friendly_errors
 def usb(device: str, root_dir: Path) -> None:
     """Install the bundle from a USB stick labelled PACSUPDATE (the udev rule runs this)."""
-    from .update.service import install_from_usb
+    from ..update.service import install_from_usb
 
     info = install_from_usb(_system(root_dir), device)
     click.echo(f"installed {info.version}" if info else "nothing installed: see `pacs-appliance update status`")
@@ -86,7 +86,7 @@ def usb(device: str, root_dir: Path) -> None:
 @friendly_errors
 def pull_cmd(root_dir: Path, now: bool) -> None:
     """Fetch the bundle at [update] url and install it if it is a new version (the timer runs this)."""
-    from .update.service import in_window, pull
+    from ..update.service import in_window, pull
 
     cfg = _config(root_dir).update
     if not cfg.url:
@@ -105,7 +105,7 @@ def pull_cmd(root_dir: Path, now: bool) -> None:
 @friendly_errors
 def confirm_cmd(root_dir: Path, timeout: float | None) -> None:
     """After boot: keep a newly installed root once the service is ready, else fall back (a unit runs this)."""
-    from .update.service import confirm, service_ready
+    from ..update.service import confirm, service_ready
 
     cfg = _config(root_dir)
     port, scheme = (cfg.http.tls_port, "https") if cfg.http.tls else (cfg.http.port, "http")
@@ -121,7 +121,7 @@ def confirm_cmd(root_dir: Path, timeout: float | None) -> None:
 @friendly_errors
 def status_cmd(root_dir: Path) -> None:
     """The running version and slot, and what the last update did."""
-    from .update.service import read_json
+    from ..update.service import read_json
 
     system = _system(root_dir)
     try:

@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from .cli_common import data_option, friendly_errors, load_config, open_appliance
-from .errors import ConfigError
+from .common import data_option, friendly_errors, load_config, open_appliance
+from ..errors import ConfigError
 
 
 @click.group()
@@ -22,9 +22,9 @@ def rebuild(data_dir, workers) -> None:
     """Rebuild the index from the archive and its newest sound snapshot (stop the service first).
 
     Safe to interrupt: run it again and it goes on where it stopped."""
-    from .app import Parts
-    from .datalock import hold
-    from .rebuild import rebuild as run
+    from ..app import Parts
+    from ..datalock import hold
+    from ..rebuild import rebuild as run
 
     parts = Parts(load_config(data_dir))
     cfg = parts.config
@@ -50,7 +50,7 @@ def rebuild(data_dir, workers) -> None:
 @friendly_errors
 def snapshot(data_dir) -> None:
     """Take a sealed index snapshot into the archive now (one is taken at start and every [index] snapshot_hours)."""
-    from .snapshots import IndexSnapshots
+    from ..snapshots import IndexSnapshots
 
     with open_appliance(data_dir) as app:
         cfg = app.config
@@ -64,7 +64,7 @@ def snapshot(data_dir) -> None:
 @friendly_errors
 def check(data_dir) -> None:
     """SQLite's full integrity check of the index, and its rows against the archive; exit 4 on any problem."""
-    from .verify import check_index
+    from ..services.verify import check_index
 
     with open_appliance(data_dir) as app:
         report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)
@@ -86,9 +86,9 @@ def migrate(data_dir, url, allow_insecure) -> None:
 
     Every table is copied in one transaction and its rows counted; then [index] url is written into the
     data directory's appliance.toml and the SQLite file is kept, renamed, for a way back."""
-    from .app import Parts
-    from .index.postgres import redact
-    from .index_migration import migrate as run, rollback_hint
+    from ..app import Parts
+    from ..index.postgres import redact
+    from ..index_migration import migrate as run, rollback_hint
 
     parts = Parts(load_config(data_dir))
     cfg = parts.config

@@ -1,4 +1,5 @@
-"""``pacs-appliance storage recycle|recycled|restore``: free space with studies confirmed offsite (recycle.py)."""
+"""``pacs-appliance storage recycle|recycled|restore``: free space with studies confirmed offsite
+(services/recycle.py)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import sys
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
+from .common import data_option, friendly_errors, open_appliance
 
 MiB = 1 << 20
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import data_option, friendly_errors, resolve_data_dir
+from .common import data_option, friendly_errors, resolve_data_dir
 
 
 @click.command()
@@ -30,7 +30,7 @@ def firstboot(root_dir: Path, vendor_file: Path, consoles: tuple[Path, ...], ser
     once on the console (never on stdout or in the journal). Every boot: apply the
     vendor's hostname, time zone and network from pacs-vendor.toml.
     """
-    from . import firstboot as fb
+    from .. import firstboot as fb
 
     try:
         vendor = fb.read_vendor(vendor_file, zoneinfo_dir=sysroot / "usr/share/zoneinfo")
@@ -60,7 +60,7 @@ def tls() -> None:
 @friendly_errors
 def renew(data_dir: Path | None, hostname: str | None) -> None:
     """Replace the certificate with a new self-signed one (new key)."""
-    from . import tls as tls_mod
+    from .. import tls as tls_mod
 
     path = resolve_data_dir(data_dir)
     files = tls_mod.install(path, *tls_mod.make_self_signed(hostname or socket.gethostname()))
@@ -75,7 +75,7 @@ def renew(data_dir: Path | None, hostname: str | None) -> None:
 @friendly_errors
 def install_cmd(data_dir: Path | None, cert_file, key_file) -> None:
     """Install a certificate from the clinic's own CA (checked against its key first)."""
-    from . import tls as tls_mod
+    from .. import tls as tls_mod
 
     files = tls_mod.install(resolve_data_dir(data_dir), cert_file.read(), key_file.read())
     _report(files, "installed certificate")
@@ -88,8 +88,8 @@ def show(data_dir: Path | None) -> None:
     """Print the certificate's names, validity and fingerprint."""
     from cryptography import x509
 
-    from . import tls as tls_mod
-    from .errors import ConfigError
+    from .. import tls as tls_mod
+    from ..errors import ConfigError
 
     files = tls_mod.files(resolve_data_dir(data_dir))
     if not files.exist():
@@ -108,7 +108,7 @@ def show(data_dir: Path | None) -> None:
 
 
 def _report(files, what: str) -> None:
-    from . import tls as tls_mod
+    from .. import tls as tls_mod
 
     click.echo(f"{what}: {files.cert}")
     click.echo(f"SHA-256: {tls_mod.fingerprint(files.cert.read_bytes())}")

@@ -28,9 +28,9 @@ from typing import Callable
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from .errors import ApplianceError
-from .index import Index
-from .index.peers import Peer
+from ..errors import ApplianceError
+from ..index import Index
+from ..index.peers import Peer
 
 AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 PERMISSIONS = ("can_store", "can_query", "can_retrieve", "can_receive_moves")
@@ -214,7 +214,7 @@ def echo(our_ae: str, ae_title: str, host: str, port: int, timeout: float = 10.0
             if assoc.is_rejected:
                 reason = "association rejected"
             elif tls_args:
-                from .dicom.tls import diagnose
+                from ..dicom.tls import diagnose
 
                 reason = f"no association over TLS: {diagnose(tls_args, host, port, timeout)}"
             else:

@@ -17,10 +17,10 @@ from typing import Any, Mapping
 
 from pydicom.uid import generate_uid
 
-from .errors import ApplianceError
-from .index import Index
-from .index.query import QueryError, normalize_date, normalize_time
-from .index.worklist import ATTRS, STEP_ATTRS, PerformedStep, WorklistItem  # noqa: F401 - ATTRS: dicom/worklist.py
+from ..errors import ApplianceError
+from ..index import Index
+from ..index.query import QueryError, normalize_date, normalize_time
+from ..index.worklist import ATTRS, STEP_ATTRS, PerformedStep, WorklistItem  # noqa: F401 - ATTRS: dicom/worklist.py
 
 STATUSES = ("SCHEDULED", "IN PROGRESS", "COMPLETED", "DISCONTINUED")
 FIELDS = ("patient_name", "patient_id", "birth_date", "sex", "accession", "requested_procedure_id",

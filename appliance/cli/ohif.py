@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from . import config as config_mod
-from .cli_common import data_option, friendly_errors, resolve_data_dir
+from .. import config as config_mod
+from .common import data_option, friendly_errors, resolve_data_dir
 
 
 @click.group()
@@ -22,7 +22,7 @@ def ohif() -> None:
 @friendly_errors
 def install(tarball: Path, data_dir: Path | None, dest: Path | None) -> None:
     """Install TARBALL (from `npm pack @ohif/app@VERSION`); nothing is fetched. Restart not needed."""
-    from .ohif import install as do_install
+    from ..ohif import install as do_install
 
     target = dest if dest is not None else config_mod.load(resolve_data_dir(data_dir)).ohif_dir
     version = do_install(tarball, target)
@@ -33,7 +33,7 @@ def install(tarball: Path, data_dir: Path | None, dest: Path | None) -> None:
 @data_option
 def status(data_dir: Path | None) -> None:
     """Say whether OHIF is installed, and which version."""
-    from .ohif import installed_version
+    from ..ohif import installed_version
 
     target = config_mod.load(resolve_data_dir(data_dir)).ohif_dir
     version = installed_version(target)

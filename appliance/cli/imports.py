@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
+from .common import data_option, friendly_errors, open_appliance
 
 
 def _user() -> str:
@@ -52,8 +52,8 @@ def import_paths(data_dir: Path | None, paths: tuple[Path, ...], workers: int | 
     progress while it runs, then a summary; exits with status 1 if anything
     failed.
     """
-    from .importer.oneshot import run_import
-    from .ingest import Origin
+    from ..importer.oneshot import run_import
+    from ..ingest import Origin
 
     user = _user()
     with open_appliance(data_dir) as app:
@@ -144,7 +144,7 @@ def failed_retry(data_dir, item_ids: tuple[str, ...], every: bool) -> None:
 @friendly_errors
 def failed_export(data_dir, item_ids: tuple[str, ...], every: bool, folder: Path) -> None:
     """Write failed imports as their original PLAINTEXT files (patient data!) into a folder; audited."""
-    from .archive.fsutil import private_dir
+    from ..archive.fsutil import private_dir
 
     user = _user()
     with open_appliance(data_dir) as app:

@@ -1,5 +1,9 @@
 """The one ingest path: every way in (C-STORE, STOW-RS, inbox, import, restore) calls ``Ingestor.store``.
 
+The core's front door: this package holds the Ingestor (here), the parser and validator of an
+incoming object (dicomfile.py) and the replaced and held versions the policy keeps (versions.py);
+what it stores goes to the archive (appliance/archive) and the index (appliance/index).
+
 Order of work, and why:
 
 1. refuse early when storing the object would leave less free space than the
@@ -55,15 +59,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
-from .archive import Archive
+from ..archive import Archive
+from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
+from ..events import Events
+from ..index import Index
+from ..index.corrections import CurrentObject, NewObject, swap_instances
+from ..index.records import Outcome, PriorVersion
 from .dicomfile import parse
-from .errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
-from .events import Events
-from .index import Index
-from .batches import in_flight
-from .index.batches import finish as finish_batch
-from .index.corrections import CurrentObject, NewObject, swap_instances
-from .index.records import Outcome, PriorVersion
+from ..batches import in_flight
+from ..index.batches import finish as finish_batch
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
-from .peers import file_fingerprint
+from ..records.peers import file_fingerprint
+from .common import data_option, friendly_errors, open_appliance
 
 
 def _yes(flag: bool) -> str:
@@ -263,7 +263,7 @@ def forward_drop(data_dir: Path | None, job_id: int | None, all_failed: bool, de
               help="Write the statement to this file (docs/CONFORMANCE.md in the repository) instead of stdout.")
 def conformance(output: Path | None) -> None:
     """Print the DICOM Conformance Statement, generated from the node's own tables."""
-    from .dicom.conformance import render
+    from ..dicom.conformance import render
 
     text = render()
     if output is None:

@@ -28,7 +28,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-from .errors import ApplianceError
+from ..errors import ApplianceError
 from .render_cache import LRUCache
 
 log = logging.getLogger(__name__)

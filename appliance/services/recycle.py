@@ -78,11 +78,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .archive import StorageArea
-from .archive.fsutil import try_lock
-from .errors import ApplianceError, ConfigError, DiskFull, IntegrityError, NotFound
-from .index import utcnow
-from .index.recycling import Kept
+from ..archive import StorageArea
+from ..archive.fsutil import try_lock
+from ..errors import ApplianceError, ConfigError, DiskFull, IntegrityError, NotFound
+from ..index import utcnow
+from ..index.recycling import Kept
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -396,7 +396,7 @@ class Recycler:
     def restore(self, study_uid: str, actor: str = "system", parallel: int = 4,
                 progress: Callable[[str], None] | None = None) -> RestoreResult:
         """Bring a recycled study back from the backup target, byte for byte, under its old object ids."""
-        from .dicomfile import parse
+        from ..ingest.dicomfile import parse
 
         progress = progress or (lambda _m: None)
         studies = self.recycled(study_uid, limit=None)
@@ -459,7 +459,7 @@ class Recycler:
 
     def _download(self, rs, objects: list, parallel: int, progress) -> None:
         """Fetch each object into the staging folder, every tag checked (backup/fetch.py)."""
-        from .backup.fetch import MISSING, fetch
+        from ..backup.fetch import MISSING, fetch
 
         target = self.backup.open_target(rs.target)
         try:

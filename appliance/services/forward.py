@@ -33,16 +33,16 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-from .archive import Archive
-from .dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
-from .dicom.status import STORE_OK
-from .errors import ConfigError
-from .index import Index, utcnow
-from .index.forwarding import ForwardJob, Retry
-from .index.records import InstanceAttributes
-from .lifecycle import PeriodicTask
-from .peers import PeerError, PeerRegistry
-from .transcode import TranscodeError
+from ..archive import Archive
+from ..convert.transcode import TranscodeError
+from ..dicom.scu import ObjectSender, Outgoing, SendError, associate, storage_contexts
+from ..dicom.status import STORE_OK
+from ..errors import ConfigError
+from ..index import Index, utcnow
+from ..index.forwarding import ForwardJob, Retry
+from ..index.records import InstanceAttributes
+from ..lifecycle import PeriodicTask
+from ..records.peers import PeerError, PeerRegistry
 
 log = logging.getLogger(__name__)
 OK_STATUSES = STORE_OK  # success, and the storage warnings (coercion, elements discarded)

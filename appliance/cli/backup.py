@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
+from .common import data_option, friendly_errors, open_appliance
 
 
 def _say(message: str) -> None:
@@ -70,7 +70,7 @@ def backup_status(data_dir, as_json: bool) -> None:
 @friendly_errors
 def backup_verify(data_dir, url, sample: int, full: bool) -> None:
     """Check that every object the newest manifest names is offsite and (sampled or all) decrypts."""
-    from .backup.verify import verify
+    from ..backup.verify import verify
 
     with open_appliance(data_dir) as app:
         target = app.backup.open_target(url)
@@ -116,9 +116,9 @@ def backup_restore(url, recovery_key_file, data_dir, studies, patients, ssh_key,
 
     S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the usual AWS files.
     """
-    from .archive.keys import parse_recovery_key
-    from .backup.restore import restore
-    from .backup.targets import open_target
+    from ..archive.keys import parse_recovery_key
+    from ..backup.restore import restore
+    from ..backup.targets import open_target
 
     recovery_key = parse_recovery_key(recovery_key_file.read())
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +160,7 @@ def keys() -> None:
 @friendly_errors
 def export_recovery(data_dir, output) -> None:
     """Show the recovery key (admins only: whoever has it and the offsite copy has every image)."""
-    from .archive.keys import format_recovery_key
+    from ..archive.keys import format_recovery_key
 
     with open_appliance(data_dir) as app:
         text = format_recovery_key(app.keys.recovery_key())

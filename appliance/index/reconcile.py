@@ -31,9 +31,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .archive import StorageArea
-from .batches import Discarded, discard, live_ids
-from .errors import ApplianceError
+from ..archive import StorageArea
+from ..batches import Discarded, discard, live_ids
+from ..errors import ApplianceError
 
 log = logging.getLogger(__name__)
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report

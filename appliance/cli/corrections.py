@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import data_option, friendly_errors, open_appliance
+from .common import data_option, friendly_errors, open_appliance
 
 reason_option = click.option("--reason", required=True, help="Why (required; written to the audit log).")
 
@@ -37,7 +37,7 @@ def _done(result) -> None:
 def study(data_dir, study_uid, patient_name, patient_id, birth_date, sex, accession, description, referring,
           reason) -> None:
     """Correct the patient and study attributes of STUDY_UID (every image of it)."""
-    from .corrections import corrections_of
+    from ..corrections import corrections_of
 
     given = {"PatientName": patient_name, "PatientID": patient_id, "PatientBirthDate": birth_date,
              "PatientSex": sex, "AccessionNumber": accession, "StudyDescription": description,
@@ -58,7 +58,7 @@ def study(data_dir, study_uid, patient_name, patient_id, birth_date, sex, access
 @friendly_errors
 def move_study(data_dir, study_uid, to_patient, reason) -> None:
     """File STUDY_UID under another patient: that patient's name, ID, birth date and sex are written in."""
-    from .corrections import corrections_of
+    from ..corrections import corrections_of
 
     with open_appliance(data_dir) as app:
         _done(corrections_of(app).move_study(study_uid, to_patient, "cli", reason))
@@ -73,7 +73,7 @@ def move_study(data_dir, study_uid, to_patient, reason) -> None:
 @friendly_errors
 def merge_patients(data_dir, from_patient_id, into_patient_id, reason) -> None:
     """Merge two records of one person: every study of FROM_PATIENT_ID moves to INTO_PATIENT_ID."""
-    from .corrections import corrections_of
+    from ..corrections import corrections_of
 
     with open_appliance(data_dir) as app:
         for result in corrections_of(app).merge_patients(from_patient_id, into_patient_id, "cli", reason):
@@ -90,7 +90,7 @@ def merge_patients(data_dir, from_patient_id, into_patient_id, reason) -> None:
 @friendly_errors
 def move_series(data_dir, series_uid, to_study, new_study, reason) -> None:
     """Move SERIES_UID into another study, or split it off into a new study (--new-study)."""
-    from .corrections import corrections_of
+    from ..corrections import corrections_of
 
     if bool(to_study) == bool(new_study):
         raise click.UsageError("give either --to-study STUDY_UID or --new-study")
@@ -108,7 +108,7 @@ def move_series(data_dir, series_uid, to_study, new_study, reason) -> None:
 def delete(data_dir, level, uid, reason) -> None:
     """Delete a study, series or instance: gone from search and retrieval at once, kept in the recycle bin
     for [storage] recycle_bin_days and restorable (`correct bin --restore`)."""
-    from .corrections import recycle_bin_of
+    from ..corrections import recycle_bin_of
 
     with open_appliance(data_dir) as app:
         e = recycle_bin_of(app).delete(level, uid, "cli", reason)
@@ -127,7 +127,7 @@ def bin_(data_dir, batch, purge, as_json) -> None:
     """List the recycle bin; restore a deletion from it; purge what is due."""
     import json
 
-    from .corrections import recycle_bin_of
+    from ..corrections import recycle_bin_of
 
     with open_appliance(data_dir) as app:
         rb = recycle_bin_of(app)
@@ -160,7 +160,7 @@ def anonymize(data_dir, study_uid, output, peer_ae, reason) -> None:
     send it to a peer."""
     import os
 
-    from .corrections import anonymized_copies_of
+    from ..corrections import anonymized_copies_of
 
     if bool(output) == bool(peer_ae):
         raise click.UsageError("give either --output FILE.zip or --to-peer AE_TITLE")
@@ -196,7 +196,7 @@ def anonymize(data_dir, study_uid, output, peer_ae, reason) -> None:
 def apply_worklist(data_dir, study_uid, item_id, reason) -> None:
     """Apply worklist entry ITEM_ID (`pacs-appliance worklist list`) to STUDY_UID, which arrived without one:
     its patient, accession, procedure and referring physician are written in as a correction."""
-    from .corrections import corrections_of
+    from ..corrections import corrections_of
 
     with open_appliance(data_dir) as app:
         item = app.worklist.require(item_id)
