@@ -82,31 +82,24 @@ def check_name(name: str, *, prefix: bool = False) -> str:
     return name
 
 
-class ExactReader(io.RawIOBase):
-    """Passes ``src`` through and fails the upload unless it yields exactly ``size`` bytes.
+class _BlockReader(io.RawIOBase):
+    """A readable over ``src`` whose ``read(n)`` returns exactly ``n`` bytes unless the end comes first
+    (boto3 takes a short read for the end); subclasses see every block passing and the end."""
 
-    Raising inside the read (rather than checking afterwards) means the target never
-    finishes, renames or completes a short or overlong blob.
-    """
-
-    def __init__(self, src: BinaryIO, size: int, name: str):
-        self.src, self.size, self.name, self.count = src, size, name, 0
+    def __init__(self, src: BinaryIO):
+        self.src = src
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        """Exactly ``n`` bytes unless the end comes first (boto3 takes a short read for the end)."""
         parts, want = [], (1 << 62) if n is None or n < 0 else n
         while want:
             data = self.src.read(min(want, COPY_BLOCK))
             if not data:
-                if self.count < self.size:
-                    raise TargetError(f"{self.name}: the source ended after {self.count} of {self.size} bytes")
+                self._ended()
                 break
-            self.count += len(data)
-            if self.count > self.size:
-                raise TargetError(f"{self.name}: the source holds more than the {self.size} bytes announced")
+            self._passed(data)
             parts.append(data)
             want -= len(data)
         return b"".join(parts)
@@ -115,6 +108,33 @@ class ExactReader(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+    def _passed(self, data: bytes) -> None:
+        pass
+
+    def _ended(self) -> None:
+        pass
+
+
+class ExactReader(_BlockReader):
+    """Passes ``src`` through and fails the upload unless it yields exactly ``size`` bytes.
+
+    Raising inside the read (rather than checking afterwards) means the target never
+    finishes, renames or completes a short or overlong blob.
+    """
+
+    def __init__(self, src: BinaryIO, size: int, name: str):
+        super().__init__(src)
+        self.size, self.name, self.count = size, name, 0
+
+    def _passed(self, data: bytes) -> None:
+        self.count += len(data)
+        if self.count > self.size:
+            raise TargetError(f"{self.name}: the source holds more than the {self.size} bytes announced")
+
+    def _ended(self) -> None:
+        if self.count < self.size:
+            raise TargetError(f"{self.name}: the source ended after {self.count} of {self.size} bytes")
 
     def close(self) -> None:  # the caller owns src; boto3 closes what it is given
         pass
@@ -151,31 +171,15 @@ class Throttle:
             time.sleep(wait)
 
 
-class ThrottledReader(io.RawIOBase):
+class ThrottledReader(_BlockReader):
     """Wraps a readable so every byte read passes through a Throttle and a byte counter."""
 
     def __init__(self, src: BinaryIO, throttle: Throttle | None, on_bytes=None):
-        self.src, self.throttle, self.on_bytes = src, throttle, on_bytes
+        super().__init__(src)
+        self.throttle, self.on_bytes = throttle, on_bytes
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        """Exactly ``n`` bytes unless the end comes first."""
-        parts, want = [], (1 << 62) if n is None or n < 0 else n
-        while want:
-            data = self.src.read(min(want, COPY_BLOCK))
-            if not data:
-                break
-            if self.throttle:
-                self.throttle.consume(len(data))
-            if self.on_bytes:
-                self.on_bytes(len(data))
-            parts.append(data)
-            want -= len(data)
-        return b"".join(parts)
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+    def _passed(self, data: bytes) -> None:
+        if self.throttle:
+            self.throttle.consume(len(data))
+        if self.on_bytes:
+            self.on_bytes(len(data))
