@@ -34,12 +34,8 @@ from ..archive import Archive, KeyStore, StorageArea
 from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
 from ..errors import DataDirError, IntegrityError
-<<<<<<< HEAD
 from ..index import Index, check_url as check_index_url
-=======
-from ..index import Index
 from ..records.audit import AuditLog
->>>>>>> main
 from . import manifest as mf
 from .fetch import MISSING, fetch
 
