@@ -24,7 +24,7 @@ from . import config as config_mod
 from .archive.fsutil import fsync_dir, write_file_atomic
 from .datalock import hold
 from .errors import ConfigError, DataDirError
-from .index import Index, open_index
+from .index import Index, open_index, rebuilding
 from .index.postgres import PostgresIndexDatabase, connection_params, redact
 from .index.transfer import TransferError, TransferReport, copy, nonempty_tables
 
@@ -140,7 +140,7 @@ def _migrate(cfg, index_key: bytes, url: str, allow_insecure: bool, kept: Path, 
                 f"from the SQLite index to {redact(url)}: {report.total} rows in {len(report.rows)} tables"))
         finally:
             dst.close()
-        src.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        rebuilding.checkpoint(src)  # the file self-contained before it is renamed
     finally:
         src.close()
 
