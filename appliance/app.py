@@ -18,26 +18,26 @@ from typing import TYPE_CHECKING, Callable
 
 from . import sdnotify
 from .archive import Archive, KeyStore
-from .audit import AuditLog
 from .config import Config
 from .events import Events
 from .index import Index
 from .ingest import Ingestor
 from .lifecycle import Named, PeriodicTask, Service
+from .records.audit import AuditLog
 
 if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the parts it uses
     from web.server import WebServer
 
     from .backup import BackupService
     from .dicom.node import DicomNode
-    from .forward import Forwarder
     from .importer.failed import FailedImports
-    from .peers import PeerRegistry
-    from .reconcile import ReconcileReport
-    from .recycle import Recycler
-    from .verify import Sampler
-    from .versions import Versions
-    from .worklist import Worklist
+    from .index.reconcile import ReconcileReport
+    from .ingest.versions import Versions
+    from .records.peers import PeerRegistry
+    from .records.worklist import Worklist
+    from .services.forward import Forwarder
+    from .services.recycle import Recycler
+    from .services.verify import Sampler
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ class Appliance:
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
-        from .batches import LOCK_NAME, none_in_flight
-        from .reconcile import reconcile  # index vs archive, before anything new arrives
+        from .index.unfinished_batches import LOCK_NAME, none_in_flight
+        from .index.reconcile import reconcile  # index vs archive, before anything new arrives
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
         with none_in_flight(self.config.data_dir / LOCK_NAME) as idle:  # a CLI correction may be running
@@ -144,12 +144,12 @@ class Parts:
         if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
             return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
                               case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
-        from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
+        from .index.rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
 
         ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
                      quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild,
                      snapshot_keep=s.snapshot_keep)
-        from .snapshots import take
+        from .services.snapshots import take
 
         def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees
             take(db, self.keyring.index_key, self.archive, self.config.data_dir, s.snapshot_keep)
@@ -170,7 +170,7 @@ class Parts:
         """The one ingest path, with what hangs on it wherever it runs (serve, import): the audit
         log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
         s = self.config.storage
-        from .batches import LOCK_NAME
+        from .index.unfinished_batches import LOCK_NAME
 
         ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
                             on_conflict=s.on_conflict, on_patient_change=s.on_patient_change,
@@ -187,7 +187,7 @@ class Parts:
     @cached_property
     def peers(self) -> PeerRegistry:
         from .dicom import tls as dicom_tls
-        from .peers import PeerRegistry
+        from .records.peers import PeerRegistry
 
         config = self.config
         return PeerRegistry(self.index, config.dicom.ae_title,
@@ -195,13 +195,13 @@ class Parts:
 
     @cached_property
     def worklist(self) -> Worklist:
-        from .worklist import Worklist
+        from .records.worklist import Worklist
 
         return Worklist(self.index, self.config.index.case_sensitive_names)
 
     @cached_property
     def forwarder(self) -> Forwarder:
-        from .forward import Forwarder, parse_rules
+        from .services.forward import Forwarder, parse_rules
 
         f = self.config.forward
         return Forwarder(index=self.index, archive=self.archive, peers=self.peers, ae_title=self.config.dicom.ae_title,
@@ -230,13 +230,13 @@ class Parts:
         """A sealed index snapshot now (the embedded index only: PostgreSQL's is its server's)."""
         if self.config.index.url:
             return
-        from .snapshots import take
+        from .services.snapshots import take
 
         take(self.index.db, self.keyring.index_key, self.archive, self.config.data_dir, self.config.index.snapshot_keep)
 
     @cached_property
     def recycler(self) -> Recycler:
-        from .recycle import Recycler, RecycleSettings
+        from .services.recycle import Recycler, RecycleSettings
 
         recycler = Recycler(RecycleSettings.from_config(self.config), self.archive, self.index, self.backup,
                             self.audit, self.config.data_dir / "recycle.lock", after_run=self._snapshot_now)
@@ -253,7 +253,7 @@ class Parts:
 
     @cached_property
     def versions(self) -> Versions:
-        from .versions import Versions
+        from .ingest.versions import Versions
 
         return Versions(self.index, self.archive, self.audit)
 
@@ -262,7 +262,7 @@ class Parts:
         s = self.config.integrity
         if s.sample_size <= 0:
             return None
-        from .verify import Sampler
+        from .services.verify import Sampler
 
         return Sampler(self.archive, self.index, s.sample_size, s.interval_hours * 3600)
 
@@ -327,7 +327,7 @@ class Parts:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
         from .corrections import recycle_bin_of
-        from .snapshots import IndexSnapshots
+        from .services.snapshots import IndexSnapshots
 
         services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
         if not self.config.index.url:  # local snapshots are of the embedded index (PostgreSQL: its server's)

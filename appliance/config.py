@@ -120,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
             "A deleted study, series or instance (admin, with a reason) stays in the recycle bin, restorable, this "
             "many days; then it is deleted from the disk, and offsite once the backup retention passes."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
-    # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
+    # (appliance/services/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
             "Free disk space by deleting, least recently received or opened first, studies whose every object "
             "is confirmed offsite by the backup; they can be brought back with `pacs-appliance storage restore`. "
@@ -133,7 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Studies received or opened (viewer, export, C-MOVE/C-GET, DICOMweb) within this many days are kept."),
     Setting("storage", "recycle_check_minutes", 60,
             "How often free space is checked for recycling (it is also checked as images arrive)."),
-    # [integrity] background sampled verification (appliance/verify.py Sampler; `pacs-appliance verify` checks all)
+    # [integrity] background sampled verification (appliance/services/verify.py Sampler;
+    # `pacs-appliance verify` checks all)
     Setting("integrity", "sample_size", 200,
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
     Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),
@@ -214,7 +215,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inbox", "zip_member_max_mb", 4096,
             "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),
     Setting("inbox", "workers", 2, "Files imported at once from the inbox (and by `pacs-appliance import`)."),
-    # [forward] auto-forwarding to registered peers (appliance/forward.py)
+    # [forward] auto-forwarding to registered peers (appliance/services/forward.py)
     Setting("forward", "rules", [],
             "Forward every stored instance that matches a rule to a registered peer: \"READPACS\" (everything), "
             "\"READPACS modality=CT,MR\", \"READPACS calling=US1\" or both conditions; one string per rule."),
@@ -222,7 +223,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forward", "retry_max_seconds", 3600, "The longest wait between attempts to a peer that is down."),
     Setting("forward", "max_attempts", 0,
             "Attempts before a job is marked failed (retry it with `pacs-appliance forward retry`); 0 = never give up."),
-    # [worklist] the modality worklist (appliance/worklist.py)
+    # [worklist] the modality worklist (appliance/records/worklist.py)
     Setting("worklist", "expire_days", 2,
             "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
     # [update] signed A/B updates of the appliance image (appliance/update/; image-build/README.md)

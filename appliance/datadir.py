@@ -7,12 +7,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import accounts, config as config_mod
+from . import config as config_mod
 from .archive import Archive, KeyStore
 from .archive.fsutil import write_file_atomic
 from .archive.keys import format_recovery_key
 from .errors import DataDirError
 from .index import Index, check_url as check_index_url
+from .records import accounts
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from .. import config as config_mod
 from ..archive import Archive, KeyStore, StorageArea
 from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
-from ..audit import AuditLog
 from ..errors import DataDirError, IntegrityError
 from ..index import Index
+from ..records.audit import AuditLog
 from . import manifest as mf
 from .fetch import MISSING, fetch
 
@@ -106,7 +106,7 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
 
     index = Index.open(cfg.index_path, keyring.index_key)
     try:
-        # Recycled studies (appliance/recycle.py) stay offsite-only, as on the old box; their rows come along,
+        # Recycled studies (appliance/services/recycle.py) stay offsite-only, as on the old box; their rows come along,
         # so `pacs-appliance storage restore` can still bring each one back.
         recycled = index.recycling.object_ids()
         wanted = {oid: size for oid, size in man.objects.items() if oid not in recycled}

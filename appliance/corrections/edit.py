@@ -215,7 +215,7 @@ class Corrections:
     def apply_worklist(self, study_uid: str, item, actor: str, reason: str, address: str = "") -> CorrectionResult:
         """A study that arrived without a worklist entry (an ultrasound machine with no worklist, a typed
         patient): the scheduled step's patient, accession, procedure and referring physician are written
-        in as a correction. ``item`` is a worklist entry (appliance/worklist.py). The study keeps its UIDs."""
+        in as a correction. ``item`` is a worklist entry (appliance/records/worklist.py). The study keeps its UIDs."""
         values = {"PatientName": item.patient_name, "PatientID": item.patient_id,
                   "PatientBirthDate": item.birth_date, "PatientSex": item.sex, "AccessionNumber": item.accession,
                   "StudyDescription": item.requested_procedure_description or item.step_description,

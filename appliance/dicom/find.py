@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pynetdicom import evt
 
 from ..index import Index
 from ..index.query import ATTRS, QueryError
-from ..peers import PeerRegistry
-from .identifier import IdentifierEncoder, Unencodable
+from ..records.peers import PeerRegistry
+from .identifier import IdentifierEncoder, Unencodable, key_text
 from .pending import PendingSender
 from .permissions import query_refusal
 from .registry import DimseService, Handler
@@ -41,11 +40,7 @@ def criteria_from(identifier: Dataset) -> dict[str, str]:
     for elem in identifier:
         keyword = elem.keyword
         if keyword in ATTRS and elem.VR != "SQ":
-            value = elem.value
-            # Only real multi-values are joined: a PersonName is iterable too (over its characters).
-            if isinstance(value, (list, tuple, MultiValue)):
-                value = "\\".join(str(v) for v in value)
-            criteria[keyword] = "" if value is None else str(value)
+            criteria[keyword] = key_text(elem.value)
     return criteria
 
 

@@ -11,7 +11,7 @@ from pynetdicom import AllStoragePresentationContexts, evt
 
 from ..errors import ApplianceError
 from ..ingest import Ingestor, Origin
-from ..peers import PeerRegistry
+from ..records.peers import PeerRegistry
 from .registry import DimseService, Handler
 from .status import NOT_AUTHORIZED, PROCESSING_FAILURE, SUCCESS, status
 

@@ -54,7 +54,7 @@ def take(index_db, index_key: bytes, dest: Path) -> Path:
 def object_ids(path: Path, index_key: bytes) -> list[str]:
     """Every archive object the snapshot's index refers to (what a complete restore needs).
 
-    Objects of recycled studies (appliance/recycle.py) are included: their only copy is offsite, so
+    Objects of recycled studies (appliance/services/recycle.py) are included: their only copy is offsite, so
     they must stay listed, or retention would delete them there.
     """
     conn = _connect(path, index_key)

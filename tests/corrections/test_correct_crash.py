@@ -25,6 +25,7 @@ from appliance import config as config_mod
 from appliance.app import Parts
 from appliance.index.corrections import study_objects
 from appliance.index.batches import unfinished
+from appliance.index.reconcile import reconcile
 
 IMAGES = 500
 

@@ -33,7 +33,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from appliance.dicom import find as find_module
 from appliance.dicom.find import STUDY_ROOT_FIND, handle_find, response_for
-from appliance.dicom.identifier import VRS, IdentifierEncoder, Unencodable
+from appliance.dicom.identifier import VRS, IdentifierEncoder, Unencodable, key_text
 from appliance.dicom.pending import MAX_QUEUED_PDUS, PendingSender, pending_command_set
 from helpers import free_port
 
@@ -111,6 +111,18 @@ def test_study_level_response_matches_pydicom(explicit):
                   "StudyTime": "0815", "QueryRetrieveLevel": "STUDY", "RetrieveAETitle": AE_TITLE}
         encoder = IdentifierEncoder.for_keys(keywords, explicit_vr=explicit)
         assert encoder.encode(record) == reference(keywords, record, explicit)
+
+
+def test_request_key_values_as_the_query_engine_takes_them():
+    """key_text, shared by C-FIND, C-MOVE/C-GET and the worklist: only real multi-values are joined."""
+    ds = Dataset()
+    ds.PatientName = "Doe^Jane"  # a PersonName iterates over its characters: not to be joined
+    ds.ModalitiesInStudy = ["CT", "MR"]
+    ds.PatientID = None
+    assert key_text(ds["PatientName"].value) == "Doe^Jane"
+    assert key_text(ds["ModalitiesInStudy"].value) == "CT\\MR"
+    assert key_text(ds["PatientID"].value) == ""
+    assert key_text(("1.2", "1.3")) == "1.2\\1.3" and key_text(" 1.2 ") == " 1.2 "
 
 
 def test_encoder_refuses_what_it_does_not_handle():

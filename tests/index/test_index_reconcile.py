@@ -7,7 +7,7 @@ import os
 import synth
 from appliance.archive import Archive, Keyring, envelope
 from appliance.index.models import Instance
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 
 
 def test_agreeing_index_and_archive(core, caplog):

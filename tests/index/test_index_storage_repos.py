@@ -7,8 +7,8 @@ import logging
 import synth
 
 from appliance.index import objects as objects_mod
-from appliance.reconcile import reconcile
-from appliance.verify import verify_all
+from appliance.index.reconcile import reconcile
+from appliance.services.verify import verify_all
 
 
 def test_each_index_sees_only_its_own_objects_and_backup_state(core_factory):

@@ -165,7 +165,7 @@ def test_disaster_restore_keeps_recycled_studies_offsite_and_restorable(box, tmp
     from appliance.backup.restore import restore
     from appliance.backup.targets import FolderTarget
     from appliance.config import load
-    from appliance.reconcile import reconcile
+    from appliance.index.reconcile import reconcile
 
     box.add_study("A")
     box.add_study("B")
@@ -266,7 +266,7 @@ def test_inconsistent_settings_are_refused_with_a_reason(tmp_path):
 
     from appliance.config import load
     from appliance.errors import ConfigError
-    from appliance.recycle import RecycleSettings
+    from appliance.services.recycle import RecycleSettings
 
     def settings(**values):
         env = {f"PACS_STORAGE_{k.upper()}": str(v) for k, v in values.items()}
@@ -328,7 +328,7 @@ def test_a_study_still_to_be_forwarded_is_kept(box):
 
 
 def test_verification_racing_a_recycling_run_reports_no_missing_object(box, monkeypatch):
-    from appliance import verify
+    from appliance.services import verify
 
     box.add_study("A")
     box.app.backup.run(trigger="manual")

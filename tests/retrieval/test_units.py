@@ -7,13 +7,13 @@ import os
 
 import pytest
 import synth
+from appliance.convert.transcode import TranscodeError, for_peer
 from appliance.dicom.scu import storage_contexts
 from appliance.errors import ConfigError
-from appliance.forward import Rule, parse_rules
 from appliance.index import Index
-from appliance.peers import PeerError, PeerRegistry
-from appliance.transcode import TranscodeError, for_peer
-from appliance.worklist import Worklist, WorklistError
+from appliance.records.peers import PeerError, PeerRegistry
+from appliance.records.worklist import Worklist, WorklistError
+from appliance.services.forward import Rule, parse_rules
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless
 
 

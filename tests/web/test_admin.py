@@ -9,8 +9,8 @@ from web_support import USER_PASSWORD, login, make_user, page_csrf
 from synth import make_instance
 from indexkit import rows
 
-from appliance import accounts
 from appliance.ingest import Origin
+from appliance.records import accounts
 
 OPEN_ENDPOINTS = {"static", "auth.login", "health.healthz", "health.metrics"}
 
