@@ -203,7 +203,7 @@ def _rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: 
     index = Index.open(work, keyring.index_key)  # migrates an older snapshot to the current schema
     try:
         _fill(index, archive, keyring, archive_dir, report, workers, progress)
-        from .audit import AuditLog  # the rebuild continues the snapshot's chain
+        from ..records.audit import AuditLog  # the rebuild continues the snapshot's chain
 
         AuditLog(index).record("index.rebuild", actor, detail="; ".join(report.lines())[:2000])
         rebuilding.checkpoint(index.db)
