@@ -130,7 +130,7 @@ def test_init_and_serve_keep_a_postgresql_index(tmp_path, index_url):
     assert not (tmp_path / "unused.db").exists()
 
 
-# Where one backend's SQL may live; health.py, rebuilding.py and rebuild.py check and rebuild the embedded SQLCipher file.
+# Where one backend's SQL may live; health.py, rebuilding.py and rebuild.py: the embedded SQLCipher file.
 BACKEND_MODULES = {"db.py", "snapshot.py", "postgres.py", "dialect.py", "health.py", "rebuilding.py", "rebuild.py"}
 SQLITE_ONLY = re.compile(r"sqlite_master|PRAGMA|\bGLOB\b|INSERT OR|lastrowid|AUTOINCREMENT|strftime|julianday")
 
