@@ -74,7 +74,7 @@ class Appliance:
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
-        from .batches import LOCK_NAME, none_in_flight
+        from .index.unfinished_batches import LOCK_NAME, none_in_flight
         from .index.reconcile import reconcile  # index vs archive, before anything new arrives
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
@@ -144,12 +144,12 @@ class Parts:
         if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
             return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
                               case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
-        from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
+        from .index.rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
 
         ensure_index(self.config.index_path, self.archive, self.keyring, self.config.archive_dir,
                      quick_check=self.starting, auto_rebuild=self.starting and s.auto_rebuild,
                      snapshot_keep=s.snapshot_keep)
-        from .snapshots import take
+        from .services.snapshots import take
 
         def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees
             take(db, self.keyring.index_key, self.archive, self.config.data_dir, s.snapshot_keep)
@@ -170,7 +170,7 @@ class Parts:
         """The one ingest path, with what hangs on it wherever it runs (serve, import): the audit
         log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
         s = self.config.storage
-        from .batches import LOCK_NAME
+        from .index.unfinished_batches import LOCK_NAME
 
         ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
                             on_conflict=s.on_conflict, on_patient_change=s.on_patient_change,
@@ -230,7 +230,7 @@ class Parts:
         """A sealed index snapshot now (the embedded index only: PostgreSQL's is its server's)."""
         if self.config.index.url:
             return
-        from .snapshots import take
+        from .services.snapshots import take
 
         take(self.index.db, self.keyring.index_key, self.archive, self.config.data_dir, self.config.index.snapshot_keep)
 
@@ -327,7 +327,7 @@ class Parts:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
         from .corrections import recycle_bin_of
-        from .snapshots import IndexSnapshots
+        from .services.snapshots import IndexSnapshots
 
         services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
         if not self.config.index.url:  # local snapshots are of the embedded index (PostgreSQL: its server's)

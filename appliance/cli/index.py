@@ -24,7 +24,7 @@ def rebuild(data_dir, workers) -> None:
     Safe to interrupt: run it again and it goes on where it stopped."""
     from ..app import Parts
     from ..datalock import hold
-    from ..rebuild import rebuild as run
+    from ..index.rebuild import rebuild as run
 
     parts = Parts(load_config(data_dir))
     cfg = parts.config
@@ -50,7 +50,7 @@ def rebuild(data_dir, workers) -> None:
 @friendly_errors
 def snapshot(data_dir) -> None:
     """Take a sealed index snapshot into the archive now (one is taken at start and every [index] snapshot_hours)."""
-    from ..snapshots import IndexSnapshots
+    from ..services.snapshots import IndexSnapshots
 
     with open_appliance(data_dir) as app:
         cfg = app.config

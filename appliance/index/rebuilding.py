@@ -1,4 +1,4 @@
-"""Index-side steps of a rebuild from the archive (appliance/rebuild.py drives them)."""
+"""Index-side steps of a rebuild from the archive (appliance/index/rebuild.py drives them)."""
 from __future__ import annotations
 
 from typing import Iterable

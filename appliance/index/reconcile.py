@@ -13,7 +13,7 @@ and decrypts nothing, so it stays fast on a big archive:
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
 - the sealed objects of a write batch that never committed (a correction killed before its one
-  transaction; appliance/batches.py) are discarded first: never indexed, not counted as orphans;
+  transaction; appliance/index/unfinished_batches.py) are discarded first: never indexed, not counted as orphans;
 - a row (instance or replaced object) whose object is gone is **missing**: the
   worst thing an archive can say, so it is logged as an error with every
   affected SOP Instance UID, and returned for the caller to show.
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..archive import StorageArea
-from ..batches import Discarded, discard, live_ids
 from ..errors import ApplianceError
+from .unfinished_batches import Discarded, discard, live_ids
 
 log = logging.getLogger(__name__)
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report

@@ -44,7 +44,7 @@ whole study or series with an Origin of kind "correction", records the batch of
 object ids it will write, seals every one, then swaps all their index rows in ONE
 transaction that also clears the batch (the displaced objects become replaced
 versions). A crash before that commit leaves the old study whole and the new
-objects named by an unfinished batch, which start-up discards (appliance/batches.py);
+objects named by an unfinished batch, which start-up discards (appliance/index/unfinished_batches.py);
 after it, the new study whole. Forwarding hooks
 run for each corrected object in the same transaction, like any stored object.
 """
@@ -63,11 +63,11 @@ from ..archive import Archive
 from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from ..events import Events
 from ..index import Index
+from ..index.batches import finish as finish_batch
 from ..index.corrections import CurrentObject, NewObject, swap_instances
 from ..index.records import Outcome, PriorVersion
+from ..index.unfinished_batches import in_flight
 from .dicomfile import parse
-from ..batches import in_flight
-from ..index.batches import finish as finish_batch
 
 log = logging.getLogger(__name__)
 

@@ -193,7 +193,7 @@ class Recycler:
     def __init__(self, settings: RecycleSettings, archive: StorageArea, index, backup, audit, lock_path: Path,
                  after_run: Callable[[], object] | None = None):
         self.settings = settings
-        # Called after a run that recycled something: an index snapshot (appliance/snapshots.py), since the
+        # Called after a run that recycled something: an index snapshot (appliance/services/snapshots.py), since the
         # recycled rows are what a rebuild cannot find in the archive any more.
         self.after_run = after_run
         self.archive, self.index, self.backup, self.audit = archive, index, backup, audit

@@ -153,8 +153,8 @@ def check_index(index_path, index_key: bytes, archive: StorageArea, open_index: 
 
     ``open_index`` is called only once the file checked sound: opening a damaged file can itself fail
     on the page it reads first, and that must be reported as damage, not as a crash."""
-    from .index import health
-    from .reconcile import ReconcileReport, _merge
+    from ..index import health
+    from ..index.reconcile import ReconcileReport, _merge
 
     result = IndexCheck(problems=health.check(index_path, index_key, full=True))
     if result.problems:

@@ -130,8 +130,8 @@ def test_init_and_serve_keep_a_postgresql_index(tmp_path, index_url):
     assert not (tmp_path / "unused.db").exists()
 
 
-# Where one backend's SQL may live; health.py and rebuilding.py check and build the embedded SQLCipher file.
-BACKEND_MODULES = {"db.py", "snapshot.py", "postgres.py", "dialect.py", "health.py", "rebuilding.py"}
+# Where one backend's SQL may live; health.py, rebuilding.py and rebuild.py: the embedded SQLCipher file.
+BACKEND_MODULES = {"db.py", "snapshot.py", "postgres.py", "dialect.py", "health.py", "rebuilding.py", "rebuild.py"}
 SQLITE_ONLY = re.compile(r"sqlite_master|PRAGMA|\bGLOB\b|INSERT OR|lastrowid|AUTOINCREMENT|strftime|julianday"
                          r"|(WHERE|AND|OR|ON) \+\w")  # unary + to skip an index: PostgreSQL has none for text
 

@@ -1,4 +1,4 @@
-"""Issue 15: the write batches of corrections (appliance/batches.py) at start-up and in a rebuild, with a real
+"""Issue 15: the write batches of corrections (appliance/index/unfinished_batches.py) at start-up and in a rebuild, with a real
 index and archive in a data directory; the kill -9 end to end is tests/corrections/test_correct_crash.py."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from helpers import Server
 
 from appliance import config as config_mod
 from appliance.app import Parts
-from appliance.batches import LOCK_NAME, in_flight, settle_for_rebuild
+from appliance.index.unfinished_batches import LOCK_NAME, in_flight, settle_for_rebuild
 from appliance.index.batches import unfinished
 
 

@@ -20,15 +20,15 @@ import pytest
 from pydicom.uid import generate_uid
 
 from appliance import config as config_mod
-from appliance.accounts import create_user, list_users
+from appliance.records.accounts import create_user, list_users
 from appliance.app import Parts
-from appliance.audit import AuditLog
+from appliance.records.audit import AuditLog
 from appliance.events import Events
 from appliance.ingest import Ingestor, Origin
-from appliance.peers import PeerRegistry
-from appliance.reconcile import TooManyOrphans, reconcile
-from appliance.snapshots import IndexSnapshots
-from appliance.worklist import Worklist
+from appliance.records.peers import PeerRegistry
+from appliance.index.reconcile import TooManyOrphans, reconcile
+from appliance.services.snapshots import IndexSnapshots
+from appliance.records.worklist import Worklist
 import synth
 from helpers import CLI, Server, init_data_dir, run_cli
 

@@ -1,4 +1,4 @@
-"""Index model for write batches in flight (appliance/corrections/, appliance/batches.py; migration 0014).
+"""Index model for write batches in flight (appliance/corrections/, appliance/index/unfinished_batches.py; migration 0014).
 
 A correction seals new versions of many objects before the one transaction that indexes them. It first
 records here, durably, the ids of every object it will write; that transaction deletes the rows. Rows

@@ -1,4 +1,4 @@
-"""Sealed local snapshots of the index, taken now and then (issue 15; restored by appliance/rebuild.py).
+"""Sealed local snapshots of the index, taken now and then (issue 15; restored by appliance/index/rebuild.py).
 
 SQLite's online backup API copies the live index in one consistent step
 (index/snapshot.py, the same copy the offsite backup takes) into a temp file
@@ -14,11 +14,11 @@ import secrets
 import time
 from pathlib import Path
 
-from .archive import Archive
-from .archive.snapshots import Snapshot
-from .index import Index, utcnow
-from .index import snapshot as index_snapshot
-from .lifecycle import PeriodicTask
+from ..archive import Archive
+from ..archive.snapshots import Snapshot
+from ..index import Index, utcnow
+from ..index import snapshot as index_snapshot
+from ..lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .index import batches as batch_rows
+from . import batches as batch_rows
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "batches.lock"  # in the data directory

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import batches
-from .archive import Archive, Keyring
-from .archive.fsutil import fsync_dir, try_lock, write_file_atomic
-from .errors import ApplianceError, IntegrityError
-from .index import Index, health, rebuilding, utcnow
+from . import health, rebuilding, unfinished_batches as batches
+from ..archive import Archive, Keyring
+from ..archive.fsutil import fsync_dir, try_lock, write_file_atomic
+from ..errors import ApplianceError, IntegrityError
+from . import Index, utcnow
 
 log = logging.getLogger(__name__)
 BATCH = 500  # objects recorded per transaction
@@ -105,7 +105,7 @@ def _init_worker(archive_dir: str, keyring: Keyring, chunk_size: int) -> None:
 
 def _read_object(object_id: str):
     """(object id, attributes or None, size, sha256, error)."""
-    from .ingest.dicomfile import parse
+    from ..ingest.dicomfile import parse
 
     try:
         data = _worker_archive.read(object_id)
@@ -151,7 +151,7 @@ def _snapshot_sound_index(index_path: Path, index_key: bytes, archive: Archive, 
     """A rebuild asked for over a sound index starts from a snapshot of it, so nothing made since the last
     periodic snapshot (a user, a peer) is thrown away. Its unfinished write batches are discarded first
     (nothing writes meanwhile: the data directory is held), so the snapshot names none."""
-    from .snapshots import take
+    from ..services.snapshots import take
 
     log.info("the index passes SQLite's integrity check: taking a snapshot of it to rebuild from")
     index = Index.open(index_path, index_key)
@@ -203,7 +203,7 @@ def _rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: 
     index = Index.open(work, keyring.index_key)  # migrates an older snapshot to the current schema
     try:
         _fill(index, archive, keyring, archive_dir, report, workers, progress)
-        from .records.audit import AuditLog  # the rebuild continues the snapshot's chain
+        from ..records.audit import AuditLog  # the rebuild continues the snapshot's chain
 
         AuditLog(index).record("index.rebuild", actor, detail="; ".join(report.lines())[:2000])
         rebuilding.checkpoint(index.db)
