@@ -48,7 +48,7 @@ QUICK_CHECK_AT_START_BYTES = 16 << 20  # a bigger index file is quick-checked af
 def _check_index_file(path, key: bytes) -> None:
     """SQLite's quick check of the index file; raises IndexNeedsRebuild (exit 7) when it finds damage."""
     from .index import health
-    from .rebuild import IndexNeedsRebuild
+    from .index.rebuild import IndexNeedsRebuild
 
     problems = health.check(path, key)
     if problems:
@@ -93,11 +93,13 @@ class Appliance:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
         from .index.reconcile import Reconciler  # index vs archive: before the node on a small box, beside it on a big one
+        from .index.unfinished_batches import LOCK_NAME, none_in_flight
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
         self.reconciler = Reconciler(self.archive, self.index, on_failure=self.fail,
                                      on_done=lambda report: setattr(self, "reconciliation", report))
-        self.reconciliation = self.reconciler.run_now()
+        with none_in_flight(self.config.data_dir / LOCK_NAME) as idle:  # a CLI correction may be running
+            self.reconciliation = self.reconciler.run_now(idle)
         self.node.start()
         if self.web is not None:
             self.web.start()
@@ -181,7 +183,7 @@ class Parts:
         if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
             return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
                               case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
-        from .rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
+        from .index.rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
 
         # SQLite's quick check reads every page (~1 s per 100 MB idle, far more on a busy box): on a big index
         # it runs after the node listens (``deferred_index_check``), so start-up stays seconds at any size.
@@ -192,7 +194,7 @@ class Parts:
         ensure_index(path, self.archive, self.keyring, self.config.archive_dir,
                      quick_check=check_now, auto_rebuild=self.starting and s.auto_rebuild,
                      snapshot_keep=s.snapshot_keep)
-        from .snapshots import take
+        from .services.snapshots import take
 
         def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees
             take(db, self.keyring.index_key, self.archive, self.config.data_dir, s.snapshot_keep)
@@ -213,8 +215,11 @@ class Parts:
         """The one ingest path, with what hangs on it wherever it runs (serve, import): the audit
         log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
         s = self.config.storage
+        from .index.unfinished_batches import LOCK_NAME
+
         ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
-                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change)
+                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change,
+                            batch_lock=self.config.data_dir / LOCK_NAME)
         _ = self.audit  # subscribes to instance_stored
         from .ingest import audit_replacements
 
@@ -266,12 +271,20 @@ class Parts:
         return BackupService(self.config.backup, self.config.data_dir, self.keys, self.archive, self.index,
                              self.audit)
 
+    def _snapshot_now(self) -> None:
+        """A sealed index snapshot now (the embedded index only: PostgreSQL's is its server's)."""
+        if self.config.index.url:
+            return
+        from .services.snapshots import take
+
+        take(self.index.db, self.keyring.index_key, self.archive, self.config.data_dir, self.config.index.snapshot_keep)
+
     @cached_property
     def recycler(self) -> Recycler:
         from .services.recycle import Recycler, RecycleSettings
 
         recycler = Recycler(RecycleSettings.from_config(self.config), self.archive, self.index, self.backup,
-                            self.audit, self.config.data_dir / "recycle.lock")
+                            self.audit, self.config.data_dir / "recycle.lock", after_run=self._snapshot_now)
         if recycler.settings.enabled:
             self.events.subscribe("instance_stored", recycler.on_instance_stored)
         return recycler
@@ -359,7 +372,7 @@ class Parts:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
         from .corrections import recycle_bin_of
-        from .snapshots import IndexSnapshots
+        from .services.snapshots import IndexSnapshots
 
         services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
         if not self.config.index.url:  # local snapshots are of the embedded index (PostgreSQL: its server's)

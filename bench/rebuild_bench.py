@@ -34,7 +34,7 @@ from appliance import config as config_mod  # noqa: E402
 from appliance.app import Parts  # noqa: E402
 from appliance.events import Events  # noqa: E402
 from appliance.ingest import Ingestor, Origin  # noqa: E402
-from appliance.snapshots import IndexSnapshots  # noqa: E402
+from appliance.services.snapshots import IndexSnapshots  # noqa: E402
 
 
 def fill(ingestor, n: int, first: int = 0, per_study: int = 50) -> None:

@@ -3,7 +3,7 @@
 Users, peers, the worklist, the audit chain, backup and recycling state and settings
 live only in the index. A few generations of index snapshots are kept beside the
 objects, sealed exactly like them (envelope.py, the archive's current key), so a lost
-or damaged index can be rebuilt from the archive alone (appliance/rebuild.py).
+or damaged index can be rebuilt from the archive alone (appliance/index/rebuild.py).
 
 A snapshot's file name is ``<taken at, UTC>-<32 hex id>``; the id is bound into every
 GCM tag like an object id, so snapshots cannot be swapped or renamed unnoticed. The

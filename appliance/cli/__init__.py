@@ -6,6 +6,8 @@ failures print one clear line and exit non-zero; they never print a traceback.
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import click
@@ -22,6 +24,7 @@ from .storage import storage as storage_group
 from .system import firstboot, tls
 from .update import update as update_group
 from .users import user
+from .index import index as index_group
 
 __all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
 
@@ -69,12 +72,17 @@ def serve(data_dir: Path | None) -> None:
     """
     from ..app import build, serve as run
     from ..datadir import initialize, is_initialized
+    from ..datalock import hold
 
     path = resolve_data_dir(data_dir)
     if not is_initialized(path) and (not path.exists() or not any(path.iterdir())):
         print_init_result(initialize(path))
     cfg = load_config(path)
-    run(build(cfg))
+    held = hold(cfg.data_dir, "serve")  # for the life of the process: no offline index rebuild meanwhile
+    try:
+        run(build(cfg))
+    finally:
+        os.close(held)
 
 
 # Groups named like their module are imported under another name, so that appliance.cli.backup (ohif, storage,

@@ -15,6 +15,7 @@ from . import query
 from .accounts import AccountsRepo
 from .audit import AuditRepo
 from .backup import BackupRepo
+from .batches import BatchesRepo
 from .commitments import CommitmentsRepo
 from .db import IndexDatabase, open_index, probe
 from .postgres import connection_params as _connection_params
@@ -51,6 +52,7 @@ class Index:
         self.backup = BackupRepo(db, self.writer)
         self.recycling = RecyclingRepo(db, self.writer)
         self.objects = ObjectsRepo(db, self.writer)
+        self.batches = BatchesRepo(db, self.writer)  # write batches in flight (corrections)
 
     @classmethod
     def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False, *,

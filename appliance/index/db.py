@@ -137,7 +137,7 @@ def _migrate(db, path: Path | None, before_migrations: Callable | None = None):
     if pending and any(m.applied for m in status):
         if path is not None:
             if before_migrations is not None:
-                before_migrations(db)  # a sealed snapshot in the archive, for a rebuild (appliance/snapshots.py)
+                before_migrations(db)  # a sealed snapshot in the archive, for a rebuild (appliance/services/snapshots.py)
             snapshot_before_migration(db, path, pending[0])  # a plain copy, for a fallen-back update
         else:
             log.warning("index schema: migrating %s to %s; no copy is kept of a PostgreSQL index (back the "

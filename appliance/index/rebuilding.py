@@ -1,4 +1,4 @@
-"""Index-side steps of a rebuild from the archive (appliance/rebuild.py drives them)."""
+"""Index-side steps of a rebuild from the archive (appliance/index/rebuild.py drives them)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -8,9 +8,11 @@ from .objects import NamedObject, ObjectsRepo
 
 
 def named_ids(db) -> set[str]:
-    """Every object id the index names (instances, replaced versions, recycled objects)."""
+    """Every object id the index names (instances, replaced versions, recycled objects, and deleted objects
+    still restorable from the recycle bin: not current, so never recorded again as instances)."""
     rows = db.execute_sql('SELECT "object_id" FROM "instance" UNION SELECT "object_id" FROM "replaced_object" '
-                          'UNION SELECT "object_id" FROM "recycled_object"').fetchall()
+                          'UNION SELECT "object_id" FROM "recycled_object" '
+                          'UNION SELECT "object_id" FROM "binned_object" WHERE "purged_at" IS NULL').fetchall()
     return {r[0] for r in rows}
 
 

@@ -11,6 +11,8 @@ and decrypts nothing, so it stays fast on a big archive:
   quarantined, not deleted (``quarantine_orphans``: the file archive moves them to
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
+- the sealed objects of a write batch that never committed (a correction killed before its one
+  transaction; appliance/index/unfinished_batches.py) are discarded first: never indexed, not counted as orphans;
 - a row (instance or replaced object) whose object is gone is **missing**: the
   worst thing an archive can say, so it is logged as an error with every
   affected SOP Instance UID, and returned for the caller to show.
@@ -45,6 +47,7 @@ from typing import Callable, Iterator
 
 from ..archive import StorageArea
 from ..errors import ApplianceError
+from .unfinished_batches import Discarded, discard, live_ids
 
 log = logging.getLogger(__name__)
 LOG_AT_MOST = 50  # ids listed one per line in the log; all of them are in the report
@@ -77,6 +80,7 @@ class ReconcileReport:
     archived: int = 0  # objects found in the archive before reconciling
     orphans: list[str] = field(default_factory=list)  # quarantined (archive/orphans/)
     missing: list[Missing] = field(default_factory=list)
+    discarded: list[Discarded] = field(default_factory=list)  # unfinished write batches (corrections)
 
     @property
     def clean(self) -> bool:
@@ -109,13 +113,18 @@ class Stopped(Exception):
     """The appliance is stopping: a background reconciliation gives up and moves nothing."""
 
 
-def reconcile(archive: StorageArea, index, *, written_before: float | None = None,
+def reconcile(archive: StorageArea, index, idle: bool = True, *, written_before: float | None = None,
               stopping: Callable[[], bool] = lambda: False) -> ReconcileReport:
     """Compare index and archive; move orphans aside; report both kinds of disagreement.
 
+    ``idle``: no other process is writing a batch (held with unfinished_batches.none_in_flight around this
+    call), so unfinished write batches are discarded; otherwise the objects of recorded batches are left alone.
     ``written_before`` (the archive's ``clock()``) is for a run beside live writes (``Reconciler``): only objects
     written before it can be orphans, and each disagreement is checked again before it is acted on."""
     report = ReconcileReport()
+    # Unfinished write batches first: discarded when none is still running, else left alone. Not orphans.
+    report.discarded = discard(archive, index.db, index.writer.run) if idle else []
+    in_flight = set() if idle else live_ids(index.db)
 
     def named():
         for n, item in enumerate(index.objects.named()):
@@ -125,6 +134,8 @@ def reconcile(archive: StorageArea, index, *, written_before: float | None = Non
 
     # Both lists come sorted by object id, so a merge compares them in bounded memory (no set of every id).
     orphans = _merge(named(), iter(archive.list_ids()), report)
+    if in_flight:
+        orphans = [o for o in orphans if o not in in_flight]
     if written_before is not None:
         orphans = [oid for oid in orphans if _written_before(archive, oid, written_before)]
     if len(orphans) > orphan_limit(report.archived):
@@ -183,12 +194,14 @@ class Reconciler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def run_now(self) -> ReconcileReport | None:
-        """On a small box: reconcile now (raises TooManyOrphans). On a big one: remember when, for ``start``."""
+    def run_now(self, idle: bool = True) -> ReconcileReport | None:
+        """On a small box: reconcile now (raises TooManyOrphans). On a big one: discard unfinished write batches
+        now (``idle``: none is in flight; see ``reconcile``) and remember when, for ``start``."""
         if self.background:
             self._started_at = self.archive.clock()  # what the file clock says now: later writes read later
+            self._discarded = discard(self.archive, self.index.db, self.index.writer.run) if idle else []
             return None
-        self.report = reconcile(self.archive, self.index)
+        self.report = reconcile(self.archive, self.index, idle)
         self.done.set()
         return self.report
 
@@ -203,8 +216,10 @@ class Reconciler:
     def _run(self) -> None:
         started = time.monotonic()
         try:
-            self.report = reconcile(self.archive, self.index, written_before=self._started_at,
+            # batches were settled before the listener; those recorded since are live writes, left alone
+            self.report = reconcile(self.archive, self.index, idle=False, written_before=self._started_at,
                                     stopping=self._stop.is_set)
+            self.report.discarded = self._discarded
             self.on_done(self.report)
             log.info("start-up: background reconciliation finished in %.1f s", time.monotonic() - started)
         except Stopped:

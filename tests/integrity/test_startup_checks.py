@@ -13,7 +13,7 @@ from appliance import app as app_mod
 from appliance.cli import open_appliance
 from appliance.config import load
 from appliance.ingest import Origin
-from appliance.rebuild import IndexNeedsRebuild
+from appliance.index.rebuild import IndexNeedsRebuild
 
 
 

@@ -27,7 +27,7 @@ from appliance.events import Events
 from appliance.ingest import Ingestor, Origin
 from appliance.records.peers import PeerRegistry
 from appliance.index.reconcile import TooManyOrphans, reconcile
-from appliance.snapshots import IndexSnapshots
+from appliance.services.snapshots import IndexSnapshots
 from appliance.records.worklist import Worklist
 import synth
 from helpers import CLI, Server, init_data_dir, run_cli

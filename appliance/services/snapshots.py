@@ -1,4 +1,4 @@
-"""Sealed local snapshots of the index, taken now and then (issue 15; restored by appliance/rebuild.py).
+"""Sealed local snapshots of the index, taken now and then (issue 15; restored by appliance/index/rebuild.py).
 
 SQLite's online backup API copies the live index in one consistent step
 (index/snapshot.py, the same copy the offsite backup takes) into a temp file
@@ -10,14 +10,15 @@ Cost: bench/README.md.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from pathlib import Path
 
-from .archive import Archive
-from .archive.snapshots import Snapshot
-from .index import Index, utcnow
-from .index import snapshot as index_snapshot
-from .lifecycle import PeriodicTask
+from ..archive import Archive
+from ..archive.snapshots import Snapshot
+from ..index import Index, utcnow
+from ..index import snapshot as index_snapshot
+from ..lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def take(db, index_key: bytes, archive: Archive, work_dir: Path, keep: int) -> S
     """Copy the index database ``db`` (a consistent state), seal it into the archive, drop old generations."""
     started = time.monotonic()
     taken_at = utcnow()
-    tmp = Path(work_dir) / ".index-snapshot.tmp"
+    tmp = Path(work_dir) / f".index-snapshot-{secrets.token_hex(4)}.tmp"  # periodic and after-recycling may overlap
     try:
         index_snapshot.take(db, index_key, tmp)
         snap = archive.snapshots.put(tmp, taken_at)

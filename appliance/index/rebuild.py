@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .archive import Archive, Keyring
-from .archive.fsutil import fsync_dir, try_lock, write_file_atomic
-from .errors import ApplianceError, IntegrityError
-from .index import Index, health, rebuilding, utcnow
+from . import health, rebuilding, unfinished_batches as batches
+from ..archive import Archive, Keyring
+from ..archive.fsutil import fsync_dir, try_lock, write_file_atomic
+from ..errors import ApplianceError, IntegrityError
+from . import Index, utcnow
 
 log = logging.getLogger(__name__)
 BATCH = 500  # objects recorded per transaction
@@ -63,6 +64,7 @@ class RebuildReport:
     recorded: dict[str, int] = field(default_factory=dict)  # outcome -> count, for objects added
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (object id, reason)
     dropped: int = 0  # snapshot rows whose object is gone
+    set_aside: int = 0  # objects of a correction that never finished: with the orphans, not indexed
     seconds: float = 0.0
     kept_old: str | None = None  # where the damaged index was put
 
@@ -80,6 +82,9 @@ class RebuildReport:
         if self.dropped:
             out.append(f"{self.dropped} row(s) of the snapshot named objects no longer in the archive "
                        "(deleted after it was taken): dropped")
+        if self.set_aside:
+            out.append(f"{self.set_aside} object(s) of a correction interrupted before it finished were not "
+                       "indexed (moved to archive/orphans/)")
         if self.unreadable:
             out.append(f"{len(self.unreadable)} archive object(s) could not be read and are not indexed:")
             out += [f"  {oid}: {why}" for oid, why in self.unreadable[:50]]
@@ -100,7 +105,7 @@ def _init_worker(archive_dir: str, keyring: Keyring, chunk_size: int) -> None:
 
 def _read_object(object_id: str):
     """(object id, attributes or None, size, sha256, error)."""
-    from .ingest.dicomfile import parse
+    from ..ingest.dicomfile import parse
 
     try:
         data = _worker_archive.read(object_id)
@@ -144,13 +149,17 @@ def _start_from_snapshot(archive: Archive, index_key: bytes, work: Path) -> str 
 
 def _snapshot_sound_index(index_path: Path, index_key: bytes, archive: Archive, keep: int) -> None:
     """A rebuild asked for over a sound index starts from a snapshot of it, so nothing made since the last
-    periodic snapshot (a user, a peer) is thrown away."""
-    from types import SimpleNamespace
-
-    from .snapshots import take
+    periodic snapshot (a user, a peer) is thrown away. Its unfinished write batches are discarded first
+    (nothing writes meanwhile: the data directory is held), so the snapshot names none."""
+    from ..services.snapshots import take
 
     log.info("the index passes SQLite's integrity check: taking a snapshot of it to rebuild from")
-    take(SimpleNamespace(database=str(index_path)), index_key, archive, index_path.parent, keep)  # needs its path
+    index = Index.open(index_path, index_key)
+    try:
+        batches.discard(archive, index.db)
+        take(index.db, index_key, archive, index_path.parent, keep)
+    finally:
+        index.close()
 
 
 def rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: Path, *, workers: int | None = None,
@@ -159,44 +168,53 @@ def rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: P
     """Rebuild the index at ``index_path`` from ``archive``; see the module's docstring."""
     started = time.monotonic()
     report = RebuildReport()
-    work = work_path(index_path)
-    state_path = work.with_name(work.name + ".json")
     lock = try_lock(index_path.with_name(index_path.name + ".rebuild-lock"))
     if lock is None:
         raise RebuildBusy("another index rebuild is running on this data directory")
     try:
-        if work.exists() and state_path.exists():
-            report.snapshot = json.loads(state_path.read_text())["snapshot"]
-            report.resumed = True
-            log.info("resuming the index rebuild in %s", work)
-        else:
-            _remove(work)
-            if index_path.exists() and not health.check(index_path, keyring.index_key, full=True):
-                _snapshot_sound_index(index_path, keyring.index_key, archive, snapshot_keep)
-            report.snapshot = _start_from_snapshot(archive, keyring.index_key, work)
-            write_file_atomic(state_path, json.dumps({"snapshot": report.snapshot,
-                                                      "started": utcnow().isoformat()}).encode())
-        index = Index.open(work, keyring.index_key)  # migrates an older snapshot to the current schema
-        try:
-            _fill(index, archive, keyring, archive_dir, report, workers, progress)
-            from .records.audit import AuditLog  # the rebuild continues the snapshot's chain
-
-            AuditLog(index).record("index.rebuild", actor, detail="; ".join(report.lines())[:2000])
-            rebuilding.checkpoint(index.db)
-        finally:
-            index.close()
-        problems = health.check(work, keyring.index_key, full=True)
-        if problems:
-            raise IntegrityError("the rebuilt index fails SQLite's integrity check: " + "; ".join(problems))
-        report.kept_old = _swap(index_path, work)
-        state_path.unlink(missing_ok=True)
-        fsync_dir(index_path.parent)
+        with batches.none_in_flight(index_path.parent / batches.LOCK_NAME) as idle:
+            if not idle:
+                raise RebuildBusy("a correction is being written to this data directory (`pacs-appliance correct` "
+                                  "or the web app): let it finish, stop the service, then rebuild")
+            _rebuild(index_path, archive, keyring, archive_dir, report, workers, progress, actor, snapshot_keep)
     finally:
         os.close(lock)
     report.seconds = time.monotonic() - started
     for line in report.lines():
         log.warning("index rebuild: %s", line)
     return report
+
+
+def _rebuild(index_path: Path, archive: Archive, keyring: Keyring, archive_dir: Path, report: RebuildReport,
+             workers, progress, actor: str, snapshot_keep: int) -> None:
+    work = work_path(index_path)
+    state_path = work.with_name(work.name + ".json")
+    if work.exists() and state_path.exists():
+        report.snapshot = json.loads(state_path.read_text())["snapshot"]
+        report.resumed = True
+        log.info("resuming the index rebuild in %s", work)
+    else:
+        _remove(work)
+        if index_path.exists() and not health.check(index_path, keyring.index_key, full=True):
+            _snapshot_sound_index(index_path, keyring.index_key, archive, snapshot_keep)
+        report.snapshot = _start_from_snapshot(archive, keyring.index_key, work)
+        write_file_atomic(state_path, json.dumps({"snapshot": report.snapshot,
+                                                  "started": utcnow().isoformat()}).encode())
+    index = Index.open(work, keyring.index_key)  # migrates an older snapshot to the current schema
+    try:
+        _fill(index, archive, keyring, archive_dir, report, workers, progress)
+        from ..records.audit import AuditLog  # the rebuild continues the snapshot's chain
+
+        AuditLog(index).record("index.rebuild", actor, detail="; ".join(report.lines())[:2000])
+        rebuilding.checkpoint(index.db)
+    finally:
+        index.close()
+    problems = health.check(work, keyring.index_key, full=True)
+    if problems:
+        raise IntegrityError("the rebuilt index fails SQLite's integrity check: " + "; ".join(problems))
+    report.kept_old = _swap(index_path, work)
+    state_path.unlink(missing_ok=True)
+    fsync_dir(index_path.parent)
 
 
 def _fill(index: Index, archive: Archive, keyring: Keyring, archive_dir: Path, report: RebuildReport,
@@ -206,6 +224,10 @@ def _fill(index: Index, archive: Archive, keyring: Keyring, archive_dir: Path, r
     present_set = set(present)
     with index.db.atomic("IMMEDIATE"):
         report.dropped = len(rebuilding.drop_missing(index.db, present_set))
+        report.set_aside = sum(d.objects for d in batches.settle_for_rebuild(archive, index.db, present_set))
+    if report.set_aside:
+        present = [o for o in present if o in present_set]
+        report.total = len(present)
     named = rebuilding.named_ids(index.db)
     report.from_snapshot = len(named & present_set)
     # Arrival order decides which version of a SOP Instance UID is current (the id breaks ties).
