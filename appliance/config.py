@@ -120,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
             "A deleted study, series or instance (admin, with a reason) stays in the recycle bin, restorable, this "
             "many days; then it is deleted from the disk, and offsite once the backup retention passes."),
     # [storage] recycling: free space by deleting the least recently used studies that are confirmed offsite
-    # (appliance/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
+    # (appliance/services/recycle.py; `pacs-appliance storage recycle --dry-run` shows what would go and why)
     Setting("storage", "recycle", False,
             "Free disk space by deleting, least recently received or opened first, studies whose every object "
             "is confirmed offsite by the backup; they can be brought back with `pacs-appliance storage restore`. "
@@ -133,16 +133,30 @@ SETTINGS: tuple[Setting, ...] = (
             "Studies received or opened (viewer, export, C-MOVE/C-GET, DICOMweb) within this many days are kept."),
     Setting("storage", "recycle_check_minutes", 60,
             "How often free space is checked for recycling (it is also checked as images arrive)."),
-    # [integrity] background sampled verification (appliance/verify.py Sampler; `pacs-appliance verify` checks all)
+    # [integrity] background sampled verification (appliance/services/verify.py Sampler;
+    # `pacs-appliance verify` checks all)
     Setting("integrity", "sample_size", 200,
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
     Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),
-    # [index] the SQLite index
+    # [index] the index: an encrypted SQLite file in the data directory, or a PostgreSQL server
+    Setting("index", "url", "",
+            "PostgreSQL database for the index, as postgresql://user:password@host:port/dbname; empty = the "
+            "embedded encrypted SQLite file (<data dir>/index.db). A server on another machine must be reached "
+            "with TLS (?sslmode=verify-full&sslrootcert=...) unless allow_insecure is set."),
+    Setting("index", "allow_insecure", False,
+            "Allow an index server on another machine without TLS (only on a trusted network)."),
     Setting("index", "cache_mb", 64,
             "SQLite page cache per connection, in MiB; all connections together are held to about twice this "
             "(a process-wide soft limit: each thread that reads the index has its own connection)."),
     Setting("index", "case_sensitive_names", False,
             "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
+    Setting("index", "auto_rebuild", False,
+            "When the index is missing or damaged at start while the archive holds objects: rebuild it from the "
+            "archive and its latest snapshot on its own (off: refuse to start and say what to run)."),
+    Setting("index", "snapshot_hours", 6.0,
+            "Hours between sealed index snapshots kept in the archive (users, peers, worklist, audit, settings: "
+            "what a rebuild cannot read from the images). One is also taken at every start."),
+    Setting("index", "snapshot_keep", 3, "Index snapshot generations kept in the archive."),
     # [dicomweb] the DICOMweb API under /dicomweb
     Setting("dicomweb", "cors_origins", [],
             "Origins (e.g. \"http://viewer.clinic.lan:3000\") allowed to call DICOMweb from a browser page on "
@@ -201,7 +215,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inbox", "zip_member_max_mb", 4096,
             "Largest file accepted inside a ZIP, unpacked (MiB): guards against ZIP bombs."),
     Setting("inbox", "workers", 2, "Files imported at once from the inbox (and by `pacs-appliance import`)."),
-    # [forward] auto-forwarding to registered peers (appliance/forward.py)
+    # [forward] auto-forwarding to registered peers (appliance/services/forward.py)
     Setting("forward", "rules", [],
             "Forward every stored instance that matches a rule to a registered peer: \"READPACS\" (everything), "
             "\"READPACS modality=CT,MR\", \"READPACS calling=US1\" or both conditions; one string per rule."),
@@ -209,7 +223,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forward", "retry_max_seconds", 3600, "The longest wait between attempts to a peer that is down."),
     Setting("forward", "max_attempts", 0,
             "Attempts before a job is marked failed (retry it with `pacs-appliance forward retry`); 0 = never give up."),
-    # [worklist] the modality worklist (appliance/worklist.py)
+    # [worklist] the modality worklist (appliance/records/worklist.py)
     Setting("worklist", "expire_days", 2,
             "Worklist entries scheduled more than this many days ago are removed (checked hourly)."),
     # [update] signed A/B updates of the appliance image (appliance/update/; image-build/README.md)

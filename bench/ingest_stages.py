@@ -28,8 +28,8 @@ from common import PYTHON, make_corpus  # noqa: E402
 
 from appliance import config as config_mod  # noqa: E402
 from appliance.app import build  # noqa: E402
-from appliance.dicomfile import parse  # noqa: E402
 from appliance.ingest import Origin  # noqa: E402
+from appliance.ingest.dicomfile import parse  # noqa: E402
 
 STEPS = ("free space", "parse", "duplicate check", "archive put", "index write + commit", "total")
 

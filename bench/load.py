@@ -100,7 +100,7 @@ HOOK = textwrap.dedent('''
         return out
 
     def _caches():
-        from appliance.render_cache import LRUCache
+        from appliance.convert.render_cache import LRUCache
         return [{"used": c.size, "max": c.max_size, "entries": len(c._items)}
                 for c in gc.get_objects() if isinstance(c, LRUCache)]
 

@@ -6,24 +6,24 @@ from pathlib import Path
 
 from helpers import free_port, init_data_dir, run_cli
 
-PACKAGE = Path(__file__).resolve().parent.parent / "appliance"
+PACKAGE = Path(__file__).resolve().parent.parent / "appliance" / "cli"
 
 
 def cli_imports(path: Path) -> set[str]:
-    """The appliance.cli* modules ``path`` imports, at the top or inside functions."""
+    """The appliance.cli modules ``path`` imports, at the top or inside functions."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and (node.module or "").startswith("cli"):
-            found.add(node.module)
-        elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
-            found |= {a.name for a in node.names if a.name.startswith("cli")}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("appliance.cli"):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("appliance.cli."):
+            found.add(node.module.split(".")[2])
     return found
 
 
 def test_the_cli_modules_import_each_other_without_a_loop():
-    graph = {p.stem: cli_imports(p) for p in PACKAGE.glob("cli*.py")}
+    graph = {p.stem: cli_imports(p) for p in PACKAGE.glob("*.py")}
     assert len(graph) > 5, graph
 
     def visit(module: str, path: tuple[str, ...]) -> None:

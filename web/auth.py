@@ -8,7 +8,7 @@ CONTRACT (other blueprints rely on these names):
   <api token>``; answers 401 with WWW-Authenticate otherwise, 403 for a wrong role.
   When an Authorization header is sent it alone decides (no fallback to the cookie).
 - ``current_user()``: the logged-in ``User`` row (``.username``, ``.role``) or None.
-Roles: "admin", "clinician", "technologist" (appliance.accounts.ROLES). No roles
+Roles: "admin", "clinician", "technologist" (appliance.records.accounts.ROLES). No roles
 given means any logged-in user.
 
 CSRF: every POST/PUT/PATCH/DELETE must carry the session's token as the form field
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, session,
                    url_for)
 
-from appliance import accounts
+from appliance.records import accounts
 
 from .current import appliance
 

@@ -1,7 +1,7 @@
 """A staging folder: sealed objects received from elsewhere (an offsite copy), checked, waiting to be adopted.
 
 One implementation of "download, verify every tag" for both ways back from the
-offsite copy (backup/restore.py and recycle.py): the bytes are written and
+offsite copy (backup/restore.py and services/recycle.py): the bytes are written and
 fsynced, then every GCM tag is checked against the object id, and only a whole,
 authentic object is ever handed to ``Archive.adopt`` (a rename into place).
 """

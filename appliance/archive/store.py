@@ -48,6 +48,7 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,13 @@ from ..errors import IntegrityError, NotFound
 from . import envelope
 from .fsutil import fsync_dir, private_dir
 from .keys import Keyring
+from .snapshots import SnapshotShelf
 from .staging import FileStaging
 
 log = logging.getLogger(__name__)
 OBJECT_ID = envelope.OBJECT_ID
 ORPHANS_DIR = "orphans"
+SNAPSHOTS_DIR = "snapshots"  # sealed index snapshots (snapshots.py)
 STAGING_DIRS = ("tmp", "restoring")
 FANOUT_BATCH = 256  # objects written into one fan-out directory before a new random one is picked
 RESERVED_DIR = "reserved"
@@ -92,6 +95,7 @@ class Archive:
         self._reserve_lock = threading.Lock()
         self._refill_lock = threading.Lock()
         self._refilling = False
+        self.snapshots = SnapshotShelf(self._root / SNAPSHOTS_DIR, keyring, chunk_size)
 
     # -- set-up ------------------------------------------------------------
     def create_dirs(self) -> None:
@@ -429,6 +433,26 @@ class Archive:
                                           and stat.S_IMODE(e.stat().st_mode) != RESERVED_MODE)
                     else:
                         yield from sorted(e.name for e in entries if OBJECT_ID.match(e.name))
+
+    def written_at(self, object_id: str) -> float:
+        """When the object was written (its file's mtime, seconds since the epoch): objects are never
+        modified, so this orders them by arrival (a rebuild replays them in that order)."""
+        return self._path(object_id).stat().st_mtime
+
+    def clock(self) -> float:
+        """The mtime a file written now gets (the kernel's coarse file clock, which can lag time.time() by a
+        tick): a marker written and removed in tmp/, which is on the objects' file system."""
+        fd, path = tempfile.mkstemp(prefix=".clock-", dir=self._tmp_dir)
+        try:
+            os.write(fd, b"\0")
+            return os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+            os.unlink(path)
+
+    def has_objects(self) -> bool:
+        """True if at least one object is stored (cheap: stops at the first)."""
+        return next(iter(self.list_ids()), None) is not None
 
     def quarantine(self):
         """The encrypted quarantine of failed imports beside the objects (quarantine.py)."""

@@ -1,7 +1,7 @@
 """Archive objects back from the offsite copy: download, check every tag, adopt.
 
 The one implementation behind both ways back: a disaster restore (restore.py)
-and bringing a recycled study back (recycle.py). Each object is received into a
+and bringing a recycled study back (services/recycle.py). Each object is received into a
 staging folder of the archive (written, fsynced, every GCM tag checked against
 its object id: archive/staging.py), then adopted under its own id, so the box
 holds byte for byte what the target holds. ``adopt=False`` leaves the checked

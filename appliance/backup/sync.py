@@ -83,7 +83,7 @@ class Sync:
         self.cancel = cancel or threading.Event()  # set when the appliance stops: finish in-flight uploads, stop
         self.throttle = Throttle(options.max_bytes_per_s)
         self._count_lock = threading.Lock()
-        self._recycled: dict[str, int] = {}  # offsite-only objects of recycled studies (appliance/recycle.py)
+        self._recycled: dict[str, int] = {}  # offsite-only objects of recycled studies (appliance/services/recycle.py)
 
     # -- the run -----------------------------------------------------------
     def run(self, result: SyncResult) -> SyncResult:

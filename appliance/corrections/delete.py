@@ -20,10 +20,10 @@ import io
 import logging
 import uuid
 
-from ..dicomfile import parse
 from ..errors import NotFound
-from ..index.corrections import CorrectionConflict, series_objects, study_objects
 from ..index import utcnow
+from ..index.corrections import CorrectionConflict, series_objects, study_objects
+from ..ingest.dicomfile import parse
 from ..index.recycle_bin import (BinEntry, batch_objects, bin_objects, due, list_bin, mark_purged,
                                  take_batch)
 from ..index.records import record

@@ -144,11 +144,10 @@ class Corrections:
             raise NotFound("nothing to correct: the study or series has no images (was it deleted?)")
         now = datetime.datetime.now(datetime.timezone.utc)
 
-        def corrected():
-            for o in objects:
-                yield rewrite(self.archive.read(o.object_id), changes, reason, now), o
+        def corrected(o: CurrentObject) -> bytes:
+            return rewrite(self.archive.read(o.object_id), changes, reason, now)
 
-        results = self.ingestor.store_corrected(corrected(), Origin("correction", actor))
+        results = self.ingestor.store_corrected(objects, corrected, Origin("correction", actor))
         return len(results)
 
     @staticmethod
@@ -216,7 +215,7 @@ class Corrections:
     def apply_worklist(self, study_uid: str, item, actor: str, reason: str, address: str = "") -> CorrectionResult:
         """A study that arrived without a worklist entry (an ultrasound machine with no worklist, a typed
         patient): the scheduled step's patient, accession, procedure and referring physician are written
-        in as a correction. ``item`` is a worklist entry (appliance/worklist.py). The study keeps its UIDs."""
+        in as a correction. ``item`` is a worklist entry (appliance/records/worklist.py). The study keeps its UIDs."""
         values = {"PatientName": item.patient_name, "PatientID": item.patient_id,
                   "PatientBirthDate": item.birth_date, "PatientSex": item.sex, "AccessionNumber": item.accession,
                   "StudyDescription": item.requested_procedure_description or item.step_description,

@@ -33,7 +33,7 @@ from ..index import Index, utcnow
 from ..index.commitments import Request
 from ..index.studies import StoredInstance, StudiesRepo
 from ..lifecycle import PeriodicTask
-from ..peers import PeerRegistry
+from ..records.peers import PeerRegistry
 from .registry import DimseService, Handler
 from .status import (
     CLASS_INSTANCE_CONFLICT,

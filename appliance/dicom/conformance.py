@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydicom.uid import UID
 
-from .. import transcode
+from ..convert import transcode
 from . import status as status_mod
 from .node import NodeSettings
 from .policy import REJECT_CALLED_AE, REJECT_CALLING_AE

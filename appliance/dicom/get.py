@@ -26,10 +26,10 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from ..convert.transcode import FALLBACKS
 from ..index import Index
-from ..peers import PeerRegistry
-from ..transcode import FALLBACKS
-from .move import BadIdentifier, _text, caller_may_retrieve, match_instances
+from ..records.peers import PeerRegistry
+from .move import BadIdentifier, caller_may_retrieve, match_instances, unique_key
 from .registry import DimseService, Handler
 from .scu import ObjectSender
 from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
@@ -81,7 +81,7 @@ def handle_get(event, index: Index, peers: PeerRegistry, sender: ObjectSender, a
     sender.install(event.assoc)
     log.info("C-GET from %s: %d instance(s)", calling, len(outgoing))
     audit.record("dicom.get", f"dicom:{calling}", address=event.assoc.requestor.address,
-                 study_uid=_text(event.identifier.get("StudyInstanceUID")), detail=f"{len(outgoing)} instance(s)")
+                 study_uid=unique_key(event.identifier.get("StudyInstanceUID")), detail=f"{len(outgoing)} instance(s)")
     yield len(outgoing)
     for out in outgoing:
         if event.is_cancelled:

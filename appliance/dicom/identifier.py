@@ -25,6 +25,7 @@ import struct
 from typing import Any, Iterable
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.multival import MultiValue
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 UTF8_CHARSET = b"ISO_IR 192"
@@ -38,6 +39,17 @@ LONG_LENGTH_VRS = frozenset({"UC", "UR", "UT"})  # explicit VR: 2 reserved bytes
 
 _US = struct.Struct("<H").pack
 _UL = struct.Struct("<I").pack
+
+
+def key_text(value: Any) -> str:
+    """A request identifier's key value as the index's query engine takes it (C-FIND, C-MOVE/C-GET,
+    worklist): None is "", a real multi-value is joined with backslashes. Only lists, tuples and
+    MultiValues are joined: a PersonName is iterable too, over its characters."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value)
 
 
 class Unencodable(ValueError):

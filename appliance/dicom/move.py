@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.sop_class import (
@@ -34,7 +33,8 @@ from pynetdicom.sop_class import (
 
 from ..index import Index
 from ..index.query import QueryError
-from ..peers import PeerError, PeerRegistry
+from ..records.peers import PeerError, PeerRegistry
+from .identifier import key_text
 from .registry import DimseService, Handler
 from .scu import ObjectSender, Outgoing, storage_contexts
 from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
@@ -54,12 +54,9 @@ class BadIdentifier(ValueError):
     pass
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, MultiValue)):  # not PersonName: it iterates over its characters
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+def unique_key(value) -> str:
+    """A C-MOVE/C-GET identifier's key as text, stripped."""
+    return key_text(value).strip()  # a blank unique key is no key (the query engine would match everything)
 
 
 def match_instances(index: Index, identifier: Dataset, model: str) -> list[Outgoing]:
@@ -69,7 +66,7 @@ def match_instances(index: Index, identifier: Dataset, model: str) -> list[Outgo
         raise BadIdentifier(f"QueryRetrieveLevel {level or '(missing)'} not valid for this model")
     criteria = {}
     for keyword in LEVEL_KEYS[level]:
-        value = _text(identifier.get(keyword))
+        value = unique_key(identifier.get(keyword))
         if value:
             criteria[keyword] = value
     if LEVEL_KEYS[level][-1] not in criteria:
@@ -134,10 +131,11 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
         yield 1
         yield error, None
         return
-    study_uids = sorted({_text(event.identifier.get("StudyInstanceUID"))} - {""})
+    study_uids = sorted({unique_key(event.identifier.get("StudyInstanceUID"))} - {""})
     log.info("C-MOVE from %s: %d instance(s) to %s", calling, len(outgoing), destination)
     audit.record("dicom.move", f"dicom:{calling}", address=event.assoc.requestor.address,
-                 patient_id=_text(event.identifier.get("PatientID")), study_uid=",".join(study_uids), detail=f"{len(outgoing)} instance(s) to {destination}")
+                 patient_id=unique_key(event.identifier.get("PatientID")), study_uid=",".join(study_uids),
+                 detail=f"{len(outgoing)} instance(s) to {destination}")
     yield len(outgoing)
     for out in outgoing:
         if event.is_cancelled:

@@ -8,7 +8,7 @@ Retrieval is checked in move.py/get.py.
 """
 from __future__ import annotations
 
-from ..peers import PeerRegistry
+from ..records.peers import PeerRegistry
 from .status import NOT_AUTHORIZED, status
 
 

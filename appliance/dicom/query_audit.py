@@ -3,7 +3,7 @@
 A modality polling the worklist makes one entry per poll, not one per request. The
 entry names the levels queried and the patient IDs asked for (exact ones, at most
 ten). C-MOVE, C-GET, storage commitment and MPPS are audited by their own handlers,
-stores by the audit log's per-study aggregation (audit.py).
+stores by the audit log's per-study aggregation (appliance/records/audit.py).
 
 This watches notification events, so it sees every C-FIND whichever service
 answers it, and never changes an answer.
@@ -21,7 +21,7 @@ MAX_PATIENTS = 10
 
 class QueryAudit:
     def __init__(self, audit):
-        self.audit = audit  # appliance.audit.AuditLog: record(action, actor, ...)
+        self.audit = audit  # appliance.records.audit.AuditLog: record(action, actor, ...)
         self._queries: dict[int, dict] = {}  # id(association) -> C-FIND count, levels, patient IDs
         self._lock = threading.Lock()
 

@@ -31,8 +31,8 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from ..archive import Archive
+from ..convert.transcode import FALLBACKS, TranscodeError, choose, to_syntax
 from ..errors import ApplianceError
-from ..transcode import FALLBACKS, TranscodeError, choose, to_syntax
 from .sockets import tune_accepted_socket
 from .tls import diagnose
 

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import pydicom
 
-from ..transcode import TranscodeError, choose, to_syntax
+from ..convert.transcode import TranscodeError, choose, to_syntax
 from .scu import SendError, accepted_syntaxes, associate, storage_contexts
 
 log = logging.getLogger(__name__)

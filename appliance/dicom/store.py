@@ -13,7 +13,7 @@ from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_
 
 from ..errors import ApplianceError
 from ..ingest import Ingestor, Origin
-from ..peers import PeerRegistry
+from ..records.peers import PeerRegistry
 from .registry import DimseService, Handler
 from .status import NOT_AUTHORIZED, PROCESSING_FAILURE, SUCCESS, status
 

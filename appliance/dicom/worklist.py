@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pynetdicom import evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ..index.query import QueryError
-from ..peers import PeerRegistry
-from ..worklist import ATTRS, STEP_ATTRS, Worklist
+from ..records.peers import PeerRegistry
+from ..records.worklist import ATTRS, STEP_ATTRS, Worklist
+from .identifier import key_text
 from .permissions import query_refusal
 from .registry import DimseService, Handler
 from .status import CANCELLED, PENDING, UNABLE_TO_PROCESS, status
@@ -39,25 +39,16 @@ VALUES = {
 }
 
 
-def _value(elem) -> str:
-    value = elem.value
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, MultiValue)):  # not PersonName: it iterates over its characters
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
 def criteria_from(identifier: Dataset) -> dict[str, str]:
     criteria = {}
     for elem in identifier:
         if elem.keyword in ATTRS and elem.VR != "SQ":
-            criteria[elem.keyword] = _value(elem)
+            criteria[elem.keyword] = key_text(elem.value)
     steps = identifier.get("ScheduledProcedureStepSequence")
     if steps:
         for elem in steps[0]:
             if elem.keyword in STEP_ATTRS and elem.VR != "SQ":
-                criteria[elem.keyword] = _value(elem)
+                criteria[elem.keyword] = key_text(elem.value)
     return criteria
 
 

@@ -1,4 +1,4 @@
-"""Users, web sessions and API tokens (the rules about them are in appliance/accounts.py and web/sessions.py)."""
+"""Users, web sessions and API tokens (the rules about them are in appliance/records/accounts.py and web/sessions.py)."""
 from __future__ import annotations
 
 import datetime

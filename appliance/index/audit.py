@@ -1,4 +1,4 @@
-"""The append-only audit log's rows (appliance/audit.py computes the hash chain and decides what is logged)."""
+"""The append-only audit log's rows (appliance/records/audit.py computes the hash chain and decides what is logged)."""
 from __future__ import annotations
 
 import datetime

@@ -1,4 +1,4 @@
-"""The durable forwarding queue: one job per instance per destination (appliance/forward.py runs it).
+"""The durable forwarding queue: one job per instance per destination (appliance/services/forward.py runs it).
 
 A job's ``state`` is pending -> sent, or pending -> failed after the last retry,
 or dropped when its instance is no longer stored; a sent job is never sent again.

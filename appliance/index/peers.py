@@ -1,4 +1,4 @@
-"""Known DICOM peers (application entities) and what each may do (rules in appliance/peers.py)."""
+"""Known DICOM peers (application entities) and what each may do (rules in appliance/records/peers.py)."""
 from __future__ import annotations
 
 import datetime

@@ -1,4 +1,4 @@
-"""Storage recycling's reads and writes (appliance/recycle.py; tables in models/recycle.py).
+"""Storage recycling's reads and writes (appliance/services/recycle.py; tables in models/recycle.py).
 
 Methods that say "inside a writer transaction" are called from a function the
 recycler gives to the writer, so a study's rows go (or come back) together with

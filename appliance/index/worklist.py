@@ -1,6 +1,6 @@
 """The modality worklist and the performed procedure steps (MPPS) that update it.
 
-The rules (which fields, their normalisation, statuses) are in appliance/worklist.py
+The rules (which fields, their normalisation, statuses) are in appliance/records/worklist.py
 and appliance/dicom/mpps.py; here are the rows and the DICOM matching over them,
 with the shared query engine's rules (query.condition).
 """

@@ -88,7 +88,7 @@ def test_pending_modules_still_exist():
     ("from playhouse.migrations import Runner", "appliance.x"),
     ("from appliance.index.models import Instance", "web.viewer.views"),
     ("from appliance.index import models", "web.viewer.views"),
-    ("from .index.models.web import ApiToken", "appliance.accounts"),
+    ("from ..index.models.web import ApiToken", "appliance.records.accounts"),
     ("from ..index.models import utcnow", "appliance.dicom.mpps"),
     ("from ..index import models", "appliance.dicom.mpps"),
     ("Instance._meta.database", "appliance.ingest"),

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = [ROOT / "appliance" / name for name in ("recycle.py", "verify.py", "reconcile.py")] + sorted(
-    (ROOT / "appliance" / "backup").rglob("*.py"))
+MODULES = [ROOT / "appliance" / name for name in ("services/recycle.py", "services/verify.py", "index/reconcile.py")]
+MODULES += sorted((ROOT / "appliance" / "backup").rglob("*.py"))
 FORBIDDEN_IMPORTS = ("peewee", "playhouse", "sqlcipher3", "sqlite3")
 SQL = re.compile(r"\bSELECT\b.*\bFROM\b|\bINSERT INTO\b|\bDELETE FROM\b|\bUPDATE\s+\w+\s+SET\b|\bPRAGMA\b", re.S)
 

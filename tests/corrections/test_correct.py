@@ -20,9 +20,9 @@ AUTH = ("admin", ADMIN_PASSWORD)
 
 def _audit(data_dir, action):
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
+    from appliance.records.audit import AuditLog
 
     cfg = load(data_dir, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)

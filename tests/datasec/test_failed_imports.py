@@ -44,9 +44,9 @@ def _files_holding(root: Path, needle: bytes) -> list[str]:
 
 def _audit(data_dir: Path, action: str) -> list[tuple[str, str]]:
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
+    from appliance.records.audit import AuditLog
 
     cfg = load(data_dir, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
@@ -125,9 +125,9 @@ def test_plaintext_left_in_failed_by_an_older_version_is_sealed_at_start(data_di
 
 
 def test_admin_page_lists_downloads_with_audit_retries_and_deletes(data_dir, tmp_path):
-    from appliance import accounts
     from appliance.app import build
     from appliance.config import load
+    from appliance.records import accounts
     from web import create_app
 
     app = build(load(data_dir, env={"PACS_STORAGE_RESERVE_MB": "1"}), with_web=False)

@@ -24,9 +24,9 @@ from helpers import ADMIN_PASSWORD, Server, dcmtk, run_cli
 
 def _audit(data_dir, action):
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
+    from appliance.records.audit import AuditLog
 
     cfg = load(data_dir, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)

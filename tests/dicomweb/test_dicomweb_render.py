@@ -1,4 +1,5 @@
-"""Server-side rendering (appliance/render.py) of every photometric interpretation and syntax we ship samples of."""
+"""Server-side rendering (appliance/convert/render.py) of every photometric interpretation and syntax we
+ship samples of."""
 from __future__ import annotations
 
 import io
@@ -11,8 +12,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
 import synth
-from appliance.render import RenderBusy, Renderer, RenderError, RenderParams, render_dataset
-from appliance.render_cache import LRUCache
+from appliance.convert.render import RenderBusy, Renderer, RenderError, RenderParams, render_dataset
+from appliance.convert.render_cache import LRUCache
 
 PNG = RenderParams(media_type="image/png")
 

@@ -100,7 +100,7 @@ def test_frame_the_box_cannot_decode_goes_as_stored(http, dw_url):
     DICOMwebClient(url=dw_url, session=http).store_instances([ds])
     url = (f"{dw_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
            f"{ds.SOPInstanceUID}/frames/1")
-    # Decoding it on the box fails (a 5xx naming the stored data as the cause, appliance.render.UndecodableImage)
+    # Decoding it on the box fails (a 5xx naming the stored data as the cause, appliance.convert.render.UndecodableImage)
     assert http.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'}).status_code >= 500
     r = http.get(url, headers={"Accept": OHIF_ACCEPT})
     assert r.status_code == 200

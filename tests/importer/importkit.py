@@ -33,9 +33,9 @@ def index_counts(data_dir: Path) -> dict:
 def audit_details(data_dir: Path, action: str) -> list[tuple[str, str]]:
     """(actor, detail) of the audit entries with ``action``, oldest first."""
     from appliance.archive import KeyStore
-    from appliance.audit import AuditLog
     from appliance.config import load
     from appliance.index import Index
+    from appliance.records.audit import AuditLog
 
     cfg = load(data_dir, env={})
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)

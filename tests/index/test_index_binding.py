@@ -57,9 +57,9 @@ def test_repositories_never_use_a_globally_bound_database(core):
 
     from peewee import SqliteDatabase
 
-    from appliance import accounts
-    from appliance.audit import AuditLog
     from appliance.index.models import all_models
+    from appliance.records import accounts
+    from appliance.records.audit import AuditLog
 
     index = core.index
     empty = SqliteDatabase(":memory:")

@@ -12,7 +12,7 @@ import pytest
 
 import synth
 from appliance.errors import DiskFull
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 from core_parts import make_core
 from helpers import tmpfs
 

@@ -13,9 +13,9 @@ import pydicom
 import pytest
 from pydicom.multival import MultiValue
 
-from appliance.dicomfile import _FIELDS, parse
 from appliance.errors import InvalidObject
 from appliance.index.query import QueryError, normalize_time
+from appliance.ingest.dicomfile import _FIELDS, parse
 from synth import bundled_files
 
 

@@ -141,9 +141,9 @@ def test_first_boot_makes_secrets_once_shows_them_on_the_console_only(tmp_path):
     assert sorted((p.name, p.read_bytes()) for p in (layout.data_dir / "keys").iterdir()) == keys
     assert (layout.data_dir / "tls" / "cert.pem").read_bytes() == cert
 
-    from appliance import accounts
     from appliance.archive import KeyStore
     from appliance.index import Index
+    from appliance.records import accounts
 
     index = Index.open(cfg.index_path, KeyStore(cfg.keys_dir).load().index_key)
     try:

@@ -11,7 +11,7 @@ from recyclekit import MiB, make_recycle_box
 
 from appliance.backup import manifest as mf
 from appliance.errors import DiskFull
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 
 SECONDS = float(os.environ.get("PACS_RECYCLE_SOAK_SECONDS", "6"))  # longer by hand: a soak
 

@@ -12,7 +12,7 @@ from recyclekit import MiB, make_recycle_box
 from appliance import config as config_mod
 from appliance.app import build
 from appliance.index.models.recycle import RecycledObject
-from appliance.reconcile import reconcile
+from appliance.index.reconcile import reconcile
 
 # Runs in a child process: recycle one study, and die (SIGKILL-like: no clean-up at all) right after the
 # index transaction committed, before a single archive file was deleted.

@@ -19,8 +19,8 @@ from indexkit import instances
 
 from appliance.app import build
 from appliance.config import load
+from appliance.convert.render_cache import LRUCache
 from appliance.ingest import Origin
-from appliance.render_cache import LRUCache
 
 BUDGET_MB = 1
 

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from helpers import ADMIN_PASSWORD, init_data_dir
 
-from appliance import accounts
 from appliance.app import build
 from appliance.backup.schedule import parse_window
 from appliance.config import load
+from appliance.records import accounts
 from indexkit import rows
 
 SEED = 20261123

@@ -28,7 +28,7 @@ from pynetdicom import AE, StoragePresentationContexts, _config, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove
 from retrieval_support import SCU_AE, StoreSCP, dataset_bytes, free_port, start_box, wait_until
 
-from appliance.transcode import choose
+from appliance.convert.transcode import choose
 
 SOURCE_AE = "MATRIX"  # what stores the objects; forwarding rules pick it by calling AE
 # stored syntax name -> (synth sample, its transfer syntax)

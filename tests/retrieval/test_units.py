@@ -7,19 +7,19 @@ import os
 
 import pytest
 import synth
+from appliance.convert.transcode import TranscodeError, for_peer
 from appliance.dicom.scu import storage_contexts
 from appliance.errors import ConfigError
-from appliance.forward import Rule, parse_rules
 from appliance.index import Index
-from appliance.peers import PeerError, PeerRegistry
-from appliance.transcode import TranscodeError, for_peer
-from appliance.worklist import Worklist, WorklistError
+from appliance.records.peers import PeerError, PeerRegistry
+from appliance.records.worklist import Worklist, WorklistError
+from appliance.services.forward import Rule, parse_rules
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless
 
 
 @pytest.fixture
-def index(tmp_path):
-    idx = Index.open(tmp_path / "index.db", os.urandom(32))
+def index(tmp_path, index_url):
+    idx = Index.open(tmp_path / "index.db", os.urandom(32), url=index_url)
     yield idx
     idx.close()
 

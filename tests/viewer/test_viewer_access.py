@@ -7,10 +7,10 @@ import pytest
 import synth
 from helpers import init_data_dir
 
-from appliance import accounts
 from appliance.app import build
 from appliance.config import load
 from appliance.ingest import Origin
+from appliance.records import accounts
 from web.viewer.search import StudySearch
 
 PASSWORD = "a-long-enough-password"

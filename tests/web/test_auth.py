@@ -6,7 +6,7 @@ from web_support import USER_PASSWORD, csrf_from, login, make_user
 from helpers import ADMIN_PASSWORD
 from indexkit import rows
 
-from appliance import accounts
+from appliance.records import accounts
 
 
 def test_anonymous_page_redirects_to_login(client):

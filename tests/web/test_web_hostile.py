@@ -16,7 +16,7 @@ from web_support import USER_PASSWORD, login, make_user
 import synth
 from helpers import ADMIN_PASSWORD
 
-from appliance import accounts
+from appliance.records import accounts
 
 DCM = 'multipart/related; type="application/dicom"'
 

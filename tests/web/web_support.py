@@ -1,7 +1,7 @@
 """Helpers for the web tests (a uniquely named module: several test folders have a conftest.py)."""
 import re
 
-from appliance import accounts
+from appliance.records import accounts
 from helpers import ADMIN_PASSWORD
 
 USER_PASSWORD = "a-long-enough-password"

@@ -53,7 +53,7 @@ class Dashboard:
     web_sessions: int = 0
     warnings: list[str] = field(default_factory=list)
     integrity: dict | None = None  # the last background verification: checked, damaged, missing, finished_at
-    recycle: dict | None = None  # appliance.recycle.Recycler.status(): on/off, last run, totals, warning
+    recycle: dict | None = None  # appliance.services.recycle.Recycler.status(): on/off, last run, totals, warning
 
 
 def integrity_status(appliance) -> dict | None:

@@ -1,4 +1,4 @@
-"""Admin page: replacements (appliance/versions.py, the policy in appliance/ingest.py).
+"""Admin page: replacements (appliance/ingest/versions.py, the policy in appliance/ingest/__init__.py).
 
 Objects held for an admin (another patient under a stored SOP Instance UID) to accept or discard,
 replaced versions to restore, and the recent replacements and refusals from the audit log.

@@ -6,10 +6,10 @@ import datetime
 from flask import (Response, abort, current_app, flash, redirect, render_template, request, stream_with_context,
                    url_for)
 
-from appliance import accounts
-from appliance.index import utcnow
 from appliance.errors import ApplianceError
-from appliance.worklist import LIMITS as WORKLIST_LIMITS
+from appliance.index import utcnow
+from appliance.records import accounts
+from appliance.records.worklist import LIMITS as WORKLIST_LIMITS
 
 from ..auth import VIEW_ROLES, audit, current_user, login_required
 from ..current import appliance

@@ -14,10 +14,10 @@ import pydicom
 from flask import current_app
 from pydicom.dataset import Dataset
 
+from appliance.convert.render import Renderer
+from appliance.convert.render_cache import LRUCache
 from appliance.errors import NotFound
 from appliance.index.studies import InstanceLocation
-from appliance.render import Renderer
-from appliance.render_cache import LRUCache
 
 from .errors import BadRequest
 

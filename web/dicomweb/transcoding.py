@@ -1,6 +1,6 @@
-"""Transfer syntaxes on the way out of DICOMweb, on top of the shared ``appliance.transcode``.
+"""Transfer syntaxes on the way out of DICOMweb, on top of the shared ``appliance.convert.transcode``.
 
-``appliance.transcode`` (shared with C-GET/C-MOVE) decides what is lossless-safe:
+``appliance.convert.transcode`` (shared with C-GET/C-MOVE) decides what is lossless-safe:
 decompressing (or byte-swapping) to an uncompressed little endian syntax, never
 compressing. This module adds what WADO-RS needs besides: Part 10 bytes in the
 target syntax, the media type of a compressed frame, single frames as stored or decoded.
@@ -17,8 +17,8 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from appliance.convert.render import UndecodableImage
 from appliance.errors import ApplianceError
-from appliance.render import UndecodableImage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def to_syntax(data: bytes, src: str, dst: str) -> bytes:
         return data
     if not can_transcode(src, dst):
         raise CannotTranscode(f"cannot convert from {UID(src).name} to {UID(dst).name} without loss")
-    from appliance import transcode  # the shared module (C-GET/C-MOVE use it too)
+    from appliance.convert import transcode  # the shared module (C-GET/C-MOVE use it too)
 
     try:
         ds = transcode.for_peer(data, src, [dst])

@@ -15,8 +15,8 @@ from flask import Response, request
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from . import transcoding
+from appliance.convert.render import RenderParams, number_of_frames
 from appliance.errors import NotFound
-from appliance.render import RenderParams, number_of_frames
 
 from . import dicomjson, multipart
 from .accept import matches, parse_accept, parse_media_type

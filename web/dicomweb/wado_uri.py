@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Response, request
 
 from . import transcoding
-from appliance.render import RenderParams
+from appliance.convert.render import RenderParams
 
 from .blueprint import audit, bp, read_access, require_export
 from .context import ctx

@@ -167,7 +167,7 @@ def metrics():
 
 
 def _recycle_metrics(out: list, recycler) -> None:
-    """Storage recycling (appliance/recycle.py): counters from the index, so they survive restarts."""
+    """Storage recycling (appliance/services/recycle.py): counters from the index, so they survive restarts."""
     status = recycler.status()
     _line(out, "pacs_recycle_enabled", "gauge", "1 when studies confirmed offsite may be deleted to free space.",
           [({}, int(status["enabled"]))])

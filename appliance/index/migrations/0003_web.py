@@ -2,7 +2,7 @@
 
 A frozen copy of the schema as it was at this step (see models/web.py). The two
 triggers make the audit table append-only for anything going through SQL; the
-hash chain (appliance/audit.py) catches edits made around them.
+hash chain (appliance/records/audit.py) catches edits made around them.
 """
 
 STATEMENTS = [

@@ -125,7 +125,7 @@ class ReplacedObject(BaseModel):
 class User(BaseModel):
     username = CharField(unique=True)
     password_hash = CharField()
-    role = CharField()  # see appliance.accounts.ROLES
+    role = CharField()  # see appliance.records.accounts.ROLES
     disabled = BooleanField(default=False)
     created_at = DateTimeField(default=utcnow)
 

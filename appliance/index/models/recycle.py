@@ -1,4 +1,4 @@
-"""Index models for storage recycling (appliance/recycle.py).
+"""Index models for storage recycling (appliance/services/recycle.py).
 
 A recycled study's index rows are gone (C-FIND and the study list no longer
 show it), but the box remembers it here: which objects it had, how big they

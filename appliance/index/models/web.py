@@ -1,7 +1,7 @@
 """Index models for the web area: the audit log, API tokens and web sessions.
 
 - ``AuditEntry``: append-only; each row carries the SHA-256 of its own content
-  chained to the previous row's hash (see appliance/audit.py), so an edited,
+  chained to the previous row's hash (see appliance/records/audit.py), so an edited,
   inserted or deleted row breaks the chain from that point on.
 - ``ApiToken``: per-user tokens for ``Authorization: Bearer``; only the SHA-256 of
   the token is stored (a token is 256 random bits, so a fast hash is enough).
