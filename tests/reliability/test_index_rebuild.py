@@ -70,7 +70,8 @@ class Box:
         out = {}
         for level in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
             rows = self.index.search(level, {})
-            out[level] = sorted(repr(sorted((k, v) for k, v in r.items() if k not in ("id", "created_at",
+            # row ids follow the replay order, which within one tick of the file clock is by object id
+            out[level] = sorted(repr(sorted((k, v) for k, v in r.items() if k not in ("id", "_id", "created_at",
                                                                                       "updated_at", "received_at")))
                                 for r in rows)
         # What C-GET/C-MOVE/WADO send: each instance's (and replaced version's) archive object and its digest.
