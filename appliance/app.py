@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from . import sdnotify
 from .archive import Archive, KeyStore
 from .config import Config
+from .errors import ApplianceError
 from .events import Events
 from .index import Index
 from .ingest import Ingestor
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
     from .backup import BackupService
     from .dicom.node import DicomNode
     from .importer.failed import FailedImports
-    from .index.reconcile import ReconcileReport
+    from .index.reconcile import ReconcileReport, Reconciler
     from .ingest.versions import Versions
     from .records.peers import PeerRegistry
     from .records.worklist import Worklist
@@ -41,6 +42,20 @@ if TYPE_CHECKING:  # imported where they are built: a CLI command loads only the
 
 __all__ = ["Appliance", "Parts", "PeriodicTask", "allowed_callers_from", "build", "serve"]
 log = logging.getLogger(__name__)
+QUICK_CHECK_AT_START_BYTES = 16 << 20  # a bigger index file is quick-checked after the node listens
+
+
+def _check_index_file(path, key: bytes) -> None:
+    """SQLite's quick check of the index file; raises IndexNeedsRebuild (exit 7) when it finds damage."""
+    from .index import health
+    from .index.rebuild import IndexNeedsRebuild
+
+    problems = health.check(path, key)
+    if problems:
+        raise IndexNeedsRebuild(
+            "; ".join(problems) + f". Stop the service and run `pacs-appliance index rebuild --data {path.parent}` "
+            "(it rebuilds the index from the archive and its latest index snapshot)")
+    log.info("start-up: the index file passed SQLite's quick check")
 
 
 @dataclass
@@ -67,25 +82,50 @@ class Appliance:
     verifier: Sampler | None = None  # background sampled verification; None when [integrity] sample_size = 0
     web: WebServer | None = None  # None when built with_web=False (tests, benchmarks)
     services: list[Service] = field(default_factory=list)  # started in order after the node and web
-    reconciliation: ReconcileReport | None = None  # the start-up index/archive check, set by start
+    reconciliation: ReconcileReport | None = None  # the start-up index/archive check (a big box: once it finished)
+    failure: BaseException | None = None  # set by a background part that must stop the appliance (serve raises it)
+    reconciler: Reconciler | None = None  # set by start
+    deferred_index_check: Callable[[], None] | None = None  # run in a thread by start (Parts.index)
 
     def start(self) -> None:
         removed = self.archive.clean_tmp()
         if removed:
             log.info("start-up: %d unfinished write(s) cleaned", removed)
         self.index.start()
-        from .index.reconcile import reconcile  # index vs archive, before anything new arrives
+        from .index.reconcile import Reconciler  # index vs archive: before the node on a small box, beside it on a big one
+        from .index.unfinished_batches import LOCK_NAME, none_in_flight
 
         self.recycler.finish_interrupted()  # deletions of recycled studies cut short by a crash are not orphans
-        self.reconciliation = reconcile(self.archive, self.index)
+        self.reconciler = Reconciler(self.archive, self.index, on_failure=self.fail,
+                                     on_done=lambda report: setattr(self, "reconciliation", report))
+        with none_in_flight(self.config.data_dir / LOCK_NAME) as idle:  # a CLI correction may be running
+            self.reconciliation = self.reconciler.run_now(idle)
         self.node.start()
         if self.web is not None:
             self.web.start()
+        self.reconciler.start()
+        if self.deferred_index_check is not None:
+            threading.Thread(target=self._check_later, name="index quick check", daemon=True).start()
         for service in self.services:
             log.info("starting %s", service.name)
             service.start()
 
+    def _check_later(self) -> None:
+        try:
+            self.deferred_index_check()
+        except ApplianceError as exc:
+            log.critical("%s", exc)
+            self.fail(exc)
+        except Exception:  # noqa: BLE001 - reported; the next start checks again
+            log.exception("the index file's quick check could not run")
+
+    def fail(self, exc: BaseException) -> None:
+        """A background part found the appliance must not go on (``serve`` stops it and raises ``exc``)."""
+        self.failure = exc
+
     def stop(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
         for service in reversed(self.services):
             try:
                 service.stop()
@@ -118,8 +158,10 @@ class Parts:
     Nothing here starts a thread or opens a port. ``close`` closes the index if it was opened.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, starting: bool = False):
         self.config = config
+        self.starting = starting  # serve: check the index's pages, and rebuild it if so configured
+        self.deferred_index_check: Callable[[], None] | None = None  # a big index's quick check, after start
 
     @cached_property
     def keys(self) -> KeyStore:
@@ -138,8 +180,27 @@ class Parts:
     @cached_property
     def index(self) -> Index:
         s = self.config.index
+        if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
+            return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
+                              case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
+        from .index.rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
+
+        # SQLite's quick check reads every page (~1 s per 100 MB idle, far more on a busy box): on a big index
+        # it runs after the node listens (``deferred_index_check``), so start-up stays seconds at any size.
+        path = self.config.index_path
+        check_now = self.starting and not (path.exists() and path.stat().st_size > QUICK_CHECK_AT_START_BYTES)
+        if self.starting and not check_now:
+            self.deferred_index_check = lambda: _check_index_file(path, self.keyring.index_key)
+        ensure_index(path, self.archive, self.keyring, self.config.archive_dir,
+                     quick_check=check_now, auto_rebuild=self.starting and s.auto_rebuild,
+                     snapshot_keep=s.snapshot_keep)
+        from .services.snapshots import take
+
+        def snapshot_first(db) -> None:  # a migration is the riskiest write an index sees
+            take(db, self.keyring.index_key, self.archive, self.config.data_dir, s.snapshot_keep)
+
         return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
-                          case_sensitive_names=s.case_sensitive_names)
+                          case_sensitive_names=s.case_sensitive_names, before_migrations=snapshot_first)
 
     @cached_property
     def events(self) -> Events:
@@ -154,8 +215,11 @@ class Parts:
         """The one ingest path, with what hangs on it wherever it runs (serve, import): the audit
         log's per-study store entries and the forwarding jobs, queued in the instance's transaction."""
         s = self.config.storage
+        from .index.unfinished_batches import LOCK_NAME
+
         ingestor = Ingestor(self.archive, self.index, self.events, reserve_bytes=s.reserve_mb * (1 << 20),
-                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change)
+                            on_conflict=s.on_conflict, on_patient_change=s.on_patient_change,
+                            batch_lock=self.config.data_dir / LOCK_NAME)
         _ = self.audit  # subscribes to instance_stored
         from .ingest import audit_replacements
 
@@ -207,12 +271,20 @@ class Parts:
         return BackupService(self.config.backup, self.config.data_dir, self.keys, self.archive, self.index,
                              self.audit)
 
+    def _snapshot_now(self) -> None:
+        """A sealed index snapshot now (the embedded index only: PostgreSQL's is its server's)."""
+        if self.config.index.url:
+            return
+        from .services.snapshots import take
+
+        take(self.index.db, self.keyring.index_key, self.archive, self.config.data_dir, self.config.index.snapshot_keep)
+
     @cached_property
     def recycler(self) -> Recycler:
         from .services.recycle import Recycler, RecycleSettings
 
         recycler = Recycler(RecycleSettings.from_config(self.config), self.archive, self.index, self.backup,
-                            self.audit, self.config.data_dir / "recycle.lock")
+                            self.audit, self.config.data_dir / "recycle.lock", after_run=self._snapshot_now)
         if recycler.settings.enabled:
             self.events.subscribe("instance_stored", recycler.on_instance_stored)
         return recycler
@@ -300,8 +372,12 @@ class Parts:
             services.append(Named("background verification", self.verifier))
         services.append(PeriodicTask("pruning", self.prune, 3600))
         from .corrections import recycle_bin_of
+        from .services.snapshots import IndexSnapshots
 
         services.append(PeriodicTask("recycle bin", recycle_bin_of(self).purge, 3600))
+        if not self.config.index.url:  # local snapshots are of the embedded index (PostgreSQL: its server's)
+            services.append(IndexSnapshots(self.index, self.keyring.index_key, self.archive, self.config.data_dir,
+                                           self.config.index.snapshot_keep, self.config.index.snapshot_hours))
         return services
 
     def prune(self) -> None:
@@ -318,14 +394,15 @@ class Parts:
 
 
 def build(config: Config, with_web: bool = True) -> Appliance:
-    parts = Parts(config)
+    parts = Parts(config, starting=True)
     _ = parts.dicom_tls_context  # DICOM TLS settings are checked before anything is opened
     try:
         app = Appliance(config=config, keys=parts.keys, archive=parts.archive, index=parts.index,
                         events=parts.events, audit=parts.audit, ingestor=parts.ingestor, peers=parts.peers,
                         worklist=parts.worklist, forwarder=parts.forwarder, backup=parts.backup,
                         recycler=parts.recycler, node=parts.node, failed_imports=parts.failed_imports,
-                        versions=parts.versions, verifier=parts.verifier, services=parts.services)
+                        versions=parts.versions, verifier=parts.verifier, services=parts.services,
+                        deferred_index_check=parts.deferred_index_check)
     except BaseException:
         parts.close()  # e.g. a bad [forward] rule: do not leave the index open behind the error
         raise
@@ -334,6 +411,27 @@ def build(config: Config, with_web: bool = True) -> Appliance:
 
         app.web = WebServer(app, config.http.host, config.http.port)
     return app
+
+
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """At most ``arenas`` glibc malloc arenas for the threads started from now on (as MALLOC_ARENA_MAX does).
+
+    glibc gives busy threads arenas of their own, up to 8 per core, and memory freed in one is not
+    reused by another: with a DIMSE association's two threads, the web's worker threads and the
+    background services, the resident size of a big box drifted ~40 MB above what it holds
+    (bench/README.md, "The appliance at scale"). False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
@@ -347,15 +445,18 @@ def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    limit_malloc_arenas()
     app.start()
     sdnotify.notify("READY=1")
     log.info("appliance ready")
     interval = sdnotify.watchdog_interval()
     try:
-        while not stop_event.wait(interval or 1.0):
+        while not stop_event.wait(min(interval or 1.0, 1.0)) and app.failure is None:
             if interval:
                 sdnotify.notify("WATCHDOG=1")
     finally:
         sdnotify.notify("STOPPING=1")
         app.stop()
         log.info("appliance stopped")
+    if app.failure is not None:
+        raise app.failure  # e.g. TooManyOrphans from the background reconciliation: exit 7

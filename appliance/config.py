@@ -138,12 +138,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("integrity", "sample_size", 200,
             "Objects decrypted and checked against their tags and digests in each background pass; 0 = off."),
     Setting("integrity", "interval_hours", 24.0, "Hours between background verification passes."),
-    # [index] the SQLite index
+    # [index] the index: an encrypted SQLite file in the data directory, or a PostgreSQL server
+    Setting("index", "url", "",
+            "PostgreSQL database for the index, as postgresql://user:password@host:port/dbname; empty = the "
+            "embedded encrypted SQLite file (<data dir>/index.db). A server on another machine must be reached "
+            "with TLS (?sslmode=verify-full&sslrootcert=...) unless allow_insecure is set."),
+    Setting("index", "allow_insecure", False,
+            "Allow an index server on another machine without TLS (only on a trusted network)."),
     Setting("index", "cache_mb", 64,
             "SQLite page cache per connection, in MiB; all connections together are held to about twice this "
             "(a process-wide soft limit: each thread that reads the index has its own connection)."),
     Setting("index", "case_sensitive_names", False,
             "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
+    Setting("index", "auto_rebuild", False,
+            "When the index is missing or damaged at start while the archive holds objects: rebuild it from the "
+            "archive and its latest snapshot on its own (off: refuse to start and say what to run)."),
+    Setting("index", "snapshot_hours", 6.0,
+            "Hours between sealed index snapshots kept in the archive (users, peers, worklist, audit, settings: "
+            "what a rebuild cannot read from the images). One is also taken at every start."),
+    Setting("index", "snapshot_keep", 3, "Index snapshot generations kept in the archive."),
     # [dicomweb] the DICOMweb API under /dicomweb
     Setting("dicomweb", "cors_origins", [],
             "Origins (e.g. \"http://viewer.clinic.lan:3000\") allowed to call DICOMweb from a browser page on "

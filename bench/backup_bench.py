@@ -159,7 +159,7 @@ def incremental(args, work: Path) -> list[tuple[str, str]]:
     keyring = app.archive.keyring
     kid = keyring.current_archive_key
     for i in range(1, counts["instances"] + 1):
-        oid = hashlib.md5(str(i).encode()).hexdigest()
+        oid = synthindex.object_id(i)
         path = app.archive._path(oid)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:

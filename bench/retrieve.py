@@ -13,6 +13,8 @@ Nagle's algorithm): with Nagle on, Orthanc's retrieval stalls on delayed ACKs (a
 instance), which is not the comparison a user makes.
 
     .venv/bin/python bench/retrieve.py --runs 7
+    .venv/bin/python bench/retrieve.py --runs 5 --baseline-root ../base   # adds "appliance-base", run from
+                                                    # another checkout (a git worktree of main), interleaved
 """
 from __future__ import annotations
 
@@ -71,10 +73,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--kind", default="mixed", help="mixed (CT, MR and US series in one study) or CT")
+    parser.add_argument("--baseline-root", type=Path,
+                        help="also retrieve from an appliance run from this checkout (before/after in one run)")
+    parser.add_argument("--skip-orthanc", action="store_true", help="appliance(s) only (quick A/B runs)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="pacs-bench-retrieve-"))
-    box = orthanc = None
+    box = base = orthanc = None
     try:
         files = write_retrieval_study(tmp / "study", args.instances, args.kind)
         study_uid = __import__("pydicom").dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
@@ -83,8 +88,15 @@ def main() -> None:
         subprocess.run(CLI + ["modality", "add", "--data", str(data_dir), SCU, "127.0.0.1", str(scu_port)],
                        check=True, capture_output=True)
         box = Server(data_dir).start()
-        orthanc, orthanc_port, _ = start_orthanc(tmp / "orthanc", scu_port)
-        peers = {"appliance": ("PACSBOX", box.dicom_port), "orthanc": ("ORTHANC", orthanc_port)}
+        peers = {"appliance": ("PACSBOX", box.dicom_port)}
+        if args.baseline_root:
+            base_dir = tmp / "data-base"
+            shutil.copytree(data_dir, base_dir, symlinks=True)  # the same keys and peers, its own index
+            base = Server(base_dir, env={"PYTHONPATH": str(args.baseline_root.resolve())}).start()
+            peers["appliance-base"] = ("PACSBOX", base.dicom_port)
+        if not args.skip_orthanc:
+            orthanc, orthanc_port, _ = start_orthanc(tmp / "orthanc", scu_port)
+            peers["orthanc"] = ("ORTHANC", orthanc_port)
         for ae, port in peers.values():
             run("storescu", "-aet", SCU, "-aec", ae, "127.0.0.1", port, "+sd", "+r", tmp / "study")
         out = tmp / "out"
@@ -100,17 +112,19 @@ def main() -> None:
                     "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port, cwd=out))
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{args.instances}-instance {args.kind} study ({size_mb:.1f} MB), {args.runs} runs, median (min-max) seconds, dcmtk process wall time")
-        print(f"| operation | appliance | Orthanc {orthanc_version()} |")
-        print("|---|---|---|")
+        print("| operation | " + " | ".join(f"Orthanc {orthanc_version()}" if n == "orthanc" else n for n in peers)
+              + " |")
+        print("|---|" + "---|" * len(peers))
         for op in ("C-MOVE", "C-GET"):
             cells = []
-            for name in ("appliance", "orthanc"):
+            for name in peers:
                 t = times[(op, name)]
                 cells.append(f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})")
-            print(f"| {op} | {cells[0]} | {cells[1]} |")
+            print(f"| {op} | " + " | ".join(cells) + " |")
     finally:
-        if box is not None:
-            box.kill()
+        for server in (box, base):
+            if server is not None:
+                server.kill()
         if orthanc is not None:
             orthanc.terminate()
             orthanc.wait(20)

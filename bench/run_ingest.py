@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument("--receivers", default="appliance,bare,orthanc")
     p.add_argument("--scenarios", default="1,4,nagle")
     p.add_argument("--nagle-files", type=int, default=200)
+    p.add_argument("--limit", type=int, help="send only the first N files of the corpus (quick comparisons)")
     p.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench-corpus")
     p.add_argument("--workdir", type=Path, help="keep receiver data here (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -74,6 +75,8 @@ def main() -> None:
         raise SystemExit("receiver appliance-base needs --baseline-root DIR")
 
     files = make_corpus(args.corpus)
+    if args.limit:
+        files = files[: args.limit]
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     scenarios = args.scenarios.split(",")
     tmp = tempfile.TemporaryDirectory(prefix="pacs-bench-")

@@ -35,6 +35,17 @@ def study_date(s: int) -> str:
     return (FIRST_DAY + datetime.timedelta(days=(s * 7919) % DAYS)).strftime("%Y%m%d")
 
 
+def object_id(instance_id: int) -> str:
+    """The archive's id shape: 256 consecutive objects share a 4-digit fan-out prefix (store.FANOUT_BATCH)."""
+    prefix = hashlib.md5(f"fanout{instance_id // 256}".encode()).hexdigest()[:4]
+    return prefix + hashlib.md5(str(instance_id).encode()).hexdigest()[4:]
+
+
+def object_plaintext(instance_id: int) -> bytes:
+    """The bytes whose SHA-256 the row records (bench/scale_build.py seals them as the object)."""
+    return str(instance_id).encode()
+
+
 def _insert(db, model, rows: list[dict]) -> None:
     for i in range(0, len(rows), CHUNK):
         model.insert_many(rows[i:i + CHUNK]).execute(db)
@@ -79,8 +90,8 @@ def build(db, studies: int = 10_000, series: int = 2, per_series: int = 5) -> di
                         in_rows.append(dict(id=instance_id, series=series_id, sop_uid=f"{study_uid}.{k + 1}.{i + 1}",
                                             sop_class_uid=sop_class, instance_number=i + 1,
                                             transfer_syntax="1.2.840.10008.1.2.1", rows=512, columns=512,
-                                            object_id=hashlib.md5(str(instance_id).encode()).hexdigest(),
-                                            size=526_000, sha256=hashlib.sha256(str(instance_id).encode()).hexdigest(),
+                                            object_id=object_id(instance_id),
+                                            size=526_000, sha256=hashlib.sha256(object_plaintext(instance_id)).hexdigest(),
                                             source="bench", received_at=now))
             _insert(db, Study, st_rows)
             _insert(db, Series, se_rows)

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pg_cluster
+
 ADMIN_PASSWORD = "correct-horse-battery"
 CLI = [sys.executable, "-m", "appliance"]
 
@@ -79,8 +81,11 @@ def port_open(port: int) -> bool:
 def init_data_dir(path: Path, password: str = ADMIN_PASSWORD) -> Path:
     pw = path.parent / f"{path.name}.pw"
     pw.write_text(password)
+    # On PostgreSQL (tests/pg_cluster.py) init writes the data directory's own index URL into its config.
+    url = pg_cluster.fresh_url_if_active()
+    env = dict(os.environ, PACS_INDEX_URL=url) if url else None
     subprocess.run(CLI + ["init", "--data", str(path), "--admin-password-file", str(pw)], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     return path
 
 

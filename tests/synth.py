@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 from pathlib import Path
 
 import pydicom
@@ -98,3 +99,29 @@ def write_study(directory: Path, n_series: int = 2, per_series: int = 3, kind: s
             ds.save_as(path, enforce_file_format=True)
             paths.append(path)
     return paths
+
+
+def tiny_sr(patient: int, study_uid: str, series_uid: str, number: int, sop_uid: str | None = None,
+            text: str = "") -> bytes:
+    """A small (~1 KB), valid non-image object (a Basic Text SR without content) with a synthetic identity:
+    fast to make by the thousand (tests/reliability/test_index_rebuild.py, bench/rebuild_bench.py)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    meta.MediaStorageSOPInstanceUID = sop_uid = sop_uid or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.11", sop_uid
+    ds.PatientName, ds.PatientID = f"REBUILD^P{patient}", f"RB{patient:05d}"
+    ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "101500", f"A{patient}", "1"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 1, number
+    ds.ContentDate, ds.ContentTime = "20260101", "101500"
+    ds.StudyDescription = text or "rebuild test"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()

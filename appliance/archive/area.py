@@ -101,6 +101,18 @@ class StorageArea(Protocol):
     def quarantine(self):
         """The sealed quarantine of failed imports (archive/quarantine.py: put, items, delete ...)."""
 
+    def written_at(self, object_id: str) -> float:
+        """When the object was written (seconds since the epoch): the order of arrival."""
+
+    def clock(self) -> float:
+        """What ``written_at`` would say of an object written now (the storage's own clock): an object
+        written later never reads as earlier than this."""
+
+    def has_objects(self) -> bool:
+        """True if at least one object is stored."""
+
+    # snapshots: a SnapshotShelf of sealed index copies (snapshots.py), kept beside the objects
+
     # -- the disk -------------------------------------------------------------
     def disk_free_bytes(self) -> int:
         ...

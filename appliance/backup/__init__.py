@@ -22,7 +22,9 @@ Everything under the target's root (folder, SFTP directory, or S3 prefix)::
                                    format 1); <id> is its random 32-hex-digit object id, bound into
                                    every GCM tag, so an object cannot be renamed or swapped
     snapshots/<n>                  an index snapshot: the SQLCipher database file (itself encrypted with
-                                   the index key) sealed again as an envelope-format-1 blob
+                                   the index key) sealed again as an envelope-format-1 blob; a PostgreSQL
+                                   index is first copied row by row into such a file (index/transfer.py),
+                                   so the format is the same for both backends
     manifests/<time>-<n>           a manifest, sealed as an envelope-format-1 blob
     .tmp-<16 hex>                  (in any directory) an upload in progress or abandoned; never read
 

@@ -3,7 +3,9 @@
 1. ``keyring.sealed`` is opened with the recovery key: the archive and index keys;
 2. the newest manifest that opens names the snapshot and the objects;
 3. the snapshot is decrypted (every tag checked) into ``index.db``; the keys,
-   config, archive and inbox folders are created as ``init`` would;
+   config, archive and inbox folders are created as ``init`` would; with ``index_url`` the
+   snapshot is copied into that empty PostgreSQL database instead (index/transfer.py: the
+   snapshot is a SQLCipher file whichever backend the old box used) and the new config names it;
 4. each object is downloaded into a staging folder of the archive, every tag
    checked, then adopted (renamed into place): byte for byte what the old box
    had on its disk (fetch.py, shared with bringing back a recycled study);
@@ -32,7 +34,7 @@ from ..archive import Archive, KeyStore, StorageArea
 from ..archive.fsutil import fsync_dir, write_file_atomic
 from ..archive.keys import unseal_keyring
 from ..errors import DataDirError, IntegrityError
-from ..index import Index
+from ..index import Index, check_url as check_index_url
 from ..records.audit import AuditLog
 from . import manifest as mf
 from .fetch import MISSING, fetch
@@ -63,10 +65,13 @@ def _check_empty(data_dir: Path) -> None:
 
 def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[str] = (),
             patients: Iterable[str] = (), parallel: int = 4,
-            progress: Callable[[str], None] | None = None) -> RestoreReport:
+            progress: Callable[[str], None] | None = None, index_url: str = "",
+            allow_insecure: bool = False) -> RestoreReport:
     progress = progress or (lambda _m: None)
     data_dir = Path(data_dir)
     _check_empty(data_dir)
+    if index_url:
+        check_index_url(index_url, allow_insecure)  # before anything is made
     started = time.monotonic()
     report = RestoreReport()
 
@@ -101,10 +106,13 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
             os.fsync(dst.fileno())
     except FileNotFoundError:
         raise IntegrityError(f"the index snapshot {man.snapshot} is missing from {target.url}") from None
-    os.replace(part, cfg.index_path)
+    if index_url:
+        _into_postgres(part, keyring.index_key, index_url, allow_insecure, data_dir, progress)
+    else:
+        os.replace(part, cfg.index_path)
     fsync_dir(data_dir)
 
-    index = Index.open(cfg.index_path, keyring.index_key)
+    index = Index.open(cfg.index_path, keyring.index_key, url=index_url, allow_insecure=allow_insecure)
     try:
         # Recycled studies (appliance/services/recycle.py) stay offsite-only, as on the old box; their rows come along,
         # so `pacs-appliance storage restore` can still bring each one back.
@@ -124,6 +132,28 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
     finally:
         index.close()
     return report
+
+
+def _into_postgres(snapshot: Path, index_key: bytes, url: str, allow_insecure: bool, data_dir: Path,
+                   progress) -> None:
+    """The decrypted snapshot copied into the empty PostgreSQL database ``url``, which the new config names."""
+    from ..index import open_index
+    from ..index.transfer import copy
+    from ..index_migration import open_empty_target, set_index_url
+
+    src = open_index(snapshot, index_key)  # an older snapshot is brought to this version's schema first
+    try:
+        dst = open_empty_target(url, allow_insecure)
+        try:
+            report = copy(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{snapshot}{suffix}").unlink(missing_ok=True)
+    set_index_url(data_dir, url, allow_insecure)
+    progress(f"index snapshot copied into PostgreSQL: {report.total} rows in {len(report.rows)} tables")
 
 
 def _fetch_objects(target, archive: StorageArea, wanted: dict[str, int], report: RestoreReport, parallel: int,

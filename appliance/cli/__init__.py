@@ -6,6 +6,8 @@ failures print one clear line and exit non-zero; they never print a traceback.
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import click
@@ -15,12 +17,14 @@ from .common import data_option, friendly_errors, load_config, open_appliance, r
 from .corrections import correct
 from .dicom import conformance, forward, modality, worklist
 from .imports import import_
+from .index import index as index_group
 from .integrity import verify
 from .ohif import ohif as ohif_group
 from .storage import storage as storage_group
 from .system import firstboot, tls
 from .update import update as update_group
 from .users import user
+from .index import index as index_group
 
 __all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
 
@@ -68,18 +72,23 @@ def serve(data_dir: Path | None) -> None:
     """
     from ..app import build, serve as run
     from ..datadir import initialize, is_initialized
+    from ..datalock import hold
 
     path = resolve_data_dir(data_dir)
     if not is_initialized(path) and (not path.exists() or not any(path.iterdir())):
         print_init_result(initialize(path))
     cfg = load_config(path)
-    run(build(cfg))
+    held = hold(cfg.data_dir, "serve")  # for the life of the process: no offline index rebuild meanwhile
+    try:
+        run(build(cfg))
+    finally:
+        os.close(held)
 
 
 # Groups named like their module are imported under another name, so that appliance.cli.backup (ohif, storage,
 # update) stays the module, for a test's monkeypatch or mock target.
 for command in (verify, backup_group, keys, import_, modality, worklist, forward, conformance, user, firstboot, tls,
-                storage_group, correct, ohif_group, update_group):
+                storage_group, correct, ohif_group, update_group, index_group):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

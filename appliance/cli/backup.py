@@ -104,9 +104,14 @@ def backup_verify(data_dir, url, sample: int, full: bool) -> None:
               help="known_hosts file pinning the SFTP server's key (created on first use).")
 @click.option("--s3-endpoint-url", default="", help="Endpoint of S3-compatible storage (default AWS).")
 @click.option("--parallel", type=int, default=4, show_default=True, help="Objects downloaded at once.")
+@click.option("--index-url", default="", metavar="URL",
+              help="Restore the index into this empty PostgreSQL database (postgresql://...) instead of the "
+                   "embedded SQLCipher file; the new appliance.toml names it.")
+@click.option("--index-allow-insecure", is_flag=True,
+              help="Allow an index server on another machine without TLS (only on a trusted network).")
 @friendly_errors
 def backup_restore(url, recovery_key_file, data_dir, studies, patients, ssh_key, known_hosts, s3_endpoint_url,
-                   parallel) -> None:
+                   parallel, index_url, index_allow_insecure) -> None:
     """Rebuild a box from the offsite copy and the recovery key into an empty data directory.
 
     S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the usual AWS files.
@@ -121,7 +126,8 @@ def backup_restore(url, recovery_key_file, data_dir, studies, patients, ssh_key,
         target = open_target(url, sftp_key_file=ssh_key, known_hosts=pinned, s3_endpoint_url=s3_endpoint_url)
         try:
             report = restore(target, recovery_key, data_dir, studies=studies, patients=patients,
-                             parallel=parallel, progress=_say)
+                             parallel=parallel, progress=_say, index_url=index_url,
+                             allow_insecure=index_allow_insecure)
         finally:
             target.close()
         if pinned.exists():  # the restored box's own backups keep checking the same host key

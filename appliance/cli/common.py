@@ -59,8 +59,9 @@ def load_config(data_dir: Path | None) -> config_mod.Config:
 
 @contextlib.contextmanager
 def open_appliance(data_dir: Path | None) -> Iterator[Parts]:
-    """The parts of a data directory for one CLI command: its index is open, and every other part
-    (``app.peers``, ``app.backup``, ...) is built when the command first uses it, nothing started.
+    """The parts of a data directory for one CLI command: each part (``app.index``, ``app.peers``,
+    ``app.backup``, ...) is built when the command first uses it, nothing started (``verify`` checks
+    the index file before anything opens it).
 
     Index writes run inline (the writer thread is not started); a running server
     may use the same data directory at the same time (SQLite WAL, busy timeout).
@@ -69,7 +70,6 @@ def open_appliance(data_dir: Path | None) -> Iterator[Parts]:
 
     parts = Parts(load_config(data_dir))
     try:
-        _ = parts.index  # opened (and the models bound) for every command, which all read or write it
         yield parts
     finally:
         parts.close()

@@ -14,10 +14,16 @@ from .common import data_option, friendly_errors, open_appliance
 @click.option("--sample", type=int, default=None, help="Check only this many randomly chosen objects.")
 @friendly_errors
 def verify(data_dir, sample) -> None:
-    """Check every archive object's authentication tags and its index row; exit 4 on any damage."""
-    from ..services.verify import summarize, verify_all
+    """Check the index (SQLite integrity check, rows against the archive), then every archive object's
+    authentication tags and its index row; exit 4 on any damage."""
+    from ..services.verify import check_index, summarize, verify_all
 
     with open_appliance(data_dir) as app:
+        index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)
+        for line in index_report.lines():
+            click.echo(line)
+        if index_report.problems:  # nothing more is read from a damaged index, nor written to it
+            sys.exit(IntegrityError.exit_code)
         with click.progressbar(length=1, label="verifying", file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
                 bar.length = total
@@ -28,4 +34,4 @@ def verify(data_dir, sample) -> None:
                                                          f"missing={len(report.missing)}")
     for line in summarize(report):
         click.echo(line)
-    sys.exit(0 if report.ok else IntegrityError.exit_code)
+    sys.exit(0 if report.ok and index_report.ok else IntegrityError.exit_code)

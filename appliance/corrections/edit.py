@@ -144,11 +144,10 @@ class Corrections:
             raise NotFound("nothing to correct: the study or series has no images (was it deleted?)")
         now = datetime.datetime.now(datetime.timezone.utc)
 
-        def corrected():
-            for o in objects:
-                yield rewrite(self.archive.read(o.object_id), changes, reason, now), o
+        def corrected(o: CurrentObject) -> bytes:
+            return rewrite(self.archive.read(o.object_id), changes, reason, now)
 
-        results = self.ingestor.store_corrected(corrected(), Origin("correction", actor))
+        results = self.ingestor.store_corrected(objects, corrected, Origin("correction", actor))
         return len(results)
 
     @staticmethod

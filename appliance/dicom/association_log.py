@@ -93,6 +93,8 @@ class AssociationLog:
             tally.stored += ok
             tally.failed += not ok
 
+    on_sent.ignores_pending_find = True  # C-STOREs only: C-FIND's PendingSender may skip pynetdicom (pending.py)
+
     def on_released(self, event) -> None:
         tally = self._tally(event.assoc)
         if tally is not None:

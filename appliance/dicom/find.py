@@ -4,13 +4,15 @@ The identifier's keys go to the shared query engine as matching keys; every
 key the peer asked for is returned (empty when the index does not keep it),
 as PS3.4 C.4.1.1.3.1 requires.
 
-Pending responses normally leave through ``PendingSender`` with identifiers from
+Records come from the index as the cursor reads them (``Index.iter_search``) and each
+is encoded and sent at once. Pending responses normally leave through ``PendingSender`` with identifiers from
 ``IdentifierEncoder`` (both encode what is fixed for the query once, not per match:
 ~10x less Python per match than a pydicom Dataset through pynetdicom's send path);
 ``response_for`` builds the pydicom Dataset when either cannot take a query or a value.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 
 from pydicom.dataset import Dataset
@@ -87,29 +89,42 @@ def handle_find(event, index: Index, ae_title: str, peers: PeerRegistry | None =
     if level not in allowed:
         yield status(IDENTIFIER_MISMATCH, f"QueryRetrieveLevel {level or '(missing)'} not valid here"), None
         return
+    # Records are read, encoded and sent as the cursor gives them: a result of thousands of studies is
+    # never a list in memory, and the first responses leave while the rest are still being read.
+    records = index.iter_search(level, criteria_from(identifier))
     try:
-        records = index.search(level, criteria_from(identifier))
+        first = next(records, None)
     except QueryError as exc:
         yield status(UNABLE_TO_PROCESS, str(exc)), None
         return
-    log.info("C-FIND %s level from %s: %d match(es)", level, event.assoc.requestor.ae_title.strip(), len(records))
-    sender, encoder = fast_path(event, identifier) if records else (None, None)
-    for record in records:
-        if event.is_cancelled:
-            yield CANCELLED, None
+    sender, encoder = fast_path(event, identifier) if first is not None else (None, None)
+    matches = 0
+    try:
+        for record in itertools.chain((first,) if first is not None else (), records):
+            matches += 1
+            if event.is_cancelled:
+                if sender is not None and not sender.flush():
+                    return
+                yield CANCELLED, None
+                return
+            if sender is not None:
+                record["RetrieveAETitle"] = ae_title
+                try:
+                    data = encoder.encode(record)
+                except Unencodable:
+                    pass  # this one value needs pydicom: the Dataset below goes out in order, through pynetdicom
+                else:
+                    if not sender.send(data):
+                        return  # aborted by the peer: pynetdicom sends nothing more either
+                    continue
+                if not sender.flush():
+                    return
+            yield PENDING, response_for(identifier, record, ae_title)
+        if sender is not None and not sender.flush():
             return
-        if sender is not None:
-            record["RetrieveAETitle"] = ae_title
-            try:
-                data = encoder.encode(record)
-            except Unencodable:
-                pass  # this one value needs pydicom: the Dataset below goes out in order, through pynetdicom
-            else:
-                if not event.assoc.is_established:
-                    return  # aborted by the peer: pynetdicom sends nothing more either
-                sender.send(data)
-                continue
-        yield PENDING, response_for(identifier, record, ae_title)
+    finally:
+        records.close()
+        log.info("C-FIND %s level from %s: %d match(es)", level, event.assoc.requestor.ae_title.strip(), matches)
 
 
 def fast_path(event, identifier: Dataset) -> tuple[PendingSender | None, IdentifierEncoder | None]:

@@ -9,6 +9,14 @@ sub-operation with the reason in the log).
 
 An unknown destination, or a peer not allowed to receive moves, gets 0xA801.
 A caller registered without the retrieve permission gets 0xC001.
+
+A requestor that is its own move destination (dcmtk's movescu, many viewers) may look
+at its listening socket only now and then: movescu checks it without waiting, then
+waits up to a second for data on the C-MOVE association. A sub-association that
+connects in that second waited for it unanswered (~1 s of a 100-instance C-MOVE that
+otherwise takes ~0.5 s). So once the sub-association's TCP connection is made, a
+first Pending C-MOVE-RSP (all sub-operations remaining) goes to the requestor: it
+wakes up, and then finds the connection (``PendingWake``).
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import logging
 
 from pydicom.dataset import Dataset
 from pynetdicom import build_context, evt
+from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelMove,
@@ -110,9 +119,12 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
     # With nothing to send, a Verification context still lets pynetdicom open the (unused) association.
     contexts = (storage_contexts((o.SOPClassUID, o.transfer_syntax) for o in outgoing) if outgoing
                 else [build_context(Verification)])
+    handlers = sender.handlers()
+    if outgoing and error is None:
+        handlers.append((evt.EVT_CONN_OPEN, PendingWake(event, len(outgoing))))
     yield peer.host, peer.port, {
         "contexts": contexts,
-        "evt_handlers": sender.handlers(),
+        "evt_handlers": handlers,
         "tls_args": tls_args,
     }
     if error is not None:
@@ -130,3 +142,33 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
             yield CANCELLED, None
             return
         yield PENDING, out
+
+
+class PendingWake:
+    """EVT_CONN_OPEN of a C-MOVE's sub-association: one Pending C-MOVE-RSP to the requestor, with every
+    sub-operation remaining and none done (PS3.4 C.4.2.1.6 allows Pending responses at any time during
+    the sub-operations), so a requestor waiting on the C-MOVE association looks for the new connection."""
+
+    def __init__(self, move_event, remaining: int):
+        self.assoc = move_event.assoc
+        self.request = move_event.request
+        self.context_id = move_event.context.context_id
+        self.remaining = remaining
+        self.sent = False
+
+    def __call__(self, _event) -> None:
+        if self.sent or not self.assoc.is_established:
+            return
+        self.sent = True
+        rsp = C_MOVE()
+        rsp.MessageIDBeingRespondedTo = self.request.MessageID
+        rsp.AffectedSOPClassUID = self.request.AffectedSOPClassUID
+        rsp.Status = PENDING
+        rsp.NumberOfRemainingSuboperations = self.remaining
+        rsp.NumberOfCompletedSuboperations = 0
+        rsp.NumberOfFailedSuboperations = 0
+        rsp.NumberOfWarningSuboperations = 0
+        try:  # the C-MOVE's own thread is waiting for the sub-association: nothing else sends here now
+            self.assoc.dimse.send_msg(rsp, self.context_id)
+        except Exception:  # noqa: BLE001 - only a wake-up: the move goes on without it
+            log.debug("could not send the first Pending C-MOVE response", exc_info=True)

@@ -44,6 +44,7 @@ POLL_INTERVAL = 0.005  # the longest either thread now waits without re-checking
 ASSOCIATE_LIMIT = 1 << 20  # an A-ASSOCIATE-RQ: 128 contexts x 45 transfer syntaxes is ~160 KiB
 PREALLOCATE = 1 << 20  # a longer PDU's buffer grows as its bytes arrive instead of at once
 PROGRESS_BYTES = 1 << 20  # received bytes that count as progress for the idle timer (with whole messages)
+DIRECT_SEND_TIMEOUT = 60.0  # send_direct's wait for a peer that reads nothing, when no network_timeout is set
 ABORT_NOT_SPECIFIED, ABORT_INVALID_PARAMETER = 0x00, 0x06  # A-ABORT reasons (source 2), PS3.8 9.3.8
 
 
@@ -67,6 +68,7 @@ class TunedAssociationSocket(AssociationSocket):
     _pdu_deadline: float | None = None  # by when that body must be complete
     _pdu_limit: int | None = 0  # 0: not looked up yet (see _limit)
     received = 0  # bytes read from the peer so far (the idle timer's measure of progress)
+    send_lock: threading.Lock | None = None  # set by tune_accepted_socket: ``send`` and ``send_direct`` share it
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` (pynetdicom calls this twice per PDU: its 6-byte header, then its body).
@@ -188,10 +190,54 @@ class TunedAssociationSocket(AssociationSocket):
             pass
 
     def send(self, bytestream: bytes) -> None:
-        super().send(bytestream)
+        lock = self.send_lock
+        if lock is None:
+            super().send(bytestream)
+        else:
+            with lock:  # never interleaved with a ``send_direct`` from the association thread
+                super().send(bytestream)
         # Sending flips Linux back to delayed ACKs ("interactive" mode): re-arm so the
         # peer's next request is ACKed by the kernel on arrival, before we even read it.
         _quickack(self.socket)
+
+    def send_direct(self, data: bytes) -> bool:
+        """Write whole PDUs from the association thread, bypassing the DUL's queue and state machine
+        (pending.py: many C-FIND responses in one write). Only on a plain TCP socket (an SSL object
+        must not be written by one thread while another reads it) and only with ``send_lock``, which
+        ``send`` takes too, so PDUs never interleave. False if the connection is gone (the DUL is told,
+        as pynetdicom's own ``send`` does)."""
+        lock, sock = self.send_lock, self.socket
+        if lock is None or sock is None or isinstance(sock, ssl.SSLSocket):
+            return False
+        timeout = getattr(self.assoc, "network_timeout", None) or DIRECT_SEND_TIMEOUT
+        with lock:
+            if not self._send_all(sock, memoryview(data), timeout):
+                self.event_queue.put("Evt17")  # gone, or not reading: the DUL closes the connection
+                return False
+        _quickack(sock)
+        return True
+
+    @staticmethod
+    def _send_all(sock: socket.socket, view: memoryview, timeout: float) -> bool:
+        """Everything, or False on an error or when the peer takes nothing for ``timeout`` seconds (a
+        peer that never reads must not hold the association thread, and this lock, for ever)."""
+        sent = 0
+        deadline = time.monotonic() + timeout
+        try:
+            while sent < len(view):
+                try:
+                    n = sock.send(view[sent:], socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    select.select([], [sock], [], remaining)
+                    continue
+                sent += n
+                deadline = time.monotonic() + timeout  # progress
+        except OSError:
+            return False
+        return True
 
     @property
     def ready(self) -> bool:
@@ -412,8 +458,13 @@ def tune_accepted_socket(event) -> None:
         return
     tune(sock)
     transport.__class__ = TunedAssociationSocket
+    transport.send_lock = threading.Lock()
     messages = _track_progress(assoc, transport)
-    if dul.is_alive() or not isinstance(getattr(dul, "to_provider_queue", None), queue.Queue) \
+    # A requestor's DUL thread already runs: it made the connection and calls this handler itself, so
+    # its queues can be swapped here too (nothing else puts to them while it is busy connecting).
+    on_dul_thread = threading.current_thread() is dul
+    if (dul.is_alive() and not on_dul_thread) or not isinstance(getattr(dul, "to_provider_queue", None),
+                                                                queue.Queue) \
             or not dul.to_provider_queue.empty():
         return  # not the pynetdicom layout we know: keep its polling
     transport._wake_r, transport._wake_w = socket.socketpair()
@@ -422,6 +473,8 @@ def tune_accepted_socket(event) -> None:
     dul.to_provider_queue = transport._send_queue = _WakingQueue(transport)
     dul._run_loop_delay = 0  # the wait now happens in ``ready``
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if not assoc.is_acceptor:
+        return  # a requestor's replies are awaited on its message queue (no polling); its reactor idles
     if messages is not None and type(checkpoint) is threading.Event and checkpoint.is_set():
         assoc._reactor_checkpoint = _MessageWaitCheckpoint(messages)
         assoc._reactor_checkpoint.set()

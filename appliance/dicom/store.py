@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from pynetdicom import AllStoragePresentationContexts, evt
+import struct
+
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, AllStoragePresentationContexts, evt
 
 from ..errors import ApplianceError
 from ..ingest import Ingestor, Origin
@@ -20,11 +22,46 @@ log = logging.getLogger(__name__)
 STORAGE_SOP_CLASSES = tuple(cx.abstract_syntax for cx in AllStoragePresentationContexts)
 
 
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element of group 0002 (value already padded to even length)."""
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", 2, tag, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 2, tag, vr, len(value)) + value
+
+
+def _uid(value) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+_IMPLEMENTATION = (_element(0x0012, b"UI", _uid(PYNETDICOM_IMPLEMENTATION_UID))
+                   + _element(0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
+                              + b" " * (len(PYNETDICOM_IMPLEMENTATION_VERSION) % 2)))
+
+
+def part10_header(sop_class_uid, sop_instance_uid, transfer_syntax) -> bytes:
+    """Preamble, "DICM" and the file meta of a received C-STORE data set: the bytes pynetdicom's
+    ``Event.encoded_dataset`` puts before it, without its pydicom Dataset and writer (~0.2 ms each)."""
+    body = (_element(0x0001, b"OB", b"\0\x01") + _element(0x0002, b"UI", _uid(sop_class_uid))
+            + _element(0x0003, b"UI", _uid(sop_instance_uid)) + _element(0x0010, b"UI", _uid(transfer_syntax))
+            + _IMPLEMENTATION)
+    return b"\0" * 128 + b"DICM" + _element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def received_part10(event) -> bytes:
+    """The received object as a Part 10 file: its data set bytes exactly as they arrived."""
+    request = event.request
+    dataset = request.DataSet.getvalue()
+    header = part10_header(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
+                           event.context.transfer_syntax)
+    return header + dataset
+
+
 def handle_store(event, ingestor: Ingestor):
     calling = event.assoc.requestor.ae_title.strip()
     origin = Origin("dicom", f"{calling}@{event.assoc.requestor.address}")
     try:
-        ingestor.store_bytes(event.encoded_dataset(), origin)
+        ingestor.store_bytes(received_part10(event), origin)
     except ApplianceError as exc:
         log.warning("C-STORE from %s refused (0x%04X): %s", calling, exc.dimse_status, exc)
         return status(exc.dimse_status, str(exc))

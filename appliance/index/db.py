@@ -1,4 +1,6 @@
-"""Opening the index: SQLCipher (encrypted SQLite) in WAL mode, plus migrations.
+"""Opening the index, plus migrations: SQLCipher (encrypted SQLite) in WAL mode by default, or a
+PostgreSQL server when ``[index] url`` names one (postgres.py). The backend is chosen here and
+nowhere else.
 
 The whole database file, its WAL and its temporary files are encrypted with a
 raw 256-bit key from the key store (no passphrase KDF: the key is already
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 from peewee import DatabaseError
 from playhouse.migrations import Runner
@@ -28,6 +31,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 class IndexDatabase(SqlCipherDatabase):
     """SqlCipherDatabase keyed with a raw key instead of a passphrase."""
 
+    write_lock: tuple = ("IMMEDIATE",)  # the writer takes the write lock up front: no upgrade deadlocks
+
     def __init__(self, path: Path, key: bytes, cache_mb: int = 64):
         self._raw_key = key.hex()
         super().__init__(
@@ -39,8 +44,9 @@ class IndexDatabase(SqlCipherDatabase):
                 "busy_timeout": 30000,
                 "cache_size": -1024 * cache_mb,
                 # Process-wide: every thread reads through its own connection (20+ under load), and each
-                # cache would otherwise grow to cache_mb as the index grows (measured: bench/README.md).
-                "soft_heap_limit": 2 * cache_mb << 20,
+                # cache would otherwise grow to cache_mb as the index grows (measured: bench/README.md);
+                # all of them together stay near one cache's worth (a 1M-instance box: bench/README.md).
+                "soft_heap_limit": cache_mb << 20,
                 "temp_store": "memory",
             },
             check_same_thread=False,
@@ -67,9 +73,17 @@ class IndexDatabase(SqlCipherDatabase):
         return conn
 
 
-def probe(db: IndexDatabase) -> None:
-    """Read the schema catalogue: raises when the file cannot be read (or decrypted) now."""
-    db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
+    def probe(self) -> None:
+        """Read the schema catalogue: raises when the file cannot be read (or decrypted) now."""
+        self.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def describe(self) -> str:
+        return str(self.database)
+
+
+def probe(db) -> None:
+    """Raises when the index cannot be read now (either backend)."""
+    db.probe()
 
 
 def _private_files(path: Path) -> None:
@@ -81,13 +95,23 @@ def _private_files(path: Path) -> None:
             make_private(p)
 
 
-def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
-    """Open (creating if needed) the index and bring its schema up to date."""
+def open_index(path: Path, key: bytes, cache_mb: int = 64, url: str = "", allow_insecure: bool = False,
+               before_migrations: Callable[[IndexDatabase], None] | None = None):
+    """Open (creating if needed) the index and bring its schema up to date; ``before_migrations`` is
+    called with the database when an existing SQLite index is about to be migrated (to snapshot it first).
+
+    With ``url`` (``postgresql://user:pass@host:port/db``) the index is that PostgreSQL database
+    (``path``, ``key`` and ``cache_mb`` are then unused: the server encrypts, or not, on its own terms).
+    """
+    if url:
+        from .postgres import PostgresIndexDatabase
+
+        return _migrate(PostgresIndexDatabase(url, allow_insecure), None)
     _private_files(path)
     db = IndexDatabase(path, key, cache_mb)
     try:
         db.connect(reuse_if_open=True)
-        probe(db)
+        db.probe()
     except DatabaseError as exc:
         if "not a database" in str(exc):
             raise KeyStoreError(
@@ -95,6 +119,13 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
                 "(wrong keyring for this data directory, or the file is damaged)"
             ) from None
         raise
+    return _migrate(db, Path(path), before_migrations)
+
+
+def _migrate(db, path: Path | None, before_migrations: Callable | None = None):
+    """Apply pending migrations; ``path``: the SQLite file, copied first (PostgreSQL: None, its server's job)."""
+    db.connect(reuse_if_open=True)
+    db.probe()
     runner = Runner(db, directory=str(MIGRATIONS_DIR))
     status = runner.status()
     pending = [m.name for m in status if m.path is not None and not m.applied]
@@ -102,9 +133,15 @@ def open_index(path: Path, key: bytes, cache_mb: int = 64) -> IndexDatabase:
     if newer:
         log.warning("index schema is newer than this version (migrations %s unknown here): running after an "
                     "update fell back; the copy made before those migrations is %s.pre-<migration>",
-                    ", ".join(newer), path.name)
+                    ", ".join(newer), path.name if path else "the database server's backup")
     if pending and any(m.applied for m in status):
-        snapshot_before_migration(db, Path(path), pending[0])
+        if path is not None:
+            if before_migrations is not None:
+                before_migrations(db)  # a sealed snapshot in the archive, for a rebuild (appliance/services/snapshots.py)
+            snapshot_before_migration(db, path, pending[0])  # a plain copy, for a fallen-back update
+        else:
+            log.warning("index schema: migrating %s to %s; no copy is kept of a PostgreSQL index (back the "
+                        "database up on its server before updating)", db.describe(), pending[-1])
     for name in runner.up():
         log.info("index schema: applied migration %s", name)
     return db

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from peewee import Database, Expression, Field, fn
+from peewee import Database, Field, fn
 
+from .dialect import Wildcard
 from .models import Instance, Patient, Series, Study
 from .names import fold, words
 from .offsite import ONLINE, offsite_studies
@@ -95,6 +96,7 @@ ATTRS: dict[str, Attr] = {
 KEYWORD_BY_TAG = {a.tag: k for k, a in ATTRS.items()}
 MODEL_BY_LEVEL = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
 _TS_DIGITS = re.compile(r"[^0-9.]")
+FETCH_BATCH = 256  # rows per fetch when records are streamed (iter_search)
 
 
 class QueryError(ValueError):
@@ -122,11 +124,6 @@ def normalize_date(value: str) -> str:
     if value and (len(value) != 8 or not value.isdigit()):
         raise QueryError(f"not a DICOM date (YYYYMMDD): {value!r}")
     return value
-
-
-def _glob(value: str) -> str:
-    # DICOM's * and ? are GLOB's; only '[' needs escaping.
-    return value.replace("[", "[[]")
 
 
 def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):
@@ -179,14 +176,14 @@ def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, c
         if fuzzy:
             cond = None
             for word in words(value) or ["*"]:
-                c = Expression(field, "GLOB", "*" + _glob(word.strip("*")) + "*")
+                c = Wildcard(field, "*" + word.strip("*") + "*")
                 cond = c if cond is None else (cond & c)
             return cond
     # A backslash separates values, except in a person name where it cannot occur.
     values = value.split("\\") if kind != PN else [value]
     cond = None
     for v in values:
-        c = Expression(field, "GLOB", _glob(v)) if ("*" in v or "?" in v) else (field == v)
+        c = Wildcard(field, v) if ("*" in v or "?" in v) else (field == v)
         cond = c if cond is None else (cond | c)
     return cond
 
@@ -198,16 +195,18 @@ class _Columns:
     keywords: tuple[str, ...]  # record keys of the ATTRS fields, in the same order
     multi: tuple[str, ...]  # those that hold a MULTI value ("\\CT\\MR\\" -> ["CT", "MR"])
     extras: tuple[str, ...]  # record keys of the remaining fields
+    names: tuple[str, ...]  # keywords + extras: one key per column of the row
 
 
 def _columns(level: str) -> _Columns:
     upto = LEVELS[: LEVELS.index(level) + 1]
     chosen = [(keyword, attr) for keyword, attr in ATTRS.items() if attr.level in upto]
     extras = [MODEL_BY_LEVEL[level].id] + ([Instance.object_id, Instance.size] if level == "IMAGE" else [])
-    return _Columns(fields=tuple(a.field for _, a in chosen) + tuple(extras),
-                    keywords=tuple(k for k, _ in chosen),
-                    multi=tuple(k for k, a in chosen if a.kind == MULTI),
-                    extras=("_id", "_object_id", "_size")[: len(extras)])
+    keywords = tuple(k for k, _ in chosen)
+    extra_names = ("_id", "_object_id", "_size")[: len(extras)]
+    return _Columns(fields=tuple(a.field for _, a in chosen) + tuple(extras), keywords=keywords,
+                    multi=tuple(k for k, a in chosen if a.kind == MULTI), extras=extra_names,
+                    names=keywords + extra_names)
 
 
 COLUMNS = {level: _columns(level) for level in LEVELS}
@@ -219,11 +218,10 @@ def multi_values(stored: str) -> list[str]:
 
 
 def _record(row: tuple, columns: _Columns, level: str) -> dict[str, Any]:
-    record: dict[str, Any] = dict(zip(columns.keywords, row))
+    record: dict[str, Any] = dict(zip(columns.names, row))  # the ATTRS keywords, then the extras
     for keyword in columns.multi:
         record[keyword] = multi_values(record[keyword])
     record["QueryRetrieveLevel"] = level
-    record.update(zip(columns.extras, row[len(columns.keywords):]))
     return record
 
 
@@ -277,7 +275,24 @@ def search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensit
                 record["InstanceAvailability"] = ONLINE
             merged = sorted(live + offsite, key=lambda r: (r["StudyDate"] or "", r["StudyTime"] or ""), reverse=True)
             return merged[offset:] if limit is None else merged[offset:offset + limit]
-    query = build_query(level, criteria, **how)
+    records = list(iter_search(db, level, criteria, **how, limit=limit, offset=offset))
+    if include_offsite and level == "STUDY":
+        for record in records:
+            record["InstanceAvailability"] = ONLINE
+    return records
+
+
+def iter_search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensitive_names: bool = False,
+                fuzzy: bool = False, case_sensitive_ids: bool = True, limit: int | None = None,
+                offset: int = 0, batch: int = FETCH_BATCH) -> Iterator[dict[str, Any]]:
+    """``search``'s records one by one as the cursor gives them (``batch`` rows at a time), for a caller that
+    sends each as it comes (C-FIND): a result of thousands of studies is never all in memory at once.
+
+    The SQL runs (and a bad value raises QueryError) at the first ``next``; the read stays open until the
+    iterator is exhausted or closed, so a caller consumes it promptly."""
+    level = level.upper()
+    query = build_query(level, criteria, case_sensitive_names=case_sensitive_names, fuzzy=fuzzy,
+                        case_sensitive_ids=case_sensitive_ids)
     columns = COLUMNS[level]
     query = query.select(*columns.fields).order_by(*ORDER[level]())
     if limit is not None:
@@ -287,11 +302,15 @@ def search(db: Database, level: str, criteria: Mapping[str, str], *, case_sensit
     # The cursor's raw rows: SQLite's TEXT/INTEGER values are already what the fields' python_value would
     # make of them, and skipping peewee's per-column converters halves the time per row.
     cursor = db.execute(query)
-    records = [_record(row, columns, level) for row in cursor.fetchall()]
-    if include_offsite and level == "STUDY":
-        for record in records:
-            record["InstanceAvailability"] = ONLINE
-    return records
+    try:
+        while True:
+            rows = cursor.fetchmany(batch)
+            if not rows:
+                return
+            for row in rows:
+                yield _record(row, columns, level)
+    finally:
+        cursor.close()
 
 
 def _offsite(db: Database, criteria: Mapping[str, str], how: dict) -> list[dict[str, Any]]:

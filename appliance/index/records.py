@@ -121,7 +121,8 @@ def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
 # record runs for every stored object, on the single writer thread. It is written in
 # plain SQL because building the same statements with peewee cost more than running them (about
 # 60 % of the writer's time when profiled). Column lists follow models/core.py; the schema tests
-# (tests/index) read the rows back through the models, so a drift shows there.
+# (tests/index) read the rows back through the models, so a drift shows there. New rows say their id with
+# RETURNING (SQLite and PostgreSQL alike; psycopg has no lastrowid).
 _FIND_SERIES = (
     'SELECT se."id", st."id", p."id", p."patient_key", st."modalities", st."sop_classes" '
     'FROM "series" se JOIN "study" st ON se."study_id" = st."id" JOIN "patient" p ON st."patient_id" = p."id" '
@@ -133,16 +134,16 @@ _FIND_PATIENT = 'SELECT "id" FROM "patient" WHERE "patient_key" = ?'
 _NEW_PATIENT = (
     'INSERT INTO "patient" ("patient_key", "patient_id", "issuer", "name", "name_upper", "birth_date", "sex", '
     '"num_studies", "num_series", "num_instances", "created_at", "updated_at") '
-    "VALUES (?, ?, ?, '', '', '', '', 0, 0, 0, ?, ?)")
+    "VALUES (?, ?, ?, '', '', '', '', 0, 0, 0, ?, ?) RETURNING \"id\"")
 _NEW_STUDY = (
     'INSERT INTO "study" ("patient_id", "study_uid", "study_date", "study_time", "accession", "study_id", '
     '"description", "referring_physician", "patient_age", "institution", "modalities", "sop_classes", '
     '"num_series", "num_instances", "created_at", "updated_at") '
-    "VALUES (?, ?, '', '', '', '', '', '', '', '', '\\', '\\', 0, 0, ?, ?)")
+    "VALUES (?, ?, '', '', '', '', '', '', '', '', '\\', '\\', 0, 0, ?, ?) RETURNING \"id\"")
 _NEW_SERIES = (
     'INSERT INTO "series" ("study_id", "series_uid", "modality", "series_number", "description", "body_part", '
     '"series_date", "series_time", "station_name", "num_instances", "created_at") '
-    "VALUES (?, ?, '', NULL, '', '', '', '', '', 0, ?)")
+    "VALUES (?, ?, '', NULL, '', '', '', '', '', 0, ?) RETURNING \"id\"")
 # A value the instance does not carry never blanks out one an earlier instance gave.
 _KEEP = "COALESCE(NULLIF(?, ''), \"{0}\")"
 _COUNT_PATIENT = (
@@ -215,9 +216,8 @@ def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha25
     new_study = found is None
     if new_study:
         row = _one(db, _FIND_PATIENT, patient_key)
-        patient_id = row[0] if row else db.execute_sql(
-            _NEW_PATIENT, (patient_key, a.patient_id, a.issuer, now, now)).lastrowid
-        study_id = db.execute_sql(_NEW_STUDY, (patient_id, a.study_uid, now, now)).lastrowid
+        patient_id = row[0] if row else _one(db, _NEW_PATIENT, patient_key, a.patient_id, a.issuer, now, now)[0]
+        study_id = _one(db, _NEW_STUDY, patient_id, a.study_uid, now, now)[0]
         series_id, modalities, sop_classes, own_patient = None, "\\", "\\", True
     else:
         series_id, study_id, patient_id, stored_key, modalities, sop_classes = found
@@ -227,7 +227,7 @@ def record(db: Database, a: InstanceAttributes, object_id: str, size: int, sha25
                         a.sop_uid, a.study_uid)
     new_series = series_id is None
     if new_series:
-        series_id = db.execute_sql(_NEW_SERIES, (study_id, a.series_uid, now)).lastrowid
+        series_id = _one(db, _NEW_SERIES, study_id, a.series_uid, now)[0]
 
     if own_patient:
         db.execute_sql(_NAME_PATIENT, (a.patient_name, fold(a.patient_name), a.birth_date, a.sex, patient_id))

@@ -8,6 +8,10 @@ file and binds it to its offsite name.
 The backup runs in one step (all pages under one read transaction), so the
 copy is one committed state of the index even while ingest keeps writing.
 
+A PostgreSQL index is copied the same way in spirit: read in one consistent transaction and
+written row by row into a new SQLCipher file (transfer.py), so the offsite snapshot has one
+format for both backends and a restore can put it into either.
+
 It lives in the index package because it reads the copy's tables (what a
 complete restore needs); the backup only asks.
 """
@@ -27,6 +31,10 @@ def _connect(path: Path, key: bytes):
 
 def take(index_db, index_key: bytes, dest: Path) -> Path:
     """Copy the live index (a peewee database) into ``dest``, encrypted with the index key."""
+    from .postgres import PostgresIndexDatabase
+
+    if isinstance(index_db, PostgresIndexDatabase):
+        return _take_logical(index_db, index_key, dest)
     dest.unlink(missing_ok=True)
     target = _connect(dest, index_key)
     try:
@@ -39,6 +47,34 @@ def take(index_db, index_key: bytes, dest: Path) -> Path:
         target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
     finally:
         target.close()
+    os.chmod(dest, 0o600)
+    return dest
+
+
+def _take_logical(index_db, index_key: bytes, dest: Path) -> Path:
+    """A PostgreSQL index, copied row by row (transfer.py: one consistent read) into a new SQLCipher
+    file: the snapshot has the same format whichever backend the box uses, so one restore reads both."""
+    from .db import open_index
+    from .transfer import copy
+
+    files = (dest, Path(f"{dest}-wal"), Path(f"{dest}-shm"))
+    for p in files:
+        p.unlink(missing_ok=True)
+    try:
+        snap = open_index(dest, index_key)  # an empty index, its schema made by the same migrations
+        try:
+            copy(index_db, snap)
+        finally:
+            snap.close()
+    except BaseException:
+        for p in files:  # no half copy left in the work folder
+            p.unlink(missing_ok=True)
+        raise
+    conn = _connect(dest, index_key)
+    try:
+        conn.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+    finally:
+        conn.close()
     os.chmod(dest, 0o600)
     return dest
 

@@ -1,9 +1,10 @@
 """The single writer: every change to the index runs here, in a transaction.
 
 Callers submit a function and wait for its result. The writer thread takes
-whatever is queued, runs each function in its own savepoint inside one
-``BEGIN IMMEDIATE`` transaction and commits once (group commit): four
-associations storing at once share one WAL fsync instead of queueing for four.
+whatever is queued, runs each function in its own savepoint inside one write
+transaction (the database's ``write_lock``: ``BEGIN IMMEDIATE`` on SQLite) and
+commits once (group commit): four associations storing at once share one WAL
+fsync instead of queueing for four.
 A function that raises rolls back only its own savepoint, and its caller gets
 the exception; the others commit.
 """
@@ -51,7 +52,7 @@ class Writer:
             # Not serving (CLI commands, tests): run inline in one transaction.
             # The result is handed over only once the commit succeeded (a full disk fails the commit).
             try:
-                with self.db.atomic("IMMEDIATE"):
+                with self.db.atomic(*self.db.write_lock):
                     result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 future.set_exception(exc)
@@ -86,7 +87,7 @@ class Writer:
         if len(work) == 1:  # the usual case with one sender: no savepoint needed (two statements fewer)
             fn, future = work[0]
             try:
-                with self.db.atomic("IMMEDIATE"):
+                with self.db.atomic(*self.db.write_lock):
                     value = fn()
             except Exception as exc:  # noqa: BLE001 - rolled back (or the commit failed): handed to the caller
                 future.set_exception(exc)
@@ -95,7 +96,7 @@ class Writer:
             return
         outcomes: list[tuple[Future, bool, Any]] = []
         try:
-            with self.db.atomic("IMMEDIATE"):
+            with self.db.atomic(*self.db.write_lock):
                 for fn, future in work:
                     try:
                         with self.db.atomic():  # a savepoint

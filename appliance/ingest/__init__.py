@@ -40,10 +40,12 @@ inbox and `import` all come through here, so they behave the same.
 
 Corrections (appliance/corrections/) change the patient on purpose, so they do not
 go through the policy above: ``store_corrected`` takes the corrected objects of a
-whole study or series with an Origin of kind "correction", seals every one first,
-then swaps all their index rows in ONE transaction (the displaced objects become
-replaced versions). A crash before that commit leaves the old study whole and the
-new objects as unindexed orphans; after it, the new study whole. Forwarding hooks
+whole study or series with an Origin of kind "correction", records the batch of
+object ids it will write, seals every one, then swaps all their index rows in ONE
+transaction that also clears the batch (the displaced objects become replaced
+versions). A crash before that commit leaves the old study whole and the new
+objects named by an unfinished batch, which start-up discards (appliance/index/unfinished_batches.py);
+after it, the new study whole. Forwarding hooks
 run for each corrected object in the same transaction, like any stored object.
 """
 from __future__ import annotations
@@ -52,15 +54,19 @@ import errno
 import hashlib
 import io
 import logging
+import secrets
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from pathlib import Path
+from typing import BinaryIO, Callable, Sequence
 
 from ..archive import Archive
 from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from ..events import Events
 from ..index import Index
+from ..index.batches import finish as finish_batch
 from ..index.corrections import CurrentObject, NewObject, swap_instances
 from ..index.records import Outcome, PriorVersion
+from ..index.unfinished_batches import in_flight
 from .dicomfile import parse
 
 log = logging.getLogger(__name__)
@@ -136,7 +142,7 @@ class _Concat(io.RawIOBase):
 
 class Ingestor:
     def __init__(self, archive: Archive, index: Index, events: Events, reserve_bytes: int,
-                 on_conflict: str = "replace", on_patient_change: str = "reject"):
+                 on_conflict: str = "replace", on_patient_change: str = "reject", batch_lock: Path | None = None):
         if on_patient_change not in PATIENT_CHANGE_POLICIES:
             raise ConfigError(f"[storage] on_patient_change must be one of {', '.join(PATIENT_CHANGE_POLICIES)}, "
                               f"not {on_patient_change!r}")
@@ -146,6 +152,7 @@ class Ingestor:
         self.reserve_bytes = reserve_bytes
         self.on_conflict = on_conflict
         self.on_patient_change = on_patient_change
+        self.batch_lock = batch_lock  # held shared while a correction's batch is in flight (batches.py)
         # Functions run inside the transaction that indexes a new object, after its rows are written:
         # fn(attributes, object_id, origin). They may only write index rows (e.g. a forwarding job), so
         # that work is exactly as durable as the instance; if one raises, the store fails.
@@ -206,23 +213,36 @@ class Ingestor:
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
 
-    def store_corrected(self, objects: Iterable[tuple[bytes, CurrentObject]], origin: Origin) -> list[StoreResult]:
-        """Store corrected objects in place of the current ones they name, all in one transaction.
+    def store_corrected(self, replaces: Sequence[CurrentObject], corrected: Callable[[CurrentObject], bytes],
+                        origin: Origin) -> list[StoreResult]:
+        """Store a corrected copy of each current object in ``replaces`` in its place, all in one transaction.
 
-        ``objects`` yields (corrected Part 10 bytes, the current object it replaces); it is consumed one
-        object at a time, so a large study is never held in memory whole. Raises an ApplianceError (and
-        keeps nothing new) if any object is refused or the index changed meanwhile."""
+        ``corrected(o)`` gives the corrected Part 10 bytes of ``o``; it is called one object at a time, so a
+        large study is never held in memory whole. Before sealing anything, the batch (its id and the ids
+        of every object it will seal) is recorded durably in the index, and the transaction that indexes
+        the objects clears it: a kill in between leaves a batch that start-up and rebuild discard whole
+        (index/batches.py). Raises an ApplianceError (and keeps nothing new) if any object is refused or
+        the index changed meanwhile."""
         if origin.kind != "correction":
             raise ValueError("store_corrected is for corrections only (Origin kind 'correction')")
+        with in_flight(self.batch_lock):  # start-up in another process leaves this batch alone
+            return self._store_corrected(replaces, corrected, origin)
+
+    def _store_corrected(self, replaces, corrected, origin: Origin) -> list[StoreResult]:
+        batch = secrets.token_hex(16)
+        ids = [self.archive.new_object_id() for _ in replaces]
+        self.index.batches.begin(batch, ids)
         sealed: list[NewObject] = []
         parsed_all = []
+        committed = False
         try:
-            for data, replaces in objects:
+            for object_id, old in zip(ids, replaces):
+                data = corrected(old)
                 self.check_space(len(data))
                 parsed = parse(io.BytesIO(data), len(data))
                 stored = self.archive.put(_Concat(parsed.prefix, io.BytesIO(data)) if parsed.prefix
-                                          else io.BytesIO(data))
-                sealed.append(NewObject(parsed.attributes, stored.object_id, stored.size, stored.sha256, replaces))
+                                          else io.BytesIO(data), object_id)
+                sealed.append(NewObject(parsed.attributes, stored.object_id, stored.size, stored.sha256, old))
                 parsed_all.append(parsed)
 
             def swap():
@@ -230,11 +250,14 @@ class Ingestor:
                 for n in sealed:
                     for hook in self.record_hooks:
                         hook(n.attributes, n.object_id, origin)
+                finish_batch(self.index.db, batch)  # committed with the rows: no longer in flight
 
             self.index.writer.submit(swap).result()
+            committed = True
         except BaseException as exc:
-            for n in sealed:
-                self.archive.delete(n.object_id)
+            if not committed:
+                self.archive.delete_many(n.object_id for n in sealed)
+                self.index.batches.finish(batch)
             if isinstance(exc, OSError) and _disk_full(exc):
                 raise DiskFull(DISK_FULL) from None
             raise

@@ -190,8 +190,12 @@ def _plural(n: int, word: str) -> str:
 
 
 class Recycler:
-    def __init__(self, settings: RecycleSettings, archive: StorageArea, index, backup, audit, lock_path: Path):
+    def __init__(self, settings: RecycleSettings, archive: StorageArea, index, backup, audit, lock_path: Path,
+                 after_run: Callable[[], object] | None = None):
         self.settings = settings
+        # Called after a run that recycled something: an index snapshot (appliance/services/snapshots.py), since the
+        # recycled rows are what a rebuild cannot find in the archive any more.
+        self.after_run = after_run
         self.archive, self.index, self.backup, self.audit = archive, index, backup, audit
         # Where restored objects wait, checked, until the transaction that indexes them adopts them: not the
         # archive's temp folder (start-up empties it) nor its objects (reconciliation would call a
@@ -290,6 +294,11 @@ class Recycler:
             if report.recycled or report.needed:
                 log.info("recycling (%s): %d studies, %.1f MiB freed; %s", trigger, len(report.recycled),
                          report.bytes_freed / MiB, report.result)
+            if report.recycled and self.after_run is not None:
+                try:
+                    self.after_run()
+                except Exception:  # noqa: BLE001 - the run is done; the periodic snapshot comes anyway
+                    log.exception("index snapshot after recycling failed")
         return report
 
     def _result(self, report: RecycleReport, free: int) -> str:

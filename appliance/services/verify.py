@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from ..archive import StorageArea
 from ..errors import ApplianceError
-from ..index import utcnow
+from ..index import Index, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +114,54 @@ def summarize(report: VerifyReport) -> Iterable[str]:
         yield f"MISSING {sop_uid}: its archive object is not on the disk"
     yield "all objects intact" if report.ok else (
         f"{len(report.damaged)} damaged, {len(report.missing)} missing: restore them from the offsite backup")
+
+
+@dataclass
+class IndexCheck:
+    """The index file's own soundness and its rows against the archive (issue 15)."""
+
+    problems: list[str] = field(default_factory=list)  # SQLite's integrity check, line by line
+    indexed: int = 0  # objects the index names
+    archived: int = 0  # objects in the archive
+    unindexed: list[str] = field(default_factory=list)  # archive objects no row names
+    missing: list[str] = field(default_factory=list)  # rows whose object is gone
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.unindexed and not self.missing
+
+    def lines(self) -> list[str]:
+        out = [f"index: {self.indexed} object(s) named, archive: {self.archived} object(s)"]
+        if self.problems:
+            out.append("the index file is DAMAGED (SQLite integrity check): stop the service and run "
+                       "`pacs-appliance index rebuild`")
+            out += [f"  {p}" for p in self.problems]
+        if self.unindexed:
+            out.append(f"{len(self.unindexed)} archive object(s) have no index row (run `pacs-appliance index "
+                       "rebuild` if more than a write interrupted at a crash would leave)")
+            out += [f"  {oid}" for oid in self.unindexed[:20]]
+        if self.missing:
+            out.append(f"{len(self.missing)} indexed object(s) are missing from the archive")
+            out += [f"  {m}" for m in self.missing[:20]]
+        if self.ok:
+            out.append("index intact: integrity check ok, rows and archive agree")
+        return out
+
+
+def check_index(index_path, index_key: bytes, archive: StorageArea, open_index: Callable[[], Index]) -> IndexCheck:
+    """SQLite's full integrity check, then the index's object ids merged with the archive's (both sorted).
+
+    ``open_index`` is called only once the file checked sound: opening a damaged file can itself fail
+    on the page it reads first, and that must be reported as damage, not as a crash."""
+    from ..index import health
+    from ..index.reconcile import ReconcileReport, _merge
+
+    result = IndexCheck(problems=health.check(index_path, index_key, full=True))
+    if result.problems:
+        return result  # rows read from a damaged file prove nothing
+    merged = ReconcileReport()
+    result.unindexed = _merge(open_index().objects.named(), iter(archive.list_ids()), merged)
+    result.indexed, result.archived = merged.indexed, merged.archived
+    result.missing = [f"{'(replaced) ' if m.replaced else ''}{m.sop_uid} (object {m.object_id})"
+                      for m in merged.missing]
+    return result

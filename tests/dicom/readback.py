@@ -22,7 +22,7 @@ def opened(data_dir: Path):
     """Yield (archive, index) for ``data_dir``; close the index afterwards."""
     cfg = config_mod.load(data_dir, env={})
     keyring = KeyStore(cfg.keys_dir).load()
-    index = Index.open(cfg.index_path, keyring.index_key)
+    index = Index.open(cfg.index_path, keyring.index_key, url=cfg.index.url)  # a PostgreSQL index: its URL
     try:
         yield Archive(cfg.archive_dir, keyring), index
     finally:

@@ -205,17 +205,33 @@ def test_unidentified_connections_cannot_take_the_association_slots(box):
 
 def test_known_callers_hold_the_slots_and_the_limit_still_holds(box):
     """max_associations (4) established associations: the next caller is rejected (local limit), and
-    gets in again once one is released."""
+    gets in again once one is released.
+
+    A slot is the box's until its association thread has ended, a moment after the caller's release()
+    returns (the A-RELEASE-RP is sent first); under load that moment is long enough for an immediate
+    next association to find every slot still held. So each association is asked for until the box
+    accepts it (a slot left by an earlier test's echo ends within the deadline), and the one after the
+    release likewise; the fifth, asked while four are held, must be refused for the limit."""
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(Verification)
-    held = [ae.associate("127.0.0.1", box.dicom_port, ae_title="PACSBOX") for _ in range(4)]
+
+    def associate():
+        assoc = ae.associate("127.0.0.1", box.dicom_port, ae_title="PACSBOX")
+        return assoc if assoc.is_established else None
+
+    held = []
     try:
-        assert all(a.is_established for a in held)
+        for _ in range(4):
+            held.append(wait_until(associate, 30, interval=0.2, what="a free association slot"))
+        refusals = box.log().count("association slots are in use")
         assert echo(box.dicom_port) == "rejected"
+        wait_until(lambda: box.log().count("association slots are in use") > refusals, 30,
+                   what="the box to log the refusal as the max_associations limit")
     finally:
-        held.pop().release()
+        if held:
+            held.pop().release()
     try:
-        assert echo(box.dicom_port) == "ok"
+        wait_until(lambda: echo(box.dicom_port) == "ok", 30, interval=0.2, what="the released slot to be free")
     finally:
         for a in held:
             a.release()

@@ -7,9 +7,11 @@
 2. ``PendingSender`` puts the same PDVs on the wire as pynetdicom's send path
    (``C_FIND_RSP.primitive_to_message`` + ``encode_msg``), at several maximum PDU sizes,
    in fewer PDUs none of which exceeds the peer's maximum.
-3. A real pynetdicom association in-process: a C-FIND answered through the fast path
+3. A real pynetdicom association in-process, stock and tuned by sockets.py (where
+   ``PendingSender`` writes whole PDUs itself): a C-FIND answered through the fast path
    gives the same responses as one answered through pynetdicom's own path, under each
-   transfer syntax (big endian and deflate take pynetdicom's path by design).
+   transfer syntax (big endian and deflate take pynetdicom's path by design), and
+   hundreds of matches with one pydicom-only value among them arrive in order.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from appliance.dicom import find as find_module
 from appliance.dicom.find import STUDY_ROOT_FIND, handle_find, response_for
 from appliance.dicom.identifier import VRS, IdentifierEncoder, Unencodable, key_text
-from appliance.dicom.pending import MAX_QUEUED_PDUS, PendingSender, pending_command_set
+from appliance.dicom.pending import MAX_QUEUED_PDUS, PendingSender, encode_pdu, pending_command_set
+from appliance.dicom.sockets import TunedAssociationSocket, tune_accepted_socket
 from helpers import free_port
 
 AE_TITLE = "PACSBOX"
@@ -182,6 +185,35 @@ def test_pending_sender_puts_the_same_pdvs_on_the_wire_as_pynetdicom(max_pdu):
         assert len(expected) > 4  # the command set and the identifier were both fragmented
 
 
+@pytest.mark.parametrize("max_pdu", [0, 16384, 4096, 200, 64, 20])
+def test_direct_pending_sender_writes_the_pdus_pynetdicom_would(max_pdu):
+    """The direct way (whole PDUs written by the association thread) puts the same bytes on the wire as
+    the queued way's P-DATA primitives encoded by pynetdicom, for short and long identifiers alike."""
+    encoder = IdentifierEncoder.for_keys(["PatientName", "StudyInstanceUID", "QueryRetrieveLevel"], explicit_vr=True)
+    identifiers = [encoder.encode({"PatientName": "Doe^John" * n, "StudyInstanceUID": "1.2.3",
+                                   "QueryRetrieveLevel": "STUDY"}) for n in (0, 1, 7, 20, 60)]
+    queued, written = FakeDul(), []
+    sender = PendingSender(queued, 3, pending_command_set(request()), max_pdu, explicit_vr=True)
+    direct = PendingSender(FakeDul(), 3, pending_command_set(request()), max_pdu, explicit_vr=True,
+                           direct=lambda data: written.append(data) or True)
+    for identifier in identifiers * 50:
+        sender.send(identifier)
+        assert direct.send(identifier)
+    assert direct.flush()
+    expected = b"".join(P_DATA_TF(primitive).encode() for primitive in queued.sent)
+    assert b"".join(written) == expected
+    assert len(written) > 1 or max_pdu in (20, 64)  # several writes of DIRECT_FLUSH_BYTES, not one per PDU
+    assert encode_pdu(3, [b"\x03abc"]) == P_DATA_TF(_primitive(3, [b"\x03abc"])).encode()
+
+
+def _primitive(context_id, pdvs):
+    from pynetdicom.pdu_primitives import P_DATA
+
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[context_id, pdv] for pdv in pdvs]
+    return primitive
+
+
 def test_pending_sender_waits_while_the_dul_queue_is_full():
     dul = FakeDul()
     dul.to_provider_queue = queue.Queue()
@@ -214,6 +246,12 @@ def test_pending_sender_only_where_nothing_needs_the_stock_path():
     assert PendingSender.for_event(fake_event(ExplicitVRBigEndian)) is None
     assert PendingSender.for_event(fake_event(DeflatedExplicitVRLittleEndian)) is None
     assert PendingSender.for_event(fake_event(ImplicitVRLittleEndian, [(print, None)])) is None
+    # The node's association log tallies C-STOREs only: it must not send every C-FIND match the slow way.
+    from appliance.dicom.association_log import AssociationLog
+
+    tally = [(handler, None) for event, handler in AssociationLog().handlers() if event == evt.EVT_DIMSE_SENT]
+    assert tally and PendingSender.for_event(fake_event(ImplicitVRLittleEndian, tally)) is not None
+    assert PendingSender.for_event(fake_event(ImplicitVRLittleEndian, tally + [(print, None)])) is None
 
 
 # -- a real association, in-process ------------------------------------------------------------
@@ -226,12 +264,14 @@ RECORDS[3]["Modality"] = "Ä"  # a value only pydicom writes (CS is Latin-1): th
 
 
 class StubIndex:
-    def search(self, level, criteria):
-        return [dict(r) for r in RECORDS]
+    records = RECORDS
+
+    def iter_search(self, level, criteria):
+        return (dict(r) for r in self.records)
 
 
-@pytest.fixture(scope="module")
-def scp():
+@pytest.fixture(scope="module", params=["stock socket", "tuned socket"])
+def scp(request):
     # As the appliance runs unless its log level is DEBUG (node.py): pynetdicom's standard handlers, which
     # log every DIMSE message and so need its per-message path, are not bound.
     level, _config.LOG_HANDLER_LEVEL = _config.LOG_HANDLER_LEVEL, "none"
@@ -240,8 +280,10 @@ def scp():
                              [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
                               DeflatedExplicitVRLittleEndian])
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False,
-                             evt_handlers=[(evt.EVT_C_FIND, handle_find, [StubIndex(), AE_TITLE])])
+    handlers = [(evt.EVT_C_FIND, handle_find, [StubIndex(), AE_TITLE])]
+    if request.param == "tuned socket":  # as the appliance's node: PendingSender writes whole PDUs itself
+        handlers.append((evt.EVT_CONN_OPEN, tune_accepted_socket))
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
     yield port
     server.shutdown()
     _config.LOG_HANDLER_LEVEL = level
@@ -278,3 +320,26 @@ def test_fast_path_answers_like_pynetdicom_over_a_real_association(scp, syntax, 
     assert [str(ds.PatientName) for _, ds in fast[:-1]] == [r["PatientName"] for r in RECORDS]
     little_endian = syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
     assert len(sent) == (len(RECORDS) - 1 if little_endian else 0)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")
+def test_many_matches_stream_in_order_with_a_pydicom_one_among_them(scp, monkeypatch, request):
+    """More matches than one direct write holds, one of them through pynetdicom's path mid-stream: every
+    response arrives, in order, exactly as pynetdicom alone answers."""
+    many = [dict(RECORDS[0], PatientID=f"P{i:04d}", StudyDescription="Chest " * (i % 10)) for i in range(700)]
+    many[350] = dict(many[350], Modality="Ä")
+    monkeypatch.setattr(StubIndex, "records", many)
+    writes = []
+    real_direct = TunedAssociationSocket.send_direct
+    monkeypatch.setattr(TunedAssociationSocket, "send_direct",
+                        lambda self, data: writes.append(len(data)) or real_direct(self, data))
+    fast = query(scp, ExplicitVRLittleEndian)
+    if request.node.callspec.params["scp"] == "tuned socket":
+        assert 2 < len(writes) < 50  # a few large writes, not one per match
+    else:
+        assert not writes
+    monkeypatch.setattr(find_module.PendingSender, "for_event", classmethod(lambda cls, event: None))
+    stock = query(scp, ExplicitVRLittleEndian)
+    assert [s for s, _ in fast] == [0xFF00] * len(many) + [0x0000]
+    assert [ds.PatientID for _, ds in fast[:-1]] == [r["PatientID"] for r in many]
+    assert fast == stock

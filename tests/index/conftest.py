@@ -7,18 +7,20 @@ from core_parts import Core, make_core
 
 
 @pytest.fixture
-def core(tmp_path):
-    c = make_core(tmp_path)
+def core(tmp_path, index_url):
+    c = make_core(tmp_path, url=index_url)
     yield c
     c.index.close()
 
 
 @pytest.fixture
-def core_factory(tmp_path):
+def core_factory(tmp_path, request):
     made = []
 
     def factory(**kwargs) -> Core:
-        c = make_core(tmp_path / f"core{len(made)}", **kwargs)
+        # Each core its own index: on PostgreSQL a schema of its own (the autouse index_url is the first's).
+        url = request.getfixturevalue("pg_cluster").fresh_url() if request.getfixturevalue("index_url") else ""
+        c = make_core(tmp_path / f"core{len(made)}", url=url, **kwargs)
         made.append(c)
         return c
 

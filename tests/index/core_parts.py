@@ -29,11 +29,12 @@ class Core:
         return self.ingestor.store_bytes(buf.getvalue(), self.origin)
 
 
-def make_core(root: Path, on_conflict: str = "replace", reserve_bytes: int = 0) -> Core:
+def make_core(root: Path, on_conflict: str = "replace", reserve_bytes: int = 0, url: str = "") -> Core:
+    """``url``: a PostgreSQL index (the index_url fixture) instead of the SQLCipher file under ``root``."""
     keys = KeyStore(root / "keys")
     keyring, _ = keys.create()
     archive = Archive(root / "archive", keyring, chunk_size=4096)
     archive.create_dirs()
-    index = Index.open(root / "index.db", keyring.index_key)
+    index = Index.open(root / "index.db", keyring.index_key, url=url)
     ingestor = Ingestor(archive, index, Events(), reserve_bytes=reserve_bytes, on_conflict=on_conflict)
     return Core(root, keys, archive, index, ingestor)

@@ -9,6 +9,7 @@ from appliance.errors import KeyStoreError
 from appliance.index import Index
 
 
+@pytest.mark.sqlcipher
 def test_durable_wal_and_encrypted(core):
     db = core.index.db
     assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -20,15 +21,16 @@ def test_durable_wal_and_encrypted(core):
     assert {"patient", "study", "series", "instance", "replaced_object", "schema_migration"} <= tables
 
 
+@pytest.mark.sqlcipher
 def test_wrong_key_is_refused(core):
     core.index.close()
     with pytest.raises(KeyStoreError, match="cannot be opened"):
         Index.open(core.root / "index.db", os.urandom(32))
 
 
-def test_reopening_applies_no_migration_twice(core):
+def test_reopening_applies_no_migration_twice(core, index_url):
     core.index.close()
-    again = Index.open(core.root / "index.db", core.keys.load().index_key)
+    again = Index.open(core.root / "index.db", core.keys.load().index_key, url=index_url)
     try:
         names = [r[0] for r in again.db.execute_sql("SELECT name FROM schema_migration")]
         assert len(names) == len(set(names)) and names

@@ -10,9 +10,9 @@ from appliance.index.query import QueryError
 
 
 @pytest.fixture(scope="module")
-def idx(tmp_path_factory):
+def idx(tmp_path_factory, pg_cluster):
     """Four studies of three patients, with known dates, times, names and modalities (read-only)."""
-    core = make_core(tmp_path_factory.mktemp("query"))
+    core = make_core(tmp_path_factory.mktemp("query"), url=pg_cluster.fresh_url() if pg_cluster else "")
     rows = [
         # name, id, study date, study time, modality, accession
         ("Smith^John", "Q1", "20240105", "081500", "CT", "ACC1"),

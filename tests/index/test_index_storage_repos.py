@@ -65,3 +65,25 @@ def test_verify_pages_and_samples_in_sql(core, monkeypatch):
     assert len(sample) == 3 and len({r.object_id for r in sample}) == 3
     assert {r.label for r in core.index.objects.sample(50)} == {s.sop_uid for s in stored}
     assert verify_all(core.archive, core.index, sample=2).checked == 2
+
+
+def test_sampler_probes_reach_every_row_of_both_tables(core, monkeypatch):
+    """Random keyset probes, not a scan: with more rows than the sample reads whole, repeated samples still
+    reach the first and the last ids of both tables, each sample without repeats."""
+    import random
+
+    monkeypatch.setattr(objects_mod, "SMALL_SAMPLE_FACTOR", 1)  # 13 rows > 1 x 3: the probing path
+    stored = [core.store(synth.make_instance("CT", patient_id="SEAM-S", instance_number=i)) for i in range(12)]
+    ds = synth.make_instance("CT", patient_id="SEAM-S", instance_number=20)
+    core.store(ds)
+    ds.InstanceNumber = 21
+    core.store(ds)  # the first copy becomes a replaced object
+    rng = random.Random(19)
+    seen = set()
+    for _ in range(60):
+        sample = core.index.objects.sample(3, rng)
+        assert 1 <= len(sample) <= 3 and len({r.object_id for r in sample}) == len(sample)
+        seen |= {r.label for r in sample}
+    assert {s.sop_uid for s in stored} <= seen and f"(replaced) {ds.SOPInstanceUID}" in seen
+    monkeypatch.setattr(objects_mod, "SMALL_SAMPLE_FACTOR", 4)  # 14 rows <= 4 x 50: every row, once
+    assert len(core.index.objects.sample(50)) == 14

@@ -367,3 +367,28 @@ def test_the_sql_offsite_check_agrees_with_the_backup_service(box):
         (target,)).fetchall())
     assert {oid: bool(sql[oid]) for oid in ids} == {oid: box.app.backup.is_offsite(oid) for oid in ids}
     assert [bool(sql[oid]) for oid in ids] == [True, False, False, False, True]
+
+
+def test_a_recycling_run_is_followed_by_an_index_snapshot(box, tmp_path):
+    """Issue 15: recycled rows (what is only offsite now) are in no archive object, so a rebuild needs a
+    snapshot that has them: one is taken right after every run that recycled something."""
+    from appliance.index.snapshot import _connect
+
+    fill(box)
+    squeeze(box, box.sealed_size("A"))
+    before = {s.name for s in box.app.archive.snapshots.list()}
+    nothing = box.app.recycler.run(trigger="test", dry_run=True)
+    assert nothing.recycled and {s.name for s in box.app.archive.snapshots.list()} == before  # a dry run: none
+
+    report = box.app.recycler.run(trigger="test")
+    assert [c.study_uid for c in report.recycled] == [box.studies["A"]]
+    new = [s for s in box.app.archive.snapshots.list() if s.name not in before]
+    assert len(new) == 1
+    copy = tmp_path / "snap.db"
+    box.app.archive.snapshots.open_to(new[0].name, copy)
+    conn = _connect(copy, box.app.archive.keyring.index_key)
+    try:
+        rows = conn.execute('SELECT "study_uid" FROM "recycled_study"').fetchall()
+    finally:
+        conn.close()
+    assert rows == [(box.studies["A"],)]

@@ -18,8 +18,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBase
 
 
 @pytest.fixture
-def index(tmp_path):
-    idx = Index.open(tmp_path / "index.db", os.urandom(32))
+def index(tmp_path, index_url):
+    idx = Index.open(tmp_path / "index.db", os.urandom(32), url=index_url)
     yield idx
     idx.close()
 

@@ -17,7 +17,11 @@ def _template_data_dir(tmp_path_factory):
 
 @pytest.fixture
 def data_dir(_template_data_dir, tmp_path):
-    """A copy of one data directory initialised once per run (``init`` costs seconds)."""
+    """A copy of one data directory initialised once per run (``init`` costs seconds).
+
+    On PostgreSQL (PACS_TEST_INDEX=postgresql) a copy would share the template's index: init afresh."""
+    if load(_template_data_dir, env={}).index.url:
+        return init_data_dir(tmp_path / "data")
     return shutil.copytree(_template_data_dir, tmp_path / "data")
 
 

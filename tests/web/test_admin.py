@@ -187,7 +187,8 @@ def test_audit_filter_csv_and_tamper_detection(appliance, admin_client):
             "UPDATE audit_entry SET actor = 'someone' WHERE action = 'study.view'"))
     # ...and an edit made around the triggers breaks the chain.
     db = appliance.index.db
-    db.execute_sql('DROP TRIGGER "audit_entry_no_update"')
+    on_table = ' ON "audit_entry"' if appliance.config.index.url else ""  # PostgreSQL names the table
+    db.execute_sql('DROP TRIGGER "audit_entry_no_update"' + on_table)
     db.execute_sql("UPDATE audit_entry SET actor = 'someone' WHERE action = 'study.view'")
     result = log.verify()
     assert not result.ok and "altered" in result.message
@@ -199,7 +200,8 @@ def test_audit_chain_detects_deleted_entry(appliance):
         appliance.audit.record("test.entry", "system", detail=str(i))
     appliance.audit.flush()
     assert appliance.audit.verify().checked == 5
-    appliance.index.db.execute_sql('DROP TRIGGER "audit_entry_no_delete"')
+    on_table = ' ON "audit_entry"' if appliance.config.index.url else ""  # PostgreSQL names the table
+    appliance.index.db.execute_sql('DROP TRIGGER "audit_entry_no_delete"' + on_table)
     appliance.index.db.execute_sql("DELETE FROM audit_entry WHERE id = 3")
     result = appliance.audit.verify()
     assert not result.ok and result.first_bad_id == 4

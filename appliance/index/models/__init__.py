@@ -9,10 +9,11 @@ against its own Index's database (repository.py). Only appliance/index imports t
 - recycle.py: studies recycled to free space (their only copy is offsite)
 - commitment.py: storage commitment requests until their report is delivered
 - bin.py: the recycle bin of deleted studies, series and instances
+- batch.py: object ids of write batches (corrections) not yet committed
 
 A model change needs a numbered migration in ../migrations/.
 """
-from . import backup, bin, commitment, core, imports, recycle, retrieval, web  # noqa: F401 - registers the models
+from . import backup, batch, bin, commitment, core, imports, recycle, retrieval, web  # noqa: F401 - registers the models
 from .core import BaseModel, Instance, Patient, ReplacedObject, Series, Study, User, utcnow
 
 
