@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import ApplianceError
 
@@ -89,10 +89,19 @@ def install(tarball: Path, dist_dir: Path) -> str:
         if sum(m.size for m in members) > MAX_TOTAL_BYTES:
             raise OhifInstallError(f"{tarball} unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB; refusing it")
         staging.mkdir(parents=True)
+        # Written member by member (regular files and folders only, names checked, modes our own) rather than
+        # with extractall's filter="data", which the image's Python 3.11.2 does not have (it came in 3.11.4).
         for m in members:
-            m.name = m.name[len(DIST):]  # package/dist/x -> x ("" for the directory itself, left out below)
-        # the 'data' filter refuses absolute paths, links out of the tree and device files
-        tar.extractall(staging, members=[m for m in members if m.name], filter="data")
+            rel = PurePosixPath(m.name[len(DIST):])  # package/dist/x -> x
+            if rel.is_absolute() or ".." in rel.parts:
+                raise OhifInstallError(f"{tarball} names {m.name!r}, outside its dist folder; refusing it")
+            target = staging.joinpath(*rel.parts)
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(m) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
     for path in staging.rglob("*"):
         if path.is_file():
             _rewrite(path)

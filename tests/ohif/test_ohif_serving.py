@@ -24,13 +24,13 @@ INDEX = ('<!doctype html><html><head><link rel="manifest" href="/manifest.json">
 BUNDLE = '(() => {\n__webpack_require__.p = "/";\n})();\n'
 
 
-def make_tarball(path, name="@ohif/app"):
+def make_tarball(path, name="@ohif/app", extra=()):
     with tarfile.open(path, "w:gz") as tar:
         for member, text in (("package/package.json", json.dumps({"name": name, "version": "9.9.9"})),
                              ("package/dist/index.html", INDEX),
                              ("package/dist/app.bundle.0123456789abcdef.js", BUNDLE),
                              ("package/dist/app.bundle.css", "@font-face{src:url(/a.woff2)}"),
-                             ("package/dist/app-config.js", "window.config = {secret: 1}")):
+                             ("package/dist/app-config.js", "window.config = {secret: 1}"), *extra):
             data = text.encode()
             info = tarfile.TarInfo(member)
             info.size = len(data)
@@ -75,6 +75,13 @@ def test_install_refuses_other_packages(box):
     bad = make_tarball(box["root"] / "other.tgz", name="left-pad")
     done = run_cli("ohif", "install", bad, "--data", box["data"], check=False)
     assert done.returncode != 0 and "not @ohif/app" in done.stderr
+
+
+def test_install_refuses_names_outside_the_dist_folder(box):
+    bad = make_tarball(box["root"] / "escape.tgz", extra=(("package/dist/../../../escaped.txt", "x"),))
+    done = run_cli("ohif", "install", bad, "--data", box["data"], check=False)
+    assert done.returncode != 0 and "outside its dist folder" in done.stderr
+    assert not any(box["root"].rglob("escaped.txt"))
 
 
 def test_installed_served_under_ohif_signed_in(box):
