@@ -8,11 +8,12 @@ most show patient data.
 from __future__ import annotations
 
 import datetime
+import io
 import logging
 import secrets
+import tempfile
 from dataclasses import dataclass
-
-import io
+from pathlib import Path
 
 from flask import Flask, Request, request
 from flask.sessions import SecureCookieSessionInterface
@@ -38,9 +39,15 @@ class WebServices:
 
 class MemoryRequest(Request):
     """Form file parts stay in memory (bounded by ``auth.limit_body``): Werkzeug's default spools
-    any over 500 KB to a temporary file, in plaintext, which invariant 4 forbids."""
+    any over 500 KB to a temporary file, in plaintext, which invariant 4 forbids. The one exception
+    is a view marked ``auth.bulk_upload`` (a software update bundle, no patient data, hundreds of
+    MiB): ``limit_body`` names its ``spool_dir``, and the file part goes to an unnamed file there."""
+
+    spool_dir: Path | None = None
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        if self.spool_dir is not None:
+            return tempfile.TemporaryFile(dir=self.spool_dir)
         return io.BytesIO()
 
 

@@ -25,6 +25,9 @@ import hmac
 import secrets
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, session,
@@ -75,6 +78,23 @@ FORM_BODY_LIMIT = 1 << 20  # no form of the web UI uploads files
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+@dataclass(frozen=True)
+class BulkUpload:
+    role: str  # only this role's body may be this big (anyone else's form keeps FORM_BODY_LIMIT)
+    limit: int  # bytes
+    spool_dir: Callable[[], Path]  # a private folder on the disk that keeps the file
+
+
+def bulk_upload(role: str, limit: int, spool_dir: Callable[[], Path]):
+    """Mark a form view that takes one big file that is not patient data (a software update bundle):
+    ``role``'s request body may be ``limit`` bytes, and its file part is spooled into ``spool_dir()``
+    rather than held in memory. Put it between the route and ``login_required``."""
+    def mark(view):
+        view.bulk_upload = BulkUpload(role, limit, spool_dir)
+        return view
+    return mark
+
+
 def limit_body() -> None:
     """before_request, before anything reads the body: authenticate, then bound what may be read.
 
@@ -90,8 +110,12 @@ def limit_body() -> None:
     user = current_user()
     if _authorization_scheme() in ("basic", "bearer"):
         user = _api_user()
+    bulk = getattr(current_app.view_functions.get(request.endpoint), "bulk_upload", None)
     if user is None:
         limit = ANONYMOUS_BODY_LIMIT
+    elif bulk is not None and user.role == bulk.role:
+        limit = bulk.limit
+        request.spool_dir = bulk.spool_dir()  # where its file part goes, instead of memory
     elif request.mimetype in FORM_TYPES:
         limit = FORM_BODY_LIMIT
     else:

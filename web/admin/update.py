@@ -16,14 +16,24 @@ from flask import flash, redirect, render_template, request, url_for
 from appliance.update.bundle import BUNDLE_SUFFIX, BundleRefused, verify
 from appliance.update.service import VERSION_FILE, UpdatePaths, read_json
 
-from ..auth import audit, login_required
+from ..auth import audit, bulk_upload, login_required
 from ..current import appliance
 from . import bp
+
+MAX_BUNDLE_BYTES = 4 << 30  # a bundle carries a whole root file system (~300 MiB today)
 
 
 def _paths() -> UpdatePaths:
     data_dir = appliance().config.data_dir
     return UpdatePaths(Path(data_dir).parent)
+
+
+def _partial_dir() -> Path:
+    """Where an upload is received and checked: beside incoming/, on its file system, never watched."""
+    paths = _paths()
+    partial_dir = paths.incoming_dir.with_name(paths.incoming_dir.name + ".partial")
+    partial_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    return partial_dir
 
 
 def _keyring() -> Path:
@@ -48,6 +58,7 @@ def update_page():
 
 
 @bp.post("/admin/update")
+@bulk_upload("admin", MAX_BUNDLE_BYTES, _partial_dir)
 @login_required("admin")
 def update_upload():
     upload = request.files.get("bundle")
@@ -55,9 +66,7 @@ def update_upload():
         flash("Choose the update file (.raucb) from the vendor first.", "error")
         return redirect(url_for("admin.update_page"))
     paths = _paths()
-    partial_dir = paths.incoming_dir.with_name(paths.incoming_dir.name + ".partial")
-    partial_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-    partial = partial_dir / f"{uuid.uuid4().hex}{BUNDLE_SUFFIX}"
+    partial = _partial_dir() / f"{uuid.uuid4().hex}{BUNDLE_SUFFIX}"
     try:
         upload.save(partial)
         info = verify(partial, keyring=_keyring())
