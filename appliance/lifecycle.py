@@ -45,12 +45,13 @@ class PeriodicTask:
     round that returns it (a queue knows when its next item is due). A round that raises
     is logged, and the next one comes after ``retry_seconds`` (default: the interval).
     ``wake()`` starts the next round now; a wake during a round makes another round follow.
+    ``first_after`` delays the first round (a pass that need not compete with start-up).
     """
 
     def __init__(self, name: str, fn: Callable[[], Any], interval: float | Callable[[], float], *,
-                 retry_seconds: float | None = None, join_seconds: float = 5.0):
+                 retry_seconds: float | None = None, join_seconds: float = 5.0, first_after: float = 0.0):
         self.name, self.fn, self.interval = name, fn, interval
-        self.retry_seconds = retry_seconds
+        self.retry_seconds, self.first_after = retry_seconds, first_after
         self.join_seconds = join_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,6 +77,8 @@ class PeriodicTask:
         self._wake.set()
 
     def _run(self) -> None:
+        if self.first_after:
+            self._wake.wait(self.first_after)
         while not self._stop.is_set():
             self._wake.clear()
             failed = False

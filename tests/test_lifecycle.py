@@ -27,6 +27,20 @@ def test_rounds_run_at_start_and_on_wake_and_stop_ends_the_wait():
     assert not task.running and len(rounds) == 2
 
 
+def test_a_first_delay_holds_the_first_round_until_it_passes_or_a_wake():
+    ran = threading.Event()
+    task = PeriodicTask("delayed", ran.set, 3600, first_after=3600)
+    task.start()
+    assert not ran.wait(0.3)  # not at start
+    task.wake()
+    assert ran.wait(BOUND)
+    task.stop()
+    idle = PeriodicTask("delayed-then-stopped", ran.set, 3600, first_after=3600)
+    idle.start()
+    idle.stop()  # ends the first wait at once
+    assert not idle.running
+
+
 def test_a_failing_round_is_logged_and_retried(caplog):
     calls = []
     second = threading.Event()

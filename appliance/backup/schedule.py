@@ -14,6 +14,7 @@ import threading
 from typing import Callable
 
 from ..errors import ConfigError
+from ..lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -48,44 +49,29 @@ class Scheduler:
         self.window = parse_window(window)
         self.retries, self.retry_seconds, self.tick = retries, retry_seconds, tick
         self.clock = clock
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._manual: list[str] = []
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._task = PeriodicTask("backup-scheduler", self.step, tick, join_seconds=60)
         self._window_key: datetime.datetime | None = None
         self._failures = 0
         self._next_try: datetime.datetime | None = None
         service.scheduler = self
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="backup-scheduler", daemon=True)
-        self._thread.start()
+        self._task.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
         self.service.cancel.set()  # a run in progress finishes its in-flight uploads, records them, and stops
-        if self._thread:
-            self._thread.join(timeout=60)
+        self._task.stop()
 
     def run_now(self, actor: str = "system") -> None:
         with self._lock:
             self._manual.append(actor)
-        self._wake.set()
+        self._task.wake()
 
     def _succeeded_since(self, start: datetime.datetime) -> bool:
         start_utc = start.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         return self.service.index.backup.succeeded_since(start_utc)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any one failure
-                log.exception("backup scheduler step failed")
-            self._wake.wait(self.tick)
-            self._wake.clear()
 
     def step(self) -> None:
         """One decision: a manual run if asked, else a scheduled run or retry if due."""

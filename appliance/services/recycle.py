@@ -83,6 +83,7 @@ from ..archive.fsutil import try_lock
 from ..errors import ApplianceError, ConfigError, DiskFull, IntegrityError, NotFound
 from ..index import utcnow
 from ..index.recycling import Kept
+from ..lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -203,9 +204,8 @@ class Recycler:
         self.staging = archive.staging("restoring")
         self.lock_path = Path(lock_path)
         self.last: RecycleReport | None = None  # the last real (not dry) run, for the dashboard and /metrics
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._low_space = threading.Event()  # arrivals found free space below the watermark: the next round says so
+        self._task = PeriodicTask("recycler", self._round, settings.check_seconds, join_seconds=10)
         self._last_space_check = 0.0
         self._quiet_until = 0.0  # after a run that could not meet the target, arrivals do not wake it before this
 
@@ -264,7 +264,7 @@ class Recycler:
             report.blocked = [c for c in candidates if not c.eligible]
             eligible = [c for c in candidates if c.eligible]
             for c in eligible:
-                if not report.needed or free >= self.settings.target_free or self._stop.is_set():
+                if not report.needed or free >= self.settings.target_free or self._task.stopping:
                     break  # (stopping: each study is done or not, so the next run simply goes on)
                 if dry_run:
                     report.recycled.append(c)
@@ -512,31 +512,20 @@ class Recycler:
             return
         self._last_space_check = now
         if self.archive.disk_free_bytes() < self.settings.free_below:
-            self._wake.set()
+            self._low_space.set()
+            self._task.wake()
 
     def start(self) -> None:
-        if not self.settings.enabled or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="recycler", daemon=True)
-        self._thread.start()
+        if self.settings.enabled:
+            self._task.start()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run("schedule" if not self._wake.is_set() else "low space")
-            except RecycleBusy:
-                pass
-            except Exception:  # noqa: BLE001 - try again at the next check
-                log.exception("recycling failed")
-            self._wake.clear()
-            self._wake.wait(self.settings.check_seconds)
-            if self._stop.is_set():
-                return
+    def _round(self) -> None:
+        trigger = "low space" if self._low_space.is_set() else "schedule"
+        self._low_space.clear()
+        try:
+            self.run(trigger)
+        except RecycleBusy:
+            pass  # a manual run holds the lock: the next check comes soon enough
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        self._task.stop()

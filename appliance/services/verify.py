@@ -9,14 +9,13 @@ dashboard can say when the disk last proved readable.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..archive import StorageArea
 from ..errors import ApplianceError
 from ..index import Index, utcnow
+from ..lifecycle import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,9 @@ class Sampler:
         self.sample_size = sample_size
         self.interval = interval
         self.last: VerifyReport | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # the first pass shortly after start-up, then on the interval
+        self._task = PeriodicTask("verify-sampler", self.run_once, interval, first_after=min(60.0, interval),
+                                  join_seconds=10)
 
     def run_once(self) -> VerifyReport:
         self.last = verify_all(self.archive, self.index, sample=self.sample_size)
@@ -84,26 +84,10 @@ class Sampler:
         return self.last
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="verify-sampler", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        # First pass shortly after start-up, then on the interval.
-        if self._stop.wait(min(60.0, self.interval)):
-            return
-        while True:
-            started = time.monotonic()
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - keep the sampler alive
-                log.exception("background verification failed to run")
-            if self._stop.wait(max(1.0, self.interval - (time.monotonic() - started))):
-                return
+        self._task.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._task.stop()
 
 
 def summarize(report: VerifyReport) -> Iterable[str]:

@@ -106,7 +106,7 @@ def test_dry_run_and_recycling_off_delete_nothing(box, tmp_path):
         off.capacity = off.archive_bytes() + 10  # the disk is all but full
         report = off.app.recycler.run()
         assert "off" in report.result and not report.recycled and len(off.find("A")) == 1
-        assert off.app.recycler.settings.enabled is False and off.app.recycler._thread is None
+        assert off.app.recycler.settings.enabled is False and not off.app.recycler._task.running
     finally:
         off.app.index.close()
 
@@ -204,14 +204,14 @@ def test_arrivals_below_the_watermark_wake_the_service_but_not_when_stuck(box):
     box.capacity = box.archive_bytes() + 2 * MiB
     r._last_space_check = 0.0  # (the store above already looked, while there was room)
     r.on_instance_stored()
-    assert r._wake.is_set()
-    r._wake.clear()
+    assert r._low_space.is_set()
+    r._low_space.clear()
     report = r.run(trigger="low space")
     assert report.needed and not report.recycled and len(report.blocked) == 1
     assert "1 study not yet offsite" in r.status()["warning"]
     r._last_space_check = 0.0
     r.on_instance_stored()
-    assert not r._wake.is_set()  # stuck: the next scheduled check retries, arrivals do not
+    assert not r._low_space.is_set()  # stuck: the next scheduled check retries, arrivals do not
 
 
 def _replace_one(box, name: str) -> str:
