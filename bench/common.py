@@ -45,6 +45,23 @@ def wait_port(proc: subprocess.Popen, port: int, what: str, timeout: float = 60)
         time.sleep(0.05)
 
 
+def wait_idle(pid: int, timeout: float = 300, window: float = 1.0, busy: float = 0.05) -> float:
+    """Wait until the process used under ``busy`` of a core over ``window`` seconds; return the seconds waited.
+
+    A big box listens before its start-up work ends (reconciliation and the index quick check run
+    beside the listener above 50,000 objects): measuring before it settles measures that work too,
+    which an older server did before it listened."""
+    started = time.monotonic()
+    last = cpu_seconds(pid) or 0.0
+    while time.monotonic() - started < timeout:
+        time.sleep(window)
+        now = cpu_seconds(pid)
+        if now is None or now - last < busy * window:
+            break
+        last = now
+    return time.monotonic() - started
+
+
 def stop(proc: subprocess.Popen | None, timeout: float = 30) -> None:
     if proc is None or proc.poll() is not None:
         return

@@ -48,7 +48,7 @@ from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 import synthindex  # noqa: E402
-from common import PYTHON, ROOT, free_port, stop, summarize_ms, wait_port  # noqa: E402
+from common import PYTHON, ROOT, free_port, stop, summarize_ms, wait_idle, wait_port  # noqa: E402
 
 PASSWORD = "bench-admin-password"
 ORTHANC = "/usr/sbin/Orthanc"
@@ -79,6 +79,7 @@ def start_box(data: Path, dicom_port: int = 0) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([PYTHON, "-m", "appliance", "serve", "--data", str(data)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=root)
     wait_port(proc, port, "pacs-appliance serve")
+    wait_idle(proc.pid)
     return proc, f"http://127.0.0.1:{port}/dicomweb"
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (CALLING_AE, PYTHON, ROOT, cpu_seconds, free_port, sender_env, stop, summarize_ms,  # noqa: E402
-                    wait_port)
+                    wait_idle, wait_port)
 import synthindex  # noqa: E402
 
 REPEAT = 20
@@ -89,6 +89,7 @@ def bench_dimse(data: Path, runs: int, studies: int, server_root: Path = ROOT) -
                             stderr=subprocess.STDOUT, cwd=server_root)
     try:
         wait_port(proc, port, "pacs-appliance serve")
+        wait_idle(proc.pid)
         peer = ["-aet", CALLING_AE, "-aec", "PACSBOX", "127.0.0.1", str(port)]
         echo = [timed(["echoscu"] + peer)[0] for _ in range(runs)]
         rows = [("C-ECHO (baseline: process start + association)", echo, "-", [], [], [])]
