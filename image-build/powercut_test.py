@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -227,12 +226,7 @@ def main() -> int:
     results["cycles_survived"] = sum(1 for r in results["cycles"] if not r["lost"] and not r["differ"]
                                      and r["verify_rc"] == 0)
     results["acked_total"] = len(acked)
-    results["total_s"] = round(time.monotonic() - t0, 1)
-    results["work"] = str(work)
-    print(json.dumps(results, indent=2))
-    if results["result"] == "PASS" and args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0 if results["result"] == "PASS" else 1
+    return st.report(results, t0, work, keep_work=args.work is not None)
 
 
 if __name__ == "__main__":

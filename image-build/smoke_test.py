@@ -307,10 +307,15 @@ def main() -> int:
             box.kill()
     if results["result"] != "PASS":
         results["guest_journal"] = guest_journal(disk, work).splitlines()
+    return report(results, t0, work, keep_work=args.work is not None)
+
+
+def report(results: dict, t0: float, work: Path, keep_work: bool) -> int:
+    """Print a qemu test's results as JSON; drop its work folder after a pass unless the caller named it."""
     results["total_s"] = round(time.monotonic() - t0, 1)
     results["work"] = str(work)
     print(json.dumps(results, indent=2))
-    if results["result"] == "PASS" and args.work is None:
+    if results["result"] == "PASS" and not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if results["result"] == "PASS" else 1
 

@@ -28,10 +28,8 @@ only what the guest had not handed to qemu, as with the default cache mode.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -281,12 +279,7 @@ def main() -> int:
     finally:
         box.kill()
         pool.shutdown(cancel_futures=True)
-    results["total_s"] = round(time.monotonic() - t0, 1)
-    results["work"] = str(work)
-    print(json.dumps(results, indent=2))
-    if results["result"] == "PASS" and args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0 if results["result"] == "PASS" else 1
+    return st.report(results, t0, work, keep_work=args.work is not None)
 
 
 if __name__ == "__main__":
