@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import config as config_mod, tls
+from .archive.fsutil import fsync_dir
 from .backup.targets import check_url as check_target_url
 from .datadir import initialize, is_initialized
 from .errors import ConfigError
@@ -321,7 +322,7 @@ def provision(layout: Layout, vendor: VendorSettings, consoles: list[Path], serv
         _chown_tree(layout.partial_dir, service_user)
     _fsync_tree(layout.partial_dir)
     os.replace(layout.partial_dir, layout.data_dir)
-    _fsync_dir(layout.root)
+    fsync_dir(layout.root)
     for console in consoles:
         show(console, banner)
     outcome.provisioned_now = True
@@ -394,7 +395,7 @@ def _chown_tree(top: Path, user: str) -> None:
 def _fsync_tree(top: Path) -> None:
     for path in [*top.rglob("*"), top]:
         if path.is_dir():
-            _fsync_dir(path)
+            fsync_dir(path)
         elif path.is_file():
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -402,10 +403,3 @@ def _fsync_tree(top: Path) -> None:
             finally:
                 os.close(fd)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

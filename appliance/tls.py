@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .archive.fsutil import atomic_output
 from .errors import ConfigError
 
 CERT_NAME = "cert.pem"
@@ -123,18 +124,12 @@ def ensure(data_dir: Path, hostname: str) -> tuple[TlsFiles, bool]:
 
 
 def _write(path: Path, data: bytes, mode: int, owner: os.stat_result) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    _chown_like(tmp, owner)
-    os.replace(tmp, path)
+    with atomic_output(path, mode) as fh:
+        fh.write(data)
+        _chown_like(fh.fileno(), owner)  # the temp file, before it takes the name
 
 
-def _chown_like(path: Path, owner: os.stat_result) -> None:
+def _chown_like(target: Path | int, owner: os.stat_result) -> None:
+    """Give ``target`` (a path or an open descriptor) the owner of ``owner``."""
     if os.geteuid() == 0:  # root (provisioning, an admin's shell) writes files the service must own
-        os.chown(path, owner.st_uid, owner.st_gid)
+        os.chown(target, owner.st_uid, owner.st_gid)

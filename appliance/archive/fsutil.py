@@ -5,9 +5,11 @@ Modes are set explicitly (chmod after create), never left to the umask: an admin
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,14 +48,18 @@ def make_private(path: Path, mode: int = PRIVATE_FILE) -> None:
         os.chmod(path, current & mode)
 
 
-def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never half of one."""
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: int = PRIVATE_FILE, tmp: Path | None = None) -> Iterator[BinaryIO]:
+    """Write ``path`` through a binary file so a crash leaves the old file or the whole new one, never
+    half of one: the body writes a temp file (``tmp``, default a hidden name beside ``path``), which is
+    then fsynced, given ``mode``, renamed over ``path``, and the directory fsynced. An error in the
+    body removes the temp file and leaves ``path`` as it was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = Path(tmp) if tmp is not None else path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 16) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -62,6 +68,12 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    """Replace ``path`` with ``data`` (see atomic_output)."""
+    with atomic_output(path, mode) as fh:
+        fh.write(data)
 
 
 def try_lock(path: Path) -> int | None:

@@ -33,7 +33,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..errors import IntegrityError, NotFound
 from . import envelope
-from .fsutil import fsync_dir, private_dir
+from .fsutil import atomic_output, fsync_dir, private_dir
 
 MAGIC = b"PACSQUAR1\n"
 LENGTH = struct.Struct(">I")
@@ -113,20 +113,9 @@ class Quarantine:
         meta = FailedItem(item_id, name, reason, stamp, origin, size, kind)
         head = json.dumps(asdict(meta)).encode("utf-8")
         stream = io.BufferedReader(_ChunkReader(_prefixed(MAGIC + LENGTH.pack(len(head)) + head, content)))
-        tmp = self.root / f"{TMP_PREFIX}{item_id}"
         key_id = self.keyring.current_archive_key
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb", buffering=1 << 16) as fh:
-                envelope.seal(stream, fh, _binding(item_id), key_id, self.keyring.archive_key(key_id),
-                              self.chunk_size)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path(item_id))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.root)
+        with atomic_output(self._path(item_id), tmp=self.root / f"{TMP_PREFIX}{item_id}") as fh:
+            envelope.seal(stream, fh, _binding(item_id), key_id, self.keyring.archive_key(key_id), self.chunk_size)
         return meta
 
     # -- reading -----------------------------------------------------------

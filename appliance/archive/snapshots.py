@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import envelope
-from .fsutil import fsync_dir
+from .fsutil import atomic_output, fsync_dir
 from .keys import Keyring
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,10 @@ class SnapshotShelf:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = f"{taken_at.strftime(STAMP)}-{secrets.token_hex(16)}"
         final = self.directory / name
-        tmp = self.directory / f".{name}.tmp"
         key_id = self.keyring.current_archive_key
-        try:
-            with open(plain, "rb") as src, open(tmp, "wb") as dst:
-                envelope.seal(src, dst, bytes.fromhex(name[-32:]), key_id, self.keyring.archive_key(key_id),
-                              self.chunk_size)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.directory)
+        with open(plain, "rb") as src, atomic_output(final, tmp=self.directory / f".{name}.tmp") as dst:
+            envelope.seal(src, dst, bytes.fromhex(name[-32:]), key_id, self.keyring.archive_key(key_id),
+                          self.chunk_size)
         return Snapshot(name, taken_at, final.stat().st_size)
 
     def list(self) -> list[Snapshot]:
@@ -81,20 +71,11 @@ class SnapshotShelf:
         if not NAME.match(name):
             raise ValueError(f"invalid snapshot name {name!r}")
         path = self.directory / name
-        tmp = dest.with_name(dest.name + ".part")
-        try:
-            with open(path, "rb") as fh, open(tmp, "wb") as out:
-                size = os.fstat(fh.fileno()).st_size
-                for chunk in envelope.open_chunks(fh, size, bytes.fromhex(name[-32:]), self.keyring.archive_key,
-                                                  f"index snapshot {name}"):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with open(path, "rb") as fh, atomic_output(dest, tmp=dest.with_name(dest.name + ".part")) as out:
+            size = os.fstat(fh.fileno()).st_size
+            for chunk in envelope.open_chunks(fh, size, bytes.fromhex(name[-32:]), self.keyring.archive_key,
+                                              f"index snapshot {name}"):
+                out.write(chunk)
 
     def prune(self, keep: int) -> list[str]:
         """Drop all but the newest ``keep`` generations (and temp files a crash left); return the names dropped."""

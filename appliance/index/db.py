@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +22,7 @@ from peewee import DatabaseError
 from playhouse.migrations import Runner
 from playhouse.sqlcipher_ext import SqlCipherDatabase
 
-from ..archive.fsutil import PRIVATE_FILE, make_private
+from ..archive.fsutil import PRIVATE_FILE, atomic_output, make_private
 from ..errors import KeyStoreError
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,7 @@ def snapshot_before_migration(db: IndexDatabase, path: Path, first_pending: str)
     falls back to the previous version still finds an index that version fully knows."""
     db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     target = path.with_name(f"{path.name}.pre-{first_pending}")
-    tmp = target.with_name(target.name + ".tmp")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, target)
+    with open(path, "rb") as src, atomic_output(target, tmp=target.with_name(target.name + ".tmp")) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
     log.info("index schema: copy before migrating kept as %s", target.name)
     return target

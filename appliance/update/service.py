@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..archive.fsutil import write_file_atomic
 from ..errors import ApplianceError
 from .bundle import BUNDLE_SUFFIX, KEYRING, BundleInfo, BundleRefused, Tools, verify
 
@@ -104,18 +105,7 @@ def _now() -> str:
 
 def _write_json(path: Path, data: dict, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file_atomic(path, json.dumps(data, indent=1).encode("utf-8"), mode)
 
 
 def read_json(path: Path) -> dict | None:
