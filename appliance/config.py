@@ -146,7 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("index", "allow_insecure", False,
             "Allow an index server on another machine without TLS (only on a trusted network)."),
     Setting("index", "cache_mb", 64,
-            "SQLite page cache per connection, in MiB; all connections together are held to about twice this "
+            "SQLite page cache per connection, in MiB; all connections together are held to about this "
             "(a process-wide soft limit: each thread that reads the index has its own connection)."),
     Setting("index", "case_sensitive_names", False,
             "Match person names case-sensitively in queries (the DICOM default); off suits people typing names."),
