@@ -232,6 +232,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Every bundle must be signed with the vendor key the image trusts, however it arrives."),
     Setting("update", "window", "02:00-04:00",
             "Local time during which a scheduled pull may install and reboot (HH:MM-HH:MM); empty = any time."),
+    Setting("update", "keyring", "/etc/rauc/keyring.pem",
+            "The vendor certificate every update bundle must be signed with (the image's RAUC keyring); "
+            "the admin page's upload checks against it."),
     Setting("update", "confirm_timeout_s", 600,
             "After booting a new version: seconds for the service to become ready (READY and /healthz ok) "
             "before the box falls back to the previous version by itself."),

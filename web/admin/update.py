@@ -37,10 +37,8 @@ def _partial_dir() -> Path:
 
 
 def _keyring() -> Path:
-    """The vendor certificate the image trusts; PACS_UPDATE_KEYRING points elsewhere (tests, a checkout)."""
-    from appliance.update.bundle import KEYRING
-
-    return Path(os.environ.get("PACS_UPDATE_KEYRING") or KEYRING)
+    """The vendor certificate the image trusts: ``[update] keyring``."""
+    return Path(appliance().config.update.keyring)
 
 
 @bp.get("/admin/update")
