@@ -12,11 +12,12 @@ import logging
 import signal
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
-from . import sdnotify
+from . import malloc, sdnotify
 from .archive import Archive, KeyStore
 from .config import Config
 from .errors import ApplianceError
@@ -413,27 +414,6 @@ def build(config: Config, with_web: bool = True) -> Appliance:
     return app
 
 
-MALLOC_ARENAS = 2
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """At most ``arenas`` glibc malloc arenas for the threads started from now on (as MALLOC_ARENA_MAX does).
-
-    glibc gives busy threads arenas of their own, up to 8 per core, and memory freed in one is not
-    reused by another: with a DIMSE association's two threads, the web's worker threads and the
-    background services, the resident size of a big box drifted ~40 MB above what it holds
-    (bench/README.md, "The appliance at scale"). False where there is no glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
-
-
 def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
     """Start everything, notify systemd, and block until a signal or ``stop_event``."""
     stop_event = stop_event or threading.Event()
@@ -445,15 +425,19 @@ def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    limit_malloc_arenas()
+    malloc.tune()
     app.start()
     sdnotify.notify("READY=1")
     log.info("appliance ready")
     interval = sdnotify.watchdog_interval()
+    next_trim = time.monotonic() + malloc.TRIM_INTERVAL_S
     try:
         while not stop_event.wait(min(interval or 1.0, 1.0)) and app.failure is None:
             if interval:
                 sdnotify.notify("WATCHDOG=1")
+            if time.monotonic() >= next_trim:
+                malloc.trim()
+                next_trim = time.monotonic() + malloc.TRIM_INTERVAL_S
     finally:
         sdnotify.notify("STOPPING=1")
         app.stop()

@@ -145,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
             "with TLS (?sslmode=verify-full&sslrootcert=...) unless allow_insecure is set."),
     Setting("index", "allow_insecure", False,
             "Allow an index server on another machine without TLS (only on a trusted network)."),
-    Setting("index", "cache_mb", 64,
+    Setting("index", "cache_mb", 32,
             "SQLite page cache per connection, in MiB; all connections together are held to about this "
             "(a process-wide soft limit: each thread that reads the index has its own connection)."),
     Setting("index", "case_sensitive_names", False,
@@ -161,9 +161,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicomweb", "cors_origins", [],
             "Origins (e.g. \"http://viewer.clinic.lan:3000\") allowed to call DICOMweb from a browser page on "
             "another origin, such as an OHIF viewer; \"*\" allows any; empty turns CORS off."),
-    Setting("dicomweb", "render_cache_mb", 64,
+    Setting("dicomweb", "render_cache_mb", 32,
             "Memory (MiB) for rendered JPEG/PNG frames, so scrolling a series again does not decode again."),
-    Setting("dicomweb", "object_cache_mb", 128,
+    Setting("dicomweb", "object_cache_mb", 48,
             "Memory (MiB) for decrypted objects being rendered or served frame by frame (never written to disk)."),
     Setting("dicomweb", "render_threads", 1,
             "Most frames decoded and rendered at once; more requests wait, so rendering cannot starve DICOM "

@@ -55,7 +55,7 @@ class Index:
         self.batches = BatchesRepo(db, self.writer)  # write batches in flight (corrections)
 
     @classmethod
-    def open(cls, path: Path, key: bytes, cache_mb: int = 64, case_sensitive_names: bool = False, *,
+    def open(cls, path: Path, key: bytes, cache_mb: int = 32, case_sensitive_names: bool = False, *,
              url: str = "", allow_insecure: bool = False, before_migrations=None) -> "Index":
         """The SQLCipher file at ``path``, or the PostgreSQL database ``url`` names (db.open_index)."""
         return cls(open_index(path, key, cache_mb, url, allow_insecure, before_migrations), case_sensitive_names)

@@ -34,7 +34,7 @@ class IndexDatabase(SqlCipherDatabase):
 
     write_lock: tuple = ("IMMEDIATE",)  # the writer takes the write lock up front: no upgrade deadlocks
 
-    def __init__(self, path: Path, key: bytes, cache_mb: int = 64):
+    def __init__(self, path: Path, key: bytes, cache_mb: int = 32):
         self._raw_key = key.hex()
         super().__init__(
             str(path),
@@ -96,7 +96,7 @@ def _private_files(path: Path) -> None:
             make_private(p)
 
 
-def open_index(path: Path, key: bytes, cache_mb: int = 64, url: str = "", allow_insecure: bool = False,
+def open_index(path: Path, key: bytes, cache_mb: int = 32, url: str = "", allow_insecure: bool = False,
                before_migrations: Callable[[IndexDatabase], None] | None = None):
     """Open (creating if needed) the index and bring its schema up to date; ``before_migrations`` is
     called with the database when an existing SQLite index is about to be migrated (to snapshot it first).
