@@ -47,11 +47,6 @@ class StorageArea(Protocol):
     def put(self, src: BinaryIO, object_id: str | None = None):
         """Seal ``src`` into a new durable object; returns a StoredObject (id, plaintext size, SHA-256)."""
 
-    def put_then_sync(self, src: BinaryIO):
-        """Seal ``src`` into a new object and return (StoredObject, sync): the object is durable only once
-        ``sync()`` returned (on failure ``sync`` deletes it and raises). Nothing durable may name the
-        object before that (the ingest path commits its index rows after ``sync``)."""
-
     def put_bytes(self, data: bytes):
         ...
 

@@ -52,7 +52,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from ..errors import IntegrityError, NotFound
 from . import envelope
@@ -167,20 +167,9 @@ class Archive:
             raise
         return StoredObject(object_id, size, digest.hexdigest())
 
-    def put_then_sync(self, src: BinaryIO) -> tuple[StoredObject, Callable[[], None]]:
-        """Like ``put`` without an object id, but the object's fsync is left to the caller: returns the
-        written (not yet durable) object and the function that makes it durable (or, failing, deletes it
-        and raises). The ingest hot path starts its index transaction before calling it, and commits
-        only once it returned, so the fsync overlaps the index work (ingest/__init__.py)."""
-        pending = self._put_reserved(src, sync=False)
-        if pending is not None:
-            return pending
-        return self.put(src), lambda: None  # no reserved file: the whole put, durable already
-
-    def _put_reserved(self, src: BinaryIO, sync: bool = True):
+    def _put_reserved(self, src: BinaryIO) -> StoredObject | None:
         """Seal ``src`` into a reserved file (one fsync); None if no reserved file could be used
-        (another process's start-up removed it), and ``src`` is then untouched. With ``sync=False``,
-        (StoredObject, the function doing the fsync) instead: see ``put_then_sync``."""
+        (another process's start-up removed it), and ``src`` is then untouched."""
         object_id = self._take_reserved()
         path = self._path(object_id)
         try:
@@ -193,31 +182,17 @@ class Archive:
             return None
         digest = hashlib.sha256()
         key_id = self.keyring.current_archive_key
-        fh = os.fdopen(fd, "wb", buffering=1 << 16)
         try:
-            size = envelope.seal(src, fh, bytes.fromhex(object_id), key_id,
-                                 self.keyring.archive_key(key_id), self.chunk_size, digest.update)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o600)  # whole: no longer a reservation
+            with os.fdopen(fd, "wb", buffering=1 << 16) as fh:
+                size = envelope.seal(src, fh, bytes.fromhex(object_id), key_id,
+                                     self.keyring.archive_key(key_id), self.chunk_size, digest.update)
+                fh.flush()
+                os.fchmod(fh.fileno(), 0o600)  # whole: no longer a reservation
+                os.fsync(fh.fileno())  # data and mode; the name was durable already
         except BaseException:
-            fh.close()
             path.unlink(missing_ok=True)
             raise
-        stored = StoredObject(object_id, size, digest.hexdigest())
-
-        def fsync() -> None:  # data and mode; the name was durable already
-            try:
-                os.fsync(fh.fileno())
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
-            finally:
-                fh.close()  # also drops the flock
-
-        if not sync:
-            return stored, fsync
-        fsync()
-        return stored
+        return StoredObject(object_id, size, digest.hexdigest())
 
     def _take_reserved(self) -> str:
         with self._reserve_lock:

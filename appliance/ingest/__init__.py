@@ -12,9 +12,7 @@ Order of work, and why:
 3. if the SOP Instance UID is already indexed with the same bytes, report
    success without writing anything again (a resend stays a quiet success);
 4. seal the bytes, exactly as received, into the archive (fsynced);
-5. write the index rows in one committed transaction. Steps 4 and 5 overlap: the
-   writer thread builds the rows while this thread fsyncs the object, and the
-   transaction commits only after that fsync returned (``_seal_and_submit``);
+5. write the index rows in one committed transaction;
 6. only then report success. If step 5 fails, the object from step 4 is
    deleted and the failure is reported: nothing is acknowledged that is not
    durable, and no index row ever points at nothing.
@@ -57,13 +55,11 @@ import hashlib
 import io
 import logging
 import secrets
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
-from ..archive import Archive, StoredObject
+from ..archive import Archive
 from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from ..events import Events
 from ..index import Index
@@ -144,26 +140,6 @@ class _Concat(io.RawIOBase):
         return len(data)
 
 
-class _Synced:
-    """The object's fsync, as the writer thread waits for it: done, or failed with the fsync's error."""
-
-    def __init__(self):
-        self._event = threading.Event()
-        self._error: BaseException | None = None
-
-    def done(self) -> None:
-        self._event.set()
-
-    def fail(self, exc: BaseException) -> None:
-        self._error = exc
-        self._event.set()
-
-    def wait(self) -> None:
-        self._event.wait()
-        if self._error is not None:
-            raise StoreFailed(f"the object could not be made durable ({self._error.__class__.__name__})")
-
-
 class Ingestor:
     def __init__(self, archive: Archive, index: Index, events: Events, reserve_bytes: int,
                  on_conflict: str = "replace", on_patient_change: str = "reject", batch_lock: Path | None = None):
@@ -209,7 +185,8 @@ class Ingestor:
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
         seen: dict = {}  # the prior version, if the policy was asked (filled on the writer thread)
         try:
-            stored, pending = self._seal_and_submit(stream, lambda stored: self._record(a, stored, origin, seen))
+            stored = self.archive.put(stream)
+            pending = self.index.writer.submit(lambda: self._record(a, stored, origin, seen))
         except OSError as exc:
             if _disk_full(exc):
                 raise DiskFull(DISK_FULL) from None
@@ -235,45 +212,6 @@ class Ingestor:
             self._replacement(a, origin, seen["prior"], outcome.value)
         self.events.emit("instance_stored", result=result, origin=origin)
         return result
-
-    def _seal_and_submit(self, stream: BinaryIO, record: Callable) -> tuple[StoredObject, Future]:
-        """Seal ``stream`` into the archive and submit ``record(stored)`` to the index writer; the returned
-        future resolves once the rows are committed.
-
-        With a writer thread running, the object's fsync and the index work overlap: the object is written,
-        ``record`` is submitted, and this thread fsyncs the object while the writer builds the rows. The
-        submitted function waits for that fsync before it returns, and the writer commits only after it
-        returned, so no committed row can ever name an object that is not durable (a crash before the
-        commit leaves an unindexed object, as before). If the fsync fails, the function raises: its rows
-        are rolled back and the caller gets the error through the future."""
-        writer = self.index.writer
-        if not writer.is_running:  # inline writer (CLI, tests): submit runs at once, so sync first
-            stored = self.archive.put(stream)
-            return stored, writer.submit(lambda: record(stored))
-        stored, sync = self.archive.put_then_sync(stream)
-        synced = _Synced()
-
-        def record_when_durable():
-            value = record(stored)
-            synced.wait()
-            return value
-
-        try:
-            pending = writer.submit(record_when_durable)
-        except BaseException:
-            sync()
-            raise
-        try:
-            sync()
-        except BaseException as exc:
-            synced.fail(exc)
-            try:
-                pending.result()  # the writer rolled the rows back: wait, so they are gone before we raise
-            except BaseException:  # noqa: BLE001 - the fsync's error is the one to report
-                pass
-            raise
-        synced.done()
-        return stored, pending
 
     def store_corrected(self, replaces: Sequence[CurrentObject], corrected: Callable[[CurrentObject], bytes],
                         origin: Origin) -> list[StoreResult]:
