@@ -129,7 +129,7 @@ def main() -> None:
         cells = [summarize(rates[(r.name, s)]) for s in scenarios]
         cells.append(" / ".join(summarize(rss[(r.name, s)]) for s in scenarios if s != "nagle"))
         print(f"| {r.name} | " + " | ".join(cells) + " |")
-    print(f"\nserver CPU time per instance, ms, median (min-max)")
+    print("\nserver CPU time per instance, ms, median (min-max)")
     print("| receiver | " + " | ".join(names[s] for s in scenarios) + " |")
     print("|---|" + "---|" * len(scenarios))
     for r in receivers:
