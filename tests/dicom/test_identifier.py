@@ -221,15 +221,10 @@ def test_pending_sender_waits_while_the_dul_queue_is_full():
         dul.to_provider_queue.put(None)
     established = [True]
     sender = PendingSender(dul, 1, pending_command_set(request()), 16384, True, lambda: established[0])
-    drained = []
-
-    def dul_takes_one():
-        drained.append(len(dul.sent))  # how many were sent before the queue had room (must be none)
-        dul.to_provider_queue.get()
-
-    threading.Timer(0.1, dul_takes_one).start()
+    threading.Timer(0.1, lambda: dul.to_provider_queue.get()).start()
+    started = time.monotonic()
     sender.send(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
-    assert drained == [0] and len(dul.sent) == 1  # sent only once the DUL took one
+    assert time.monotonic() - started >= 0.09 and len(dul.sent) == 1  # sent once the DUL took one
     for _ in range(2):
         dul.to_provider_queue.put(None)
     established[0] = False  # an aborted association: no waiting (pynetdicom stops the handler next)
