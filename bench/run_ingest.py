@@ -48,10 +48,13 @@ def send(receiver, files: list[Path], nodelay: bool, parallel: int = 1) -> float
     return elapsed
 
 
-def make_receivers(names: list[str], workdir: Path, baseline_root: Path | None = None) -> list:
+def make_receivers(names: list[str], workdir: Path, baseline_root: Path | None = None,
+                   variants: dict[str, Path] | None = None) -> list:
     factories = {"appliance": lambda: Appliance(workdir), "bare": lambda: BareScp(workdir),
                  "appliance-base": lambda: Appliance(workdir, name="appliance-base", root=baseline_root),
                  "bare-tuned": lambda: BareScp(workdir, tune=True), "orthanc": lambda: Orthanc(workdir)}
+    for name, root in (variants or {}).items():
+        factories[name] = lambda name=name, root=root: Appliance(workdir, name=name, root=root)
     unknown = set(names) - set(factories)
     if unknown:
         raise SystemExit(f"unknown receiver(s) {sorted(unknown)}; choose from {sorted(factories)}")
@@ -70,7 +73,15 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the raw figures here")
     p.add_argument("--baseline-root", type=Path,
                    help="a checkout of an older commit (git worktree): adds receiver appliance-base run from it")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
+                   help="another checkout run as receiver NAME (repeatable; name it in --receivers too)")
     args = p.parse_args()
+    variants = {}
+    for spec in args.variant:
+        name, _, root = spec.partition("=")
+        if not name or not root:
+            raise SystemExit(f"--variant {spec!r}: expected NAME=DIR")
+        variants[name] = Path(root).resolve()
     if "appliance-base" in args.receivers and not args.baseline_root:
         raise SystemExit("receiver appliance-base needs --baseline-root DIR")
 
@@ -83,7 +94,7 @@ def main() -> None:
     workdir = args.workdir or Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     receivers = make_receivers(args.receivers.split(","), workdir,
-                               args.baseline_root.resolve() if args.baseline_root else None)
+                               args.baseline_root.resolve() if args.baseline_root else None, variants)
     print(f"corpus: {len(files)} instances, {size_mb:.0f} MB; {platform.node()} {platform.processor() or ''}"
           f" cores={__import__('os').cpu_count()}; runs={args.runs}", flush=True)
 
@@ -118,7 +129,7 @@ def main() -> None:
         cells = [summarize(rates[(r.name, s)]) for s in scenarios]
         cells.append(" / ".join(summarize(rss[(r.name, s)]) for s in scenarios if s != "nagle"))
         print(f"| {r.name} | " + " | ".join(cells) + " |")
-    print(f"\nserver CPU time per instance, ms, median (min-max)")
+    print("\nserver CPU time per instance, ms, median (min-max)")
     print("| receiver | " + " | ".join(names[s] for s in scenarios) + " |")
     print("|---|" + "---|" * len(scenarios))
     for r in receivers:

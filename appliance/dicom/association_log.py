@@ -21,6 +21,7 @@ from pydicom.filereader import read_dataset
 from pynetdicom import evt
 
 from .status import STORE_OK
+from .store_response import SentStoreResponse
 
 log = logging.getLogger(__name__)
 QUERY_RETRIEVE_LEVEL = 0x00080052
@@ -88,12 +89,21 @@ class AssociationLog:
 
     def on_sent(self, event) -> None:
         tally = self._tally(event.assoc)
-        if tally is not None and type(event.message).__name__ == "C_STORE_RSP":
-            ok = int(event.message.command_set.Status) in STORE_OK
-            tally.stored += ok
-            tally.failed += not ok
+        if tally is None:
+            return
+        message = event.message
+        if isinstance(message, SentStoreResponse):  # sent directly (store_response.py)
+            status = message.status
+        elif type(message).__name__ == "C_STORE_RSP":
+            status = message.command_set.Status
+        else:
+            return
+        ok = int(status) in STORE_OK
+        tally.stored += ok
+        tally.failed += not ok
 
     on_sent.ignores_pending_find = True  # C-STOREs only: C-FIND's PendingSender may skip pynetdicom (pending.py)
+    on_sent.takes_sent_store_response = True  # store_response.py may send C-STORE responses directly
 
     def on_released(self, event) -> None:
         tally = self._tally(event.assoc)
