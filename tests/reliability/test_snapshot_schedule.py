@@ -39,3 +39,34 @@ def test_a_restart_takes_no_snapshot_while_the_newest_is_recent(tmp_path):
         assert [s.name for s in parts.archive.snapshots.list()] == [first.name]
     finally:
         parts.close()
+
+
+def test_copies_of_unfinished_snapshots_are_removed_but_not_one_being_taken(tmp_path):
+    """A stop or crash mid-snapshot leaves a copy of the whole index (~400 MB at 1M instances) in the data
+    directory; the next start removes it, and leaves alone a take still running in another process."""
+    import fcntl
+    import os
+
+    from appliance.services.snapshots import clean_stale
+
+    def files(stem: str) -> list:
+        made = [tmp_path / f"{stem}.lock", tmp_path / f"{stem}.tmp", tmp_path / f"{stem}.tmp-journal"]
+        for p in made:
+            p.write_bytes(b"x")
+        return made
+
+    dead = files(".index-snapshot-dead0001")
+    alive = files(".index-snapshot-a11ve002")
+    orphan = tmp_path / ".index-snapshot-old00003.tmp"  # no lock file: left by an older version
+    orphan.write_bytes(b"x")
+    other = tmp_path / "index.db"
+    other.write_bytes(b"x")
+    fd = os.open(alive[0], os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: as another process's take holds it
+        assert clean_stale(tmp_path) == 2
+        assert not any(p.exists() for p in dead + [orphan])
+        assert all(p.exists() for p in alive) and other.exists()
+    finally:
+        os.close(fd)
+    assert clean_stale(tmp_path) == 1 and not any(p.exists() for p in alive)
