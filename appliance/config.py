@@ -155,7 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
             "archive and its latest snapshot on its own (off: refuse to start and say what to run)."),
     Setting("index", "snapshot_hours", 6.0,
             "Hours between sealed index snapshots kept in the archive (users, peers, worklist, audit, settings: "
-            "what a rebuild cannot read from the images). One is also taken at every start."),
+            "what a rebuild cannot read from the images), counted from the newest one: a restart does not add one."),
     Setting("index", "snapshot_keep", 3, "Index snapshot generations kept in the archive."),
     # [dicomweb] the DICOMweb API under /dicomweb
     Setting("dicomweb", "cors_origins", [],

@@ -86,6 +86,9 @@ def build_box(data: Path, instances: int, url: str = "", workers: int = 2) -> di
             if done % 200_000 < step:
                 print(f"  archive: {done:,} objects, {time.perf_counter() - started:.0f} s", flush=True)
     print(f"archive: {n:,} objects in {time.perf_counter() - started:.0f} s", flush=True)
+    if not url:  # a box that has been running has an index snapshot (its first start takes one)
+        subprocess.run([PYTHON, "-m", "appliance", "index", "snapshot", "--data", str(data)],
+                       check=True, capture_output=True, cwd=ROOT, env=env)
     marker.write_text(repr(counts))
     return counts
 

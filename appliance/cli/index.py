@@ -49,7 +49,7 @@ def rebuild(data_dir, workers) -> None:
 @data_option
 @friendly_errors
 def snapshot(data_dir) -> None:
-    """Take a sealed index snapshot into the archive now (one is taken at start and every [index] snapshot_hours)."""
+    """Take a sealed index snapshot into the archive now (the box takes one every [index] snapshot_hours)."""
     from ..services.snapshots import IndexSnapshots
 
     with open_appliance(data_dir) as app:

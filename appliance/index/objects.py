@@ -71,11 +71,18 @@ class ObjectsRepo(Repository):
                 return True
         return False
 
+    def _id_range(self, table: str) -> tuple[int | None, int | None]:
+        """The smallest and largest id of ``table``: two primary-key lookups. (One ``SELECT min(id), max(id)``
+        is not: SQLite takes the min/max shortcut only for a lone min() or max(), and scanned a whole index
+        instead, 1 s at 1M instances on a busy box, in front of the listener.)"""
+        return self.db.execute_sql(f'SELECT (SELECT min("id") FROM "{table}"), (SELECT max("id") FROM "{table}")'
+                                   ).fetchone()
+
     def estimate(self) -> int:
         """About how many objects the index names, from each table's id range (an index lookup, no count)."""
         total = 0
         for table, _also in NAMING_TABLES:
-            lo, hi = self.db.execute_sql(f'SELECT min("id"), max("id") FROM "{table}"').fetchone()
+            lo, hi = self._id_range(table)
             total += 0 if lo is None else hi - lo + 1
         return total
 
@@ -109,7 +116,7 @@ class ObjectsRepo(Repository):
         rng = rng or random.Random()
         spans = []
         for table, prefix in OBJECT_TABLES:
-            lo, hi = self.db.execute_sql(f'SELECT min("id"), max("id") FROM "{table}"').fetchone()
+            lo, hi = self._id_range(table)
             if lo is not None:
                 spans.append((table, prefix, lo, hi - lo + 1))
         total = sum(span for *_, span in spans)

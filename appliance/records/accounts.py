@@ -8,6 +8,7 @@ Roles:
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import re
 import secrets
@@ -97,16 +98,19 @@ def _keep_one_admin(repo: AccountsRepo, user: User) -> None:
 
 # --- logging in (read-only: callers record the outcome) ---------------------------------------
 
-# A real scrypt check against this hash when the user does not exist, so a failed login
-# takes as long for an unknown name as for a wrong password.
-_DUMMY_HASH = hash_password("not-a-real-password")
+@functools.cache
+def _dummy_hash() -> str:
+    """A real scrypt check against this hash when the user does not exist, so a failed login takes as long
+    for an unknown name as for a wrong password. Made at the first failed login, not at import: one scrypt
+    is ~0.4 s of CPU that every process start (and `serve`'s start to its first C-ECHO) paid before."""
+    return hash_password("not-a-real-password")
 
 
 def authenticate(repo: AccountsRepo, username: str, password: str) -> User | None:
     """The active user with this name and password, or None."""
     user = repo.user(username or "")
     if user is None:
-        verify_password(_DUMMY_HASH, password or "")
+        verify_password(_dummy_hash(), password or "")
         return None
     if not verify_password(user.password_hash, password or "") or user.disabled:
         return None

@@ -174,3 +174,22 @@ def test_aggregates_come_back_as_numbers(core):
     assert type(total) is int and total == sum(sizes)
     assert type(mean) is float and mean == sum(sizes) / 2 + 0.5
     assert core.index.studies.totals()[2] == 2 and type(core.index.studies.totals()[2]) is int
+
+
+def test_totals_for_the_dashboard_may_be_a_few_seconds_old(core, monkeypatch):
+    """totals(max_age): the last counts while they are young enough (the dashboard, /metrics), a count otherwise."""
+    studies = core.index.studies
+    now = [1000.0]
+    monkeypatch.setattr(studies, "_clock", lambda: now[0])
+    core.store(make_instance(instance_number=1))
+    assert studies.totals(max_age=10) == (1, 1, 1)
+    core.store(make_instance(instance_number=2))
+    now[0] += 10
+    assert studies.totals(max_age=10) == (1, 1, 1)  # counted 10 s ago: still given
+    assert studies.totals() == (1, 2, 2)  # no max_age: counted now (and remembered)
+    core.store(make_instance(instance_number=3))
+    now[0] += 10.5
+    assert studies.totals(max_age=10) == (1, 3, 3)  # too old: counted again
+    core.store(make_instance(instance_number=4))
+    now[0] -= 3600  # the monotonic clock never goes back, but a stale entry must not live on if it did
+    assert studies.totals(max_age=10) == (1, 4, 4)

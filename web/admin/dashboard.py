@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from appliance.index import multi_values, utcnow
-from appliance.index.studies import StudiesRepo
+from appliance.index.studies import TOTALS_MAX_AGE, StudiesRepo
 
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def source_ae(source: str) -> str:
 def gather(appliance, recent_errors=None, sessions=None) -> Dashboard:
     now = utcnow()
     repo = appliance.index.studies
-    patients, studies, instances = repo.totals()
+    patients, studies, instances = repo.totals(max_age=TOTALS_MAX_AGE)
     warnings = []
     associations, backup = [], None
     try:

@@ -20,7 +20,7 @@ import shutil
 
 from flask import Response, abort, current_app, jsonify, request
 
-from ..admin.dashboard import disk_warn_level
+from ..admin.dashboard import TOTALS_MAX_AGE, disk_warn_level
 from ..current import appliance as _app
 from . import bp
 
@@ -131,7 +131,7 @@ def metrics():
     counts = web.recent_errors.counts
     _line(out, "pacs_log_messages_total", "counter", "Warnings and errors logged since start (failures).",
           [({"level": lvl}, counts.get(lvl, 0)) for lvl in ("WARNING", "ERROR", "CRITICAL")])
-    patients, studies, instances = appliance.index.studies.totals()
+    patients, studies, instances = appliance.index.studies.totals(max_age=TOTALS_MAX_AGE)
     _line(out, "pacs_patients", "gauge", "Patients in the index.", [({}, patients)])
     _line(out, "pacs_studies", "gauge", "Studies in the index.", [({}, studies)])
     _line(out, "pacs_instances", "gauge", "Instances in the index.", [({}, instances)])
