@@ -63,7 +63,9 @@ def store_request(msg_id: int, sop_class: str, sop_uid: str, priority: int = 2,
     """The command set of a C-STORE-RQ with a data set (PS3.7 9.3.1.1)."""
     elements = [(0x0002, _uid(sop_class)), (0x0100, _US(C_STORE_RQ)), (0x0110, _US(msg_id)),
                 (0x0700, _US(priority)), (0x0800, _US(DATA_SET_PRESENT)), (0x1000, _uid(sop_uid))]
-    if originator_aet:
+    if isinstance(originator_aet, bytes):
+        originator_aet = originator_aet.decode("ascii")
+    if originator_aet and originator_aet.strip():
         title = originator_aet.strip().encode("ascii")
         elements.append((0x1030, title + b" " if len(title) % 2 else title))
     if originator_id is not None:

@@ -2,14 +2,19 @@
 
 Used by C-MOVE and C-GET sub-operations and by forwarding. When the peer
 accepted the object's stored transfer syntax, the stored dataset bytes go out
-as they are, never decoded and re-encoded: the archive's plaintext is copied
-into an anonymous in-memory file (memfd, never the data disk) and pynetdicom
-sends it from there in chunks (``STORE_SEND_CHUNKED_DATASET``), so what the
-peer receives is byte-identical to what we received. Otherwise ``transcode.choose``
-picks a syntax the box can produce without loss among those the peer accepted and
-``transcode.to_syntax`` writes the object in it (into the memfd too), or the
-sub-operation fails with the reason. C-MOVE, C-GET and forwarding all send through
-here, so they choose alike.
+as they are, never decoded and re-encoded, so what the peer receives is
+byte-identical to what we received. Otherwise ``transcode.choose`` picks a syntax
+the box can produce without loss among those the peer accepted and
+``transcode.to_syntax`` writes the object in it (in memory), or the sub-operation
+fails with the reason. C-MOVE, C-GET and forwarding all send through here, so
+they choose alike.
+
+The decrypted plaintext never touches the data disk: its data set goes out as
+whole PDUs from memory (outbound.py), and the next object of a retrieve is
+decrypted while the peer answers the current one (``chain``). Where outbound.py
+does not apply (a handler watching every message sent, or a Part 10 meta without
+group length), the plaintext goes into an anonymous in-memory file (memfd) and
+pynetdicom sends it from there in chunks (``STORE_SEND_CHUNKED_DATASET``).
 
 pynetdicom's C-MOVE/C-GET service calls ``assoc.send_c_store(dataset)`` for
 each dataset our handler yields; ``install`` makes that call go through

@@ -189,3 +189,59 @@ def test_pending_move_response_and_other_threads_leave_at_once():
     assoc.dimse.send_msg(move, 1)
     assert len(direct.writes) == 2
     assert parse_pdus(direct.writes[1], 16384)[0][2] == pending_retrieve_command(move)
+
+
+class PlainArchive:
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+
+    def read(self, object_id: str) -> bytes:
+        return self.objects[object_id]
+
+
+def without_group_length(part10: bytes) -> bytes:
+    """The same file with its (0002,0000) element left out (some writers omit it)."""
+    return part10[:132] + part10[144:]
+
+
+@pytest.mark.parametrize("group_length", [True, False])  # False: pynetdicom's own path (memfd)
+def test_object_sender_stores_the_exact_data_set(tmp_path, group_length):
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage
+
+    from appliance.dicom.scu import ObjectSender, associate, storage_contexts
+    from helpers import free_port
+
+    source = get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    part10 = (tmp_path / "ct.dcm").read_bytes()
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    received = []
+
+    def on_store(event):
+        received.append(event.request.DataSet.getvalue())
+        return 0x0000
+
+    scp = AE(ae_title="STORESCP")
+    scp.add_supported_context(CTImageStorage, [syntax, ExplicitVRLittleEndian])
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        stored = part10 if group_length else without_group_length(part10)
+        assert (dataset_offset(stored) is not None) is group_length
+        sender = ObjectSender(PlainArchive({"aa": stored, "bb": stored}))
+        outs = chain([Outgoing(CT, ds.SOPInstanceUID, oid, syntax) for oid in ("aa", "bb")])
+        assoc = associate("PACSBOX", "STORESCP", "127.0.0.1", port, storage_contexts([(CT, syntax)]), timeout=10)
+        try:
+            sender.install(assoc)
+            for msg_id, out in enumerate(outs, 1):
+                outcome = sender.send(assoc, out, msg_id=msg_id, originator_aet="MOVER", originator_id=3)
+                assert (outcome.status, outcome.transcoded) == (0x0000, False)
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    assert received == [part10[dataset_offset(part10):]] * 2
