@@ -88,13 +88,13 @@ def main() -> None:
         data_dir = init_data_dir(tmp / "data")
         subprocess.run(CLI + ["modality", "add", "--data", str(data_dir), SCU, "127.0.0.1", str(scu_port)],
                        check=True, capture_output=True)
-        box = Server(data_dir).start()
+        box = Server(data_dir, env=source_env(ROOT)).start()
         peers = {"appliance": ("PACSBOX", box.dicom_port)}
         pids = {"appliance": box.proc.pid}
         if args.baseline_root:
             base_dir = tmp / "data-base"
             shutil.copytree(data_dir, base_dir, symlinks=True)  # the same keys and peers, its own index
-            base = Server(base_dir, env={"PYTHONPATH": str(args.baseline_root.resolve())}).start()
+            base = Server(base_dir, env=source_env(args.baseline_root.resolve())).start()
             peers["appliance-base"] = ("PACSBOX", base.dicom_port)
             pids["appliance-base"] = base.proc.pid
         if not args.skip_orthanc:
@@ -146,6 +146,18 @@ def main() -> None:
             orthanc.terminate()
             orthanc.wait(20)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def source_env(root: Path) -> dict:
+    """Run the appliance from the checkout at ``root``. PYTHONSAFEPATH: ``python -m appliance`` would
+    otherwise put the working directory first on sys.path, and a baseline started from this checkout
+    would import this checkout's code, not its own."""
+    env = {"PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"}
+    done = subprocess.run([sys.executable, "-c", "import appliance; print(appliance.__file__)"],
+                          env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    if not done.stdout.strip().startswith(str(root)):
+        raise SystemExit(f"{root} is not what the appliance would import: {done.stdout.strip()}")
+    return env
 
 
 def write_retrieval_study(directory: Path, instances: int, kind: str) -> list[Path]:
