@@ -42,7 +42,7 @@ from pynetdicom.presentation import PresentationContext
 from ..archive import Archive
 from ..convert.transcode import FALLBACKS, TranscodeError, choose, to_syntax
 from ..errors import ApplianceError
-from .outbound import Outbound, store_request
+from .outbound import Outbound, receive_store_responses, store_request
 from .sockets import tune_accepted_socket
 from .tls import diagnose
 
@@ -205,6 +205,7 @@ class ObjectSender:
         """Route this association's C-STOREs through the sender (an instance attribute, not a patch), and its
         other DIMSE messages (the Pending C-GET responses) through outbound.py when it can."""
         assoc.send_c_store = functools.partial(self.send_c_store, assoc)
+        receive_store_responses(assoc)
         outbound = Outbound.for_assoc(assoc)
         if outbound is not None:
             outbound.install()

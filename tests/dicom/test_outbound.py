@@ -9,12 +9,14 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ
+from pynetdicom import evt
+from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from appliance.dicom.outbound import Outbound, pending_retrieve_command, retrieve_response, store_request
+from appliance.dicom.outbound import (Outbound, StoreResponseMessage, parse_store_response, pending_retrieve_command,
+                                      receive_store_responses, retrieve_response, store_request)
 from appliance.dicom.scu import Outgoing, chain, dataset_offset
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -205,9 +207,9 @@ def without_group_length(part10: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("group_length", [True, False])  # False: pynetdicom's own path (memfd)
-def test_object_sender_stores_the_exact_data_set(tmp_path, group_length):
+def test_object_sender_stores_the_exact_data_set(tmp_path, monkeypatch, group_length):
     from pydicom.uid import ExplicitVRLittleEndian
-    from pynetdicom import AE, evt
+    from pynetdicom import AE, _config
     from pynetdicom.sop_class import CTImageStorage
 
     from appliance.dicom.scu import ObjectSender, associate, storage_contexts
@@ -220,10 +222,13 @@ def test_object_sender_stores_the_exact_data_set(tmp_path, group_length):
     part10 = (tmp_path / "ct.dcm").read_bytes()
     syntax = str(ds.file_meta.TransferSyntaxUID)
     received = []
+    # As the appliance runs unless its log level is DEBUG (node.py): pynetdicom's standard handlers, which
+    # log every DIMSE message and so need its per-message path, are not bound.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
 
     def on_store(event):
         received.append(event.request.DataSet.getvalue())
-        return 0x0000
+        return 0x0000 if len(received) == 1 else 0xA700  # the second: out of resources
 
     scp = AE(ae_title="STORESCP")
     scp.add_supported_context(CTImageStorage, [syntax, ExplicitVRLittleEndian])
@@ -237,11 +242,82 @@ def test_object_sender_stores_the_exact_data_set(tmp_path, group_length):
         assoc = associate("PACSBOX", "STORESCP", "127.0.0.1", port, storage_contexts([(CT, syntax)]), timeout=10)
         try:
             sender.install(assoc)
+            assert Outbound.for_assoc(assoc).direct is not None  # whole PDUs from this thread (tuned plain TCP)
+            assert assoc.dimse._pacs_store_responses  # the responses are read by outbound.py too
             for msg_id, out in enumerate(outs, 1):
                 outcome = sender.send(assoc, out, msg_id=msg_id, originator_aet="MOVER", originator_id=3)
-                assert (outcome.status, outcome.transcoded) == (0x0000, False)
+                assert (outcome.status, outcome.transcoded) == (0x0000 if msg_id == 1 else 0xA700, False)
         finally:
             assoc.release()
     finally:
         server.shutdown()
     assert received == [part10[dataset_offset(part10):]] * 2
+
+
+def store_response_command(status: int, **extra) -> bytes:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 12, status
+    rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID = CT, "1.2.3.45"
+    for keyword, value in extra.items():
+        setattr(rsp, keyword, value)
+    return pynetdicom_command(C_STORE_RSP, rsp)
+
+
+def test_parse_store_response_reads_plain_responses_only():
+    assert parse_store_response(store_response_command(0x0000)) == (12, 0x0000)
+    assert parse_store_response(store_response_command(0xA700)) == (12, 0xA700)
+    with_comment = store_response_command(0xA700, ErrorComment="disk full")
+    assert parse_store_response(with_comment) is None  # pynetdicom's way keeps the comment for the log
+    assert parse_store_response(store_response_command(0)[:-1]) is None  # truncated
+    assert parse_store_response(store_request(12, CT, "1.2.3.45")) is None  # not a response
+
+
+class Recorder:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, event):
+        self.seen.append(event.message)
+
+
+def receiving_assoc(handler=None):
+    import queue
+
+    handlers = [(handler, None)] if handler else []
+    passed_on = []
+    dimse = SimpleNamespace(message=None, msg_queue=queue.Queue(), receive_primitive=passed_on.append)
+    assoc = SimpleNamespace(dimse=dimse, get_handlers=lambda event: handlers if event == evt.EVT_DIMSE_RECV else [],
+                            abort=None, _abort_nonblocking=None, _abort_blocking=None)  # evt.trigger swaps these
+    return assoc, passed_on
+
+
+def p_data(context_id: int, *pdvs: bytes) -> P_DATA:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[context_id, pdv] for pdv in pdvs]
+    return primitive
+
+
+def test_plain_store_responses_skip_pynetdicom_decoding_and_reach_marked_handlers():
+    recorder = Recorder()
+    recorder.command_values_only = True
+    assoc, passed_on = receiving_assoc(recorder)
+    receive_store_responses(assoc)
+    assoc.dimse.receive_primitive(p_data(3, b"\x03" + store_response_command(0xB000)))
+    context_id, rsp = assoc.dimse.msg_queue.get_nowait()
+    assert (context_id, type(rsp), rsp.MessageIDBeingRespondedTo, rsp.Status) == (3, C_STORE, 12, 0xB000)
+    assert rsp.is_valid_response and not passed_on
+    [message] = recorder.seen
+    assert isinstance(message, StoreResponseMessage) and message.command_set.Status == 0xB000
+    commented = p_data(3, b"\x03" + store_response_command(0xA700, ErrorComment="disk full"))
+    assoc.dimse.receive_primitive(commented)
+    fragmented = p_data(3, b"\x01" + store_response_command(0)[:20])
+    assoc.dimse.receive_primitive(fragmented)
+    assert passed_on == [commented, fragmented] and assoc.dimse.msg_queue.empty()
+
+
+def test_an_unmarked_dimse_handler_keeps_pynetdicom_decoding():
+    assoc, passed_on = receiving_assoc(Recorder())  # e.g. pynetdicom's debug log
+    receive_store_responses(assoc)
+    plain = p_data(3, b"\x03" + store_response_command(0))
+    assoc.dimse.receive_primitive(plain)
+    assert passed_on == [plain]
