@@ -24,6 +24,7 @@ object lacks what this was written against.
 """
 from __future__ import annotations
 
+import itertools
 import ssl
 import struct
 import threading
@@ -34,7 +35,8 @@ from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from .pending import COMMAND_LAST, COMMAND_MORE, DATA_LAST, DATA_MORE, encode_pdu, fragments, pack
+from .pending import (COMMAND_LAST, COMMAND_MORE, DATA_LAST, DATA_MORE, MAX_QUEUED_PDUS, encode_pdu, fragments,
+                      pack)
 from .status import PENDING
 
 _TAG_LEN = struct.Struct("<HHI").pack  # implicit VR little endian element header: group, element, length
@@ -43,6 +45,7 @@ _US = struct.Struct("<H").pack
 C_STORE_RQ, C_STORE_RSP, C_GET_RSP, C_MOVE_RSP = 0x0001, 0x8001, 0x8010, 0x8021
 # The elements of a plain C-STORE-RSP (PS3.7 9.3.1.2); one with anything else (Error Comment, Offending
 # Element, ...) is decoded by pynetdicom, which keeps those for the log.
+DIRECT_WRITE_BYTES = 1 << 20  # the direct way writes a large message in pieces of about this size
 STORE_RSP_ELEMENTS = frozenset((0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000))
 DATA_SET_PRESENT, NO_DATA_SET = 0x0001, 0x0101
 
@@ -175,13 +178,16 @@ class Outbound:
         self.dimse = assoc.dimse
         self.direct = direct  # TunedAssociationSocket.send_direct, or None: queued
         self._held: list[bytes] = []  # PDUs of a Pending C-GET-RSP that go out with the next message
-        self._held_lock = threading.Lock()
+        self._lock = threading.Lock()  # one message at a time, whichever thread sends it
 
     @classmethod
     def for_assoc(cls, assoc) -> Outbound | None:
         dul, dimse = getattr(assoc, "dul", None), getattr(assoc, "dimse", None)
         if not callable(getattr(dul, "send_pdu", None)) or dimse is None or _watched(assoc, evt.EVT_DIMSE_SENT):
             return None
+        installed = getattr(dimse, "_pacs_outbound", None)
+        if isinstance(installed, cls):
+            return installed
         transport = getattr(dul, "socket", None)
         direct = getattr(transport, "send_direct", None)
         if getattr(transport, "send_lock", None) is None \
@@ -195,26 +201,38 @@ class Outbound:
         data set in the context's transfer syntax) if given. False once the association is gone.
         ``hold``: the direct way keeps the PDUs and writes them with the next message (one write)."""
         max_pdu = self.dimse.maximum_pdu_size
-        pdvs = list(fragments(command, max_pdu, COMMAND_MORE, COMMAND_LAST))
+        pdvs = fragments(command, max_pdu, COMMAND_MORE, COMMAND_LAST)
         if dataset is not None:
-            pdvs += fragments(dataset, max_pdu, DATA_MORE, DATA_LAST)
+            pdvs = itertools.chain(pdvs, fragments(dataset, max_pdu, DATA_MORE, DATA_LAST))
         return self._send_pdvs(context_id, pdvs, max_pdu, hold)
 
-    def _send_pdvs(self, context_id: int, pdvs: list, max_pdu: int, hold: bool = False) -> bool:
+    def _send_pdvs(self, context_id: int, pdvs, max_pdu: int, hold: bool = False) -> bool:
         if self.direct is not None:
-            pdus = [encode_pdu(context_id, group) for group in pack(pdvs, max_pdu)]
-            with self._held_lock:
+            with self._lock:
                 if hold:
-                    self._held += pdus
+                    self._held += [encode_pdu(context_id, group) for group in pack(pdvs, max_pdu)]
                     return True
-                pdus, self._held = self._held + pdus, []
-            queue = getattr(self.dul, "to_provider_queue", None)  # what pynetdicom queued goes out first
-            while queue is not None and not queue.empty() and self.assoc.is_established:
-                time.sleep(0.0005)
-            return self.assoc.is_established and self.direct(b"".join(pdus))
-        if not self.assoc.is_established:
-            return False
+                queue = getattr(self.dul, "to_provider_queue", None)  # what pynetdicom queued goes out first
+                while queue is not None and not queue.empty() and self.assoc.is_established:
+                    time.sleep(0.0005)
+                # Written DIRECT_WRITE_BYTES at a time: a large object is never copied whole into PDUs
+                batch, self._held = self._held, []
+                size = sum(map(len, batch))
+                for group in pack(pdvs, max_pdu):
+                    pdu = encode_pdu(context_id, group)
+                    batch.append(pdu)
+                    size += len(pdu)
+                    if size >= DIRECT_WRITE_BYTES:
+                        if not (self.assoc.is_established and self.direct(b"".join(batch))):
+                            return False
+                        batch, size = [], 0
+                return not batch or (self.assoc.is_established and self.direct(b"".join(batch)))
+        queue = getattr(self.dul, "to_provider_queue", None)
         for group in pack(pdvs, max_pdu):
+            while queue is not None and queue.qsize() >= MAX_QUEUED_PDUS and self.assoc.is_established:
+                time.sleep(0.001)  # the DUL thread sends them: a large object is not queued whole
+            if not self.assoc.is_established:
+                return False
             primitive = P_DATA()
             for pdv in group:
                 primitive.presentation_data_value_list.append((context_id, bytes(pdv)))

@@ -135,6 +135,18 @@ def test_direct_c_store_carries_the_command_and_data_set_within_the_peer_pdu_len
     assert message_from(pdvs) == (command, bytes(dataset))
 
 
+def test_a_large_data_set_is_written_in_pieces_never_whole():
+    from appliance.dicom.outbound import DIRECT_WRITE_BYTES
+
+    dataset = bytes(range(256)) * (3 * DIRECT_WRITE_BYTES // 256 + 7)
+    command = store_request(5, CT, "1.2.3.4")
+    assoc, _queued = fake_assoc(16384)
+    direct = FakeDirect()
+    assert Outbound(assoc, direct).send(9, command, dataset)
+    assert len(direct.writes) == 4 and max(map(len, direct.writes)) < DIRECT_WRITE_BYTES + 16384
+    assert message_from(parse_pdus(b"".join(direct.writes), 16384)) == (command, dataset)
+
+
 def test_queued_c_store_gives_the_dul_the_same_pdvs():
     data = open(get_testdata_file("CT_small.dcm"), "rb").read()
     dataset = memoryview(data)[dataset_offset(data):]
