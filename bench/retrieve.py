@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import synth  # noqa: E402
+from common import cpu_seconds  # noqa: E402
 from helpers import CLI, Server, free_port, init_data_dir, port_open, wait_until  # noqa: E402
 
 SCU = "BENCHSCU"
@@ -87,29 +88,40 @@ def main() -> None:
         data_dir = init_data_dir(tmp / "data")
         subprocess.run(CLI + ["modality", "add", "--data", str(data_dir), SCU, "127.0.0.1", str(scu_port)],
                        check=True, capture_output=True)
-        box = Server(data_dir).start()
+        box = Server(data_dir, env=source_env(ROOT)).start()
         peers = {"appliance": ("PACSBOX", box.dicom_port)}
+        pids = {"appliance": box.proc.pid}
         if args.baseline_root:
             base_dir = tmp / "data-base"
             shutil.copytree(data_dir, base_dir, symlinks=True)  # the same keys and peers, its own index
-            base = Server(base_dir, env={"PYTHONPATH": str(args.baseline_root.resolve())}).start()
+            base = Server(base_dir, env=source_env(args.baseline_root.resolve())).start()
             peers["appliance-base"] = ("PACSBOX", base.dicom_port)
+            pids["appliance-base"] = base.proc.pid
         if not args.skip_orthanc:
             orthanc, orthanc_port, _ = start_orthanc(tmp / "orthanc", scu_port)
             peers["orthanc"] = ("ORTHANC", orthanc_port)
+            pids["orthanc"] = orthanc.pid
         for ae, port in peers.values():
             run("storescu", "-aet", SCU, "-aec", ae, "127.0.0.1", port, "+sd", "+r", tmp / "study")
         out = tmp / "out"
         out.mkdir()
         keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
         times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
+
+        def timed(op: str, name: str, *command) -> None:
+            before = cpu_seconds(pids[name])
+            times.setdefault((op, name), []).append(run(*command, cwd=out))
+            after = cpu_seconds(pids[name])
+            if before is not None and after is not None:
+                cpu.setdefault((op, name), []).append(after - before)
+
+        load = os.getloadavg()
         for _ in range(args.runs):
             for name, (ae, port) in peers.items():
-                times.setdefault(("C-MOVE", name), []).append(run(
-                    "movescu", "-S", "--ignore", "-aet", SCU, "-aec", ae, "-aem", SCU, "--port", scu_port, *keys,
-                    "127.0.0.1", port, cwd=out))
-                times.setdefault(("C-GET", name), []).append(run(
-                    "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port, cwd=out))
+                timed("C-MOVE", name, "movescu", "-S", "--ignore", "-aet", SCU, "-aec", ae, "-aem", SCU,
+                      "--port", scu_port, *keys, "127.0.0.1", port)
+                timed("C-GET", name, "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{args.instances}-instance {args.kind} study ({size_mb:.1f} MB), {args.runs} runs, median (min-max) seconds, dcmtk process wall time")
         print("| operation | " + " | ".join(f"Orthanc {orthanc_version()}" if n == "orthanc" else n for n in peers)
@@ -121,6 +133,11 @@ def main() -> None:
                 t = times[(op, name)]
                 cells.append(f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})")
             print(f"| {op} | " + " | ".join(cells) + " |")
+        for op in ("C-MOVE", "C-GET"):  # the server's own CPU time (all threads) per operation
+            cells = [f"{statistics.mean(cpu[(op, name)]) * 1000:.0f} ms" if cpu.get((op, name)) else "-"
+                     for name in peers]
+            print(f"| {op}, server CPU (mean) | " + " | ".join(cells) + " |")
+        print(f"load average: {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     finally:
         for server in (box, base):
             if server is not None:
@@ -129,6 +146,18 @@ def main() -> None:
             orthanc.terminate()
             orthanc.wait(20)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def source_env(root: Path) -> dict:
+    """Run the appliance from the checkout at ``root``. PYTHONSAFEPATH: ``python -m appliance`` would
+    otherwise put the working directory first on sys.path, and a baseline started from this checkout
+    would import this checkout's code, not its own."""
+    env = {"PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"}
+    done = subprocess.run([sys.executable, "-c", "import appliance; print(appliance.__file__)"],
+                          env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    if not done.stdout.strip().startswith(str(root)):
+        raise SystemExit(f"{root} is not what the appliance would import: {done.stdout.strip()}")
+    return env
 
 
 def write_retrieval_study(directory: Path, instances: int, kind: str) -> list[Path]:

@@ -77,7 +77,8 @@ class AssociationLog:
         if tally is None:
             return
         kind = type(event.message).__name__
-        if kind == "C_STORE_RSP":  # our C-STOREs of a C-GET, answered by the requestor
+        if getattr(event.message.command_set, "CommandField", None) == 0x8001:  # C-STORE-RSP: our C-STOREs
+            # of a C-GET, answered by the requestor (pynetdicom's message, or outbound.StoreResponseMessage)
             ok = int(event.message.command_set.Status) in STORE_OK
             tally.sent += ok
             tally.send_failed += not ok
@@ -102,6 +103,7 @@ class AssociationLog:
         tally.stored += ok
         tally.failed += not ok
 
+    on_received.command_values_only = True  # reads command_set values only (outbound.receive_store_responses)
     on_sent.ignores_pending_find = True  # C-STOREs only: C-FIND's PendingSender may skip pynetdicom (pending.py)
     on_sent.takes_sent_store_response = True  # store_response.py may send C-STORE responses directly
 

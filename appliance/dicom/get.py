@@ -31,7 +31,7 @@ from ..index import Index
 from ..records.peers import PeerRegistry
 from .move import BadIdentifier, caller_may_retrieve, match_instances, unique_key
 from .registry import DimseService, Handler
-from .scu import ObjectSender
+from .scu import ObjectSender, chain
 from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
 from .store import STORAGE_SOP_CLASSES
 
@@ -73,7 +73,7 @@ def handle_get(event, index: Index, peers: PeerRegistry, sender: ObjectSender, a
         yield status(NOT_PERMITTED, f"{calling} is not allowed to retrieve"), None
         return
     try:
-        outgoing = match_instances(index, event.identifier, str(event.request.AffectedSOPClassUID))
+        outgoing = chain(match_instances(index, event.identifier, str(event.request.AffectedSOPClassUID)))
     except BadIdentifier as exc:
         yield 1
         yield status(IDENTIFIER_MISMATCH, str(exc)), None

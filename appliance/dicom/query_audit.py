@@ -54,6 +54,8 @@ class QueryAudit:
             if patient_id and "*" not in patient_id and "?" not in patient_id and len(q["patients"]) < MAX_PATIENTS:
                 q["patients"].add(patient_id)
 
+    on_dimse_recv.command_values_only = True  # skips all but C-FIND requests by command_set.CommandField
+
     def on_association_closed(self, event) -> None:
         with self._lock:
             q = self._queries.pop(id(event.assoc), None)

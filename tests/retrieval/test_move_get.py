@@ -4,9 +4,11 @@ from __future__ import annotations
 import subprocess
 
 import numpy as np
+import pytest
 import readback
 import pydicom
 import synth
+from helpers import wait_until
 from retrieval_support import SCU_AE, StoreSCP, cli, dataset_bytes
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless
 from pynetdicom import AE, build_role
@@ -88,12 +90,16 @@ def test_move_to_unknown_destination_is_refused(box, tmp_path):
     assert "MoveDestinationUnknown" in moved.stderr, moved.stderr
 
 
-def test_get_with_getscu_is_byte_identical(box, tmp_path):
+@pytest.mark.parametrize("max_pdu", [(), ("--max-pdu", "4096")])  # 4096: each object in ~10 PDUs
+def test_get_with_getscu_is_byte_identical(box, tmp_path, max_pdu):
     files = synth.write_study(tmp_path / "in", n_series=1, per_series=3, patient_id="GET1")
     store(box, *files)
     out = tmp_path / "out"
     out.mkdir()
-    got = dcmtk("getscu", "-S", "+B", "-aet", SCU_AE, "-aec", "PACSBOX", "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+    logged = "C-GET x1; sent 3, failed 0"  # the association log counts the C-STORE-RSPs (outbound.py reads them)
+    before = box.log().count(logged)
+    got = dcmtk("getscu", "-S", "+B", *max_pdu, "-aet", SCU_AE, "-aec", "PACSBOX", "-od", out,
+                "-k", "QueryRetrieveLevel=STUDY",
                 "-k", f"StudyInstanceUID={pydicom.dcmread(files[0]).StudyInstanceUID}", "127.0.0.1", box.dicom_port)
     assert got.returncode == 0, got.stderr
     received = received_by_uid(out.iterdir())
@@ -101,6 +107,7 @@ def test_get_with_getscu_is_byte_identical(box, tmp_path):
     assert set(received) == set(originals_by_uid(files))
     for uid, raw in received.items():
         assert dataset_bytes(raw) == dataset_bytes(stored[uid])
+    wait_until(lambda: box.log().count(logged) > before, 10, what="the C-GET association's log line")
 
 
 def test_compressed_ultrasound_to_uncompressed_only_peers(box, tmp_path):

@@ -1,0 +1,278 @@
+"""Sending the messages of a retrieve (C-STORE sub-operations, Pending C-GET/C-MOVE responses) as whole PDUs.
+
+Per C-STORE sub-operation pynetdicom (3.0, ``Association.send_c_store`` and
+``DIMSEServiceProvider.send_msg``) fills a pydicom command set keyword by keyword
+and encodes it twice, reads the file meta of the object back with pydicom, queues
+every PDU for the DUL thread (each a wake-up and a thread switch under the GIL),
+then does the same for the Pending C-GET/C-MOVE-RSP that follows: ~2 ms of Python
+per instance, most of a C-GET of small objects (bench/README.md, issue 18).
+
+Here the command sets of those messages are encoded directly (``store_request``,
+``retrieve_response``: the bytes pynetdicom makes, compared in tests/dicom/test_outbound.py)
+and a whole message goes out as P-DATA-TF PDUs of at most the peer's maximum PDU length
+(pending.py's ``fragments``/``pack``, the command PDV sharing a PDU with the first data
+fragment when it fits). ``Outbound.send`` writes them from the calling thread with
+``TunedAssociationSocket.send_direct`` on a plain TCP connection that sockets.py tuned,
+and gives them to the DUL as P-DATA primitives otherwise (TLS: an SSL object must not be
+written by one thread while another reads it). ``Outbound.install`` routes the
+association's ``dimse.send_msg`` through the same way, so every DIMSE message the
+association's threads send leaves in order by one path.
+
+``Outbound.for_assoc`` returns None, and pynetdicom's own path is used, when a handler
+watches every message or PDU sent (pynetdicom's debug logging) or the association
+object lacks what this was written against.
+"""
+from __future__ import annotations
+
+import itertools
+import ssl
+import struct
+import threading
+import time
+from types import SimpleNamespace
+
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+from .pending import (COMMAND_LAST, COMMAND_MORE, DATA_LAST, DATA_MORE, MAX_QUEUED_PDUS, encode_pdu, fragments,
+                      pack)
+from .status import PENDING
+
+_TAG_LEN = struct.Struct("<HHI").pack  # implicit VR little endian element header: group, element, length
+_READ_TAG_LEN = struct.Struct("<HHI").unpack_from
+_US = struct.Struct("<H").pack
+C_STORE_RQ, C_STORE_RSP, C_GET_RSP, C_MOVE_RSP = 0x0001, 0x8001, 0x8010, 0x8021
+# The elements of a plain C-STORE-RSP (PS3.7 9.3.1.2); one with anything else (Error Comment, Offending
+# Element, ...) is decoded by pynetdicom, which keeps those for the log.
+DIRECT_WRITE_BYTES = 1 << 20  # the direct way writes a large message in pieces of about this size
+STORE_RSP_ELEMENTS = frozenset((0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000))
+DATA_SET_PRESENT, NO_DATA_SET = 0x0001, 0x0101
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return _TAG_LEN(0x0000, element, len(value)) + value
+
+
+def _uid(uid) -> bytes:
+    raw = str(uid).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def command_set(elements: list[tuple[int, bytes]]) -> bytes:
+    """A DIMSE command set (group 0000, implicit VR little endian, PS3.7 E.1) of (element, value bytes)
+    in element order, led by its Command Group Length."""
+    body = b"".join(_element(element, value) for element, value in elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def store_request(msg_id: int, sop_class: str, sop_uid: str, priority: int = 2,
+                  originator_aet: str | None = None, originator_id: int | None = None) -> bytes:
+    """The command set of a C-STORE-RQ with a data set (PS3.7 9.3.1.1)."""
+    elements = [(0x0002, _uid(sop_class)), (0x0100, _US(C_STORE_RQ)), (0x0110, _US(msg_id)),
+                (0x0700, _US(priority)), (0x0800, _US(DATA_SET_PRESENT)), (0x1000, _uid(sop_uid))]
+    if isinstance(originator_aet, bytes):
+        originator_aet = originator_aet.decode("ascii")
+    if originator_aet and originator_aet.strip():
+        title = originator_aet.strip().encode("ascii")
+        elements.append((0x1030, title + b" " if len(title) % 2 else title))
+    if originator_id is not None:
+        elements.append((0x1031, _US(originator_id)))
+    return command_set(elements)
+
+
+def retrieve_response(command_field: int, responding_to: int, sop_class: str, status: int, remaining: int,
+                      completed: int, failed: int, warning: int) -> bytes:
+    """The command set of a C-GET-RSP or C-MOVE-RSP without an identifier (PS3.7 9.3.3.2, 9.3.4.2)."""
+    return command_set([(0x0002, _uid(sop_class)), (0x0100, _US(command_field)), (0x0120, _US(responding_to)),
+                        (0x0800, _US(NO_DATA_SET)), (0x0900, _US(status)), (0x1020, _US(remaining)),
+                        (0x1021, _US(completed)), (0x1022, _US(failed)), (0x1023, _US(warning))])
+
+
+def pending_retrieve_command(primitive) -> bytes | None:
+    """Our encoding of a Pending C-GET/C-MOVE-RSP primitive without identifier; None for anything else."""
+    kind = type(primitive)
+    if kind not in (C_GET, C_MOVE) or primitive.MessageIDBeingRespondedTo is None \
+            or primitive.Status != PENDING or primitive.Identifier is not None:
+        return None
+    counts = (primitive.NumberOfRemainingSuboperations, primitive.NumberOfCompletedSuboperations,
+              primitive.NumberOfFailedSuboperations, primitive.NumberOfWarningSuboperations)
+    if any(n is None for n in counts):
+        return None
+    return retrieve_response(C_GET_RSP if kind is C_GET else C_MOVE_RSP, primitive.MessageIDBeingRespondedTo,
+                             primitive.AffectedSOPClassUID, PENDING, *counts)
+
+
+def parse_store_response(command: bytes) -> tuple[int, int] | None:
+    """(Message ID Being Responded To, Status) of a plain C-STORE-RSP command set; None for anything else."""
+    values: dict[int, bytes] = {}
+    at, end = 0, len(command)
+    while at + 8 <= end:
+        group, element, length = _READ_TAG_LEN(command, at)
+        if group != 0 or element not in STORE_RSP_ELEMENTS or at + 8 + length > end:
+            return None
+        values[element] = command[at + 8:at + 8 + length]
+        at += 8 + length
+    if at != end or values.get(0x0100) != _US(C_STORE_RSP) or values.get(0x0800) != _US(NO_DATA_SET) \
+            or len(values.get(0x0120, b"")) != 2 or len(values.get(0x0900, b"")) != 2:
+        return None
+    return int.from_bytes(values[0x0120], "little"), int.from_bytes(values[0x0900], "little")
+
+
+class StoreResponseMessage:
+    """What EVT_DIMSE_RECV handlers get for a C-STORE-RSP read by ``receive_store_responses``: the values
+    of its command set (those handlers are marked ``command_values_only``), not a pynetdicom message."""
+
+    def __init__(self, context_id: int, responding_to: int, status: int):
+        self.context_id = context_id
+        self.command_set = SimpleNamespace(CommandField=C_STORE_RSP, MessageIDBeingRespondedTo=responding_to,
+                                           Status=status)
+
+
+def receive_store_responses(assoc) -> None:
+    """Read this association's plain C-STORE-RSPs without pynetdicom's decoding (an instance attribute).
+
+    pynetdicom's DUL thread decodes each response's command set with pydicom and builds the primitive
+    through setters that validate every UID with a regular expression: ~0.7 ms per sub-operation of a
+    C-GET/C-MOVE, more than everything else the box does for it. A response in one PDV (command, last
+    fragment) with a plain command set (``parse_store_response``) becomes a C_STORE primitive with its
+    Message ID Being Responded To and Status, the two values a C-STORE requestor reads; anything else,
+    or an EVT_DIMSE_RECV handler not marked ``command_values_only``, goes pynetdicom's way.
+    """
+    dimse = getattr(assoc, "dimse", None)
+    original = getattr(dimse, "receive_primitive", None)
+    if original is None or getattr(dimse, "_pacs_store_responses", False) or _watched(
+            assoc, evt.EVT_DIMSE_RECV, "command_values_only"):
+        return
+
+    def receive_primitive(primitive) -> None:
+        pdvs = primitive.presentation_data_value_list
+        if dimse.message is None and len(pdvs) == 1 and pdvs[0][1][:1] == COMMAND_LAST:
+            context_id, pdv = pdvs[0]
+            parsed = parse_store_response(pdv[1:])
+            if parsed is not None:
+                rsp = C_STORE()
+                rsp.MessageIDBeingRespondedTo, rsp.Status = parsed
+                rsp._context_id = context_id  # as pynetdicom's message_to_primitive sets it
+                evt.trigger(assoc, evt.EVT_DIMSE_RECV, {"message": StoreResponseMessage(context_id, *parsed)})
+                dimse.msg_queue.put((context_id, rsp))
+                return
+        original(primitive)
+
+    dimse._pacs_store_responses = True
+    dimse.receive_primitive = receive_primitive
+
+
+def _watched(assoc, event, flag: str = "ignores_pending_find") -> bool:
+    """A handler that wants to see every ``event`` (pynetdicom's debug log); the association log's C-STORE
+    tally, marked ``ignores_pending_find``, only looks at C-STORE-RSPs, which never go out here."""
+    return any(not getattr(handler, flag, False) for handler, _args in assoc.get_handlers(event))
+
+
+class Outbound:
+    """The way whole DIMSE messages leave one association: direct writes or the DUL's queue (see above)."""
+
+    def __init__(self, assoc, direct=None):
+        self.assoc = assoc
+        self.dul = assoc.dul
+        self.dimse = assoc.dimse
+        self.direct = direct  # TunedAssociationSocket.send_direct, or None: queued
+        self._held: list[bytes] = []  # PDUs of a Pending C-GET-RSP that go out with the next message
+        self._lock = threading.Lock()  # one message at a time, whichever thread sends it
+
+    @classmethod
+    def for_assoc(cls, assoc) -> Outbound | None:
+        dul, dimse = getattr(assoc, "dul", None), getattr(assoc, "dimse", None)
+        if not callable(getattr(dul, "send_pdu", None)) or dimse is None or _watched(assoc, evt.EVT_DIMSE_SENT):
+            return None
+        installed = getattr(dimse, "_pacs_outbound", None)
+        if isinstance(installed, cls):
+            return installed
+        transport = getattr(dul, "socket", None)
+        direct = getattr(transport, "send_direct", None)
+        if getattr(transport, "send_lock", None) is None \
+                or isinstance(getattr(transport, "socket", None), ssl.SSLSocket) \
+                or assoc.get_handlers(evt.EVT_PDU_SENT) or assoc.get_handlers(evt.EVT_DATA_SENT):
+            direct = None
+        return cls(assoc, direct)
+
+    def send(self, context_id: int, command: bytes, dataset=None, hold: bool = False) -> bool:
+        """One message: ``command`` (an encoded command set), then ``dataset`` (bytes or a memoryview of the
+        data set in the context's transfer syntax) if given. False once the association is gone.
+        ``hold``: the direct way keeps the PDUs and writes them with the next message (one write)."""
+        max_pdu = self.dimse.maximum_pdu_size
+        pdvs = fragments(command, max_pdu, COMMAND_MORE, COMMAND_LAST)
+        if dataset is not None:
+            pdvs = itertools.chain(pdvs, fragments(dataset, max_pdu, DATA_MORE, DATA_LAST))
+        return self._send_pdvs(context_id, pdvs, max_pdu, hold)
+
+    def _send_pdvs(self, context_id: int, pdvs, max_pdu: int, hold: bool = False) -> bool:
+        if self.direct is not None:
+            with self._lock:
+                if hold:
+                    self._held += [encode_pdu(context_id, group) for group in pack(pdvs, max_pdu)]
+                    return True
+                queue = getattr(self.dul, "to_provider_queue", None)  # what pynetdicom queued goes out first
+                while queue is not None and not queue.empty() and self.assoc.is_established:
+                    time.sleep(0.0005)
+                # Written DIRECT_WRITE_BYTES at a time: a large object is never copied whole into PDUs
+                batch, self._held = self._held, []
+                size = sum(map(len, batch))
+                for group in pack(pdvs, max_pdu):
+                    pdu = encode_pdu(context_id, group)
+                    batch.append(pdu)
+                    size += len(pdu)
+                    if size >= DIRECT_WRITE_BYTES:
+                        if not (self.assoc.is_established and self.direct(b"".join(batch))):
+                            return False
+                        batch, size = [], 0
+                return not batch or (self.assoc.is_established and self.direct(b"".join(batch)))
+        queue = getattr(self.dul, "to_provider_queue", None)
+        for group in pack(pdvs, max_pdu):
+            while queue is not None and queue.qsize() >= MAX_QUEUED_PDUS and self.assoc.is_established:
+                time.sleep(0.001)  # the DUL thread sends them: a large object is not queued whole
+            if not self.assoc.is_established:
+                return False
+            primitive = P_DATA()
+            for pdv in group:
+                primitive.presentation_data_value_list.append((context_id, bytes(pdv)))
+            self.dul.send_pdu(primitive)
+        return True
+
+    def install(self) -> None:
+        """Send this association's DIMSE messages (``dimse.send_msg``) through here: Pending C-GET/C-MOVE
+        responses encoded by us, every other message encoded by pynetdicom, all by the same way out."""
+        if getattr(self.dimse, "_pacs_outbound", None) is not None:
+            return
+        original = self.dimse.send_msg
+        pynetdicom_path = self.direct is None
+
+        def send_msg(primitive, context_id: int) -> None:
+            command = pending_retrieve_command(primitive)
+            if command is not None:
+                # A Pending C-GET-RSP sent by the C-GET's own thread is followed at once by the next C-STORE-RQ
+                # or the final response on this association: they leave together (one write, one wake-up for
+                # the peer). Anything else, e.g. the C-MOVE wake-up from another thread, leaves now.
+                self.send(context_id, command,
+                          hold=type(primitive) is C_GET and threading.current_thread() is self.assoc)
+            elif pynetdicom_path:
+                original(primitive, context_id)
+            else:
+                self._send_encoded(primitive, context_id)
+
+        self.dimse._pacs_outbound = self
+        self.dimse.send_msg = send_msg  # an instance attribute: this association only
+
+    def _send_encoded(self, primitive, context_id: int) -> None:
+        """pynetdicom's ``send_msg`` (its encoding, its EVT_DIMSE_SENT), written by the direct way."""
+        from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
+
+        table = _RQ_TO_MESSAGE if primitive.MessageIDBeingRespondedTo is None else _RSP_TO_MESSAGE
+        message = table[primitive.__class__]()
+        message.primitive_to_message(primitive)
+        message.context_id = context_id
+        evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
+        max_pdu = self.dimse.maximum_pdu_size
+        pdvs = [pdv for pdata in message.encode_msg(context_id, max_pdu)
+                for _cx, pdv in pdata.presentation_data_value_list]
+        self._send_pdvs(context_id, pdvs, max_pdu)
