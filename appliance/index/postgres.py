@@ -12,6 +12,8 @@ changes:
 - Parameters: plain SQL uses ``?``; psycopg wants ``%s`` (and ``%%`` for a literal ``%``).
 - Booleans: the schema keeps them as 0/1 integers (as SQLite does), so Python booleans are
   sent as integers; SUM() and AVG() come back as int or float, not Decimal.
+- Streaming (``batches``): psycopg's plain cursor fetches a whole result at execute, so a read
+  that may return many rows (a C-FIND, a table copy) goes through a server-side cursor instead.
 
 A connection to a server that is not on this machine must use TLS (``sslmode=require`` or
 stricter in the URL) unless ``[index] allow_insecure`` says otherwise: the index holds
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from decimal import Decimal
+from typing import Iterator
 
-from peewee import PostgresqlDatabase
+from peewee import PostgresqlDatabase, __exception_wrapper__
 
 from ..errors import ConfigError
 
@@ -96,6 +100,14 @@ def _format_params(sql: str) -> str:
     return "'".join(parts)
 
 
+def _for_psycopg(sql: str, params) -> str:
+    if not params and _is_ddl(sql):
+        return postgres_ddl(sql)
+    if "?" in sql and "%s" not in sql:  # the repositories' plain SQL (peewee's own uses %s)
+        return _format_params(sql)
+    return sql
+
+
 def _is_ddl(sql: str) -> bool:
     head = sql.lstrip()[:20].upper()
     return head.startswith(("CREATE TABLE", "ALTER TABLE", "CREATE TRIGGER"))
@@ -139,11 +151,21 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         return conn
 
     def execute_sql(self, sql, params=None):
-        if not params and _is_ddl(sql):
-            sql = postgres_ddl(sql)
-        elif "?" in sql and "%s" not in sql:  # the repositories' plain SQL (peewee's own uses %s)
-            sql = _format_params(sql)
-        return super().execute_sql(sql, params)
+        return super().execute_sql(_for_psycopg(sql, params), params)
+
+    def batches(self, sql: str, params=(), size: int = 256) -> Iterator[list[tuple]]:
+        """The rows of ``sql``, ``size`` at a time, through a server-side (named) cursor: memory holds one
+        batch, not the result. A named cursor lives in a transaction: one is opened if none is
+        (psycopg's own, on this thread's connection, so it is closed here with the cursor and nothing else
+        commits it). The caller consumes promptly and closes the iterator (as with SQLite's read)."""
+        conn = self.connection()
+        with __exception_wrapper__:
+            with conn.transaction():
+                with conn.cursor(name=f"pacs_{uuid.uuid4().hex[:12]}") as cur:
+                    cur.itersize = size
+                    cur.execute(_for_psycopg(sql, params), params or None)
+                    while rows := cur.fetchmany(size):
+                        yield rows
 
     def probe(self) -> None:
         self.execute_sql("SELECT 1").fetchone()

@@ -174,3 +174,25 @@ def test_aggregates_come_back_as_numbers(core):
     assert type(total) is int and total == sum(sizes)
     assert type(mean) is float and mean == sum(sizes) / 2 + 0.5
     assert core.index.studies.totals()[2] == 2 and type(core.index.studies.totals()[2]) is int
+
+
+def test_a_streamed_search_reads_through_a_server_side_cursor_on_postgresql(core):
+    """psycopg's plain cursor holds a whole result client-side; iter_search must hold one batch (issue 19 item 4)."""
+    from appliance.index import query
+
+    db = core.index.db
+    if not db.describe().startswith("postgresql"):
+        pytest.skip("needs the PostgreSQL cluster (PACS_TEST_INDEX=postgresql)")
+    for n in range(1, 6):
+        core.store(make_instance(instance_number=n))
+    cursors = lambda: db.execute_sql("SELECT count(*) FROM pg_cursors").fetchone()[0]  # noqa: E731
+    records = query.iter_search(db, "IMAGE", {}, batch=2)
+    assert next(records)["InstanceNumber"] == 1
+    assert cursors() == 1  # this thread's connection: the search's cursor is open beside this read
+    assert [r["InstanceNumber"] for r in records] == [2, 3, 4, 5]
+    assert cursors() == 0
+    records = query.iter_search(db, "IMAGE", {}, batch=2)
+    next(records)
+    records.close()  # a C-FIND cancelled or aborted midway
+    assert cursors() == 0 and not db.in_transaction()
+    assert db.connection().info.transaction_status.name == "IDLE"
