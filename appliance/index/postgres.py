@@ -7,8 +7,12 @@ changes:
 - DDL: the frozen migrations say ``INTEGER`` (64-bit in SQLite), ``DATETIME`` and
   ``VARCHAR(255)`` (unenforced in SQLite), and make the audit table append-only with
   SQLite triggers. Here they become ``BIGINT`` (identity for the ``id`` keys),
-  ``TIMESTAMP``, ``TEXT`` and a PL/pgSQL trigger that raises the same message (as an
-  integrity error, which SQLite's RAISE(ABORT) is too).
+  ``TIMESTAMP``, ``TEXT COLLATE "C"`` and a PL/pgSQL trigger that raises the same message
+  (as an integrity error, which SQLite's RAISE(ABORT) is too). The "C" collation is
+  SQLite's BINARY whatever the server's locale: the same order and the same ASCII-only
+  UPPER() on both backends, and a DICOM wildcard's prefix (``LIKE 'KABE%'``) is a range
+  of the column's ordinary index, as GLOB's is in SQLite (under a locale's collation
+  it is a scan of the whole table).
 - Parameters: plain SQL uses ``?``; psycopg wants ``%s`` (and ``%%`` for a literal ``%``).
 - Booleans: the schema keeps them as 0/1 integers (as SQLite does), so Python booleans are
   sent as integers; SUM() and AVG() come back as int or float, not Decimal.
@@ -89,7 +93,7 @@ def postgres_ddl(sql: str) -> str:
                  sql)
     sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
     sql = re.sub(r"\bDATETIME\b", "TIMESTAMP", sql)
-    return re.sub(r"\bVARCHAR\(\d+\)", "TEXT", sql)
+    return re.sub(r"\bVARCHAR\(\d+\)|\bTEXT\b", 'TEXT COLLATE "C"', sql)
 
 
 def _format_params(sql: str) -> str:
