@@ -159,9 +159,10 @@ class PostgresIndexDatabase(PostgresqlDatabase):
 
     def batches(self, sql: str, params=(), size: int = 256) -> Iterator[list[tuple]]:
         """The rows of ``sql``, ``size`` at a time, through a server-side (named) cursor: memory holds one
-        batch, not the result. A named cursor lives in a transaction: one is opened if none is
-        (psycopg's own, on this thread's connection, so it is closed here with the cursor and nothing else
-        commits it). The caller consumes promptly and closes the iterator (as with SQLite's read)."""
+        batch, not the result. A named cursor lives in a transaction: one is opened if none is (psycopg's
+        own, on this thread's connection, ended here with the cursor; inside a peewee transaction it is a
+        savepoint). The caller consumes promptly and closes the iterator (as with SQLite's read), and writes
+        nothing on this thread's connection meanwhile (writes go through the writer's own)."""
         conn = self.connection()
         with __exception_wrapper__:
             with conn.transaction():
