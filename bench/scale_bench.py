@@ -19,10 +19,13 @@ and a thread reads the server's VmRSS every 0.2 s. Reported: the largest RSS see
 phase and the peak (VmHWM) at the end.
 
     nice -n 10 .venv/bin/python bench/scale_bench.py /work/scratch-scale/box-1000k [--server-root DIR]
+    # PostgreSQL boxes (scale_build.py --pg): their server is started from --pg's work directory
+    nice -n 10 .venv/bin/python bench/scale_bench.py --pg /work/scratch-pg /work/scratch-pg/box-1000k-pg
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -71,12 +74,14 @@ def med(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-"
 
 
-def run_box(data: Path, server_root: Path, runs: int, corpus: list[Path], verify_seconds: float) -> dict:
+def run_box(data: Path, server_root: Path, runs: int, corpus: list[Path], verify_seconds: float,
+            extra_env: dict | None = None) -> dict:
     studies = _studies(data)
     dicom_port, http_port = free_port(), free_port()
     env = dict(sender_env(nodelay=False), PACS_DICOM_HOST="127.0.0.1", PACS_DICOM_PORT=str(dicom_port),
                PACS_HTTP_HOST="127.0.0.1", PACS_HTTP_PORT=str(http_port), PACS_STORAGE_RESERVE_MB="16",
-               PACS_INTEGRITY_INTERVAL_HOURS=str(verify_seconds / 3600), PYTHONPATH=str(server_root))
+               PACS_INTEGRITY_INTERVAL_HOURS=str(verify_seconds / 3600), PYTHONPATH=str(server_root),
+               **(extra_env or {}))
     log_path = data.parent / f"{data.name}-serve.log"
     log = open(log_path, "ab")
     log_start = log_path.stat().st_size
@@ -223,19 +228,31 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, default=Path("/work/scratch-scale/corpus"))
     p.add_argument("--ingest", type=int, default=1000, help="CT instances sent by the ingest phase")
     p.add_argument("--verify-seconds", type=float, default=20.0)
+    p.add_argument("--pg", type=Path, help="scale_build.py --pg's --work: boxes named *-pg keep their index there")
     a = p.parse_args()
     # As installed (image-build/customize compiles the bytecode): with PYTHONDONTWRITEBYTECODE set, as on
     # these machines, every start would otherwise compile the appliance's sources (~1 s of CPU).
     subprocess.run([PYTHON, "-m", "compileall", "-q", "appliance", "web"], cwd=a.server_root, check=True,
                    capture_output=True)
-    for box in a.boxes:
-        # New UIDs for every run: ingest on top stores new instances, never duplicates of an earlier run.
-        fresh = a.corpus / f"{box.name}-{time.strftime('%H%M%S')}"
-        corpus = make_corpus(fresh, studies=max(1, a.ingest // 100), series=2, per_series=50, kind="CT", large=False)
-        o = run_box(box, a.server_root, a.runs, corpus, a.verify_seconds)
-        report(o)
-        sys.stdout.flush()
-        shutil.rmtree(fresh, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if a.pg:
+            import pgbox
+
+            cluster = stack.enter_context(pgbox.running(a.pg))
+        for box in a.boxes:
+            env = {"PACS_INDEX_URL": pgbox.database_url(cluster, box)} if cluster and pgbox.is_pg_box(box) else {}
+            run_one(a, box, env)
+
+
+def run_one(a, box: Path, env: dict) -> None:
+    # New UIDs for every run: ingest on top stores new instances, never duplicates of an earlier run.
+    fresh = a.corpus / f"{box.name}-{time.strftime('%H%M%S')}"
+    corpus = make_corpus(fresh, studies=max(1, a.ingest // 100), series=2, per_series=50, kind="CT", large=False)
+    o = run_box(box, a.server_root, a.runs, corpus, a.verify_seconds, env)
+    report(o)
+    sys.stdout.flush()
+    shutil.rmtree(fresh, ignore_errors=True)
 
 
 if __name__ == "__main__":

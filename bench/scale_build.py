@@ -8,7 +8,9 @@ start-up reconciles and verifies a full archive, not an empty one. Cached: a fin
 box has a ``.bench-complete`` marker.
 
     nice -n 10 .venv/bin/python bench/scale_build.py --instances 1000000 --work /work/scratch-scale
-    # PostgreSQL: --url postgresql://user@127.0.0.1:PORT/db (the index goes there; archive as above)
+    # PostgreSQL: --pg starts bench/pgbox.py's server in <work>/pg and puts the index in a database of its own
+    # (box-1000k-pg); or --url postgresql://user@127.0.0.1:PORT/db for a server of your own
+    nice -n 10 .venv/bin/python bench/scale_build.py --instances 1000000 --work /work/scratch-pg --pg
 """
 from __future__ import annotations
 
@@ -98,11 +100,19 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=1_000_000)
     p.add_argument("--work", type=Path, default=Path("/work/scratch-scale"))
     p.add_argument("--url", default="", help="a PostgreSQL index (the archive stays under --work)")
+    p.add_argument("--pg", action="store_true", help="the index in bench/pgbox.py's server under --work")
     p.add_argument("--name", default="")
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args()
-    name = a.name or f"box-{a.instances // 1000}k{'-pg' if a.url else ''}"
-    print(build_box(a.work / name, a.instances, a.url, a.workers))
+    name = a.name or f"box-{a.instances // 1000}k{'-pg' if a.url or a.pg else ''}"
+    if not a.pg:
+        print(build_box(a.work / name, a.instances, a.url, a.workers))
+        return
+    import pgbox
+
+    with pgbox.running(a.work) as cluster:
+        print(build_box(a.work / name, a.instances, pgbox.database_url(cluster, a.work / name, create=True),
+                        a.workers))
 
 
 if __name__ == "__main__":

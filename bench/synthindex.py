@@ -13,6 +13,7 @@ import datetime
 import hashlib
 
 from appliance.index.models import Instance, Patient, Series, Study
+from appliance.index.transfer import advance_sequence
 
 SYLLABLES = ["KA", "MO", "RI", "TE", "SU", "LA", "NO", "BE", "DI", "VA", "GO", "PE", "XU", "ZI", "FO", "HA",
              "JU", "WE", "YO", "CE"]
@@ -96,6 +97,8 @@ def build(db, studies: int = 10_000, series: int = 2, per_series: int = 5) -> di
             _insert(db, Study, st_rows)
             _insert(db, Series, se_rows)
             _insert(db, Instance, in_rows)
+    for model in (Patient, Study, Series, Instance):  # PostgreSQL: new rows' ids follow these explicit ones
+        advance_sequence(db, model._meta.table_name)
     return {"patients": n_patients, "studies": studies, "series": series_id, "instances": instance_id}
 
 

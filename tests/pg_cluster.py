@@ -29,9 +29,10 @@ def _as_postgres(*cmd: str) -> list[str]:
 
 
 class Cluster:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, fsync: bool = False):
         self.root = root
         self.data = root / "data"
+        self.fsync = fsync  # the tests throw theirs away; a benchmark's should cost what a real one does
         self.port = _free_port()
         self.base_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
@@ -41,16 +42,18 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
-        subprocess.run(_as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                                    "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"),
-                       check=True, capture_output=True)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -F -c max_connections=200"
+        if not (self.data / "PG_VERSION").exists():  # a kept cluster (bench/pgbox.py) starts again as it was
+            subprocess.run(_as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                                        "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"),
+                           check=True, capture_output=True)
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
+                   + ("" if self.fsync else " -F"))
         subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
                                     "-o", options, "-w", "start"), check=True, capture_output=True)
         return self
 
-    def stop(self) -> None:
-        subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"),
+    def stop(self, mode: str = "immediate") -> None:
+        subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "stop"),
                        capture_output=True)
 
     def fresh_url(self) -> str:

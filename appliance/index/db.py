@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from peewee import DatabaseError
 from playhouse.migrations import Runner
@@ -73,6 +73,14 @@ class IndexDatabase(SqlCipherDatabase):
             raise
         return conn
 
+    def batches(self, sql: str, params=(), size: int = 256) -> Iterator[list[tuple]]:
+        """The rows of ``sql``, ``size`` at a time, as SQLite reads them (postgres.py has the same)."""
+        cursor = self.execute_sql(sql, params)
+        try:
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            cursor.close()
 
     def probe(self) -> None:
         """Read the schema catalogue: raises when the file cannot be read (or decrypted) now."""

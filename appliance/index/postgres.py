@@ -7,11 +7,17 @@ changes:
 - DDL: the frozen migrations say ``INTEGER`` (64-bit in SQLite), ``DATETIME`` and
   ``VARCHAR(255)`` (unenforced in SQLite), and make the audit table append-only with
   SQLite triggers. Here they become ``BIGINT`` (identity for the ``id`` keys),
-  ``TIMESTAMP``, ``TEXT`` and a PL/pgSQL trigger that raises the same message (as an
-  integrity error, which SQLite's RAISE(ABORT) is too).
+  ``TIMESTAMP``, ``TEXT COLLATE "C"`` and a PL/pgSQL trigger that raises the same message
+  (as an integrity error, which SQLite's RAISE(ABORT) is too). The "C" collation is
+  SQLite's BINARY whatever the server's locale: the same order and the same ASCII-only
+  UPPER() on both backends, and a DICOM wildcard's prefix (``LIKE 'KABE%'``) is a range
+  of the column's ordinary index, as GLOB's is in SQLite (under a locale's collation
+  it is a scan of the whole table).
 - Parameters: plain SQL uses ``?``; psycopg wants ``%s`` (and ``%%`` for a literal ``%``).
 - Booleans: the schema keeps them as 0/1 integers (as SQLite does), so Python booleans are
   sent as integers; SUM() and AVG() come back as int or float, not Decimal.
+- Streaming (``batches``): psycopg's plain cursor fetches a whole result at execute, so a read
+  that may return many rows (a C-FIND, a table copy) goes through a server-side cursor instead.
 
 A connection to a server that is not on this machine must use TLS (``sslmode=require`` or
 stricter in the URL) unless ``[index] allow_insecure`` says otherwise: the index holds
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from decimal import Decimal
+from typing import Iterator
 
-from peewee import PostgresqlDatabase
+from peewee import PostgresqlDatabase, __exception_wrapper__
 
 from ..errors import ConfigError
 
@@ -85,7 +93,7 @@ def postgres_ddl(sql: str) -> str:
                  sql)
     sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
     sql = re.sub(r"\bDATETIME\b", "TIMESTAMP", sql)
-    return re.sub(r"\bVARCHAR\(\d+\)", "TEXT", sql)
+    return re.sub(r"\bVARCHAR\(\d+\)|\bTEXT\b", 'TEXT COLLATE "C"', sql)
 
 
 def _format_params(sql: str) -> str:
@@ -94,6 +102,14 @@ def _format_params(sql: str) -> str:
     for i in range(0, len(parts), 2):  # even parts are outside quotes
         parts[i] = parts[i].replace("?", "%s")
     return "'".join(parts)
+
+
+def _for_psycopg(sql: str, params) -> str:
+    if not params and _is_ddl(sql):
+        return postgres_ddl(sql)
+    if "?" in sql and "%s" not in sql:  # the repositories' plain SQL (peewee's own uses %s)
+        return _format_params(sql)
+    return sql
 
 
 def _is_ddl(sql: str) -> bool:
@@ -139,11 +155,22 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         return conn
 
     def execute_sql(self, sql, params=None):
-        if not params and _is_ddl(sql):
-            sql = postgres_ddl(sql)
-        elif "?" in sql and "%s" not in sql:  # the repositories' plain SQL (peewee's own uses %s)
-            sql = _format_params(sql)
-        return super().execute_sql(sql, params)
+        return super().execute_sql(_for_psycopg(sql, params), params)
+
+    def batches(self, sql: str, params=(), size: int = 256) -> Iterator[list[tuple]]:
+        """The rows of ``sql``, ``size`` at a time, through a server-side (named) cursor: memory holds one
+        batch, not the result. A named cursor lives in a transaction: one is opened if none is (psycopg's
+        own, on this thread's connection, ended here with the cursor; inside a peewee transaction it is a
+        savepoint). The caller consumes promptly and closes the iterator (as with SQLite's read), and writes
+        nothing on this thread's connection meanwhile (writes go through the writer's own)."""
+        conn = self.connection()
+        with __exception_wrapper__:
+            with conn.transaction():
+                with conn.cursor(name=f"pacs_{uuid.uuid4().hex[:12]}") as cur:
+                    cur.itersize = size
+                    cur.execute(_for_psycopg(sql, params), params or None)
+                    while rows := cur.fetchmany(size):
+                        yield rows
 
     def probe(self) -> None:
         self.execute_sql("SELECT 1").fetchone()

@@ -10,7 +10,7 @@ the server). Either backend can be the source or the destination.
 - The source is read in one transaction (PostgreSQL: REPEATABLE READ, so every table is the same
   committed state while the box keeps writing; SQLite: one read transaction over the WAL).
 - The destination is written in one transaction: all of it or nothing; it must hold no rows.
-- Rows stream in batches of ``batch`` (a server-side cursor on PostgreSQL): memory stays bounded
+- Rows stream in batches of ``batch`` (``batches``: a server-side cursor on PostgreSQL): memory stays bounded
   whatever the size of the index.
 - Tables go parents first (their foreign keys); ids are copied as they are, and PostgreSQL's
   identity sequences are then moved past the highest copied id.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 from ..errors import ApplianceError
 
@@ -78,23 +78,6 @@ def nonempty_tables(db) -> list[str]:
     return [t for t in tables(db) if db.execute_sql(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone()]
 
 
-def _batches(db, sql: str, batch: int) -> Iterator[list[tuple]]:
-    if _is_postgres(db):
-        # A named (server-side) cursor: psycopg would otherwise fetch the whole result at execute.
-        with db.connection().cursor(name="pacs_index_transfer") as cur:
-            cur.itersize = batch
-            cur.execute(sql)
-            while rows := cur.fetchmany(batch):
-                yield rows
-        return
-    cur = db.execute_sql(sql)
-    try:
-        while rows := cur.fetchmany(batch):
-            yield rows
-    finally:
-        cur.close()
-
-
 def _for_sqlite(value):
     # PostgreSQL hands back datetime objects; the SQLite index stores them as peewee writes them.
     if isinstance(value, datetime.datetime):
@@ -117,9 +100,10 @@ def _insert(db, table: str, columns: list[str], rows: list[tuple]) -> None:
         cur.close()
 
 
-def _advance_sequences(db, table: str, columns: list[str]) -> None:
-    """PostgreSQL: the next generated id follows the highest copied one (SQLite takes max(rowid) + 1 itself)."""
-    if _is_postgres(db) and "id" in columns:
+def advance_sequence(db, table: str) -> None:
+    """PostgreSQL: the next generated id follows the highest one written explicitly (SQLite takes max(rowid) + 1
+    itself)."""
+    if _is_postgres(db):
         db.execute_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), max(\"id\")) "
                        f'FROM "{table}" HAVING max("id") IS NOT NULL')
 
@@ -152,7 +136,7 @@ def copy(src, dst, *, batch: int = 1000, progress: Callable[[str, int], None] | 
             order_by = ' ORDER BY "id"' if "id" in columns else ""
             copied = 0
             try:
-                for rows in _batches(src, f'SELECT {cols} FROM "{table}"{order_by}', batch):
+                for rows in src.batches(f'SELECT {cols} FROM "{table}"{order_by}', (), batch):
                     _insert(dst, table, columns, rows)
                     copied += len(rows)
                     progress(table, copied)
@@ -163,6 +147,7 @@ def copy(src, dst, *, batch: int = 1000, progress: Callable[[str, int], None] | 
             if not expected == copied == landed:
                 raise TransferError(f"table {table}: {expected} rows in the source, {copied} read, {landed} written; "
                                     "nothing was kept")
-            _advance_sequences(dst, table, columns)
+            if "id" in columns:
+                advance_sequence(dst, table)
             report.rows[table] = landed
     return report

@@ -221,8 +221,8 @@ def test_pending_sender_waits_while_the_dul_queue_is_full():
         dul.to_provider_queue.put(None)
     established = [True]
     sender = PendingSender(dul, 1, pending_command_set(request()), 16384, True, lambda: established[0])
+    started = time.monotonic()  # before the timer starts: it never fires early, so 0.1 s is a lower bound
     threading.Timer(0.1, lambda: dul.to_provider_queue.get()).start()
-    started = time.monotonic()
     sender.send(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
     assert time.monotonic() - started >= 0.09 and len(dul.sent) == 1  # sent once the DUL took one
     for _ in range(2):
