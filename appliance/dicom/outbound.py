@@ -41,7 +41,7 @@ from .status import PENDING
 
 _TAG_LEN = struct.Struct("<HHI").pack  # implicit VR little endian element header: group, element, length
 _READ_TAG_LEN = struct.Struct("<HHI").unpack_from
-_US = struct.Struct("<H").pack
+us_value = struct.Struct("<H").pack  # a US value (2 bytes, little endian)
 C_STORE_RQ, C_STORE_RSP, C_GET_RSP, C_MOVE_RSP = 0x0001, 0x8001, 0x8010, 0x8021
 # The elements of a plain C-STORE-RSP (PS3.7 9.3.1.2); one with anything else (Error Comment, Offending
 # Element, ...) is decoded by pynetdicom, which keeps those for the log.
@@ -54,7 +54,8 @@ def _element(element: int, value: bytes) -> bytes:
     return _TAG_LEN(0x0000, element, len(value)) + value
 
 
-def _uid(uid) -> bytes:
+def uid_value(uid) -> bytes:
+    """A UI value, padded to even length with NUL (PS3.5 6.2)."""
     raw = str(uid).encode("ascii")
     return raw + b"\0" if len(raw) % 2 else raw
 
@@ -69,24 +70,24 @@ def command_set(elements: list[tuple[int, bytes]]) -> bytes:
 def store_request(msg_id: int, sop_class: str, sop_uid: str, priority: int = 2,
                   originator_aet: str | None = None, originator_id: int | None = None) -> bytes:
     """The command set of a C-STORE-RQ with a data set (PS3.7 9.3.1.1)."""
-    elements = [(0x0002, _uid(sop_class)), (0x0100, _US(C_STORE_RQ)), (0x0110, _US(msg_id)),
-                (0x0700, _US(priority)), (0x0800, _US(DATA_SET_PRESENT)), (0x1000, _uid(sop_uid))]
+    elements = [(0x0002, uid_value(sop_class)), (0x0100, us_value(C_STORE_RQ)), (0x0110, us_value(msg_id)),
+                (0x0700, us_value(priority)), (0x0800, us_value(DATA_SET_PRESENT)), (0x1000, uid_value(sop_uid))]
     if isinstance(originator_aet, bytes):
         originator_aet = originator_aet.decode("ascii")
     if originator_aet and originator_aet.strip():
         title = originator_aet.strip().encode("ascii")
         elements.append((0x1030, title + b" " if len(title) % 2 else title))
     if originator_id is not None:
-        elements.append((0x1031, _US(originator_id)))
+        elements.append((0x1031, us_value(originator_id)))
     return command_set(elements)
 
 
 def retrieve_response(command_field: int, responding_to: int, sop_class: str, status: int, remaining: int,
                       completed: int, failed: int, warning: int) -> bytes:
     """The command set of a C-GET-RSP or C-MOVE-RSP without an identifier (PS3.7 9.3.3.2, 9.3.4.2)."""
-    return command_set([(0x0002, _uid(sop_class)), (0x0100, _US(command_field)), (0x0120, _US(responding_to)),
-                        (0x0800, _US(NO_DATA_SET)), (0x0900, _US(status)), (0x1020, _US(remaining)),
-                        (0x1021, _US(completed)), (0x1022, _US(failed)), (0x1023, _US(warning))])
+    return command_set([(0x0002, uid_value(sop_class)), (0x0100, us_value(command_field)), (0x0120, us_value(responding_to)),
+                        (0x0800, us_value(NO_DATA_SET)), (0x0900, us_value(status)), (0x1020, us_value(remaining)),
+                        (0x1021, us_value(completed)), (0x1022, us_value(failed)), (0x1023, us_value(warning))])
 
 
 def pending_retrieve_command(primitive) -> bytes | None:
@@ -113,7 +114,7 @@ def parse_store_response(command: bytes) -> tuple[int, int] | None:
             return None
         values[element] = command[at + 8:at + 8 + length]
         at += 8 + length
-    if at != end or values.get(0x0100) != _US(C_STORE_RSP) or values.get(0x0800) != _US(NO_DATA_SET) \
+    if at != end or values.get(0x0100) != us_value(C_STORE_RSP) or values.get(0x0800) != us_value(NO_DATA_SET) \
             or len(values.get(0x0120, b"")) != 2 or len(values.get(0x0900, b"")) != 2:
         return None
     return int.from_bytes(values[0x0120], "little"), int.from_bytes(values[0x0900], "little")

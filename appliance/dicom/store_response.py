@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import logging
 import ssl
-import struct
 from dataclasses import dataclass
 
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
+from . import outbound
+from .outbound import C_STORE_RSP, NO_DATA_SET, uid_value, us_value
 from .pending import COMMAND_LAST, COMMAND_MORE, encode_pdu, fragments, pack
 
 log = logging.getLogger(__name__)
-C_STORE_RSP = 0x8001
-NO_DATA_SET = 0x0101
-_US = struct.Struct("<HHIH").pack  # tag group, element, length 2, value (Implicit VR Little Endian)
-_HEAD = struct.Struct("<HHI").pack
 
 
 @dataclass(frozen=True)
@@ -45,28 +42,18 @@ class SentStoreResponse:
     status: int
 
 
-def _ui(element: int, value) -> bytes:
-    raw = str(value).encode("ascii")
-    if len(raw) % 2:
-        raw += b"\0"
-    return _HEAD(0, element, len(raw)) + raw
-
-
 def command_set(primitive: C_STORE) -> bytes | None:
     """The encoded command set of the C-STORE-RSP ``primitive`` (Implicit VR Little Endian, as pynetdicom
     encodes it), or None when it carries more than this handles (an error comment, an offending element)."""
     if primitive.ErrorComment is not None or primitive.OffendingElement is not None \
             or primitive.Status is None or primitive.MessageIDBeingRespondedTo is None:
         return None
-    body = b"".join((
-        _ui(0x0002, primitive.AffectedSOPClassUID) if primitive.AffectedSOPClassUID else b"",
-        _US(0, 0x0100, 2, C_STORE_RSP),
-        _US(0, 0x0120, 2, primitive.MessageIDBeingRespondedTo),
-        _US(0, 0x0800, 2, NO_DATA_SET),
-        _US(0, 0x0900, 2, primitive.Status),
-        _ui(0x1000, primitive.AffectedSOPInstanceUID) if primitive.AffectedSOPInstanceUID else b"",
-    ))
-    return _HEAD(0, 0x0000, 4) + struct.pack("<I", len(body)) + body
+    elements = [(0x0002, uid_value(primitive.AffectedSOPClassUID))] if primitive.AffectedSOPClassUID else []
+    elements += [(0x0100, us_value(C_STORE_RSP)), (0x0120, us_value(primitive.MessageIDBeingRespondedTo)),
+                 (0x0800, us_value(NO_DATA_SET)), (0x0900, us_value(primitive.Status))]
+    if primitive.AffectedSOPInstanceUID:
+        elements.append((0x1000, uid_value(primitive.AffectedSOPInstanceUID)))
+    return outbound.command_set(elements)
 
 
 class DirectStoreResponses:
