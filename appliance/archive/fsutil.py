@@ -86,3 +86,24 @@ def try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+@contextlib.contextmanager
+def claim_abandoned(path: Path) -> Iterator[bool]:
+    """True, holding its lock for the body, when no live process holds ``path``'s flock (its writer
+    died: the kernel drops a dead process's locks); False while one does, or when ``path`` is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)

@@ -56,7 +56,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from ..errors import IntegrityError, NotFound
 from . import envelope
-from .fsutil import fsync_dir, private_dir
+from .fsutil import claim_abandoned, fsync_dir, private_dir
 from .keys import Keyring
 from .snapshots import SnapshotShelf
 from .staging import FileStaging
@@ -113,18 +113,10 @@ class Archive:
         removed = 0
         if self._tmp_dir.exists():
             for entry in self._tmp_dir.iterdir():
-                try:
-                    fd = os.open(entry, os.O_RDONLY)
-                except FileNotFoundError:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue  # still being written
-                entry.unlink(missing_ok=True)
-                os.close(fd)
-                removed += 1
+                with claim_abandoned(entry) as abandoned:
+                    if abandoned:  # else still being written
+                        entry.unlink(missing_ok=True)
+                        removed += 1
         removed += self._clean_reserved()
         if removed:
             log.warning("removed %d unfinished object(s) left by an interrupted write", removed)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..archive import Archive
+from ..archive.fsutil import claim_abandoned
 from ..archive.snapshots import Snapshot
 from ..index import Index, utcnow
 from ..index import snapshot as index_snapshot
@@ -46,19 +47,11 @@ def clean_stale(work_dir: Path) -> int:
     is left over. A take running now in another process (``pacs-appliance index snapshot``) is left alone."""
     removed = 0
     for lock in Path(work_dir).glob(".index-snapshot-*.lock"):
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # still being taken
-        finally:
-            os.close(fd)
-        for path in _work_files(lock):
-            path.unlink(missing_ok=True)
-        removed += 1
+        with claim_abandoned(lock) as abandoned:
+            if abandoned:  # else still being taken
+                for path in _work_files(lock):
+                    path.unlink(missing_ok=True)
+                removed += 1
     for tmp in Path(work_dir).glob(".index-snapshot-*.tmp*"):
         lock = Path(work_dir) / (tmp.name.split(".tmp")[0] + ".lock")
         if not lock.exists():  # an orphan copy (the lock goes last)
