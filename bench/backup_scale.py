@@ -50,9 +50,10 @@ def main() -> None:
     p.add_argument("--box", type=Path, action="append", required=True)
     p.add_argument("--baseline-root", type=Path, required=True, help="a worktree of main")
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--trees", default="main,branch", help="which of main,branch to run")
     p.add_argument("--work", type=Path, default=Path("/work/scratch-backup"))
     a = p.parse_args()
-    roots = {"main": a.baseline_root, "branch": ROOT}
+    roots = {k: v for k, v in {"main": a.baseline_root, "branch": ROOT}.items() if k in a.trees.split(",")}
     got: dict = {}
     print(f"load average at start: {os.getloadavg()}", flush=True)
     for box in a.box:
@@ -73,9 +74,9 @@ def main() -> None:
         for step in dict.fromkeys(STEPS):
             cells = []
             for what in (0, 1):
-                for label in roots:
-                    vals = [v[what] for v in got[(box.name, label, step)]]
-                    cells.append(f"{statistics.median(vals):.0f} ({min(vals):.0f}-{max(vals):.0f})")
+                for label in ("main", "branch"):
+                    vals = [v[what] for v in got.get((box.name, label, step), [])]
+                    cells.append(f"{statistics.median(vals):.0f} ({min(vals):.0f}-{max(vals):.0f})" if vals else "-")
             print(f"| {box.name} | {step} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
 
 
