@@ -56,7 +56,6 @@ def open_blob(fh: BinaryIO, size: int, n: str, keyring: Keyring, where: str):
 
 
 MANIFEST_FORMAT = "pacs-appliance-manifest"
-LINE = re.compile(rb"^([0-9a-f]{32}) (\d+)$")
 
 
 @dataclass
@@ -88,10 +87,14 @@ class Manifest:
 
 
 def _entry(line: bytes, where: str) -> tuple[str, int]:
-    m = LINE.match(line)
-    if not m:
-        raise IntegrityError(f"manifest {where} is not valid (a malformed object line)")
-    return m.group(1).decode(), int(m.group(2))
+    # Slicing, not a regular expression: a million lines, read twice. The blob is authenticated (every GCM tag
+    # checked), so this only guards against a writer's mistake; an id that is not 32 hex digits never matches one.
+    try:
+        if len(line) < 34 or line[32] != 0x20:
+            raise ValueError
+        return line[:32].decode("ascii"), int(line[33:])
+    except ValueError:
+        raise IntegrityError(f"manifest {where} is not valid (a malformed object line)") from None
 
 
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
