@@ -59,7 +59,7 @@ def main() -> None:
     for box in a.box:
         for rep in range(a.reps):
             for label, root in roots.items():
-                target = a.work / f"target-{box.name}-{label}-{rep}"
+                target = a.work / f"target-{box.name}-{label}-{rep}-{int(time.time())}"  # a new URL: no state
                 shutil.rmtree(target, ignore_errors=True)
                 target.mkdir(parents=True)
                 for step in STEPS:
