@@ -39,15 +39,21 @@ named in the envelope header (the current one when written). The tags thus
 bind each blob to its name, and an archive object can never pass for a
 snapshot or a manifest (different key).
 
-A manifest's plaintext is JSON::
+A manifest's plaintext (manifest version 2) is a JSON header line, then one line per object, in
+object-id order::
 
-    {"format": "pacs-appliance-manifest", "version": 1, "created": "<ISO 8601 UTC>",
+    {"format": "pacs-appliance-manifest", "version": 2, "created": "<ISO 8601 UTC>",
      "snapshot": {"name": "snapshots/<n>", "size": <bytes offsite>},
-     "keyring": {"name": "keyring.sealed", "size": <bytes>},
-     "objects": {"<object id>": <bytes offsite>, ...}}
+     "keyring": {"name": "keyring.sealed", "size": <bytes>}, "objects": <count>}
+    <object id> <bytes offsite>
+    ...
 
 and lists exactly the objects the snapshot's index refers to (instances and
-replaced objects), which is everything a complete restore needs.
+replaced objects), which is everything a complete restore needs. Lines, in order,
+so a run writes them to a file as it goes and a reader streams them: a million
+objects are never held in memory. Manifest version 1 (older backups) was one JSON
+document, ``{..., "objects": {"<object id>": <bytes offsite>, ...}}`` with the same
+other fields; it is still read (manifest.parse).
 
 Write order, so a half sync never looks complete: config and keyring.sealed,
 then the objects, then the snapshot, then the manifest last. Every write is

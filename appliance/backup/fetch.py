@@ -9,15 +9,18 @@ objects staged, for a caller that adopts them inside its own index transaction.
 """
 from __future__ import annotations
 
+import collections
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from ..archive import Staging, StorageArea
 from ..errors import IntegrityError
 from . import manifest as mf
 
 MISSING = "missing"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -46,5 +49,24 @@ def fetch(target, archive: StorageArea, staging: Staging, object_ids: Iterable[s
         except IntegrityError as exc:
             return Fetched(oid, error=str(exc))
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix=thread_name) as pool:
-        yield from pool.map(one, object_ids)
+    yield from in_order(one, object_ids, parallel=parallel, thread_name=thread_name)
+
+
+def in_order(fn: Callable[[T], R], items: Iterable[T], *, parallel: int = 4, thread_name: str = "backup"
+             ) -> Iterator[R]:
+    """``fn`` over ``items`` in ``parallel`` threads, results in order. Unlike ``Executor.map``, which takes the
+    whole iterable at once, it reads ``items`` only a window ahead: a million-object listing is never held."""
+    parallel = max(1, parallel)
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix=thread_name) as pool:
+        running: collections.deque = collections.deque()
+        try:
+            for item in items:
+                running.append(pool.submit(fn, item))
+                if len(running) >= parallel * 2:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+        finally:
+            for fut in running:  # stopped early: what has not started never starts
+                fut.cancel()

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from .. import config as config_mod
 from ..archive import Archive, KeyStore, StorageArea
@@ -84,7 +84,7 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
     man = mf.latest_manifest(target, keyring,
                              on_skip=lambda name, exc: progress(f"skipping damaged manifest {name}: {exc}"))
     report.manifest = man.name
-    progress(f"restoring from {man.name} (made {man.created}): {len(man.objects)} objects")
+    progress(f"restoring from {man.name} (made {man.created}): {man.count} objects")
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o750)
@@ -117,13 +117,17 @@ def restore(target, recovery_key: bytes, data_dir: Path, *, studies: Iterable[st
         # Recycled studies (appliance/services/recycle.py) stay offsite-only, as on the old box; their rows come along,
         # so `pacs-appliance storage restore` can still bring each one back.
         recycled = index.recycling.object_ids()
-        wanted = {oid: size for oid, size in man.objects.items() if oid not in recycled}
+        keep = None
         if studies or patients:
             keep = index.writer.run(lambda: index.backup.keep_only(list(studies), list(patients)))
-            wanted = {oid: size for oid, size in wanted.items() if oid in keep}
             progress(f"partial restore: {len(keep)} objects of the chosen studies")
+
+        def wanted() -> Iterator[tuple[str, int]]:
+            """The manifest's objects to fetch, streamed (read again for each pass, never held whole)."""
+            return ((oid, size) for oid, size in man.objects()
+                    if oid not in recycled and (keep is None or oid in keep))
+
         index.backup.forget_all()
-        report.objects = len(wanted)
         _fetch_objects(target, archive, wanted, report, parallel, progress)
         report.seconds = time.monotonic() - started
         AuditLog(index).record("restore.run", "system", detail=(
@@ -156,11 +160,17 @@ def _into_postgres(snapshot: Path, index_key: bytes, url: str, allow_insecure: b
     progress(f"index snapshot copied into PostgreSQL: {report.total} rows in {len(report.rows)} tables")
 
 
-def _fetch_objects(target, archive: StorageArea, wanted: dict[str, int], report: RestoreReport, parallel: int,
-                   progress) -> None:
+def _fetch_objects(target, archive: StorageArea, wanted: Callable[[], Iterator[tuple[str, int]]],
+                   report: RestoreReport, parallel: int, progress) -> None:
     last = time.monotonic()
     staging = archive.staging("tmp")  # a new data directory: nothing else writes there
-    for got in fetch(target, archive, staging, wanted, parallel=parallel, thread_name="restore"):
+
+    def counted() -> Iterator[str]:
+        for oid, _size in wanted():
+            report.objects += 1
+            yield oid
+
+    for got in fetch(target, archive, staging, counted(), parallel=parallel, thread_name="restore"):
         if got.error == MISSING:
             report.missing.append(mf.object_name(got.object_id))
         elif got.error:
@@ -170,6 +180,7 @@ def _fetch_objects(target, archive: StorageArea, wanted: dict[str, int], report:
             report.bytes += got.size
         if time.monotonic() - last > 2:
             last = time.monotonic()
-            progress(f"restored {report.restored}/{len(wanted)} objects, {report.bytes / 1e6:.1f} MB")
-    # Objects were moved in without a directory fsync each; one pass makes the renames durable.
-    archive.sync_adopted(wanted)
+            progress(f"restored {report.restored}/{report.objects}+ objects, {report.bytes / 1e6:.1f} MB")
+    # Objects were moved in without a directory fsync each; one pass (the manifest read once more) makes the
+    # renames durable.
+    archive.sync_adopted(oid for oid, _size in wanted())

@@ -27,27 +27,34 @@ Atomic writes on the target make a present name a complete object.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import io
+import itertools
 import json
 import logging
 import os
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..archive import KeyStore, StorageArea
 from ..errors import ApplianceError, NotFound
 from ..index import snapshot
 from ..index import utcnow
+from ..index.backup import Uploaded
+from ..sortedmerge import align
 from . import manifest as mf
 from .targets import Target, TargetError, Throttle, ThrottledReader
 
 log = logging.getLogger(__name__)
 RECORD_BATCH = 200
+WINDOW = 10_000  # objects between the oldest upload still running and the newest planned (manifest order)
+CHANGES_BATCH = 5000
 
 
 @dataclass
@@ -83,7 +90,8 @@ class Sync:
         self.cancel = cancel or threading.Event()  # set when the appliance stops: finish in-flight uploads, stop
         self.throttle = Throttle(options.max_bytes_per_s)
         self._count_lock = threading.Lock()
-        self._recycled: dict[str, int] = {}  # offsite-only objects of recycled studies (appliance/services/recycle.py)
+        self._recycled_missing: set[str] = set()  # recycled studies' objects (services/recycle.py) not on the target
+        self._unlisted = False
 
     # -- the run -----------------------------------------------------------
     def run(self, result: SyncResult) -> SyncResult:
@@ -93,8 +101,13 @@ class Sync:
         n, snap_name, manifest_name = mf.new_run_names(now)
         snap_path = self.work_dir / f"snapshot-{n}.db"
         sealed_path = self.work_dir / f"snapshot-{n}.sealed"
+        lines_path = self.work_dir / f"manifest-{n}.lines"
+        sealed_manifest = self.work_dir / f"manifest-{n}.sealed"
+        changes_path = self.work_dir / f"changes-{n}"
+        manifest = None
         try:
-            if self.target.size(mf.CONFIG_NAME) is None and self._state_count():
+            recorded = self._state_count()
+            if self.target.size(mf.CONFIG_NAME) is None and recorded:
                 # Likely an unmounted NAS (an empty mount point) or a wiped bucket: sending only "what is
                 # new" would leave an incomplete copy that looks fine, and may fill the local disk.
                 raise TargetError(
@@ -106,35 +119,38 @@ class Sync:
             self._put_bytes(mf.KEYRING_NAME, sealed_keyring, result)
 
             snapshot.take(self.index.db, self.keyring.index_key, snap_path)
-            wanted = snapshot.object_ids(snap_path, self.keyring.index_key)
-            state = self._state()
             # No local state (a restored box: its snapshot's history says "success", but restore cleared
             # backup_object) also needs the listing, or everything would be sent again.
-            self._recycled = snapshot.recycled_sizes(snap_path, self.keyring.index_key)
-            if not state or self._needs_adopt():
-                result.adopted = self._adopt(wanted, state)
-            pending = [oid for oid in wanted if oid not in state]
-            self.progress(f"{len(wanted)} objects in the index, {len(pending)} to send")
-            self._upload_objects(pending, state, result)
+            adopt = not recorded or self._needs_adopt()
+            if adopt:
+                self.progress("checking what the target already holds (first run, or the last one did not finish)")
+            manifest = mf.ManifestWriter(lines_path)
+            with open(changes_path, "w+") as changes:
+                plan = self._plan(snapshot.wanted(snap_path, self.keyring.index_key),
+                                  self.index.backup.uploaded(self.target_key),
+                                  mf.object_listing(self.target) if adopt else None, changes, result)
+                self._send(plan, manifest, result)
+                self.progress(f"{manifest.count + len(result.missing_on_box)} objects in the index, "
+                              f"{result.objects} sent, {result.adopted} found already offsite")
 
-            with open(snap_path, "rb") as src, open(sealed_path, "wb") as dst:
-                mf.seal_blob(src, dst, n, self.keyring)
-            snap_size = sealed_path.stat().st_size
-            with open(sealed_path, "rb") as fh:
-                self._put(snap_name, fh, snap_size, result)
+                with open(snap_path, "rb") as src, open(sealed_path, "wb") as dst:
+                    mf.seal_blob(src, dst, n, self.keyring)
+                snap_size = sealed_path.stat().st_size
+                with open(sealed_path, "rb") as fh:
+                    self._put(snap_name, fh, snap_size, result)
 
-            listed = {oid: state[oid] for oid in wanted if oid in state}
-            result.missing_on_box = sorted(set(wanted) - set(listed))
-            manifest = mf.Manifest(now.strftime("%Y-%m-%dT%H:%M:%SZ"), snap_name, snap_size, len(sealed_keyring),
-                                   listed)
-            self._put_bytes(manifest_name, manifest.seal(n, self.keyring), result)  # last: the run is now complete
-            result.manifest = manifest_name
-            if result.objects or result.adopted or self._unlisted:
-                self.index.backup.stamp_listed(self.target_key, now)
-            result.pruned = self._retention(set(wanted), state, now)
+                with open(sealed_manifest, "wb") as dst:
+                    manifest.seal(dst, n, self.keyring, created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                  snapshot=snap_name, snapshot_size=snap_size, keyring_size=len(sealed_keyring))
+                with open(sealed_manifest, "rb") as fh:  # last: the run is now complete
+                    self._put(manifest_name, fh, sealed_manifest.stat().st_size, result)
+                result.manifest = manifest_name
+                if result.objects or result.adopted or self._unlisted:
+                    self.index.backup.stamp_listed(self.target_key, now)
+                result.pruned = self._retention(changes, now)
             result.result = "partial" if result.missing_on_box else "success"
-            recycled = [oid for oid in result.missing_on_box if oid in self._recycled]
-            lost = [oid for oid in result.missing_on_box if oid not in self._recycled]
+            recycled = [oid for oid in result.missing_on_box if oid in self._recycled_missing]
+            lost = [oid for oid in result.missing_on_box if oid not in self._recycled_missing]
             errors = []
             if lost:
                 errors.append(f"{len(lost)} object(s) named by the index are missing from this box's disk and "
@@ -145,18 +161,14 @@ class Sync:
                               "`pacs-appliance storage restore` so they are backed up here")
             result.error = "; ".join(errors)
         finally:
-            snap_path.unlink(missing_ok=True)
-            sealed_path.unlink(missing_ok=True)
+            if manifest is not None:
+                manifest.close()
+            for path in (snap_path, sealed_path, lines_path, sealed_manifest, changes_path):
+                path.unlink(missing_ok=True)
             result.seconds = time.monotonic() - started
         return result
 
     # -- state -------------------------------------------------------------
-    def _state(self) -> dict[str, int]:
-        """object id -> offsite size, for objects recorded as uploaded to this target (raw SQL: 100k rows)."""
-        state, self._marked_deleted, self._unlisted = self.index.backup.uploaded(self.target_key)
-        # (_unlisted: uploaded by an interrupted run, not yet in a manifest)
-        return state
-
     def _state_count(self) -> int:
         return self.index.backup.count(self.target_key)
 
@@ -167,22 +179,48 @@ class Sync:
     def _needs_adopt(self) -> bool:
         return self.index.backup.last_finished_result(self.target_key) != "success"
 
-    def _adopt(self, wanted: list[str], state: dict[str, int]) -> int:
-        """Record objects already complete on the target (left by an interrupted run) as uploaded."""
-        self.progress("checking what the target already holds (first run, or the last one did not finish)")
-        want = set(wanted) - set(state)
-        found = []
-        for name, size in self.target.list("objects"):
-            oid = name.rsplit("/", 1)[-1]
+    def _plan(self, wanted: Iterator[tuple[str, int | None]], uploaded: Iterator[Uploaded],
+              listing: Iterator[tuple[str, int]] | None, changes, result: SyncResult
+              ) -> Iterator[tuple[str, int | None, bool]]:
+        """The run's one pass: what the snapshot names (``wanted``), what is recorded as uploaded and, when
+        adopting, the target's listing, all three sorted by object id and merged side by side (bounded memory:
+        sortedmerge.align). Yields (object id, offsite size, recycled) for every object the manifest is to list,
+        in order, with size None for one to send. Objects complete on the target but not recorded (left by an
+        interrupted run, or a restored box's first run) are adopted as they pass. Objects that left the box, or
+        came back, are written to ``changes`` for retention, which runs once the manifest is written."""
+        self._unlisted = False  # some uploaded by an interrupted run, in no manifest yet
+        adopted: list[tuple[str, int]] = []
+        pairs: Iterator = align(wanted, uploaded, left_key=itemgetter(0), right_key=itemgetter(0))
+        if listing is not None:
+            pairs = align(pairs, listing, left_key=lambda pair: (pair[0] or pair[1])[0], right_key=itemgetter(0))
+        else:
+            pairs = ((pair, None) for pair in pairs)
+        for pair, listed in pairs:
+            if pair is None:
+                continue  # on the target only: retention's business, not this run's
+            (want, done) = pair
+            if done is not None:
+                self._unlisted = self._unlisted or done.unlisted
+                if want is None:
+                    if not done.deleted:
+                        changes.write(f"gone {done.object_id}\n")  # left the box: retention starts
+                    continue
+                if done.deleted:
+                    changes.write(f"back {done.object_id}\n")  # came back: retention stops
+                yield done.object_id, done.size, want[1] is not None
+                continue
+            oid, recycled_size = want
             # A recycled study's objects are not on the box; the target's copy is the one recorded.
-            if oid in want and (self._local_size(oid) or self._recycled.get(oid)) == size:
-                found.append((oid, size))
-        self._record(found)
-        state.update(found)
-        return len(found)
-
-    def _local_size(self, oid: str) -> int | None:
-        return self.archive.sealed_size(oid)
+            if listed is not None and (self.archive.sealed_size(oid) or recycled_size) == listed[1]:
+                adopted.append(listed)
+                result.adopted += 1
+                if len(adopted) >= RECORD_BATCH:
+                    self._record(adopted)
+                    adopted = []
+                yield oid, listed[1], recycled_size is not None
+            else:
+                yield oid, None, recycled_size is not None
+        self._record(adopted)
 
     def _record(self, uploaded: list[tuple[str, int]]) -> None:
         if not uploaded:
@@ -210,60 +248,83 @@ class Sync:
             self._put(mf.object_name(oid), fh, size, result)
         return oid, size
 
-    def _upload_objects(self, pending: list[str], state: dict[str, int], result: SyncResult) -> None:
-        if not pending:
-            return
+    def _send(self, plan: Iterator[tuple[str, int | None, bool]], manifest: mf.ManifestWriter,
+              result: SyncResult) -> None:
+        """Upload what ``plan`` says to send, in parallel, and write every object to the manifest in plan order.
+
+        A window of at most ``WINDOW`` objects (``parallel * 2`` of them uploading) is all that is held: an
+        object's manifest line waits for the uploads before it, so the manifest stays in id order. Each upload is
+        recorded in ``backup_object`` (in batches) as soon as it completed, so an interrupted run resumes."""
+        parallel = max(1, self.options.parallel)
+        window: collections.deque = collections.deque()  # [object id, size or Future, recycled], in plan order
+        uploading = 0
         done: list[tuple[str, int]] = []
+        failure: BaseException | None = None
         last_report = time.monotonic()
-        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel), thread_name_prefix="backup-up") as pool:
-            todo = iter(pending)
-            running = set()
-            failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="backup-up") as pool:
             while True:
                 if self.cancel.is_set() and failure is None:
                     failure = TargetError("the backup was interrupted because the appliance is stopping; "
                                           "the next run resumes where it stopped")
-                while failure is None and len(running) < self.options.parallel * 2:
-                    oid = next(todo, None)
-                    if oid is None:
+                while failure is None and uploading < parallel * 2 and len(window) < WINDOW:
+                    item = next(plan, None)
+                    if item is None:
                         break
-                    running.add(pool.submit(self._upload_one, oid, result))
-                if not running:
+                    oid, size, recycled = item
+                    if size is None:
+                        size = pool.submit(self._upload_one, oid, result)
+                        uploading += 1
+                    window.append((oid, size, recycled))
+                if not window:
                     break
-                finished, running = wait(running, timeout=1.0, return_when=FIRST_EXCEPTION)
-                for fut in finished:
-                    try:
-                        item = fut.result()
-                    except BaseException as exc:  # noqa: BLE001 - the first failure stops the run
-                        failure = failure or exc
-                        continue
-                    if item:
+                head = window[0][1]
+                if isinstance(head, Future) and not head.done():
+                    wait([head], timeout=1.0)
+                while window and not (isinstance(window[0][1], Future) and not window[0][1].done()):
+                    oid, size, recycled = window.popleft()
+                    if isinstance(size, Future):
+                        uploading -= 1
+                        try:
+                            item = size.result()
+                        except BaseException as exc:  # noqa: BLE001 - the first failure stops the run
+                            failure = failure or exc
+                            continue
+                        if item is None:
+                            result.missing_on_box.append(oid)
+                            if recycled:
+                                self._recycled_missing.add(oid)
+                            continue
                         done.append(item)
-                        state[item[0]] = item[1]
                         result.objects += 1
+                        size = item[1]
+                    if failure is None:
+                        manifest.add(oid, size)
                 if len(done) >= RECORD_BATCH or (failure and done):
                     self._record(done)
                     done = []
+                if failure is not None and not uploading:
+                    break
                 if time.monotonic() - last_report > 5:
                     last_report = time.monotonic()
-                    self.progress(f"sent {result.objects}/{len(pending)} objects, {result.bytes / 1e6:.1f} MB")
+                    self.progress(f"sent {result.objects} objects, {result.bytes / 1e6:.1f} MB")
             self._record(done)
-            if failure is not None:
-                if isinstance(failure, ApplianceError):
-                    raise failure
-                raise TargetError(f"upload to {self.target.url} failed after {result.objects} objects: "
-                                  f"{failure.__class__.__name__}: {failure}") from failure
+        if failure is not None:
+            if isinstance(failure, ApplianceError):
+                raise failure
+            raise TargetError(f"upload to {self.target.url} failed after {result.objects} objects: "
+                              f"{failure.__class__.__name__}: {failure}") from failure
 
     # -- retention ---------------------------------------------------------
-    def _retention(self, wanted: set[str], state: dict[str, int], now: datetime.datetime) -> int:
+    def _retention(self, changes, now: datetime.datetime) -> int:
         keep_after = now - datetime.timedelta(days=self.options.retention_days)
         t = self.target_key
-        deleted = self._marked_deleted  # as read at the start of the run; this run's uploads are all wanted
-        gone = [oid for oid in state if oid not in wanted and oid not in deleted]
-        back = [oid for oid in deleted if oid in wanted]
-
-        if gone or back:
-            self.index.backup.mark_gone(t, gone, back, now)
+        changes.seek(0)  # what left the box and what came back, as the run's merge found it
+        while True:
+            batch = [line.split() for line in itertools.islice(changes, CHANGES_BATCH)]
+            if not batch:
+                break
+            self.index.backup.mark_gone(t, [oid for what, oid in batch if what == "gone"],
+                                        [oid for what, oid in batch if what == "back"], now)
         pruned = 0
         # Manifests (and their snapshots) older than the retention period go first; the newest always stays.
         names = mf.manifest_names(self.target)

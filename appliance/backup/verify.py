@@ -8,14 +8,16 @@ are reported by offsite name (opaque object ids, never patient data).
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable
 
 from ..archive import envelope
 from ..archive.keys import Keyring, unseal_keyring
 from ..errors import IntegrityError, KeyStoreError
+from ..sortedmerge import align
 from . import manifest as mf
+from .fetch import in_order
 
 
 @dataclass
@@ -55,19 +57,29 @@ def verify(target, keyring: Keyring, recovery_key: bytes | None = None, sample: 
     progress = progress or (lambda _m: None)
     report = VerifyReport()
     man = mf.latest_manifest(target, keyring, on_skip=lambda name, exc: report.damaged.append((name, str(exc))))
-    report.manifest, report.objects = man.name, len(man.objects)
-    progress(f"checking {man.name}: {len(man.objects)} objects")
+    report.manifest, report.objects = man.name, man.count
+    progress(f"checking {man.name}: {man.count} objects")
 
-    on_target = dict(target.list("objects"))
-    for oid, size in man.objects.items():
-        name = mf.object_name(oid)
-        got = on_target.get(name)
-        if got is None:
+    # The manifest and the target's listing, both in id order, merged side by side: neither is held whole.
+    chosen: list[tuple[str, int]] = []  # a uniform sample of the healthy objects (reservoir sampling)
+    seen = 0
+    for listed, on_target in align(man.objects(), mf.object_listing(target), left_key=itemgetter(0),
+                                   right_key=itemgetter(0)):
+        if listed is None:
+            continue  # on the target only (an object retention keeps, or not yet in a manifest)
+        name = mf.object_name(listed[0])
+        if on_target is None:
             report.missing.append(name)
-        elif got != size:
-            report.damaged.append((name, f"size {got} bytes offsite, {size} expected"))
+        elif on_target[1] != listed[1]:
+            report.damaged.append((name, f"size {on_target[1]} bytes offsite, {listed[1]} expected"))
         else:
             report.present += 1
+            if not full and sample:
+                seen += 1
+                if len(chosen) < sample:
+                    chosen.append(listed)
+                elif (k := random.randrange(seen)) < sample:
+                    chosen[k] = listed
 
     for name, size in ((man.snapshot, man.snapshot_size), (mf.KEYRING_NAME, man.keyring_size)):
         got = target.size(name)
@@ -82,25 +94,25 @@ def verify(target, keyring: Keyring, recovery_key: bytes | None = None, sample: 
             except KeyStoreError as exc:
                 report.damaged.append((mf.KEYRING_NAME, str(exc)))
 
-    bad = set(report.missing) | {name for name, _ in report.damaged}
-    healthy = [oid for oid in man.objects if mf.object_name(oid) not in bad]
-    chosen = healthy if full else random.sample(healthy, min(sample, len(healthy)))
+    bad = set(report.missing) | {name for name, _ in report.damaged}  # only what failed: few, or the copy is lost
+    if full:  # every healthy object: the manifest read once more, never held
+        chosen = (item for item in man.objects() if mf.object_name(item[0]) not in bad)
+        progress(f"decrypting {report.present} objects")
+    elif chosen:
+        progress(f"decrypting {len(chosen)} objects")
     if chosen or full:
         n = mf.MANIFEST_NAME.match(man.name).group(2)
         why = check_blob(target, man.snapshot, man.snapshot_size,
                          lambda fh, size: mf.open_blob(fh, size, n, keyring, man.snapshot))
         if why and why != "missing":
             report.damaged.append((man.snapshot, why))
-    if chosen:
-        progress(f"decrypting {len(chosen)} objects")
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            results = pool.map(lambda oid: (oid, check_blob(target, mf.object_name(oid), man.objects[oid],
-                                                            open_object(keyring, oid))), chosen)
-            for oid, why in results:
-                if why == "missing":
-                    report.missing.append(mf.object_name(oid))
-                elif why:
-                    report.damaged.append((mf.object_name(oid), why))
-                else:
-                    report.decrypted += 1
+        check = lambda item: (item[0], check_blob(target, mf.object_name(item[0]), item[1],  # noqa: E731
+                                                  open_object(keyring, item[0])))
+        for oid, why in in_order(check, chosen, parallel=parallel, thread_name="verify"):
+            if why == "missing":
+                report.missing.append(mf.object_name(oid))
+            elif why:
+                report.damaged.append((mf.object_name(oid), why))
+            else:
+                report.decrypted += 1
     return report

@@ -6,6 +6,7 @@ the tables are described in models/backup.py.
 from __future__ import annotations
 
 import datetime
+from typing import Iterator, NamedTuple
 
 from ..errors import DataDirError
 from .models import utcnow
@@ -13,19 +14,31 @@ from .models.backup import BackupObject, BackupRun
 from .repository import Repository
 
 BATCH = 500  # ids per IN (...) list
+PAGE = 5000  # rows per keyset page of ``uploaded``
+
+
+class Uploaded(NamedTuple):
+    object_id: str
+    size: int  # sealed bytes, as stored offsite
+    deleted: bool  # gone from the box: retention runs
+    unlisted: bool  # uploaded by a run that did not finish: in no manifest yet
 
 
 class BackupRepo(Repository):
     # -- what is offsite, per target -----------------------------------------------
-    def uploaded(self, target: str) -> tuple[dict[str, int], set[str], bool]:
-        """(object id -> offsite size, ids marked deleted from the box, some not yet in a manifest) for the
-        objects recorded as uploaded to ``target``. Plain SQL: a box has 100k rows and more."""
-        rows = self.db.execute_sql(
-            # "target || ''": a sequential scan, about 3x faster here than 100k lookups through the (target, id)
-            # index (SQLite's unary "+" would say the same, but PostgreSQL has no "+" for text)
-            "SELECT object_id, size, deleted_at IS NOT NULL, manifest_at IS NULL FROM backup_object "
-            "WHERE target || '' = ?", (target,)).fetchall()
-        return ({row[0]: row[1] for row in rows}, {row[0] for row in rows if row[2]}, any(row[3] for row in rows))
+    def uploaded(self, target: str) -> Iterator[Uploaded]:
+        """The objects recorded as uploaded to ``target``, in object-id order: keyset pages over the (target,
+        object_id) index, read as they are consumed (a box has a million rows and more, never held at once)."""
+        after = ""
+        while True:
+            rows = self.db.execute_sql(
+                "SELECT object_id, size, deleted_at IS NOT NULL, manifest_at IS NULL FROM backup_object "
+                "WHERE target = ? AND object_id > ? ORDER BY object_id LIMIT ?", (target, after, PAGE)).fetchall()
+            for oid, size, deleted, unlisted in rows:
+                yield Uploaded(oid, size, bool(deleted), bool(unlisted))
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
 
     def count(self, target: str) -> int:
         return BackupObject.select().where(BackupObject.target == target).count(self.db)

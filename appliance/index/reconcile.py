@@ -47,6 +47,7 @@ from typing import Callable, Iterator
 
 from ..archive import StorageArea
 from ..errors import ApplianceError
+from ..sortedmerge import align
 from .unfinished_batches import Discarded, discard, live_ids
 
 log = logging.getLogger(__name__)
@@ -90,22 +91,16 @@ class ReconcileReport:
 def _merge(named: Iterator, present: Iterator[str], report: ReconcileReport) -> list[str]:
     """Walk both sorted id streams side by side; fill in the counts and missing; return the orphans."""
     orphans = []
-    oid = next(present, None)
-    for item in named:
-        report.indexed += 1
-        while oid is not None and oid < item.object_id:
+    for item, oid in align(named, present, left_key=lambda o: o.object_id):
+        if item is None:
             report.archived += 1
             orphans.append(oid)
-            oid = next(present, None)
-        if oid == item.object_id:
+            continue
+        report.indexed += 1
+        if oid is not None:
             report.archived += 1
-            oid = next(present, None)
         else:
             report.missing.append(Missing(item.sop_uid, item.object_id, item.replaced))
-    while oid is not None:
-        report.archived += 1
-        orphans.append(oid)
-        oid = next(present, None)
     return orphans
 
 

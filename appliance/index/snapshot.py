@@ -17,8 +17,11 @@ complete restore needs); the backup only asks.
 """
 from __future__ import annotations
 
+import heapq
 import os
+from operator import itemgetter
 from pathlib import Path
+from typing import Iterator
 
 from sqlcipher3 import dbapi2 as sqlcipher
 
@@ -80,26 +83,40 @@ def _take_logical(index_db, index_key: bytes, dest: Path) -> Path:
 
 
 def object_ids(path: Path, index_key: bytes) -> list[str]:
-    """Every archive object the snapshot's index refers to (what a complete restore needs).
+    """Every archive object the snapshot's index refers to (what a complete restore needs), in order."""
+    return [oid for oid, _size in wanted(path, index_key)]
 
-    Objects of recycled studies (appliance/services/recycle.py) are included: their only copy is offsite, so
-    they must stay listed, or retention would delete them there.
+
+def wanted(path: Path, index_key: bytes) -> Iterator[tuple[str, int | None]]:
+    """(object id, offsite size if recycled else None) for every archive object the snapshot's index refers to,
+    in object-id order and read as it is consumed (a million rows are never held).
+
+    Objects of recycled studies (appliance/services/recycle.py) are included, with the size of their offsite copy
+    (they are no longer on the box's disk): their only copy is offsite, so they must stay listed, or retention
+    would delete them there.
+
+    Each table is read in the order of its unique object_id index and the streams are merged here: one ORDER BY
+    over their union would sort every id in memory first (SQLCipher keeps temporary b-trees in memory).
     """
     conn = _connect(path, index_key)
     try:
-        binned = ("UNION SELECT object_id FROM binned_object WHERE purged_at IS NULL "  # the recycle bin (0012)
-                  if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'binned_object'").fetchone() else "")
-        rows = conn.execute("SELECT object_id FROM instance UNION SELECT object_id FROM replaced_object "
-                            "UNION SELECT object_id FROM recycled_object " + binned).fetchall()
-    finally:
-        conn.close()
-    return [r[0] for r in rows]
-
-
-def recycled_sizes(path: Path, index_key: bytes) -> dict[str, int]:
-    """object id -> offsite size, for the objects of recycled studies (no longer on the box's disk)."""
-    conn = _connect(path, index_key)
-    try:
-        return dict(conn.execute("SELECT object_id, offsite_size FROM recycled_object").fetchall())
+        binned = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'binned_object'").fetchone()  # (0012)
+        queries = ["SELECT object_id, NULL FROM instance ORDER BY object_id",
+                   "SELECT object_id, NULL FROM replaced_object ORDER BY object_id",
+                   "SELECT object_id, offsite_size FROM recycled_object ORDER BY object_id"]
+        if binned:  # the recycle bin
+            queries.append("SELECT object_id, NULL FROM binned_object WHERE purged_at IS NULL ORDER BY object_id")
+        # Keyed on the id alone; an id named twice (an instance and its recycled copy) comes once, with any
+        # offsite size.
+        last: tuple[str, int | None] | None = None
+        for item in heapq.merge(*(conn.execute(q) for q in queries), key=itemgetter(0)):
+            if last is not None and item[0] == last[0]:
+                last = (last[0], last[1] if last[1] is not None else item[1])
+                continue
+            if last is not None:
+                yield last
+            last = item
+        if last is not None:
+            yield last
     finally:
         conn.close()

@@ -88,8 +88,9 @@ class FolderTarget:
         base = self.root / check_name(prefix, prefix=True)
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
+        for dirpath, dirs, files in os.walk(base):
+            dirs.sort()  # name order (base.Target.list): walked top-down, a directory's files before its folders
+            for f in sorted(files):
                 if f.startswith(TEMP_PREFIX):
                     continue
                 full = os.path.join(dirpath, f)

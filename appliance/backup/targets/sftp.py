@@ -200,12 +200,14 @@ class SftpTarget:
                 entries = self.sftp.listdir_attr(d)
             except FileNotFoundError:
                 continue
-            for e in entries:
+            below = []
+            for e in sorted(entries, key=lambda e: e.filename):  # name order (base.Target.list)
                 full = posixpath.join(d, e.filename)
                 if stat.S_ISDIR(e.st_mode):
-                    todo.append(full)
+                    below.append(full)
                 elif not e.filename.startswith(TEMP_PREFIX):
                     yield posixpath.relpath(full, self.root), e.st_size
+            todo.extend(reversed(below))  # a stack: the first folder is walked next
 
     def delete(self, name: str) -> None:
         try:
