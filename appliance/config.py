@@ -163,7 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
             "another origin, such as an OHIF viewer; \"*\" allows any; empty turns CORS off."),
     Setting("dicomweb", "render_cache_mb", 32,
             "Memory (MiB) for rendered JPEG/PNG frames, so scrolling a series again does not decode again."),
-    Setting("dicomweb", "object_cache_mb", 48,
+    Setting("dicomweb", "object_cache_mb", 24,
             "Memory (MiB) for decrypted objects being rendered or served frame by frame (never written to disk)."),
     Setting("dicomweb", "render_threads", 1,
             "Most frames decoded and rendered at once; more requests wait, so rendering cannot starve DICOM "

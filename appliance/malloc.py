@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-ARENAS = 2
+ARENAS = 1  # the GIL serialises most allocations anyway; a second arena held ~20 MiB more in the soak
 MMAP_THRESHOLD = 256 << 10  # blocks this large (DICOM objects, frames, PDUs) are mapped, and unmapped when freed
 TRIM_INTERVAL_S = 60.0  # how often serve() hands free heap pages back (malloc_trim)
 
