@@ -13,7 +13,7 @@ from typing import Iterator
 from . import records
 from .models import Instance, Patient, ReplacedObject, Study, utcnow
 from .models.recycle import RecycledObject, RecycledStudy
-from .repository import Repository
+from .repository import NamedIds, Repository
 
 BATCH = 500  # ids per IN (...) list
 PAGE = 500  # studies per page of the recycler's pass (study_totals)
@@ -212,9 +212,9 @@ class RecyclingRepo(Repository):
     def is_recycled(self, object_id: str) -> bool:
         return RecycledObject.select().where(RecycledObject.object_id == object_id).exists(self.db)
 
-    def object_ids(self) -> set[str]:
-        """Every object of a recycled study (offsite only)."""
-        return {oid for (oid,) in RecycledObject.select(RecycledObject.object_id).tuples().execute(self.db)}
+    def object_ids(self) -> NamedIds:
+        """The objects of recycled studies (offsite only), looked up one at a time (``in``), never loaded."""
+        return NamedIds(self.db, "recycled_object")
 
     # -- bringing a study back ----------------------------------------------------------
     def recycled(self, study_uid: str = "", limit: int | None = 100) -> list[RecycledStudy]:

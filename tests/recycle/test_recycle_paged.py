@@ -59,3 +59,14 @@ def test_small_pages_and_passes_choose_exactly_as_one_sorted_list(box, monkeypat
     assert report.blocked_count == 2 and report.eligible_left == 1 and report.recent == 0
     # Two passes (one study chosen each) over pages of at most 2 studies: 5 studies, then 4 once A is gone.
     assert asked == [2, 2, 1, 2, 2]
+
+
+def test_recycled_ids_are_looked_up_not_loaded(box):
+    """A disaster restore asks which manifest objects are recycled one id at a time (index.recycling.object_ids)."""
+    fill(box)
+    ids = {n: box.object_ids(n) for n in "ABC"}
+    squeeze(box, box.sealed_size("A"))
+    assert [c.study_uid for c in box.app.recycler.run().recycled] == [box.studies["A"]]
+    recycled = box.app.index.recycling.object_ids()
+    assert not hasattr(recycled, "__iter__") and len(recycled) == 2
+    assert all(o in recycled for o in ids["A"]) and not any(o in recycled for o in ids["B"] + ids["C"])
