@@ -38,7 +38,7 @@ def recycle(data_dir, dry_run: bool, limit: int) -> None:
             sys.exit(2)
         report = r.run(trigger="manual", actor="cli", dry_run=dry_run,
                        progress=lambda m: click.echo(m, err=True))
-        candidates, recent = r.plan() if dry_run else ([], report.recent)
+        candidates, total, recent = r.plan(limit=limit or None) if dry_run else ([], 0, report.recent)
     s = r.settings
     click.echo(f"free space {report.free_before / MiB:,.0f} MiB; recycling starts below {s.free_below / MiB:,.0f} "
                f"MiB and stops at {s.target_free / MiB:,.0f} MiB; studies used in the last {s.min_age.days} days "
@@ -51,13 +51,16 @@ def recycle(data_dir, dry_run: bool, limit: int) -> None:
             status = ("WOULD RECYCLE" if c.pk in going else
                       "eligible (not needed now)" if c.eligible else f"kept: {c.reason}")
             click.echo(_row(c, status))
-        if limit and len(candidates) > limit:
-            click.echo(f"  ... and {len(candidates) - limit} more")
+        if total > len(candidates):
+            click.echo(f"  ... and {total - len(candidates)} more")
     else:
         for c in report.recycled:
             click.echo(_row(c, "recycled"))
-        for c in report.blocked[:limit or None]:
+        shown = report.blocked[:limit or None]
+        for c in shown:
             click.echo(_row(c, f"kept: {c.reason}"))
+        if report.blocked_count > len(shown):
+            click.echo(f"  ... and {report.blocked_count - len(shown)} more kept")
     click.echo(("dry run: " if dry_run else "") + report.result)
 
 

@@ -11,7 +11,7 @@ from typing import Iterator, NamedTuple
 from ..errors import DataDirError
 from .models import utcnow
 from .models.backup import BackupObject, BackupRun
-from .repository import Repository
+from .repository import NamedIds, Repository
 
 BATCH = 500  # ids per IN (...) list
 PAGE = 5000  # rows per keyset page of ``uploaded``
@@ -122,9 +122,10 @@ class BackupRepo(Repository):
                                         & (BackupRun.finished_at >= start_utc)).exists(self.db)
 
     # -- a partial restore ----------------------------------------------------------
-    def keep_only(self, studies: list[str], patients: list[str]) -> set[str]:
+    def keep_only(self, studies: list[str], patients: list[str]) -> NamedIds:
         """Delete every study but the chosen ones (by Study Instance UID or Patient ID) from this (restored)
-        index; return the object ids still named. Runs inside a writer transaction."""
+        index; return the object ids still named (looked up one at a time, never loaded). Runs inside a
+        writer transaction."""
         db = self.db
         marks = lambda xs: ",".join("?" * len(xs)) or "NULL"  # noqa: E731
         keep_sql = (f"SELECT s.id FROM study s JOIN patient p ON p.id = s.patient_id "
@@ -142,4 +143,4 @@ class BackupRepo(Repository):
                           WHERE study.patient_id = patient.id),
             num_instances = (SELECT count(*) FROM instance JOIN series ON series.id = instance.series_id
                              JOIN study ON study.id = series.study_id WHERE study.patient_id = patient.id)""")
-        return {r[0] for r in db.execute_sql("SELECT object_id FROM instance").fetchall()}
+        return NamedIds(db, "instance")

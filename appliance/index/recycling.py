@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from typing import Iterator
 
 from . import records
 from .models import Instance, Patient, ReplacedObject, Study, utcnow
 from .models.recycle import RecycledObject, RecycledStudy
-from .repository import Repository
+from .repository import NamedIds, Repository
 
 BATCH = 500  # ids per IN (...) list
+PAGE = 500  # studies per page of the recycler's pass (study_totals)
 # BackupService.is_offsite, in SQL: the object is on the target and a manifest there lists it. Joined per
 # study instead of asked per object (0.6 ms each: 600 ms of writer time for a 1,000-image study);
 # tests/recycle/test_recycle.py holds the two to the same answer.
 OFFSITE_JOIN = ("LEFT JOIN backup_object b ON b.target = ? AND b.object_id = {col} "
                 "AND b.manifest_at IS NOT NULL")
+NOT_OFFSITE = "sum(CASE WHEN b.id IS NULL THEN 1 ELSE 0 END)"  # counted over OFFSITE_JOIN (PostgreSQL has no sum(bool))
 
 
 @dataclass(frozen=True)
@@ -66,37 +69,60 @@ def _dt(value) -> datetime.datetime | None:
 
 class RecyclingRepo(Repository):
     # -- the plan ----------------------------------------------------------------
-    def study_totals(self, target: str | None) -> list[StudyTotals]:
-        """Every study with its objects (instances and replaced objects), their size, how many are not
-        offsite on ``target``, the newest arrival and the instances still to be forwarded."""
+    def study_pages(self, target: str | None, page: int | None = None) -> Iterator[list[StudyTotals]]:
+        """Every study that has instances, in primary-key order, with its objects (instances and replaced
+        objects), their size, how many are not offsite on ``target``, the newest arrival and the instances
+        still to be forwarded. Read in keyset pages of ``page`` studies (each page's totals asked for its
+        ids alone), so a pass over 100,000 studies never holds more than one page."""
+        page = page or PAGE
+        after = 0
+        while True:
+            ids = [pk for (pk,) in self.db.execute_sql(
+                "SELECT id FROM study WHERE id > ? ORDER BY id LIMIT ?", (after, page)).fetchall()]
+            if not ids:
+                return
+            yield self._totals_of(ids, target)
+            if len(ids) < page:
+                return
+            after = ids[-1]
+
+    def _totals_of(self, ids: list[int], target: str | None) -> list[StudyTotals]:
         db = self.db
+        marks = ",".join("?" * len(ids))
         studies = {}
         for pk, uid, acc, date, n, objects, size, missing, received in db.execute_sql(
                 "SELECT s.id, s.study_uid, s.accession, s.study_date, s.num_instances, count(i.id), "
-                "coalesce(sum(coalesce(b.size, i.size)), 0), sum(b.id IS NULL), max(i.received_at) "
+                "coalesce(sum(coalesce(b.size, i.size)), 0), " + NOT_OFFSITE + ", max(i.received_at) "
                 "FROM study s JOIN series se ON se.study_id = s.id JOIN instance i ON i.series_id = se.id "
-                + OFFSITE_JOIN.format(col="i.object_id") + " GROUP BY s.id", (target,)).fetchall():
+                + OFFSITE_JOIN.format(col="i.object_id") + f" WHERE s.id IN ({marks}) GROUP BY s.id",
+                (target, *ids)).fetchall():
             studies[pk] = [pk, uid, acc, date, n, objects, size, missing or 0, _dt(received), 0]
         for pk, objects, size, missing in db.execute_sql(
-                "SELECT se.study_id, count(r.id), coalesce(sum(coalesce(b.size, r.size)), 0), sum(b.id IS NULL) "
+                "SELECT se.study_id, count(r.id), coalesce(sum(coalesce(b.size, r.size)), 0), " + NOT_OFFSITE + " "
                 "FROM replaced_object r JOIN instance i ON i.sop_uid = r.sop_uid "
                 "JOIN series se ON se.id = i.series_id " + OFFSITE_JOIN.format(col="r.object_id")
-                + " GROUP BY se.study_id", (target,)).fetchall():
+                + f" WHERE se.study_id IN ({marks}) GROUP BY se.study_id", (target, *ids)).fetchall():
             if pk in studies:
                 c = studies[pk]
                 c[5], c[6], c[7] = c[5] + objects, c[6] + size, c[7] + missing
         for pk, n in db.execute_sql(
                 "SELECT se.study_id, count(*) FROM forward_job f JOIN instance i ON i.object_id = f.object_id "
-                "JOIN series se ON se.id = i.series_id WHERE f.state = 'pending' GROUP BY se.study_id").fetchall():
+                f"JOIN series se ON se.id = i.series_id WHERE f.state = 'pending' AND se.study_id IN ({marks}) "
+                "GROUP BY se.study_id", tuple(ids)).fetchall():
             if pk in studies:
                 studies[pk][9] = n
-        return [StudyTotals(*c) for c in studies.values()]
+        return [StudyTotals(*studies[pk]) for pk in ids if pk in studies]
 
-    def last_access(self, study_uid: str, actions: tuple[str, ...]) -> datetime.datetime | None:
-        """When the audit log last saw one of ``actions`` on the study."""
-        return _dt(self.db.execute_sql(
-            "SELECT max(at) FROM audit_entry WHERE study_uid = ? AND action IN (" + ",".join("?" * len(actions))
-            + ")", (study_uid, *actions)).fetchone()[0])
+    def last_access(self, study_uids: list[str], actions: tuple[str, ...]) -> dict[str, datetime.datetime]:
+        """When the audit log last saw one of ``actions`` on each of ``study_uids`` (those it saw at all)."""
+        found = {}
+        for i in range(0, len(study_uids), BATCH):
+            chunk = study_uids[i:i + BATCH]
+            found.update((uid, _dt(at)) for uid, at in self.db.execute_sql(
+                "SELECT study_uid, max(at) FROM audit_entry WHERE study_uid IN (" + ",".join("?" * len(chunk))
+                + ") AND action IN (" + ",".join("?" * len(actions)) + ") GROUP BY study_uid",
+                (*chunk, *actions)).fetchall())
+        return found
 
     # -- taking one study out ----------------------------------------------------------
     def take_out(self, pk: int, study_uid: str, target: str, reason: str) -> TakenOut | Kept | None:
@@ -186,9 +212,9 @@ class RecyclingRepo(Repository):
     def is_recycled(self, object_id: str) -> bool:
         return RecycledObject.select().where(RecycledObject.object_id == object_id).exists(self.db)
 
-    def object_ids(self) -> set[str]:
-        """Every object of a recycled study (offsite only)."""
-        return {oid for (oid,) in RecycledObject.select(RecycledObject.object_id).tuples().execute(self.db)}
+    def object_ids(self) -> NamedIds:
+        """The objects of recycled studies (offsite only), looked up one at a time (``in``), never loaded."""
+        return NamedIds(self.db, "recycled_object")
 
     # -- bringing a study back ----------------------------------------------------------
     def recycled(self, study_uid: str = "", limit: int | None = 100) -> list[RecycledStudy]:

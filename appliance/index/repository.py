@@ -43,3 +43,19 @@ class Repository:
     def _first(self, cls: type[R], query) -> R | None:
         row = query.dicts().first(self.db)
         return None if row is None else to_record(cls, row)
+
+
+class NamedIds:
+    """The object ids that rows of ``table`` name, for ``in`` and ``len`` only: each ``in`` is one lookup on the
+    table's unique ``object_id`` index, so a pass over a million ids (a disaster restore checking its
+    manifest) never holds them all in memory, as a set of them did."""
+
+    def __init__(self, db: Database, table: str):
+        self.db, self.table = db, table
+
+    def __contains__(self, object_id: object) -> bool:
+        return bool(self.db.execute_sql(f'SELECT 1 FROM "{self.table}" WHERE "object_id" = ?',
+                                        (object_id,)).fetchall())
+
+    def __len__(self) -> int:
+        return self.db.execute_sql(f'SELECT count(*) FROM "{self.table}"').fetchone()[0]

@@ -67,6 +67,7 @@ Logs name study UIDs and counts only; patient IDs go to the audit log alone.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime
 import io
@@ -76,7 +77,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..archive import StorageArea
 from ..archive.fsutil import try_lock
@@ -90,6 +91,10 @@ MiB = 1 << 20
 # Audit actions that mean "somebody opened this study" (see web/viewer, dicom/move.py, get.py, dicomweb).
 ACCESS_ACTIONS = ("study.view", "study.export", "dicom.move", "dicom.get", "dicomweb.retrieve")
 WAKE_CHECK_SECONDS = 5.0  # free space is looked at on arrivals at most this often
+# A run holds at most this many studies chosen to recycle (then reads the index again for more), and lists
+# at most BLOCKED_LISTED of those kept: its memory does not grow with the index.
+CHOSEN_MAX = 1000
+BLOCKED_LISTED = 1000
 STUCK_RETRY_SECONDS = 600.0  # after a run that could not meet the target, arrivals wake it no sooner
 
 
@@ -160,7 +165,10 @@ class RecycleReport:
     target_free: int = 0
     needed: bool = False  # free space was below the watermark
     recycled: list[Candidate] = field(default_factory=list)
-    blocked: list[Candidate] = field(default_factory=list)  # old enough, but not safely offsite
+    # Old enough, but not safely offsite: the first BLOCKED_LISTED least recently used, and those found not
+    # eligible while being recycled; blocked_count counts them all.
+    blocked: list[Candidate] = field(default_factory=list)
+    blocked_count: int = 0
     recent: int = 0  # studies used within recycle_min_age_days
     eligible_left: int = 0
     result: str = ""
@@ -171,7 +179,7 @@ class RecycleReport:
 
     def summary(self) -> dict:
         return {"at": self.finished_at or self.started_at, "trigger": self.trigger, "dry_run": self.dry_run,
-                "studies": len(self.recycled), "bytes": self.bytes_freed, "blocked": len(self.blocked),
+                "studies": len(self.recycled), "bytes": self.bytes_freed, "blocked": self.blocked_count,
                 "free_before": self.free_before, "free_after": self.free_after, "result": self.result}
 
 
@@ -182,6 +190,37 @@ class RestoreResult:
     replaced: int = 0
     skipped: int = 0  # the same instance is live on the box already
     bytes: int = 0
+
+
+def _key(c: Candidate) -> tuple[datetime.datetime, int]:
+    return c.last_used, c.pk  # the recycling order: least recently used first, then the older row
+
+
+class _Seen:
+    recent = 0  # studies used within recycle_min_age_days
+
+
+class _Smallest:
+    """The first candidates in recycling order among those added, without holding the others: at most
+    ``limit`` (None: no limit), and, with ``cover``, only as many as it takes for their sizes to reach
+    ``cover`` bytes (none when it is 0 or less). ``seen`` counts every one added."""
+
+    def __init__(self, limit: int | None, cover: int | None = None):
+        self.limit, self.cover = limit, cover
+        self.items: list[Candidate] = []
+        self.bytes = self.seen = 0
+
+    def add(self, c: Candidate) -> bool:
+        """Add ``c``; False when it (or one it displaced) fell outside."""
+        self.seen += 1
+        bisect.insort(self.items, c, key=_key)
+        self.bytes += c.bytes
+        kept = True
+        while self.items and ((self.limit is not None and len(self.items) > self.limit) or (
+                self.cover is not None and self.bytes - self.items[-1].bytes >= self.cover)):
+            self.bytes -= self.items.pop().bytes
+            kept = False
+        return kept
 
 
 def _plural(n: int, word: str) -> str:
@@ -210,35 +249,45 @@ class Recycler:
         self._quiet_until = 0.0  # after a run that could not meet the target, arrivals do not wake it before this
 
     # -- the plan ----------------------------------------------------------
-    def plan(self, now: datetime.datetime | None = None) -> tuple[list[Candidate], int]:
-        """(studies old enough, least recently used first, each marked eligible or not with a reason;
-        the number of studies kept because they were used recently)."""
-        now = now or utcnow()
-        target = self.backup.target_key() if self.backup is not None and self.backup.configured else None
-        studies = [Candidate(t.pk, t.study_uid, t.accession, t.study_date, t.instances, t.objects, t.bytes,
-                             t.last_received, None, t.not_offsite, t.pending_forwards)
-                   for t in self.index.recycling.study_totals(target)]
+    def _old(self, now: datetime.datetime, target: str | None, seen: "_Seen | None" = None) -> Iterator[Candidate]:
+        """The studies old enough (not used within ``recycle_min_age_days``), in primary-key order, each marked
+        eligible or not with a reason, read a page at a time (index.recycling.study_pages); ``seen`` counts
+        the recent ones too."""
         cutoff = now - self.settings.min_age
-        old, recent = [], 0
-        for c in studies:
-            if c.last_received is not None and c.last_received >= cutoff:
-                recent += 1
-                continue
-            c.last_accessed = self.index.recycling.last_access(c.study_uid, ACCESS_ACTIONS)
-            if c.last_used >= cutoff:
-                recent += 1
-                continue
-            if target is None:
-                c.reason = "no backup target is configured"
-            elif c.not_offsite:
-                c.reason = f"{c.not_offsite} of {_plural(c.objects, 'object')} not yet offsite"
-            elif c.pending_forwards:
-                c.reason = f"{_plural(c.pending_forwards, 'instance')} still to be forwarded to a peer"
-            else:
-                c.eligible, c.reason = True, f"offsite; last used {c.last_used:%Y-%m-%d}"
-            old.append(c)
-        old.sort(key=lambda c: (c.last_used, c.pk))
-        return old, recent
+        for page in self.index.recycling.study_pages(target):
+            old = [t for t in page if t.last_received is None or t.last_received < cutoff]
+            accessed = self.index.recycling.last_access([t.study_uid for t in old], ACCESS_ACTIONS)
+            if seen is not None:
+                seen.recent += len(page) - len(old)
+            for t in old:
+                c = Candidate(t.pk, t.study_uid, t.accession, t.study_date, t.instances, t.objects, t.bytes,
+                              t.last_received, accessed.get(t.study_uid), t.not_offsite, t.pending_forwards)
+                if c.last_used >= cutoff:
+                    if seen is not None:
+                        seen.recent += 1
+                    continue
+                if target is None:
+                    c.reason = "no backup target is configured"
+                elif c.not_offsite:
+                    c.reason = f"{c.not_offsite} of {_plural(c.objects, 'object')} not yet offsite"
+                elif c.pending_forwards:
+                    c.reason = f"{_plural(c.pending_forwards, 'instance')} still to be forwarded to a peer"
+                else:
+                    c.eligible, c.reason = True, f"offsite; last used {c.last_used:%Y-%m-%d}"
+                yield c
+
+    def _target(self) -> str | None:
+        return self.backup.target_key() if self.backup is not None and self.backup.configured else None
+
+    def plan(self, now: datetime.datetime | None = None, limit: int | None = None) -> tuple[list[Candidate], int, int]:
+        """(the first ``limit`` (None: all) studies old enough, least recently used first, each marked eligible
+        or not with a reason; how many studies are old enough; how many were kept as used recently)."""
+        seen = _Seen()
+        old = self._old(now or utcnow(), self._target(), seen)
+        listed = _Smallest(limit)
+        for c in old:
+            listed.add(c)
+        return listed.items, listed.seen, seen.recent
 
     # -- a run -------------------------------------------------------------
     def run(self, trigger: str = "schedule", actor: str = "system", dry_run: bool = False,
@@ -260,27 +309,8 @@ class Recycler:
                 report.finished_at = utcnow()
                 self.last = report
                 return report
-            candidates, report.recent = self.plan()
-            report.blocked = [c for c in candidates if not c.eligible]
-            eligible = [c for c in candidates if c.eligible]
-            for c in eligible:
-                if not report.needed or free >= self.settings.target_free or self._task.stopping:
-                    break  # (stopping: each study is done or not, so the next run simply goes on)
-                if dry_run:
-                    report.recycled.append(c)
-                    free += c.bytes
-                    continue
-                why = self._recycle(c, actor, trigger)
-                if why:
-                    c.eligible, c.reason = False, why
-                    report.blocked.append(c)
-                    continue
-                report.recycled.append(c)
-                progress(f"recycled study {c.study_uid}: {_plural(c.instances, 'instance')}, "
-                         f"{c.bytes / MiB:.1f} MiB")
-                free = self.archive.disk_free_bytes()
+            free = self._take(report, free, actor, trigger, progress)
             report.free_after = free
-            report.eligible_left = sum(1 for c in eligible if c.eligible) - len(report.recycled)
             report.result = self._result(report, free)
         finally:
             if fd is not None:
@@ -301,6 +331,59 @@ class Recycler:
                     log.exception("index snapshot after recycling failed")
         return report
 
+    def _take(self, report: RecycleReport, free: int, actor: str, trigger: str, progress) -> int:
+        """Recycle eligible studies, least recently used first, until the target is met; return the free space.
+
+        The same choice as sorting every old study, without holding them: each pass over the index keeps only
+        the shortest least-recently-used prefix of eligible studies whose sizes cover the space still needed
+        (at most CHOSEN_MAX), and the first pass also counts (and lists the first BLOCKED_LISTED of) the
+        studies kept. A study that frees less than its recorded size, or that turns out not eligible inside
+        its transaction, leaves space still needed: the next pass goes on after the last study taken."""
+        now = utcnow()
+        target = self._target()
+        seen, blocked = _Seen(), _Smallest(BLOCKED_LISTED)
+        after = None  # (last used, pk) of the last study taken: later passes start behind it
+        eligible = failed = 0
+        first = True
+        while True:
+            need = self.settings.target_free - free if report.needed else 0
+            chosen, more = _Smallest(CHOSEN_MAX, cover=need), False
+            for c in self._old(now, target, seen if first else None):
+                if first and not c.eligible:
+                    blocked.add(c)
+                if not c.eligible or (after is not None and _key(c) <= after):
+                    continue
+                eligible += first
+                more |= not chosen.add(c)
+            if first:
+                report.recent, report.blocked, report.blocked_count = seen.recent, blocked.items, blocked.seen
+                first = False
+            for c in chosen.items:
+                if not report.needed or free >= self.settings.target_free or self._task.stopping:
+                    break  # (stopping: each study is done or not, so the next run simply goes on)
+                after = _key(c)
+                if report.dry_run:
+                    report.recycled.append(c)
+                    free += c.bytes
+                    continue
+                why = self._recycle(c, actor, trigger)
+                if why:
+                    c.eligible, c.reason = False, why
+                    report.blocked.append(c)
+                    report.blocked_count += 1
+                    failed += 1
+                    continue
+                report.recycled.append(c)
+                progress(f"recycled study {c.study_uid}: {_plural(c.instances, 'instance')}, "
+                         f"{c.bytes / MiB:.1f} MiB")
+                free = self.archive.disk_free_bytes()
+            else:
+                if more and report.needed and free < self.settings.target_free and not self._task.stopping:
+                    continue  # every chosen study taken and still short: the next prefix
+            break
+        report.eligible_left = eligible - failed - len(report.recycled)
+        return free
+
     def _result(self, report: RecycleReport, free: int) -> str:
         verb = "would free" if report.dry_run else "freed"
         if not report.needed:
@@ -309,8 +392,8 @@ class Recycler:
         done = f"{_plural(len(report.recycled), 'study')} {verb} {report.bytes_freed / MiB:.1f} MiB"
         if free >= self.settings.target_free:
             return f"{done}; {free // MiB} MiB free, target met"
-        blocked = f"; {_plural(len(report.blocked), 'study')} not yet offsite or still to forward" \
-            if report.blocked else ""
+        blocked = f"; {_plural(report.blocked_count, 'study')} not yet offsite or still to forward" \
+            if report.blocked_count else ""
         return (f"{done}; {free // MiB} MiB free, below the {self.settings.target_free // MiB} MiB target: "
                 f"nothing more is eligible{blocked}")
 
@@ -491,8 +574,8 @@ class Recycler:
         if (self.settings.enabled and free < self.settings.free_below and last_run is not None
                 and last_run.free_after < self.settings.target_free and not last_run.eligible_left):
             why = []
-            if last_run.blocked:
-                why.append(f"{_plural(len(last_run.blocked), 'study')} not yet offsite or still to forward "
+            if last_run.blocked_count:
+                why.append(f"{_plural(last_run.blocked_count, 'study')} not yet offsite or still to forward "
                            "(is the backup running?)")
             if last_run.recent:
                 why.append(f"{_plural(last_run.recent, 'study')} used in the last {self.settings.min_age.days} days")

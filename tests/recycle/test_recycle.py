@@ -1,6 +1,7 @@
 """Recycling frees space with studies confirmed offsite, oldest use first, and nothing else."""
 from __future__ import annotations
 
+import pytest
 from recyclekit import MiB
 
 from appliance.index.models import Instance, Study
@@ -369,6 +370,7 @@ def test_the_sql_offsite_check_agrees_with_the_backup_service(box):
     assert [bool(sql[oid]) for oid in ids] == [True, False, False, False, True]
 
 
+@pytest.mark.sqlcipher  # local index snapshots are the embedded index's; PostgreSQL's server keeps its own
 def test_a_recycling_run_is_followed_by_an_index_snapshot(box, tmp_path):
     """Issue 15: recycled rows (what is only offsite now) are in no archive object, so a rebuild needs a
     snapshot that has them: one is taken right after every run that recycled something."""
