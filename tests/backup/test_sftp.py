@@ -101,9 +101,11 @@ def test_sftp_server_killed_mid_sync_then_resume(tmp_path, sshd, monkeypatch):
         try:
             result = box.app.backup.run()
             assert result.result == "success"
-            # An upload in flight in the other worker (its own SSH session) may land after run() raised and
-            # after `complete` was listed: the resumed run adopts it rather than uploading it again.
-            assert result.objects + result.adopted == 20 - len(complete) and result.adopted <= 1
+            # The uploads in flight when the server died (one per worker, parallel = 2) may have landed whole
+            # without the box hearing so, so unrecorded: the resumed run adopts those rather than sending them
+            # again, and one of them may land only after `complete` was listed.
+            assert 20 - len(complete) - 1 <= result.objects <= 20 - len(complete)
+            assert result.adopted <= 2
             after = {p.name: p.stat().st_mtime_ns for p in remote.rglob("*") if p.name in complete}
             assert after == mtimes  # nothing that was complete was uploaded again
             assert all(box.app.backup.is_offsite(oid) for oid in box.object_ids())
