@@ -97,6 +97,11 @@ HOOK = textwrap.dedent('''
             out["malloc_free_held_mb"] = mi.fordblks / 2**20
         except (OSError, AttributeError):
             pass
+        try:
+            from appliance import malloc
+            out["malloc_arenas"] = malloc.arenas()
+        except (ImportError, AttributeError):
+            pass
         return out
 
     def _maps():
