@@ -9,11 +9,18 @@ defaults the heap held ~76 MiB free beside ~136 MiB in use, and RSS kept climbin
 - freed memory at the top of a heap is returned only past the trim threshold, and memory inside a
   heap never, unless ``malloc_trim`` is called.
 Without glibc (musl, macOS) every function here does nothing and says so by returning False.
+
+``tune`` must run before the process starts any thread: a thread that allocated before it keeps the
+arena it was given (session 6's soak found six arenas in a server that asked for one, because
+``serve`` tuned after ``build`` had started its threads).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import re
+import tempfile
 
 ARENAS = 1  # the GIL serialises most allocations anyway; a second arena held ~20 MiB more in the soak
 MMAP_THRESHOLD = 256 << 10  # blocks this large (DICOM objects, frames, PDUs) are mapped, and unmapped when freed
@@ -49,3 +56,27 @@ def trim() -> bool:
     if _LIBC is None:
         return False
     return bool(_LIBC.malloc_trim(0))
+
+
+def arenas() -> int | None:
+    """How many malloc arenas the process has (from ``malloc_info``); None without glibc."""
+    if _LIBC is None or not hasattr(_LIBC, "malloc_info"):
+        return None
+    _LIBC.fopen.restype = ctypes.c_void_p
+    _LIBC.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    _LIBC.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    _LIBC.fclose.argtypes = [ctypes.c_void_p]
+    fd, path = tempfile.mkstemp(prefix="malloc-info-")
+    try:
+        os.close(fd)
+        stream = _LIBC.fopen(os.fsencode(path), b"w")
+        if not stream:
+            return None
+        try:
+            _LIBC.malloc_info(0, stream)
+        finally:
+            _LIBC.fclose(stream)
+        with open(path) as fh:
+            return len(re.findall(r"<heap nr=", fh.read()))
+    finally:
+        os.unlink(path)

@@ -97,7 +97,54 @@ HOOK = textwrap.dedent('''
             out["malloc_free_held_mb"] = mi.fordblks / 2**20
         except (OSError, AttributeError):
             pass
+        try:
+            from appliance import malloc
+            out["malloc_arenas"] = malloc.arenas()
+        except (ImportError, AttributeError):
+            pass
         return out
+
+    def _maps():
+        """Resident memory by kind of mapping: glibc's main heap (brk), anonymous maps (obmalloc's 1 MiB
+        arenas, glibc's mmapped blocks, thread stacks), files (libraries, SQLite's -shm)."""
+        out, kind = {"rss_heap_mb": 0.0, "rss_anon_mb": 0.0, "rss_file_mb": 0.0}, None
+        try:
+            with open("/proc/self/smaps") as fh:
+                for line in fh:
+                    if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                        parts = line.split()
+                        name = parts[5] if len(parts) > 5 else ""
+                        kind = ("rss_heap_mb" if name == "[heap]" else "rss_anon_mb" if not name or name.startswith("[anon")
+                                else None if name.startswith("[") else "rss_file_mb")
+                    elif line.startswith("Rss:") and kind:
+                        out[kind] += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return out
+
+    def _obmalloc():
+        """Python's small-object allocator (sys._debugmallocstats, written to fd 2): arenas mapped vs bytes in
+        live blocks; the difference is memory the arenas hold for freed objects (fragmentation)."""
+        import re, sys, tempfile
+        if not hasattr(sys, "_debugmallocstats"):
+            return {}
+        with tempfile.TemporaryFile(mode="w+") as tmp:
+            saved = os.dup(2)
+            try:
+                sys.stderr.flush()
+                os.dup2(tmp.fileno(), 2)
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            tmp.seek(0)
+            text = tmp.read()
+        def num(label):
+            m = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
+            return int(m.group(1).replace(",", "")) if m else 0
+        return {"obmalloc_arenas": num("# arenas allocated current"),
+                "obmalloc_arenas_mb": num("arenas * 1048576 bytes/arena") / 2**20 or num("Total") / 2**20,
+                "obmalloc_used_mb": num("# bytes in allocated blocks") / 2**20}
 
     def _caches():
         from appliance.convert.render_cache import LRUCache
@@ -123,7 +170,9 @@ HOOK = textwrap.dedent('''
                             app.backup.run_now("bench")
                     except Exception as exc:  # noqa: BLE001
                         print("bench hook: backup request failed:", exc, flush=True)
-                row = {"t": now - started, "threads": threading.active_count(), **_native()}
+                row = {"t": now - started, "threads": threading.active_count(), **_native(), **_maps()}
+                if int(now - started) % 60 < EVERY:
+                    row.update(_obmalloc())
                 if FRAMES:
                     row["traced_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
                     row["tracemalloc_overhead_mb"] = tracemalloc.get_tracemalloc_memory() / 2**20
@@ -377,6 +426,13 @@ def hook_report(hook_dir: Path) -> dict:
                   f"{row.get('malloc_in_use_mb', float('nan')):6.1f} / {row.get('malloc_free_held_mb', float('nan')):6.1f}"
                   f"  traced {row.get('traced_mb', float('nan')):6.1f} (+{row.get('tracemalloc_overhead_mb', 0):.1f})"
                   f"  {row['threads']} threads")
+        print("resident by mapping (MiB): glibc heap / anonymous maps / files; Python arenas mapped / in live blocks")
+        for mark in [m for m in (0, WARMUP, 300, 600, 900, 1200, 1500, 1800) if m < end - 30] + [end]:
+            row = min(samples, key=lambda r: abs(r["t"] - mark))
+            ob = min((r for r in samples if "obmalloc_arenas_mb" in r), key=lambda r: abs(r["t"] - mark), default={})
+            print(f"  {row['t'] / 60:5.1f} min: {row.get('rss_heap_mb', float('nan')):6.1f} / "
+                  f"{row.get('rss_anon_mb', float('nan')):6.1f} / {row.get('rss_file_mb', float('nan')):5.1f};  "
+                  f"{ob.get('obmalloc_arenas_mb', float('nan')):6.1f} / {ob.get('obmalloc_used_mb', float('nan')):6.1f}")
     caches = [s for s in samples if "caches" in s]
     if caches:
         print("LRU caches (used / max) at the end:",

@@ -24,7 +24,6 @@ from .storage import storage as storage_group
 from .system import firstboot, tls
 from .update import update as update_group
 from .users import user
-from .index import index as index_group
 
 __all__ = ["main", "load_config", "open_appliance"]  # the last two for scripts and tests that open a data dir
 
@@ -70,10 +69,12 @@ def serve(data_dir: Path | None) -> None:
     In a checkout with no data directory yet, one is created first and its
     admin password and recovery key are printed.
     """
+    from .. import malloc
     from ..app import build, serve as run
     from ..datadir import initialize, is_initialized
     from ..datalock import hold
 
+    malloc.tune()  # before any thread exists: a thread that allocated earlier keeps an arena of its own
     path = resolve_data_dir(data_dir)
     if not is_initialized(path) and (not path.exists() or not any(path.iterdir())):
         print_init_result(initialize(path))
