@@ -37,6 +37,8 @@ from typing import Callable
 from pynetdicom.timer import Timer
 from pynetdicom.transport import AssociationSocket
 
+from . import standard_uids
+
 log = logging.getLogger(__name__)
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 POLL_INTERVAL = 0.005  # the longest either thread now waits without re-checking its state
@@ -457,6 +459,7 @@ def tune_accepted_socket(event) -> None:
                                                                                         socket.AF_INET6):
         return
     tune(sock)
+    standard_uids.install()  # before the association request is decoded (standard_uids.py)
     transport.__class__ = TunedAssociationSocket
     transport.send_lock = threading.Lock()
     messages = _track_progress(assoc, transport)
