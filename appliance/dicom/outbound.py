@@ -162,6 +162,81 @@ def receive_store_responses(assoc) -> None:
 
     dimse._pacs_store_responses = True
     dimse.receive_primitive = receive_primitive
+    transport = getattr(getattr(assoc, "dul", None), "socket", None)
+    if callable(getattr(transport, "claim_reads", None)) and callable(getattr(dimse, "get_msg", None)) \
+            and not assoc.get_handlers(evt.EVT_PDU_RECV) and not assoc.get_handlers(evt.EVT_DATA_RECV):
+        dimse.get_msg = InlineResponses(assoc, transport, dimse.get_msg)
+
+
+class InlineResponses:
+    """Stands in for ``dimse.get_msg``: a thread waiting for the answer to its C-STORE-RQ reads it from the
+    socket itself instead of waiting for the DUL thread to read it, decode it and wake it up (two thread
+    hand-overs per sub-operation of a C-GET/C-MOVE, each a wake-up and a switch under the GIL).
+
+    The waiting thread claims the socket's reads (sockets.py ``claim_reads``: only when the DUL thread is
+    not reading, and has no PDU it has not handled), waits for the peer and reads one PDU. A plain
+    C-STORE-RSP in one PDV (``parse_store_response``) is the answer; any other PDU (A-ABORT, A-RELEASE-RQ,
+    C-CANCEL-RQ, a response in several PDVs or with an error comment) is handed to the DUL thread decoded
+    as its own read would have, and the wait goes on pynetdicom's way (``get_msg``). A closed connection
+    or a refused PDU is the DUL's to handle too (its abort puts (None, None) on the DIMSE queue that
+    ``get_msg`` waits on). No answer within the DIMSE timeout: (None, None), as ``get_msg``. No claim
+    (TLS, another reader, not Sta6, a message half assembled): pynetdicom's way.
+    """
+
+    def __init__(self, assoc, transport, get_msg):
+        self.assoc, self.transport, self.get_msg = assoc, transport, get_msg
+
+    def __call__(self, block: bool = False):
+        if block:
+            answer = self._read()
+            if answer is not None:
+                return answer
+        return self.get_msg(block)
+
+    def _read(self):
+        assoc, transport = self.assoc, self.transport
+        dimse, dul = assoc.dimse, assoc.dul
+        if dimse.message is not None or not dimse.msg_queue.empty() or not assoc.is_established \
+                or dul.state_machine.current_state != "Sta6" or not transport.claim_reads():
+            return None
+        handed = True
+        try:
+            ready = transport.wait_readable(dimse.dimse_timeout if dimse.dimse_timeout is not None else 1e9)
+            if ready is False:  # no answer within the DIMSE timeout, as pynetdicom's wait
+                return None, None
+            pdu = transport.read_pdu() if ready else None
+            if pdu is None:  # closed (the DUL closed it, or was told): its abort answers pynetdicom's wait
+                return None
+            answer = store_response_pdu(pdu)
+            if answer is None:
+                transport.hand_over(pdu)
+                return None
+            context_id, responding_to, status = answer
+            handed = False
+        finally:
+            transport.release_reads(wake=handed)
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo, rsp.Status = responding_to, status
+        rsp._context_id = context_id
+        on_put = getattr(dimse.msg_queue, "on_put", None)  # a whole message: progress for the idle timer
+        if on_put is not None:
+            on_put()
+        else:
+            dul._idle_timer.restart()
+        evt.trigger(assoc, evt.EVT_DIMSE_RECV, {"message": StoreResponseMessage(context_id, responding_to, status)})
+        return context_id, rsp
+
+
+def store_response_pdu(pdu: bytes) -> tuple[int, int, int] | None:
+    """(context ID, Message ID Being Responded To, Status) of a P-DATA-TF PDU holding exactly one PDV, the
+    last fragment of a plain C-STORE-RSP command set; None for any other PDU."""
+    if len(pdu) < 12 or pdu[0] != 0x04:
+        return None
+    length = int.from_bytes(pdu[6:10], "big")
+    if length < 2 or 10 + length != len(pdu) or pdu[11:12] != COMMAND_LAST:
+        return None
+    parsed = parse_store_response(bytes(pdu[12:]))
+    return None if parsed is None else (pdu[10], *parsed)
 
 
 def _watched(assoc, event, flag: str = "ignores_pending_find") -> bool:
