@@ -18,6 +18,12 @@ Two things make a small C-STORE slow in a stock pynetdicom acceptor:
    wakes the association thread at once. Each idle wake-up costs ~30 us of CPU under
    the GIL: at 1 ms that was ~10 % of the CPU of an ingest (bench/README.md).
 
+A thread waiting for the answer to its own request may also read it itself instead of the
+DUL thread (``claim_reads``, used by outbound.InlineResponses for C-STORE-RSPs): one thread
+reads the socket at a time, decided under a lock; while the socket is claimed the DUL thread
+waits on its wake-up socket alone, and a PDU the claiming thread does not want is handed to
+the DUL thread decoded (``hand_over``) as its own read would have.
+
 ``tune_accepted_socket`` is an EVT_CONN_OPEN handler that applies all of this to a
 new association before its threads start. It only touches attributes that exist in
 the pynetdicom versions this was measured with (3.0) and skips anything it does not
@@ -78,6 +84,7 @@ class TunedAssociationSocket(AssociationSocket):
     _inline = False  # the association thread reads PDUs itself; the DUL thread keeps off the socket
     _dul_reading = False  # the DUL thread found the socket readable: reading a PDU, or handling it
     _inline_reads = 0  # PDUs read by the association thread so far (a select result older than one is stale)
+    _parked = False  # the DUL thread's select leaves the socket out (it was claimed when it began)
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` (pynetdicom calls this twice per PDU: its 6-byte header, then its body).
@@ -262,7 +269,8 @@ class TunedAssociationSocket(AssociationSocket):
             if not self.event_queue.empty():
                 return False  # the DUL handles one event per pass: a PDU read last pass still waits
             reads = self._inline_reads
-            watched = [wake] if self._inline else [self.socket, wake]  # claimed: the association thread reads
+            self._parked = self._inline  # claimed: the association thread reads; the DUL thread waits aside
+            watched = [wake] if self._parked else [self.socket, wake]
             readable, _, _ = select.select(watched, [], [], POLL_INTERVAL)
         except (OSError, ValueError):
             self.event_queue.put("Evt17")  # transport closed, as pynetdicom reports it
@@ -301,6 +309,12 @@ class TunedAssociationSocket(AssociationSocket):
         (after a PDU was handed to it, or when nobody will claim again soon)."""
         self._inline = False
         if wake:
+            self.wake()
+
+    def rewatch(self) -> None:
+        """After the last claim of a while (a C-GET's final response went out): get the DUL thread back
+        to the socket now rather than at its next look, so the peer's release is read at once."""
+        if self._parked and not self._inline:
             self.wake()
 
     def wait_readable(self, timeout: float) -> bool | None:

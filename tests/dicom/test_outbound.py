@@ -17,7 +17,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from appliance.dicom.outbound import (InlineResponses, Outbound, StoreResponseMessage, parse_store_response,
                                       pending_retrieve_command, receive_store_responses, retrieve_response,
-                                      store_request, store_response_pdu)
+                                      on_connection_open, store_request, store_response_pdu)
 from appliance.dicom.scu import Outgoing, chain, dataset_offset
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -97,6 +97,7 @@ def fake_assoc(max_pdu: int, thread=None):
     dimse = SimpleNamespace(maximum_pdu_size=max_pdu, send_msg=lambda primitive, cx: None)
     assoc = thread or SimpleNamespace()
     assoc.dul, assoc.dimse, assoc.is_established = dul, dimse, True
+    assoc.get_handlers = lambda event: []
     return assoc, sent
 
 
@@ -473,3 +474,17 @@ def test_store_response_pdu_reads_one_plain_pdv_only():
     assert store_response_pdu(pdu_of(7, plain, plain)) is None
     assert store_response_pdu(pdu_of(7, b"\x02" + store_response_command(0))) is None  # a data set fragment
     assert store_response_pdu(b"\x07" + pdu_of(7, plain)[1:]) is None
+
+
+def test_installed_at_connection_open_unless_every_message_is_watched():
+    assoc, _queued = fake_assoc(16384)
+    original = assoc.dimse.send_msg
+    on_connection_open(SimpleNamespace(assoc=assoc))
+    assert isinstance(assoc.dimse._pacs_outbound, Outbound) and assoc.dimse.send_msg != original
+    installed = assoc.dimse.send_msg
+    on_connection_open(SimpleNamespace(assoc=assoc))  # once only
+    assert assoc.dimse.send_msg == installed and Outbound.for_assoc(assoc) is assoc.dimse._pacs_outbound
+    watched, _queued = fake_assoc(16384)
+    watched.get_handlers = lambda event: [(Recorder(), None)] if event == evt.EVT_DIMSE_SENT else []
+    on_connection_open(SimpleNamespace(assoc=watched))  # pynetdicom's debug log: its own path
+    assert not hasattr(watched.dimse, "_pacs_outbound")
