@@ -77,7 +77,9 @@ def main() -> None:
     parser.add_argument("--baseline-root", type=Path,
                         help="also retrieve from an appliance run from this checkout (before/after in one run)")
     parser.add_argument("--skip-orthanc", action="store_true", help="appliance(s) only (quick A/B runs)")
+    parser.add_argument("--ops", default="C-MOVE,C-GET", help="which retrieves to run (e.g. C-GET while profiling)")
     args = parser.parse_args()
+    ops = [op for op in ("C-MOVE", "C-GET") if op in args.ops.upper().split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="pacs-bench-retrieve-"))
     box = base = orthanc = None
@@ -119,21 +121,23 @@ def main() -> None:
         load = os.getloadavg()
         for _ in range(args.runs):
             for name, (ae, port) in peers.items():
-                timed("C-MOVE", name, "movescu", "-S", "--ignore", "-aet", SCU, "-aec", ae, "-aem", SCU,
-                      "--port", scu_port, *keys, "127.0.0.1", port)
-                timed("C-GET", name, "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port)
+                if "C-MOVE" in ops:
+                    timed("C-MOVE", name, "movescu", "-S", "--ignore", "-aet", SCU, "-aec", ae, "-aem", SCU,
+                          "--port", scu_port, *keys, "127.0.0.1", port)
+                if "C-GET" in ops:
+                    timed("C-GET", name, "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{args.instances}-instance {args.kind} study ({size_mb:.1f} MB), {args.runs} runs, median (min-max) seconds, dcmtk process wall time")
         print("| operation | " + " | ".join(f"Orthanc {orthanc_version()}" if n == "orthanc" else n for n in peers)
               + " |")
         print("|---|" + "---|" * len(peers))
-        for op in ("C-MOVE", "C-GET"):
+        for op in ops:
             cells = []
             for name in peers:
                 t = times[(op, name)]
                 cells.append(f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})")
             print(f"| {op} | " + " | ".join(cells) + " |")
-        for op in ("C-MOVE", "C-GET"):  # the server's own CPU time (all threads) per operation
+        for op in ops:  # the server's own CPU time (all threads) per operation
             cells = [f"{statistics.mean(cpu[(op, name)]) * 1000:.0f} ms" if cpu.get((op, name)) else "-"
                      for name in peers]
             print(f"| {op}, server CPU (mean) | " + " | ".join(cells) + " |")

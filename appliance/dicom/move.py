@@ -36,7 +36,6 @@ from ..index.query import QueryError
 from ..records.peers import PeerError, PeerRegistry
 from .identifier import key_text
 from .registry import DimseService, Handler
-from .outbound import Outbound
 from .scu import ObjectSender, Outgoing, chain, storage_contexts
 from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
 
@@ -121,9 +120,6 @@ def handle_move(event, index: Index, peers: PeerRegistry, sender: ObjectSender, 
     contexts = (storage_contexts((o.SOPClassUID, o.transfer_syntax) for o in outgoing) if outgoing
                 else [build_context(Verification)])
     handlers = sender.handlers()
-    outbound = Outbound.for_assoc(event.assoc)
-    if outbound is not None:
-        outbound.install()  # the Pending C-MOVE responses as whole PDUs (outbound.py)
     if outgoing and error is None:
         handlers.append((evt.EVT_CONN_OPEN, PendingWake(event, len(outgoing))))
     yield peer.host, peer.port, {

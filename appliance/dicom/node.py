@@ -29,7 +29,7 @@ from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .registry import DimseService, ServiceRegistry
 from .slots import AssociationSlots, pynetdicom_limit
 from .sockets import tune_accepted_socket
-from .store_response import direct_store_responses
+from .outbound import on_connection_open as outbound_on_connection_open
 from .tls import start_tls_server
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class DicomNode:
         self.registry = ServiceRegistry()  # the DIMSE services: the node's conformance table
         self._watchers: list[tuple[Any, Callable, list]] = [
             (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
-            (evt.EVT_CONN_OPEN, direct_store_responses, []),  # after tune_accepted_socket: needs its socket
+            (evt.EVT_CONN_OPEN, outbound_on_connection_open, []),  # after tune_accepted_socket: its socket
             (evt.EVT_CONN_OPEN, self.slots.on_connection, []),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),

@@ -1,26 +1,29 @@
-"""Sending the messages of a retrieve (C-STORE sub-operations, Pending C-GET/C-MOVE responses) as whole PDUs.
+"""How an association's DIMSE messages leave, and how a retrieve's C-STORE-RSPs come back: as whole PDUs.
 
-Per C-STORE sub-operation pynetdicom (3.0, ``Association.send_c_store`` and
-``DIMSEServiceProvider.send_msg``) fills a pydicom command set keyword by keyword
-and encodes it twice, reads the file meta of the object back with pydicom, queues
-every PDU for the DUL thread (each a wake-up and a thread switch under the GIL),
-then does the same for the Pending C-GET/C-MOVE-RSP that follows: ~2 ms of Python
-per instance, most of a C-GET of small objects (bench/README.md, issue 18).
+Per message pynetdicom (3.0, ``DIMSEServiceProvider.send_msg``) fills a pydicom command
+set keyword by keyword, encodes it twice, queues every PDU for the DUL thread (each a
+wake-up and a thread switch under the GIL), and the DUL thread encodes the PDU; per
+C-STORE sub-operation ``Association.send_c_store`` also reads the object's file meta back
+with pydicom. That was ~2 ms of Python per retrieved instance and a sixth of an ingest's
+interpreter time (bench/README.md, issue 18).
 
-Here the command sets of those messages are encoded directly (``store_request``,
-``retrieve_response``: the bytes pynetdicom makes, compared in tests/dicom/test_outbound.py)
-and a whole message goes out as P-DATA-TF PDUs of at most the peer's maximum PDU length
-(pending.py's ``fragments``/``pack``, the command PDV sharing a PDU with the first data
-fragment when it fits). ``Outbound.send`` writes them from the calling thread with
-``TunedAssociationSocket.send_direct`` on a plain TCP connection that sockets.py tuned,
-and gives them to the DUL as P-DATA primitives otherwise (TLS: an SSL object must not be
-written by one thread while another reads it). ``Outbound.install`` routes the
-association's ``dimse.send_msg`` through the same way, so every DIMSE message the
-association's threads send leaves in order by one path.
+``Outbound`` is the one way out of an association: installed as its ``dimse.send_msg`` at
+connection open (``on_connection_open``, after sockets.py tuned the socket), it encodes the
+fixed-layout messages itself (``store_response`` for C-STORE-RSPs, ``store_request``,
+``retrieve_response`` for Pending C-GET/C-MOVE-RSPs: the bytes pynetdicom makes, compared in
+tests/dicom/test_outbound.py and test_store_response.py), lets pynetdicom encode every
+other message, and sends each as P-DATA-TF PDUs of at most the peer's maximum PDU length
+(pending.py's ``fragments``/``pack``). On a plain TCP connection sockets.py tuned, the
+sending thread writes them itself (``TunedAssociationSocket.send_direct``), one message at
+a time, after anything still queued for the DUL; on TLS they are queued to the DUL as P-DATA
+primitives (an SSL object must not be written by one thread while another reads it).
+``Outbound.for_assoc`` returns None, and pynetdicom's own ``send_msg`` stays, when a handler
+watches every message sent (pynetdicom's debug logging); a handler watching every PDU or
+byte sent makes it queue.
 
-``Outbound.for_assoc`` returns None, and pynetdicom's own path is used, when a handler
-watches every message or PDU sent (pynetdicom's debug logging) or the association
-object lacks what this was written against.
+Coming back, a C-GET/C-MOVE sub-operation's C-STORE-RSP is read by the thread waiting for it
+(``InlineResponses``, installed by ``receive_store_responses`` with the sub-operations), and
+a plain one that the DUL thread does read skips pynetdicom's DIMSE decoding.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import ssl
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 from pynetdicom import evt
@@ -88,6 +92,28 @@ def retrieve_response(command_field: int, responding_to: int, sop_class: str, st
     return command_set([(0x0002, uid_value(sop_class)), (0x0100, us_value(command_field)), (0x0120, us_value(responding_to)),
                         (0x0800, us_value(NO_DATA_SET)), (0x0900, us_value(status)), (0x1020, us_value(remaining)),
                         (0x1021, us_value(completed)), (0x1022, us_value(failed)), (0x1023, us_value(warning))])
+
+
+@dataclass(frozen=True)
+class SentStoreResponse:
+    """What EVT_DIMSE_SENT handlers marked ``takes_sent_store_response`` get for a C-STORE-RSP sent here."""
+
+    context_id: int
+    status: int
+
+
+def store_response(primitive: C_STORE) -> bytes | None:
+    """The command set of the C-STORE-RSP ``primitive`` (PS3.7 9.3.1.2, as pynetdicom encodes it), or None
+    when it carries more than this handles (an error comment, an offending element)."""
+    if primitive.ErrorComment is not None or primitive.OffendingElement is not None \
+            or primitive.Status is None or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    elements = [(0x0002, uid_value(primitive.AffectedSOPClassUID))] if primitive.AffectedSOPClassUID else []
+    elements += [(0x0100, us_value(C_STORE_RSP)), (0x0120, us_value(primitive.MessageIDBeingRespondedTo)),
+                 (0x0800, us_value(NO_DATA_SET)), (0x0900, us_value(primitive.Status))]
+    if primitive.AffectedSOPInstanceUID:
+        elements.append((0x1000, uid_value(primitive.AffectedSOPInstanceUID)))
+    return command_set(elements)
 
 
 def pending_retrieve_command(primitive) -> bytes | None:
@@ -162,6 +188,81 @@ def receive_store_responses(assoc) -> None:
 
     dimse._pacs_store_responses = True
     dimse.receive_primitive = receive_primitive
+    transport = getattr(getattr(assoc, "dul", None), "socket", None)
+    if callable(getattr(transport, "claim_reads", None)) and callable(getattr(dimse, "get_msg", None)) \
+            and not assoc.get_handlers(evt.EVT_PDU_RECV) and not assoc.get_handlers(evt.EVT_DATA_RECV):
+        dimse.get_msg = InlineResponses(assoc, transport, dimse.get_msg)
+
+
+class InlineResponses:
+    """Stands in for ``dimse.get_msg``: a thread waiting for the answer to its C-STORE-RQ reads it from the
+    socket itself instead of waiting for the DUL thread to read it, decode it and wake it up (two thread
+    hand-overs per sub-operation of a C-GET/C-MOVE, each a wake-up and a switch under the GIL).
+
+    The waiting thread claims the socket's reads (sockets.py ``claim_reads``: only when the DUL thread is
+    not reading, and has no PDU it has not handled), waits for the peer and reads one PDU. A plain
+    C-STORE-RSP in one PDV (``parse_store_response``) is the answer; any other PDU (A-ABORT, A-RELEASE-RQ,
+    C-CANCEL-RQ, a response in several PDVs or with an error comment) is handed to the DUL thread decoded
+    as its own read would have, and the wait goes on pynetdicom's way (``get_msg``). A closed connection
+    or a refused PDU is the DUL's to handle too (its abort puts (None, None) on the DIMSE queue that
+    ``get_msg`` waits on). No answer within the DIMSE timeout: (None, None), as ``get_msg``. No claim
+    (TLS, another reader, not Sta6, a message half assembled): pynetdicom's way.
+    """
+
+    def __init__(self, assoc, transport, get_msg):
+        self.assoc, self.transport, self.get_msg = assoc, transport, get_msg
+
+    def __call__(self, block: bool = False):
+        if block:
+            answer = self._read()
+            if answer is not None:
+                return answer
+        return self.get_msg(block)
+
+    def _read(self):
+        assoc, transport = self.assoc, self.transport
+        dimse, dul = assoc.dimse, assoc.dul
+        if dimse.message is not None or not dimse.msg_queue.empty() or not assoc.is_established \
+                or dul.state_machine.current_state != "Sta6" or not transport.claim_reads():
+            return None
+        handed = True
+        try:
+            ready = transport.wait_readable(dimse.dimse_timeout if dimse.dimse_timeout is not None else 1e9)
+            if ready is False:  # no answer within the DIMSE timeout, as pynetdicom's wait
+                return None, None
+            pdu = transport.read_pdu() if ready else None
+            if pdu is None:  # closed (the DUL closed it, or was told): its abort answers pynetdicom's wait
+                return None
+            answer = store_response_pdu(pdu)
+            if answer is None:
+                transport.hand_over(pdu)
+                return None
+            context_id, responding_to, status = answer
+            handed = False
+        finally:
+            transport.release_reads(wake=handed)
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo, rsp.Status = responding_to, status
+        rsp._context_id = context_id
+        on_put = getattr(dimse.msg_queue, "on_put", None)  # a whole message: progress for the idle timer
+        if on_put is not None:
+            on_put()
+        else:
+            dul._idle_timer.restart()
+        evt.trigger(assoc, evt.EVT_DIMSE_RECV, {"message": StoreResponseMessage(context_id, responding_to, status)})
+        return context_id, rsp
+
+
+def store_response_pdu(pdu: bytes) -> tuple[int, int, int] | None:
+    """(context ID, Message ID Being Responded To, Status) of a P-DATA-TF PDU holding exactly one PDV, the
+    last fragment of a plain C-STORE-RSP command set; None for any other PDU."""
+    if len(pdu) < 12 or pdu[0] != 0x04:
+        return None
+    length = int.from_bytes(pdu[6:10], "big")
+    if length < 2 or 10 + length != len(pdu) or pdu[11:12] != COMMAND_LAST:
+        return None
+    parsed = parse_store_response(bytes(pdu[12:]))
+    return None if parsed is None else (pdu[10], *parsed)
 
 
 def _watched(assoc, event, flag: str = "ignores_pending_find") -> bool:
@@ -171,7 +272,8 @@ def _watched(assoc, event, flag: str = "ignores_pending_find") -> bool:
 
 
 class Outbound:
-    """The way whole DIMSE messages leave one association: direct writes or the DUL's queue (see above)."""
+    """The way whole DIMSE messages leave one association: direct writes or the DUL's queue (see above).
+    ``install`` (at connection open, ``on_connection_open``) makes it the association's ``dimse.send_msg``."""
 
     def __init__(self, assoc, direct=None):
         self.assoc = assoc
@@ -180,6 +282,13 @@ class Outbound:
         self.direct = direct  # TunedAssociationSocket.send_direct, or None: queued
         self._held: list[bytes] = []  # PDUs of a Pending C-GET-RSP that go out with the next message
         self._lock = threading.Lock()  # one message at a time, whichever thread sends it
+        watchers = assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        self._store_watched = bool(watchers)  # they get a SentStoreResponse for each C-STORE-RSP sent here
+        # C-STORE-RSPs are encoded here when written directly and every watcher takes a SentStoreResponse
+        self._store_responses = direct is not None and not _watched(assoc, evt.EVT_DIMSE_SENT,
+                                                                    "takes_sent_store_response")
+        self._pynetdicom_send = None  # the association's own send_msg, once installed
+        self._rewatch = getattr(getattr(self.dul, "socket", None), "rewatch", None)
 
     @classmethod
     def for_assoc(cls, assoc) -> Outbound | None:
@@ -241,28 +350,41 @@ class Outbound:
         return True
 
     def install(self) -> None:
-        """Send this association's DIMSE messages (``dimse.send_msg``) through here: Pending C-GET/C-MOVE
-        responses encoded by us, every other message encoded by pynetdicom, all by the same way out."""
-        if getattr(self.dimse, "_pacs_outbound", None) is not None:
+        """Send this association's DIMSE messages (``dimse.send_msg``, an instance attribute) through here."""
+        if getattr(self.dimse, "_pacs_outbound", None) is not None or not callable(getattr(self.dimse, "send_msg",
+                                                                                           None)):
             return
-        original = self.dimse.send_msg
-        pynetdicom_path = self.direct is None
+        self._pynetdicom_send = self.dimse.send_msg
+        self.dimse._pacs_outbound = self
+        self.dimse.send_msg = self.send_msg
 
-        def send_msg(primitive, context_id: int) -> None:
+    def send_msg(self, primitive, context_id: int) -> None:
+        """A C-STORE-RSP or Pending C-GET/C-MOVE-RSP encoded here; any other message encoded by pynetdicom;
+        all by the same way out, in the order they are sent."""
+        kind = type(primitive)
+        if kind is C_STORE:
+            if self._store_responses and primitive.MessageIDBeingRespondedTo is not None:
+                command = store_response(primitive)
+                if command is not None:
+                    if self._store_watched:  # the association log's tally
+                        evt.trigger(self.assoc, evt.EVT_DIMSE_SENT,
+                                    {"message": SentStoreResponse(context_id, primitive.Status)})
+                    self.send(context_id, command)  # False: the connection is gone, and the DUL was told
+                    return
+        elif kind is C_GET or kind is C_MOVE:
             command = pending_retrieve_command(primitive)
             if command is not None:
                 # A Pending C-GET-RSP sent by the C-GET's own thread is followed at once by the next C-STORE-RQ
                 # or the final response on this association: they leave together (one write, one wake-up for
                 # the peer). Anything else, e.g. the C-MOVE wake-up from another thread, leaves now.
-                self.send(context_id, command,
-                          hold=type(primitive) is C_GET and threading.current_thread() is self.assoc)
-            elif pynetdicom_path:
-                original(primitive, context_id)
-            else:
-                self._send_encoded(primitive, context_id)
-
-        self.dimse._pacs_outbound = self
-        self.dimse.send_msg = send_msg  # an instance attribute: this association only
+                self.send(context_id, command, hold=kind is C_GET and threading.current_thread() is self.assoc)
+                return
+        if self.direct is None:
+            self._pynetdicom_send(primitive, context_id)
+        else:
+            self._send_encoded(primitive, context_id)
+        if self._rewatch is not None:  # e.g. a C-GET's final response: the peer's release comes next
+            self._rewatch()
 
     def _send_encoded(self, primitive, context_id: int) -> None:
         """pynetdicom's ``send_msg`` (its encoding, its EVT_DIMSE_SENT), written by the direct way."""
@@ -277,3 +399,11 @@ class Outbound:
         pdvs = [pdv for pdata in message.encode_msg(context_id, max_pdu)
                 for _cx, pdv in pdata.presentation_data_value_list]
         self._send_pdvs(context_id, pdvs, max_pdu)
+
+
+def on_connection_open(event) -> None:
+    """EVT_CONN_OPEN handler (bound after sockets.tune_accepted_socket, whose socket it writes to): this
+    association's DIMSE messages leave through an ``Outbound``, unless a handler watches every one."""
+    outbound = Outbound.for_assoc(event.assoc)
+    if outbound is not None:
+        outbound.install()

@@ -59,15 +59,23 @@ class SendError(ApplianceError):
 
 
 class Outgoing(Dataset):
-    """What a C-MOVE/C-GET handler yields: a stored object, not yet read from the archive."""
+    """What a C-MOVE/C-GET handler yields: a stored object, not yet read from the archive.
+
+    A pydicom Dataset because pynetdicom requires one, but holding no elements: its SOP Class and
+    Instance UIDs are plain attributes, read by ``ObjectSender`` and by pynetdicom for a failed
+    sub-operation (two pydicom elements cost ~35 us to make: 3.5 ms of a 100-instance retrieve)."""
 
     def __init__(self, sop_class_uid: str, sop_uid: str, object_id: str, transfer_syntax: str):
         super().__init__()
-        self.SOPClassUID = sop_class_uid
-        self.SOPInstanceUID = sop_uid
-        # plain attributes, not DICOM elements
+        object.__setattr__(self, "_uids", (str(sop_class_uid), str(sop_uid)))
         object.__setattr__(self, "object_id", object_id)
         object.__setattr__(self, "transfer_syntax", transfer_syntax)
+
+    SOPClassUID = property(lambda self: self._uids[0])
+    SOPInstanceUID = property(lambda self: self._uids[1])
+
+    def __bool__(self) -> bool:  # never empty: pynetdicom sends a Pending sub-operation's data set only if truthy
+        return True
 
 
 @dataclass(frozen=True)

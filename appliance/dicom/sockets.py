@@ -18,6 +18,12 @@ Two things make a small C-STORE slow in a stock pynetdicom acceptor:
    wakes the association thread at once. Each idle wake-up costs ~30 us of CPU under
    the GIL: at 1 ms that was ~10 % of the CPU of an ingest (bench/README.md).
 
+A thread waiting for the answer to its own request may also read it itself instead of the
+DUL thread (``claim_reads``, used by outbound.InlineResponses for C-STORE-RSPs): one thread
+reads the socket at a time, decided under a lock; while the socket is claimed the DUL thread
+waits on its wake-up socket alone, and a PDU the claiming thread does not want is handed to
+the DUL thread decoded (``hand_over``) as its own read would have.
+
 ``tune_accepted_socket`` is an EVT_CONN_OPEN handler that applies all of this to a
 new association before its threads start. It only touches attributes that exist in
 the pynetdicom versions this was measured with (3.0) and skips anything it does not
@@ -25,6 +31,7 @@ recognise, so a pynetdicom upgrade falls back to stock (slower, still correct) b
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import select
@@ -37,6 +44,8 @@ from typing import Callable
 from pynetdicom.timer import Timer
 from pynetdicom.transport import AssociationSocket
 
+from . import standard_uids
+
 log = logging.getLogger(__name__)
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 POLL_INTERVAL = 0.005  # the longest either thread now waits without re-checking its state
@@ -44,6 +53,7 @@ POLL_INTERVAL = 0.005  # the longest either thread now waits without re-checking
 ASSOCIATE_LIMIT = 1 << 20  # an A-ASSOCIATE-RQ: 128 contexts x 45 transfer syntaxes is ~160 KiB
 PREALLOCATE = 1 << 20  # a longer PDU's buffer grows as its bytes arrive instead of at once
 PROGRESS_BYTES = 1 << 20  # received bytes that count as progress for the idle timer (with whole messages)
+CLAIM_SLICE = 0.1  # how often a thread waiting on a claimed socket checks that it is still open
 DIRECT_SEND_TIMEOUT = 60.0  # send_direct's wait for a peer that reads nothing, when no network_timeout is set
 ABORT_NOT_SPECIFIED, ABORT_INVALID_PARAMETER = 0x00, 0x06  # A-ABORT reasons (source 2), PS3.8 9.3.8
 
@@ -69,6 +79,12 @@ class TunedAssociationSocket(AssociationSocket):
     _pdu_limit: int | None = 0  # 0: not looked up yet (see _limit)
     received = 0  # bytes read from the peer so far (the idle timer's measure of progress)
     send_lock: threading.Lock | None = None  # set by tune_accepted_socket: ``send`` and ``send_direct`` share it
+    # Reading on the association thread (``claim_reads``): who may read the next PDU, decided under _claim.
+    _claim: threading.Lock | None = None  # set with the wake-up sockets: no claim without them
+    _inline = False  # the association thread reads PDUs itself; the DUL thread keeps off the socket
+    _dul_reading = False  # the DUL thread found the socket readable: reading a PDU, or handling it
+    _inline_reads = 0  # PDUs read by the association thread so far (a select result older than one is stale)
+    _parked = False  # the DUL thread's select leaves the socket out (it was claimed when it began)
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` (pynetdicom calls this twice per PDU: its 6-byte header, then its body).
@@ -244,13 +260,18 @@ class TunedAssociationSocket(AssociationSocket):
         wake = self._wake_r
         if wake is None or self.socket is None or self._is_connected is False:
             return super().ready
+        # The DUL thread asks again only after handling what it read last time: its last PDU is done with.
+        self._dul_reading = False
         self._waiting = True
         try:
             if self._send_queue is not None and not self._send_queue.empty():
                 return False  # something to send: let the DUL loop get to it now
             if not self.event_queue.empty():
                 return False  # the DUL handles one event per pass: a PDU read last pass still waits
-            readable, _, _ = select.select([self.socket, wake], [], [], POLL_INTERVAL)
+            reads = self._inline_reads
+            self._parked = self._inline  # claimed: the association thread reads; the DUL thread waits aside
+            watched = [wake] if self._parked else [self.socket, wake]
+            readable, _, _ = select.select(watched, [], [], POLL_INTERVAL)
         except (OSError, ValueError):
             self.event_queue.put("Evt17")  # transport closed, as pynetdicom reports it
             return False
@@ -262,7 +283,89 @@ class TunedAssociationSocket(AssociationSocket):
                 wake.recv(4096)  # drain; the DUL loop now looks at its send queue
             except OSError:
                 pass
-        return self.socket in readable or bool(getattr(self.socket, "pending", lambda: 0)())
+        if self.socket not in readable:
+            return bool(getattr(self.socket, "pending", lambda: 0)())
+        with self._claim or contextlib.nullcontext():
+            if self._inline or self._inline_reads != reads:
+                return False  # claimed meanwhile, or what select saw was read by the association thread
+            self._dul_reading = True  # no claim until it asks again (it has handled the PDU by then)
+        return True
+
+    def claim_reads(self) -> bool:
+        """Let the calling (association) thread read the next PDUs itself (``read_pdu``) and keep the DUL
+        thread off the socket until ``release_reads``. False when the DUL thread is reading a PDU, or has
+        one it has not handled yet (the order of PDUs must hold), or this socket cannot be claimed."""
+        claim = self._claim
+        if claim is None or self.socket is None or isinstance(self.socket, ssl.SSLSocket):
+            return False
+        with claim:
+            if self._inline or self._dul_reading or not self.event_queue.empty():
+                return False
+            self._inline = True
+        return True
+
+    def release_reads(self, wake: bool = False) -> None:
+        """The DUL thread reads again: at its next look (within POLL_INTERVAL), or at once with ``wake``
+        (after a PDU was handed to it, or when nobody will claim again soon)."""
+        self._inline = False
+        if wake:
+            self.wake()
+
+    def rewatch(self) -> None:
+        """After the last claim of a while (a C-GET's final response went out): get the DUL thread back
+        to the socket now rather than at its next look, so the peer's release is read at once."""
+        if self._parked and not self._inline:
+            self.wake()
+
+    def wait_readable(self, timeout: float) -> bool | None:
+        """For the claiming thread: True when the peer sent something, False after ``timeout`` seconds,
+        None when the connection is closed meanwhile (by the DUL thread, e.g. after a local abort)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = self.socket
+            if sock is None or sock.fileno() < 0:
+                return None
+            remaining = deadline - time.monotonic()
+            try:  # in slices: a socket closed by another thread does not end a select on it
+                if select.select([sock], [], [], max(0.0, min(remaining, CLAIM_SLICE)))[0]:
+                    return True
+            except (OSError, ValueError):
+                return None
+            if remaining <= CLAIM_SLICE:
+                return False
+
+    def read_pdu(self) -> bytearray | None:
+        """The next whole PDU, read by the claiming thread with ``recv``'s limits and deadline. None when
+        the connection closed or the PDU was refused or unknown: the DUL is told as its own read would
+        (Evt17, Evt19), and handles it once the claim is released."""
+        self._inline_reads += 1
+        header = self.recv(6)
+        if len(header) != 6:
+            self.event_queue.put("Evt17")
+            return None
+        if not 0x01 <= header[0] <= 0x07:
+            log.error("Unknown PDU type received '0x%02X'", header[0])
+            self.event_queue.put("Evt19")
+            return None
+        length = int.from_bytes(header[2:6], "big")
+        body = self.recv(length) if length else bytearray()
+        if len(body) != length:
+            self.event_queue.put("Evt17")
+            return None
+        header += body
+        return header
+
+    def hand_over(self, pdu: bytearray) -> None:
+        """Give a PDU read by the claiming thread to the DUL thread, decoded as its own read would have."""
+        dul = self.assoc.dul
+        try:
+            decoded, event = dul._decode_pdu(pdu)
+        except Exception:  # noqa: BLE001 - as pynetdicom: an undecodable PDU is Evt19
+            log.exception("Unable to decode the received PDU data")
+            self.event_queue.put("Evt19")
+            return
+        dul._recv_pdu.put(decoded)  # before its event: the DUL thread takes it when it handles the event
+        self.event_queue.put(event)
 
     def wake(self) -> None:
         """Get the DUL thread out of ``select``; a no-op when it is not waiting there (it will look at
@@ -457,6 +560,7 @@ def tune_accepted_socket(event) -> None:
                                                                                         socket.AF_INET6):
         return
     tune(sock)
+    standard_uids.install()  # before the association request is decoded (standard_uids.py)
     transport.__class__ = TunedAssociationSocket
     transport.send_lock = threading.Lock()
     messages = _track_progress(assoc, transport)
@@ -470,6 +574,7 @@ def tune_accepted_socket(event) -> None:
     transport._wake_r, transport._wake_w = socket.socketpair()
     transport._wake_r.setblocking(False)
     transport._wake_w.setblocking(False)
+    transport._claim = threading.Lock()
     dul.to_provider_queue = transport._send_queue = _WakingQueue(transport)
     dul._run_loop_delay = 0  # the wait now happens in ``ready``
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)

@@ -10,13 +10,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pynetdicom import evt
-from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_messages import C_CANCEL_RQ, C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_CANCEL, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from appliance.dicom.outbound import (Outbound, StoreResponseMessage, parse_store_response, pending_retrieve_command,
-                                      receive_store_responses, retrieve_response, store_request)
+from appliance.dicom.outbound import (InlineResponses, Outbound, StoreResponseMessage, parse_store_response,
+                                      pending_retrieve_command, receive_store_responses, retrieve_response,
+                                      on_connection_open, store_request, store_response_pdu)
 from appliance.dicom.scu import Outgoing, chain, dataset_offset
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -96,6 +97,7 @@ def fake_assoc(max_pdu: int, thread=None):
     dimse = SimpleNamespace(maximum_pdu_size=max_pdu, send_msg=lambda primitive, cx: None)
     assoc = thread or SimpleNamespace()
     assoc.dul, assoc.dimse, assoc.is_established = dul, dimse, True
+    assoc.get_handlers = lambda event: []
     return assoc, sent
 
 
@@ -333,3 +335,156 @@ def test_an_unmarked_dimse_handler_keeps_pynetdicom_decoding():
     plain = p_data(3, b"\x03" + store_response_command(0))
     assoc.dimse.receive_primitive(plain)
     assert passed_on == [plain]
+
+
+def pdu_of(context_id: int, *pdvs: bytes) -> bytes:
+    """A P-DATA-TF PDU of (message control header + fragment) PDVs."""
+    items = b"".join(struct.pack(">IB", len(pdv) + 1, context_id) + pdv for pdv in pdvs)
+    return struct.pack(">BBI", 0x04, 0, len(items)) + items
+
+
+def cancel_request() -> C_CANCEL:
+    primitive = C_CANCEL()
+    primitive.MessageIDBeingRespondedTo = 1
+    return primitive
+
+
+class FakeTransport:
+    """What InlineResponses uses of sockets.TunedAssociationSocket, scripted."""
+
+    def __init__(self, readable=True, pdu=None, claim=True):
+        self.readable, self.pdu, self.claim = readable, pdu, claim
+        self.handed, self.released = [], []
+
+    def claim_reads(self):
+        return self.claim
+
+    def wait_readable(self, timeout):
+        return self.readable
+
+    def read_pdu(self):
+        return self.pdu
+
+    def hand_over(self, pdu):
+        self.handed.append(pdu)
+
+    def release_reads(self, wake=False):
+        self.released.append(wake)
+
+
+def inline_assoc(transport, handler=None):
+    import queue
+
+    assoc, passed_on = receiving_assoc(handler)
+    timer = SimpleNamespace(restarts=0)
+    timer.restart = lambda: setattr(timer, "restarts", timer.restarts + 1)
+    assoc.dul = SimpleNamespace(socket=transport, state_machine=SimpleNamespace(current_state="Sta6"), _idle_timer=timer)
+    assoc.is_established = True
+    assoc.dimse.dimse_timeout = 30
+    assoc.dimse.msg_queue = queue.Queue()
+    assoc.dimse.get_msg = lambda block=False: ("pynetdicom's way", block)
+    return assoc
+
+
+def test_a_plain_store_response_is_read_by_the_waiting_thread():
+    recorder = Recorder()
+    recorder.command_values_only = True
+    transport = FakeTransport(pdu=pdu_of(5, b"\x03" + store_response_command(0xB000)))
+    assoc = inline_assoc(transport, recorder)
+    receive_store_responses(assoc)
+    assert isinstance(assoc.dimse.get_msg, InlineResponses)
+    context_id, rsp = assoc.dimse.get_msg(block=True)
+    assert (context_id, type(rsp), rsp.MessageIDBeingRespondedTo, rsp.Status) == (5, C_STORE, 12, 0xB000)
+    assert rsp.is_valid_response and transport.released == [False] and not transport.handed
+    assert assoc.dul._idle_timer.restarts == 1  # a whole message is progress
+    [message] = recorder.seen
+    assert message.command_set.Status == 0xB000
+    assert assoc.dimse.get_msg(block=False) == ("pynetdicom's way", False)  # the reactor's look: no read
+
+
+@pytest.mark.parametrize("pdvs", [
+    (b"\x03" + store_response_command(0xA700, ErrorComment="disk full"),),  # pynetdicom keeps the comment
+    (b"\x01" + store_response_command(0)[:20], b"\x03" + store_response_command(0)[20:]),  # two PDVs
+    (b"\x03" + pynetdicom_command(C_CANCEL_RQ, cancel_request()),),  # a C-CANCEL-RQ
+])
+def test_any_other_pdu_goes_to_the_dul_thread_and_the_wait_to_pynetdicom(pdvs):
+    pdu = pdu_of(5, *pdvs)
+    transport = FakeTransport(pdu=pdu)
+    assoc = inline_assoc(transport)
+    receive_store_responses(assoc)
+    assert assoc.dimse.get_msg(block=True) == ("pynetdicom's way", True)
+    assert transport.handed == [pdu] and transport.released == [True]  # the DUL thread is woken for it
+
+
+@pytest.mark.parametrize("pdu", [bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0)), bytes((0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0))])
+def test_abort_and_release_requests_go_to_the_dul_thread(pdu):
+    transport = FakeTransport(pdu=pdu)
+    assoc = inline_assoc(transport)
+    receive_store_responses(assoc)
+    assert assoc.dimse.get_msg(block=True) == ("pynetdicom's way", True)
+    assert transport.handed == [pdu] and transport.released == [True]
+
+
+def test_a_peer_that_never_answers_gets_the_dimse_timeout_answer():
+    transport = FakeTransport(readable=False)
+    assoc = inline_assoc(transport)
+    receive_store_responses(assoc)
+    assert assoc.dimse.get_msg(block=True) == (None, None)  # as pynetdicom's get_msg after dimse_timeout
+    assert transport.released == [True] and not transport.handed
+
+
+@pytest.mark.parametrize("readable", [None, True])
+def test_a_closed_connection_is_left_to_the_dul_thread(readable):
+    transport = FakeTransport(readable=readable, pdu=None)  # closed meanwhile, or a short read
+    assoc = inline_assoc(transport)
+    receive_store_responses(assoc)
+    assert assoc.dimse.get_msg(block=True) == ("pynetdicom's way", True)  # its abort answers that wait
+    assert transport.released == [True]
+
+
+@pytest.mark.parametrize("change", ["claim", "state", "queued", "half"])
+def test_no_claim_no_inline_read(change):
+    transport = FakeTransport(pdu=pdu_of(5, b"\x03" + store_response_command(0)))
+    assoc = inline_assoc(transport)
+    receive_store_responses(assoc)
+    if change == "claim":
+        transport.claim = False
+    elif change == "state":
+        assoc.dul.state_machine.current_state = "Sta7"
+    elif change == "queued":
+        assoc.dimse.msg_queue.put((1, "queued"))
+    else:
+        assoc.dimse.message = object()  # pynetdicom is assembling a message from several PDUs
+    assert assoc.dimse.get_msg(block=True) == ("pynetdicom's way", True)
+    assert transport.released == []  # never claimed
+
+
+def test_pdu_handlers_keep_the_dul_thread_reading():
+    transport = FakeTransport(pdu=pdu_of(5, b"\x03" + store_response_command(0)))
+    assoc = inline_assoc(transport)
+    assoc.get_handlers = lambda event: [(Recorder(), None)] if event == evt.EVT_PDU_RECV else []
+    receive_store_responses(assoc)
+    assert not isinstance(assoc.dimse.get_msg, InlineResponses)
+
+
+def test_store_response_pdu_reads_one_plain_pdv_only():
+    plain = b"\x03" + store_response_command(0xB000)
+    assert store_response_pdu(pdu_of(7, plain)) == (7, 12, 0xB000)
+    assert store_response_pdu(pdu_of(7, plain)[:-1]) is None
+    assert store_response_pdu(pdu_of(7, plain, plain)) is None
+    assert store_response_pdu(pdu_of(7, b"\x02" + store_response_command(0))) is None  # a data set fragment
+    assert store_response_pdu(b"\x07" + pdu_of(7, plain)[1:]) is None
+
+
+def test_installed_at_connection_open_unless_every_message_is_watched():
+    assoc, _queued = fake_assoc(16384)
+    original = assoc.dimse.send_msg
+    on_connection_open(SimpleNamespace(assoc=assoc))
+    assert isinstance(assoc.dimse._pacs_outbound, Outbound) and assoc.dimse.send_msg != original
+    installed = assoc.dimse.send_msg
+    on_connection_open(SimpleNamespace(assoc=assoc))  # once only
+    assert assoc.dimse.send_msg == installed and Outbound.for_assoc(assoc) is assoc.dimse._pacs_outbound
+    watched, _queued = fake_assoc(16384)
+    watched.get_handlers = lambda event: [(Recorder(), None)] if event == evt.EVT_DIMSE_SENT else []
+    on_connection_open(SimpleNamespace(assoc=watched))  # pynetdicom's debug log: its own path
+    assert not hasattr(watched.dimse, "_pacs_outbound")

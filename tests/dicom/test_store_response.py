@@ -1,4 +1,4 @@
-"""A C-STORE response sent directly (store_response.py) is the PDU pynetdicom would have sent."""
+"""A C-STORE response sent directly (outbound.Outbound.send_msg) is the PDU pynetdicom would have sent."""
 from __future__ import annotations
 
 import queue
@@ -11,7 +11,8 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 
 from appliance.dicom.association_log import AssociationLog
-from appliance.dicom.store_response import DirectStoreResponses, SentStoreResponse, command_set
+from appliance.dicom.outbound import Outbound, SentStoreResponse
+from appliance.dicom.outbound import store_response as command_set
 
 
 def response(status=0x0000, sop_class="1.2.840.10008.5.1.4.1.1.2", sop_uid="1.2.3.4", message_id=7):
@@ -58,7 +59,7 @@ def test_responses_with_more_than_the_usual_elements_go_through_pynetdicom():
 
 class FakeAssociation:
     def __init__(self, max_pdu: int, watchers=()):
-        self.dul = type("Dul", (), {"to_provider_queue": queue.Queue()})()
+        self.dul = type("Dul", (), {"to_provider_queue": queue.Queue(), "send_pdu": None})()
         self.dimse = type("Dimse", (), {"maximum_pdu_size": max_pdu})()
         self.is_established = self.is_acceptor = True
         self.watchers = {evt.EVT_DIMSE_SENT: list(watchers)}
@@ -68,9 +69,14 @@ class FakeAssociation:
 
 
 def sender(assoc):
+    """The association's send_msg once an Outbound with a direct way out is installed; ``slow`` records the
+    messages left to pynetdicom's encoding."""
     sent, slow = [], []
-    return DirectStoreResponses(assoc, lambda p, cid: slow.append((p, cid)), lambda data: sent.append(data) or True), \
-        sent, slow
+    assoc.dimse.send_msg = lambda p, cid: slow.append((p, cid))
+    outbound = Outbound(assoc, lambda data: sent.append(bytes(data)) or True)
+    outbound._send_encoded = lambda p, cid: slow.append((p, cid))
+    outbound.install()
+    return assoc.dimse.send_msg, sent, slow
 
 
 @pytest.mark.parametrize("max_pdu", [16382, 0, 64])  # 64: the command set is split over PDUs
@@ -82,7 +88,7 @@ def test_direct_pdus_are_pynetdicoms(fields, max_pdu):
     assert not slow and b"".join(sent) == pynetdicom_pdus(rsp, 3, max_pdu)
 
 
-def test_what_cannot_go_directly_goes_through_pynetdicom():
+def test_what_cannot_be_encoded_here_goes_through_pynetdicoms_encoding():
     assoc = FakeAssociation(16382)
     send, sent, slow = sender(assoc)
     refused = response(status=0xA700)
@@ -91,12 +97,18 @@ def test_what_cannot_go_directly_goes_through_pynetdicom():
     request = C_STORE()  # a request (C-GET sub-operation), not a response
     request.MessageID = 1
     send(request, 1)
-    assoc.dul.to_provider_queue.put("queued earlier")  # must leave first: the response queues behind it
-    send(response(), 1)
-    assoc.dul.to_provider_queue.get()
-    assoc.watchers[evt.EVT_DIMSE_SENT] = [(lambda event: None, [])]  # watches every message (debug logging)
-    send(response(), 1)
-    assert not sent and len(slow) == 4
+    assert not sent and [p for p, _cx in slow] == [refused, request]
+
+
+def test_watchers_of_every_message_keep_pynetdicoms_path():
+    assoc = FakeAssociation(16382, watchers=[(lambda event: None, [])])  # e.g. pynetdicom's debug logging
+    assert Outbound.for_assoc(assoc) is None
+    marked = lambda event: None  # noqa: E731 - a watcher that ignores pending responses only
+    marked.ignores_pending_find = True
+    assoc = FakeAssociation(16382, watchers=[(marked, [])])
+    send, sent, slow = sender(assoc)
+    send(response(), 1)  # it does not take a SentStoreResponse: pynetdicom encodes the response
+    assert not sent and len(slow) == 1
 
 
 def test_the_association_log_counts_direct_responses(monkeypatch):
