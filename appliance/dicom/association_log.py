@@ -21,7 +21,7 @@ from pydicom.filereader import read_dataset
 from pynetdicom import evt
 
 from .status import STORE_OK
-from .store_response import SentStoreResponse
+from .outbound import SentStoreResponse
 
 log = logging.getLogger(__name__)
 QUERY_RETRIEVE_LEVEL = 0x00080052
@@ -93,7 +93,7 @@ class AssociationLog:
         if tally is None:
             return
         message = event.message
-        if isinstance(message, SentStoreResponse):  # sent directly (store_response.py)
+        if isinstance(message, SentStoreResponse):  # sent directly (outbound.py)
             status = message.status
         elif type(message).__name__ == "C_STORE_RSP":
             status = message.command_set.Status
@@ -105,7 +105,7 @@ class AssociationLog:
 
     on_received.command_values_only = True  # reads command_set values only (outbound.receive_store_responses)
     on_sent.ignores_pending_find = True  # C-STOREs only: C-FIND's PendingSender may skip pynetdicom (pending.py)
-    on_sent.takes_sent_store_response = True  # store_response.py may send C-STORE responses directly
+    on_sent.takes_sent_store_response = True  # outbound.py may send C-STORE responses directly
 
     def on_released(self, event) -> None:
         tally = self._tally(event.assoc)
