@@ -160,6 +160,7 @@ class IngestWorkers:
         self._recorders = ThreadPoolExecutor(max_workers=max(4, settings.max_associations),
                                              thread_name_prefix="ingest-record")
         self._supervisor: threading.Thread | None = None
+        self.handed_off = 0  # connections handed to a worker so far
 
     # -- life cycle
     def start(self, timeout: float = 60.0) -> None:
@@ -266,11 +267,14 @@ class IngestWorkers:
                 return False  # all slots held: rejected in-process (busy), as before
             conn_id = next(self._ids)
             worker.connections.add(conn_id)
+            self.handed_off += 1  # counted before the worker can serve it (tests read it after the sender ends)
         try:
             worker.send(("connection", conn_id, tuple(address[:2]), calling, self.permits_store(calling)),
                         [sock.fileno()])
         except Exception:  # noqa: BLE001 - the worker just died: serve it here
             self._closed(worker, conn_id)
+            with self._lock:
+                self.handed_off -= 1
             return False
         sock.close()  # the worker holds its own descriptor; never shutdown(): that would end the connection
         return True
