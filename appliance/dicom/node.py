@@ -267,11 +267,12 @@ class DicomNode:
         return self._tls_server.server_address[:2]
 
     def active_associations(self) -> list[dict]:
-        return [
+        here = [
             {"calling_ae": a.requestor.ae_title.strip(), "address": a.requestor.address}
             for a in self.ae.active_associations
             if a.is_acceptor and a.is_established
         ]
+        return here + (self.workers.active_associations() if self.workers is not None else [])
 
     def stop(self) -> None:
         stopped = False

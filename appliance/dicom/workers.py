@@ -132,7 +132,8 @@ class _Worker:
         self.chan = chan
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.connections: set[int] = set()  # handed-off connections still open (their slots)
+        self.connections: dict[int, dict | None] = {}  # handed-off connections still open (their slots) ->
+        # the established association's {"calling_ae", "address"} (None before)
         self.gone = False
 
     def send(self, message: tuple, fds: list[int] | None = None) -> None:
@@ -184,6 +185,11 @@ class IngestWorkers:
 
     def ready_count(self) -> int:
         return sum(1 for w in self._workers if w is not None and w.ready.is_set() and not w.gone)
+
+    def active_associations(self) -> list[dict]:
+        """{"calling_ae", "address"} of each established association the workers serve."""
+        with self._lock:
+            return [dict(a) for w in self._workers if w is not None for a in w.connections.values() if a]
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w is not None and not w.gone]
@@ -266,7 +272,7 @@ class IngestWorkers:
             if not self.slots.take_elsewhere():
                 return False  # all slots held: rejected in-process (busy), as before
             conn_id = next(self._ids)
-            worker.connections.add(conn_id)
+            worker.connections[conn_id] = None
             self.handed_off += 1  # counted before the worker can serve it (tests read it after the sender ends)
         try:
             worker.send(("connection", conn_id, tuple(address[:2]), calling, self.permits_store(calling)),
@@ -291,8 +297,11 @@ class IngestWorkers:
             try:
                 if kind == "record":
                     self._recorders.submit(self._record, worker, *message[1:])
-                elif kind == "event":
-                    self.events.emit(message[1], **message[2])
+                elif kind == "established":
+                    with self._lock:
+                        if message[1] in worker.connections:
+                            worker.connections[message[1]] = message[2]
+                    self.events.emit("association_accepted", **message[2])
                 elif kind == "log":
                     logging.getLogger(message[1]).log(message[2], "%s", message[3])
                 elif kind == "closed":
@@ -323,7 +332,7 @@ class IngestWorkers:
         with self._lock:
             if conn_id not in worker.connections:
                 return
-            worker.connections.discard(conn_id)
+            del worker.connections[conn_id]
         self.slots.release_elsewhere()
 
     def _gone(self, worker: _Worker) -> None:
@@ -514,8 +523,8 @@ def serve(chan: socket.socket) -> None:
 
     def on_established(event) -> None:
         assoc = event.assoc
-        parent.tell("event", "association_accepted", {"calling_ae": assoc.requestor.ae_title.strip(),
-                                                      "address": assoc.requestor.address})
+        parent.tell("established", getattr(assoc, "_pacs_connection", None),
+                    {"calling_ae": assoc.requestor.ae_title.strip(), "address": assoc.requestor.address})
 
     def on_close(event) -> None:
         connection = getattr(event.assoc, "_pacs_connection", None)

@@ -156,6 +156,7 @@ def test_worker_killed_between_its_fsync_and_the_commit(data_dir, tmp_path, monk
             try:
                 wait_until(arrived.is_set, 60, what="a worker's first record request")
                 victim = held["worker"]
+                assert {"calling_ae": "STORESCU", "address": "127.0.0.1"} in app.node.active_associations()
                 os.kill(victim.proc.pid, signal.SIGKILL)
                 wait_until(lambda: victim.gone, 30, what="the parent to see the worker end")
                 release.set()
