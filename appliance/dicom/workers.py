@@ -472,12 +472,20 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+def _trim_memory() -> None:
+    from .. import malloc
+
+    while True:
+        time.sleep(malloc.TRIM_INTERVAL_S)
+        malloc.trim()
+
+
 def serve(chan: socket.socket) -> None:
     """The worker's main loop: build the acceptor from the parent's "start", then take connections."""
     from pynetdicom import AE, evt
     from pynetdicom import _config as pynetdicom_config
 
-    from .. import logsetup
+    from .. import logsetup, malloc
     from ..archive import Archive, KeyStore
     from ..ingest import Ingestor
     from . import echo, store
@@ -490,6 +498,8 @@ def serve(chan: socket.socket) -> None:
     message, _ = _receive(chan)
     if message is None or message[0] != "start":
         os._exit(0)
+    malloc.tune()  # as serve() does for the node: one arena, large blocks mapped, free pages handed back
+    threading.Thread(target=_trim_memory, name="malloc trim", daemon=True).start()
     _, config, settings, number = message
     parent = _Parent(chan)
     logsetup.configure(config.log.level)
