@@ -585,7 +585,10 @@ def serve(chan: socket.socket) -> None:
 def main(argv: list[str]) -> None:
     fd, parent_pid = int(argv[0]), int(argv[1])
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the parent, which stops us
+    # ^C in a terminal and systemd's SIGTERM to the whole unit are for the parent, which stops us in
+    # order (the end of the channel) after its listeners; a parent that dies still takes us along.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     chan = socket.socket(fileno=fd)
     try:
         serve(chan)
