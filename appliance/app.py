@@ -347,6 +347,14 @@ class Parts:
             node.watch(event, handler)
         for event, handler in AssociationLog().handlers():  # one INFO line per association for the journal
             node.watch(event, handler)
+        workers = self.config.dicom.ingest_workers
+        if workers > 0 and settings.plain:  # storage associations on more cores (dicom/workers.py)
+            from .dicom.workers import IngestWorkers
+
+            peers = self.peers
+            node.hand_off_to(IngestWorkers(self.config, workers, settings=settings, ingestor=self.ingestor,
+                                           events=self.events, policy=node.policy, slots=node.slots,
+                                           permits_store=lambda calling: peers.permits(calling, "can_store")))
         return node
 
     @cached_property

@@ -48,6 +48,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom", "dimse_timeout", 60, "Seconds to wait for a DIMSE message within an association."),
     Setting("dicom", "network_timeout", 120, "Seconds an idle association may stay open before it is closed."),
     Setting("dicom", "max_pdu", 262144, "Largest PDU we receive, in bytes (0 = unlimited)."),
+    Setting("dicom", "ingest_workers", 0,
+            "Worker processes that serve storage associations (C-STORE and C-ECHO only, plain TCP) so that "
+            "parallel senders use more than one core; the index stays in the main process. 0 = every "
+            "association in the main process. More than the number of cores gains nothing."),
     Setting("dicom", "commitment_retry_initial_seconds", 30,
             "Storage commitment: wait before calling a requester again that did not take its report; doubles "
             "after each failure. Reports are kept in the index and retried until delivered, across restarts."),
@@ -255,6 +259,8 @@ class Section:
     values: Mapping[str, Any]
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or key == "values":  # pickle (ingest workers) probes before values is set
+            raise AttributeError(key)
         try:
             return self.values[key]
         except KeyError:
@@ -268,6 +274,8 @@ class Config:
     sources: Mapping[str, str] = field(default_factory=dict)  # "section.key" -> where its value came from
 
     def __getattr__(self, name: str) -> Section:
+        if name.startswith("__") or name == "sections":  # pickle (ingest workers) probes before sections is set
+            raise AttributeError(name)
         try:
             return self.sections[name]
         except KeyError:

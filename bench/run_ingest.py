@@ -8,7 +8,11 @@ machine noise hits them alike) and prints medians (min-max):
 * ``1 assoc``: one storescu (TCP_NODELAY=1) sending the whole corpus on one association;
 * ``4 assoc``: four storescu processes (TCP_NODELAY=1) in parallel, a quarter of the corpus each;
 * ``nagle``: one plain storescu (Nagle left on) sending the first ``--nagle-files`` files;
-* ``peak RSS``: VmHWM of the receiver process after the 1-association ingest.
+* ``peak RSS``: VmHWM of the receiver process after the 1-association ingest (plus its child
+  processes', e.g. ingest workers: the sum of their peaks).
+
+Server CPU is that of the receiver process and its live child processes (ingest workers), and
+"cores used" is that CPU time over the wall time of the send.
 
     .venv/bin/python bench/run_ingest.py [--runs 3] [--receivers appliance,bare,orthanc] [--json out.json]
     .venv/bin/python bench/run_ingest.py --receivers appliance,appliance-base --baseline-root ../old-checkout
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +34,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CALLING_AE, cpu_seconds, make_corpus, peak_rss_mb, sender_env, summarize, summarize_ms  # noqa: E402
 from receivers import Appliance, BareScp, Orthanc  # noqa: E402
+
+
+def _children(pid: int) -> set[int]:
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children.update(int(c) for c in task.read_text().split())
+        except (OSError, ValueError):
+            pass
+    return children
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and of its live child processes (an appliance's ingest workers), recursively."""
+    total = cpu_seconds(pid)
+    if total is None:
+        return None
+    return total + sum(tree_cpu_seconds(c) or 0.0 for c in _children(pid))
+
+
+def tree_peak_rss_mb(pid: int) -> float | None:
+    """The sum of the peak RSS of ``pid`` and its live child processes (an upper bound of their peak together)."""
+    own = peak_rss_mb(pid)
+    if own is None:
+        return None
+    return own + sum(tree_peak_rss_mb(c) or 0.0 for c in _children(pid))
+
+
+def _two_decimals(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def send(receiver, files: list[Path], nodelay: bool, parallel: int = 1) -> float:
@@ -75,7 +116,17 @@ def main() -> None:
                    help="a checkout of an older commit (git worktree): adds receiver appliance-base run from it")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                    help="another checkout run as receiver NAME (repeatable; name it in --receivers too)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE",
+                   help="an environment variable (a setting) for receiver NAME only, e.g. "
+                        "appliance-w2:PACS_DICOM_INGEST_WORKERS=2 with --variant appliance-w2=. (repeatable)")
     args = p.parse_args()
+    extra_env: dict[str, dict[str, str]] = defaultdict(dict)
+    for spec in args.env:
+        name, _, assignment = spec.partition(":")
+        var, _, value = assignment.partition("=")
+        if not name or not var:
+            raise SystemExit(f"--env {spec!r}: expected NAME:VAR=VALUE")
+        extra_env[name][var] = value
     variants = {}
     for spec in args.variant:
         name, _, root = spec.partition("=")
@@ -95,31 +146,43 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     receivers = make_receivers(args.receivers.split(","), workdir,
                                args.baseline_root.resolve() if args.baseline_root else None, variants)
+    for r in receivers:
+        if r.name in extra_env:
+            r.extra_env.update(extra_env[r.name])
     print(f"corpus: {len(files)} instances, {size_mb:.0f} MB; {platform.node()} {platform.processor() or ''}"
-          f" cores={__import__('os').cpu_count()}; runs={args.runs}", flush=True)
+          f" cores={__import__('os').cpu_count()}; runs={args.runs}; load average {load_average()}", flush=True)
 
     rates: dict[tuple[str, str], list[float]] = defaultdict(list)
     rss: dict[tuple[str, str], list[float]] = defaultdict(list)
-    cpu: dict[tuple[str, str], list[float]] = defaultdict(list)  # server CPU ms per instance
+    cpu: dict[tuple[str, str], list[float]] = defaultdict(list)  # server CPU ms per instance (with its workers)
+    cores: dict[tuple[str, str], list[float]] = defaultdict(list)  # server CPU seconds / wall seconds
+    main_cpu: dict[tuple[str, str], list[float]] = defaultdict(list)  # CPU ms per instance of the main process
     for run in range(args.runs):
         for scenario in scenarios:
             for r in receivers:
                 batch = files[: args.nagle_files] if scenario == "nagle" else files
                 r.start(f"{run}-{scenario}")
                 try:
-                    cpu_before = cpu_seconds(r.proc.pid) or 0.0
+                    cpu_before = tree_cpu_seconds(r.proc.pid) or 0.0
+                    main_before = cpu_seconds(r.proc.pid) or 0.0
                     seconds = send(r, batch, nodelay=scenario != "nagle",
                                    parallel=4 if scenario == "4" else 1)
-                    hwm = peak_rss_mb(r.proc.pid)
-                    cpu_ms = ((cpu_seconds(r.proc.pid) or 0.0) - cpu_before) * 1000 / len(batch)
+                    hwm = tree_peak_rss_mb(r.proc.pid)
+                    cpu_s = (tree_cpu_seconds(r.proc.pid) or 0.0) - cpu_before
+                    main_ms = ((cpu_seconds(r.proc.pid) or 0.0) - main_before) * 1000 / len(batch)
+                    cpu_ms = cpu_s * 1000 / len(batch)
                 finally:
                     r.stop()
                 rates[(r.name, scenario)].append(len(batch) / seconds)
                 cpu[(r.name, scenario)].append(cpu_ms)
+                cores[(r.name, scenario)].append(cpu_s / seconds)
+                main_cpu[(r.name, scenario)].append(main_ms)
                 if hwm is not None and scenario != "nagle":
                     rss[(r.name, scenario)].append(hwm)
                 print(f"run {run + 1} {r.name:22s} {scenario:>5s}: {len(batch) / seconds:7.1f} inst/s"
-                      f"  peak RSS {hwm or 0:5.0f} MB  server CPU {cpu_ms:5.2f} ms/instance", flush=True)
+                      f"  peak RSS {hwm or 0:5.0f} MB  server CPU {cpu_ms:5.2f} ms/instance (main process {main_ms:5.2f};"
+                      f" {cpu_s / seconds:4.2f} cores)"
+                      f"  load {load_average()}", flush=True)
 
     names = {"1": "1 assoc (NODELAY)", "4": "4 assoc (NODELAY)", "nagle": f"Nagle on ({args.nagle_files} files)"}
     print(f"\nmedian (min-max) over {args.runs} runs, instances/s")
@@ -134,10 +197,23 @@ def main() -> None:
     print("|---|" + "---|" * len(scenarios))
     for r in receivers:
         print(f"| {r.name} | " + " | ".join(summarize_ms(cpu[(r.name, s)]) for s in scenarios) + " |")
+    print("\nCPU time per instance of the main process alone (without ingest workers), ms, median (min-max)")
+    print("| receiver | " + " | ".join(names[s] for s in scenarios) + " |")
+    print("|---|" + "---|" * len(scenarios))
+    for r in receivers:
+        print(f"| {r.name} | " + " | ".join(summarize_ms(main_cpu[(r.name, s)]) for s in scenarios) + " |")
+    print("\ncores used (server CPU seconds / wall seconds), median (min-max)")
+    print("| receiver | " + " | ".join(names[s] for s in scenarios) + " |")
+    print("|---|" + "---|" * len(scenarios))
+    for r in receivers:
+        print(f"| {r.name} | " + " | ".join(_two_decimals(cores[(r.name, s)]) for s in scenarios) + " |")
+    print(f"load average at the end: {load_average()}")
     if args.json:
         args.json.write_text(json.dumps({"rates": {f"{k[0]}|{k[1]}": v for k, v in rates.items()},
                                          "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()},
-                                         "cpu_ms": {f"{k[0]}|{k[1]}": v for k, v in cpu.items()}}, indent=1))
+                                         "cpu_ms": {f"{k[0]}|{k[1]}": v for k, v in cpu.items()},
+                                         "cores": {f"{k[0]}|{k[1]}": v for k, v in cores.items()},
+                                         "main_cpu_ms": {f"{k[0]}|{k[1]}": v for k, v in main_cpu.items()}}, indent=1))
     tmp.cleanup()
 
 

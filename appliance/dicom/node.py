@@ -18,6 +18,7 @@ import copy
 import hashlib
 import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -128,6 +129,13 @@ class DicomNode:
             (evt.EVT_ESTABLISHED, self._on_established, []),
         ]
         self._handlers: list[tuple[Any, Callable, list]] = []  # what the listeners were given, set by start
+        self.workers = None  # IngestWorkers (workers.py) when storage associations go to worker processes
+
+    def hand_off_to(self, workers) -> None:
+        """Offer each plain TCP connection to ``workers`` (workers.IngestWorkers) first: those that ask for
+        storage and verification only are served in worker processes; everything else stays here."""
+        self._check_not_started()
+        self.workers = workers
 
     def register(self, service: DimseService) -> None:
         """Serve ``service``: accept its presentation contexts and bind its handlers at ``start``.
@@ -196,7 +204,11 @@ class DicomNode:
             else "none"
         contexts = _ContextList(self.ae.supported_contexts)
         self._handlers = self._watchers + self.registry.evt_handlers()
-        if self.plain:
+        if self.plain and self.workers is not None:
+            self.workers.start()
+            self._server = self._start_hand_off_server(contexts)
+            log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
+        elif self.plain:
             self._server = self.ae.start_server(self.address, block=False, evt_handlers=self._handlers,
                                                 contexts=contexts)
             log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
@@ -213,6 +225,21 @@ class DicomNode:
                        ssl.CERT_REQUIRED: "required"}[self.tls_context.verify_mode]
             log.info("DICOM node %s listening with TLS on %s:%d (client certificates %s)", self.ae_title,
                      *self.tls_bound_address, clients)
+
+    def _start_hand_off_server(self, contexts):
+        """pynetdicom's non-blocking ``start_server``, with the listener that offers connections to workers."""
+        from .workers import HandOffServer
+
+        try:
+            server = self.ae.make_server(self.address, contexts=contexts, evt_handlers=self._handlers,
+                                         server_class=HandOffServer)
+        except BaseException:
+            self.workers.stop()
+            raise
+        server.offer = self.workers.offer
+        threading.Thread(target=server.serve_forever, name="AcceptorServer (hand-off)", daemon=True).start()
+        self.ae._servers.append(server)
+        return server
 
     def _on_tls_failure(self, address: str, reason: str) -> None:
         self.events.emit("association_rejected", calling_ae="", called_ae="", address=address,
@@ -240,11 +267,12 @@ class DicomNode:
         return self._tls_server.server_address[:2]
 
     def active_associations(self) -> list[dict]:
-        return [
+        here = [
             {"calling_ae": a.requestor.ae_title.strip(), "address": a.requestor.address}
             for a in self.ae.active_associations
             if a.is_acceptor and a.is_established
         ]
+        return here + (self.workers.active_associations() if self.workers is not None else [])
 
     def stop(self) -> None:
         stopped = False
@@ -254,5 +282,7 @@ class DicomNode:
                 server.shutdown()
                 setattr(self, name, None)
                 stopped = True
+        if self.workers is not None:
+            self.workers.stop()
         if stopped:
             log.info("DICOM node stopped")

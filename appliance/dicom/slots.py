@@ -37,6 +37,7 @@ class AssociationSlots:
         self.ae = ae
         self.max_associations = max_associations
         self._lock = threading.Lock()
+        self.elsewhere = 0  # slots held by associations served in ingest worker processes (workers.py)
 
     def _acceptors(self, exclude) -> list:
         return [a for a in self.ae.active_associations if a.is_acceptor and a is not exclude]
@@ -45,10 +46,23 @@ class AssociationSlots:
         """Claim a slot for an accepted caller; a rejection when all are held."""
         with self._lock:
             held = sum(1 for a in self._acceptors(assoc) if getattr(a, "_pacs_slot", False))
-            if held >= self.max_associations:
+            if held + self.elsewhere >= self.max_associations:
                 return REJECT_BUSY
             assoc._pacs_slot = True
         return None
+
+    def take_elsewhere(self) -> bool:
+        """Claim a slot for an association handed to an ingest worker; False when all are held."""
+        with self._lock:
+            held = sum(1 for a in self._acceptors(None) if getattr(a, "_pacs_slot", False))
+            if held + self.elsewhere >= self.max_associations:
+                return False
+            self.elsewhere += 1
+        return True
+
+    def release_elsewhere(self, count: int = 1) -> None:
+        with self._lock:
+            self.elsewhere = max(0, self.elsewhere - count)
 
     def on_connection(self, event) -> None:
         """EVT_CONN_OPEN: bound connections that have not asked for an association yet (oldest goes)."""

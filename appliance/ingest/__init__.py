@@ -59,13 +59,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
-from ..archive import Archive
+from ..archive import Archive, StoredObject
 from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from ..events import Events
 from ..index import Index
 from ..index.batches import finish as finish_batch
 from ..index.corrections import CurrentObject, NewObject, swap_instances
-from ..index.records import Outcome, PriorVersion
+from ..index.records import InstanceAttributes, Outcome, PriorVersion
 from ..index.unfinished_batches import in_flight
 from .dicomfile import parse
 
@@ -93,6 +93,15 @@ class StoreResult:
     series_uid: str
     object_id: str
     transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """An object sealed durably into the archive and not indexed yet: what ``Ingestor.record`` takes
+    (small and picklable: an ingest worker process sends it to the parent, dicom/workers.py)."""
+
+    attributes: InstanceAttributes
+    stored: StoredObject
 
 
 PATIENT_CHANGE_POLICIES = ("reject", "hold", "replace")
@@ -173,21 +182,44 @@ class Ingestor:
 
     def store(self, src: BinaryIO, size: int, origin: Origin) -> StoreResult:
         """Store one object from a seekable stream; raise an ApplianceError if it is not stored."""
+        sealed = self.seal(src, size)
+        if isinstance(sealed, StoreResult):
+            return sealed
+        return self.record(sealed, origin)
+
+    def seal(self, src: BinaryIO, size: int) -> Sealed | StoreResult:
+        """The first half of ``store``: parse and seal the object durably (fsynced) into the archive.
+
+        Returns what ``record`` needs, or the DUPLICATE result when the index (if this ingestor has
+        one: an ingest worker process has none) already holds these exact bytes. Needs the archive
+        and its key only, so it may run in another process than ``record`` (dicom/workers.py)."""
         self.check_space(size)
         parsed = parse(src, size)
         a = parsed.attributes
 
-        existing = self._stored(a.sop_uid)
+        existing = self._stored(a.sop_uid) if self.index is not None else None
         if existing is not None and existing[0] == self._digest(parsed.prefix, src)[0]:
             log.info("instance %s already stored (identical), nothing written", a.sop_uid)
-            return self._result(Outcome.DUPLICATE, parsed, existing[1])
+            return self._result(Outcome.DUPLICATE, a, existing[1])
 
         stream = _Concat(parsed.prefix, src) if parsed.prefix else src
+        try:
+            return Sealed(a, self.archive.put(stream))
+        except OSError as exc:
+            if _disk_full(exc):
+                raise DiskFull(DISK_FULL) from None
+            raise
+
+    def record(self, sealed: Sealed, origin: Origin) -> StoreResult:
+        """The second half of ``store``: index a sealed object in one transaction of the index writer,
+        and return only once that is durably committed (invariant 1); the object is deleted again when
+        it is refused, fails, or turns out a duplicate. Emits ``instance_stored`` (and replacements)."""
+        a, stored = sealed.attributes, sealed.stored
         seen: dict = {}  # the prior version, if the policy was asked (filled on the writer thread)
         try:
-            stored = self.archive.put(stream)
             pending = self.index.writer.submit(lambda: self._record(a, stored, origin, seen))
         except OSError as exc:
+            self.archive.delete(stored.object_id)
             if _disk_full(exc):
                 raise DiskFull(DISK_FULL) from None
             raise
@@ -206,7 +238,7 @@ class Ingestor:
             raise StoreFailed(f"the index could not record the object ({exc.__class__.__name__})") from exc
         if outcome is Outcome.DUPLICATE:  # another sender stored the same bytes meanwhile
             self.archive.delete(stored.object_id)
-        result = self._result(outcome, parsed, stored.object_id)
+        result = self._result(outcome, a, stored.object_id)
         log.debug("instance %s %s from %s", a.sop_uid, outcome.value, origin.kind)
         if outcome in (Outcome.REPLACED, Outcome.HELD):
             self._replacement(a, origin, seen["prior"], outcome.value)
@@ -261,7 +293,7 @@ class Ingestor:
             if isinstance(exc, OSError) and _disk_full(exc):
                 raise DiskFull(DISK_FULL) from None
             raise
-        results = [self._result(Outcome.REPLACED, p, n.object_id) for p, n in zip(parsed_all, sealed)]
+        results = [self._result(Outcome.REPLACED, p.attributes, n.object_id) for p, n in zip(parsed_all, sealed)]
         log.info("correction by %s: %d instance(s) stored as new versions", origin.label, len(results))
         for result in results:
             self.events.emit("instance_stored", result=result, origin=origin)
@@ -321,8 +353,7 @@ class Ingestor:
         return digest.hexdigest(), nbytes
 
     @staticmethod
-    def _result(outcome: Outcome, parsed, object_id: str) -> StoreResult:
-        a = parsed.attributes
+    def _result(outcome: Outcome, a, object_id: str) -> StoreResult:
         return StoreResult(outcome, a.sop_uid, a.sop_class_uid, a.study_uid, a.series_uid, object_id,
                            a.transfer_syntax)
 

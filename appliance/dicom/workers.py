@@ -1,0 +1,603 @@
+"""Ingest worker processes: storage associations served on every core (``[dicom] ingest_workers``).
+
+CPython runs one thread of Python at a time per process, so a node serving four storing
+associations used ~0.8 of a core (bench/README.md, "Both cores"). With ``ingest_workers = N``
+the node (the parent) keeps its listeners, the association policy and slot budget, the one
+index writer and everything else; what it hands to a worker process is an accepted plain TCP
+connection whose A-ASSOCIATE-RQ proposes only storage SOP classes and Verification:
+
+1. The parent's per-connection thread peeks at the A-ASSOCIATE-RQ (MSG_PEEK: the bytes stay
+   for whoever serves the connection), within ``acse_timeout`` and ASSOCIATE_LIMIT bytes, and
+   decodes it with pynetdicom's PDU class. Anything else -- another service, a caller the policy
+   refuses, no free slot, an incomplete or odd request, no worker ready -- is served in-process
+   exactly as before (the rejection too), so a worker only ever sees callers it will accept.
+2. The parent takes an association slot, decides the store permission (peer registry, which is
+   in the index) and passes the socket with ``socket.send_fds`` to the least busy worker.
+3. The worker runs a pynetdicom acceptor with the node's storage + echo services, socket tuning
+   and direct C-STORE responses. For each C-STORE it seals the object itself (``Ingestor.seal``:
+   parse, archive write, fsync) and sends the ``Sealed`` attributes to the parent, whose
+   ``Ingestor.record`` indexes them through the one writer (group commit across all
+   associations); the worker answers the C-STORE only when the parent replies. Invariant 1
+   holds unchanged: fsync in the worker, commit in the parent, then the response.
+4. Events and log lines of the worker's associations go to the parent, which emits and logs
+   them (association accepted, the association log line, ``instance_stored`` from ``record``).
+
+A worker that dies takes its connections with it (the kernel resets them: no sender sees a
+success that was not committed); the parent frees its slots and starts another. An object it
+sealed but the parent never recorded is an unindexed file that start-up reconciliation puts
+aside, as after any crash. A parent that dies takes its workers with it (PR_SET_PDEATHSIG,
+and the end of their channel). Workers are started with exec (a fresh interpreter, never a
+fork of the threaded parent) and given only their end of one Unix SOCK_SEQPACKET pair.
+"""
+from __future__ import annotations
+
+import ctypes
+import io
+import itertools
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from ..errors import ApplianceError
+from .status import PROCESSING_FAILURE
+from .store import STORAGE_SOP_CLASSES
+
+log = logging.getLogger(__name__)
+HANDED_OFF = frozenset(STORAGE_SOP_CLASSES) | {str(Verification)}  # what a worker serves
+MESSAGE_LIMIT = 1 << 20  # one channel message (SOCK_SEQPACKET keeps boundaries); a Sealed is a few KiB
+LOG_TEXT_LIMIT = 16 << 10
+RESTART_PAUSE = 1.0  # seconds between restarts of one worker slot (no busy crash loop)
+STOP_WAIT = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+def _send(chan: socket.socket, lock: threading.Lock, message: tuple, fds: list[int] | None = None) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    with lock:
+        if fds:
+            socket.send_fds(chan, [data], fds)
+        else:
+            chan.sendall(data)
+
+
+def _receive(chan: socket.socket) -> tuple[Any, list[int]]:
+    """One message and the descriptors sent with it; (None, []) when the other end is gone."""
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(chan, MESSAGE_LIMIT, 4)
+    except OSError:
+        return None, []
+    if not data:
+        return None, fds
+    return pickle.loads(data), fds
+
+
+def peek_associate_rq(sock: socket.socket, timeout: float | None, limit: int) -> bytes | None:
+    """The whole A-ASSOCIATE-RQ PDU at the head of ``sock``, left unread (MSG_PEEK); None when the
+    first PDU is something else, longer than ``limit``, or not complete within ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    want, have = 6, b""
+    while True:
+        try:
+            have = sock.recv(want, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return None
+        if len(have) >= 6 and want == 6:
+            if have[0] != 0x01:
+                return None
+            length = int.from_bytes(have[2:6], "big")
+            if length > limit:
+                return None
+            want = 6 + length
+            continue
+        if len(have) >= want:
+            return have[:want]
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return None
+        readable, _, _ = select.select([sock], [], [], remaining)
+        if not readable:
+            return None
+        try:  # readable with nothing new: the peer closed (or shut its side) mid-request
+            if len(sock.recv(want, socket.MSG_PEEK | socket.MSG_DONTWAIT)) == len(have):
+                return None
+        except BlockingIOError:
+            pass
+        except OSError:
+            return None
+
+
+# -- the parent's side --------------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, number: int, proc: subprocess.Popen, chan: socket.socket):
+        self.number = number
+        self.proc = proc
+        self.chan = chan
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.connections: dict[int, dict | None] = {}  # handed-off connections still open (their slots) ->
+        # the established association's {"calling_ae", "address"} (None before)
+        self.gone = False
+
+    def send(self, message: tuple, fds: list[int] | None = None) -> None:
+        _send(self.chan, self.lock, message, fds)
+
+
+class IngestWorkers:
+    """The parent's side: starts ``count`` workers, offers them connections, records what they seal."""
+
+    def __init__(self, config, count: int, *, settings, ingestor, events, policy, slots,
+                 permits_store: Callable[[str], bool]):
+        self.config = config
+        self.count = count
+        self.settings = settings  # NodeSettings
+        self.ingestor = ingestor
+        self.events = events
+        self.policy = policy
+        self.slots = slots
+        self.permits_store = permits_store
+        self._workers: list[_Worker | None] = [None] * count
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = False
+        self._ids = itertools.count(1)
+        self._recorders = ThreadPoolExecutor(max_workers=max(4, settings.max_associations),
+                                             thread_name_prefix="ingest-record")
+        self._supervisor: threading.Thread | None = None
+        self.handed_off = 0  # connections handed to a worker so far
+
+    # -- life cycle
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the workers and wait until each is ready (its acceptor built), so the node listens
+        with them; a worker that cannot start raises here, before the node takes any connection."""
+        self._supervisor = threading.Thread(target=self._supervise, name="ingest-workers", daemon=True)
+        self._supervisor.start()  # it starts the workers: PR_SET_PDEATHSIG follows the thread that forked
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._stopping and not all(w is not None and w.ready.is_set() for w in self._workers):
+                if any(w is not None and w.gone for w in self._workers):
+                    break
+                if not self._changed.wait(max(0.0, deadline - time.monotonic())) and time.monotonic() > deadline:
+                    break
+        ready = self.ready_count()
+        if ready < self.count:
+            self.stop()
+            raise ApplianceError(f"only {ready} of {self.count} ingest worker(s) started ([dicom] ingest_workers): "
+                                 "see the log above; set ingest_workers = 0 to serve every association in-process")
+        log.info("%d ingest worker process(es) serve storage associations ([dicom] ingest_workers)", ready)
+
+    def ready_count(self) -> int:
+        return sum(1 for w in self._workers if w is not None and w.ready.is_set() and not w.gone)
+
+    def active_associations(self) -> list[dict]:
+        """{"calling_ae", "address"} of each established association the workers serve."""
+        with self._lock:
+            return [dict(a) for w in self._workers if w is not None for a in w.connections.values() if a]
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers if w is not None and not w.gone]
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            workers = [w for w in self._workers if w is not None]
+            self._changed.notify_all()
+        for w in workers:
+            try:
+                w.chan.shutdown(socket.SHUT_RDWR)  # the worker reads the end of its channel and exits
+            except OSError:
+                pass
+        for w in workers:
+            try:
+                w.proc.wait(STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            w.chan.close()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(STOP_WAIT)
+        self._recorders.shutdown(wait=True)
+
+    def _supervise(self) -> None:
+        """Start every worker, and start another whenever one ends, until ``stop``."""
+        last_start = [0.0] * self.count
+        with self._changed:
+            while not self._stopping:
+                for i, w in enumerate(self._workers):
+                    if (w is None or w.gone) and time.monotonic() - last_start[i] >= RESTART_PAUSE:
+                        last_start[i] = time.monotonic()
+                        try:
+                            self._workers[i] = self._spawn(i)
+                        except Exception:  # noqa: BLE001 - reported; the slot is tried again
+                            log.exception("could not start ingest worker %d", i)
+                self._changed.wait(RESTART_PAUSE)
+
+    def _spawn(self, number: int) -> _Worker:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        root = str(Path(__file__).resolve().parents[2])  # the tree this appliance runs from
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "appliance.dicom.workers", str(child_end.fileno()),
+                                     str(os.getpid())], pass_fds=[child_end.fileno()], env=env, close_fds=True,
+                                    stdin=subprocess.DEVNULL)
+        finally:
+            child_end.close()
+        worker = _Worker(number, proc, parent_end)
+        worker.send(("start", self.config, self.settings, number))
+        threading.Thread(target=self._read, args=(worker,), name=f"ingest-worker-{number}", daemon=True).start()
+        log.info("ingest worker %d started (pid %d)", number, proc.pid)
+        return worker
+
+    # -- hand-off (the listener's per-connection thread)
+    def offer(self, sock: socket.socket, address: tuple) -> bool:
+        """Hand ``sock`` to a worker if it asks for storage/verification only and will be accepted;
+        True when a worker owns it now (our copy is closed), False to serve it here."""
+        data = peek_associate_rq(sock, self.settings.acse_timeout, _associate_limit())
+        if data is None:
+            return False
+        rq = A_ASSOCIATE_RQ()
+        try:
+            rq.decode(data)
+            syntaxes = {str(item.abstract_syntax) for item in rq.presentation_context}
+            calling, called = str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip()
+        except Exception:  # noqa: BLE001 - malformed: the in-process path answers it as before
+            return False
+        if not syntaxes or not syntaxes <= HANDED_OFF:
+            return False
+        host = address[0]
+        if self.policy.check(called, calling, host) is not None:
+            return False  # refused in-process: the same log line, event and A-ASSOCIATE-RJ as before
+        with self._lock:
+            ready = [w for w in self._workers if w is not None and w.ready.is_set() and not w.gone]
+            if not ready or self._stopping:
+                return False
+            worker = min(ready, key=lambda w: len(w.connections))
+            if not self.slots.take_elsewhere():
+                return False  # all slots held: rejected in-process (busy), as before
+            conn_id = next(self._ids)
+            worker.connections[conn_id] = None
+            self.handed_off += 1  # counted before the worker can serve it (tests read it after the sender ends)
+        try:
+            worker.send(("connection", conn_id, tuple(address[:2]), calling, self.permits_store(calling)),
+                        [sock.fileno()])
+        except Exception:  # noqa: BLE001 - the worker just died: serve it here
+            self._closed(worker, conn_id)
+            with self._lock:
+                self.handed_off -= 1
+            return False
+        sock.close()  # the worker holds its own descriptor; never shutdown(): that would end the connection
+        return True
+
+    # -- messages from a worker
+    def _read(self, worker: _Worker) -> None:
+        while True:
+            message, fds = _receive(worker.chan)
+            for fd in fds:
+                os.close(fd)
+            if message is None:
+                break
+            kind = message[0]
+            try:
+                if kind == "record":
+                    self._recorders.submit(self._record, worker, *message[1:])
+                elif kind == "established":
+                    with self._lock:
+                        if message[1] in worker.connections:
+                            worker.connections[message[1]] = message[2]
+                    self.events.emit("association_accepted", **message[2])
+                elif kind == "log":
+                    logging.getLogger(message[1]).log(message[2], "%s", message[3])
+                elif kind == "closed":
+                    self._closed(worker, message[1])
+                elif kind == "ready":
+                    worker.ready.set()
+                    with self._changed:
+                        self._changed.notify_all()
+            except Exception:  # noqa: BLE001 - one bad message must not stop the channel
+                log.exception("ingest worker %d: message %r failed", worker.number, kind)
+        self._gone(worker)
+
+    def _record(self, worker: _Worker, request: int, sealed, origin) -> None:
+        try:
+            result = self.ingestor.record(sealed, origin)
+            reply = ("stored", result.outcome.value)
+        except ApplianceError as exc:
+            reply = ("refused", exc.dimse_status, str(exc))
+        except Exception:  # noqa: BLE001 - never claim success; the worker answers a failure
+            log.exception("recording an instance sealed by ingest worker %d failed", worker.number)
+            reply = ("refused", PROCESSING_FAILURE, "internal error while storing; see the appliance log")
+        try:
+            worker.send(("reply", request, reply))
+        except OSError:
+            pass  # the worker died: its sender saw the connection drop, never a success
+
+    def _closed(self, worker: _Worker, conn_id: int) -> None:
+        with self._lock:
+            if conn_id not in worker.connections:
+                return
+            del worker.connections[conn_id]
+        self.slots.release_elsewhere()
+
+    def _gone(self, worker: _Worker) -> None:
+        code = worker.proc.wait()
+        with self._changed:
+            worker.gone = True
+            lost = len(worker.connections)
+            worker.connections.clear()
+            stopping = self._stopping
+            self._changed.notify_all()
+        if lost:
+            self.slots.release_elsewhere(lost)
+        if not stopping:
+            log.error("ingest worker %d (pid %d) ended with %s; %d association(s) it served were cut off (their "
+                      "senders saw no success for anything not stored); starting another", worker.number,
+                      worker.proc.pid, code, lost)
+        worker.chan.close()
+
+
+class HandOffServer(ThreadedAssociationServer):
+    """The node's plain listener when it has ingest workers: each connection's thread first ``offer``s
+    it to them (which peeks at its A-ASSOCIATE-RQ), and serves it here as before when they decline."""
+
+    offer: Callable[[socket.socket, tuple], bool] | None = None
+
+    def process_request_thread(self, request, client_address) -> None:
+        offer = self.offer
+        try:
+            if offer is not None and offer(request, client_address):
+                return
+        except Exception:  # noqa: BLE001 - serve it here rather than drop it
+            log.exception("handing a connection from %s to an ingest worker failed", client_address[0])
+        super().process_request_thread(request, client_address)
+
+
+def _associate_limit() -> int:
+    from .sockets import ASSOCIATE_LIMIT
+
+    return ASSOCIATE_LIMIT
+
+
+# -- the worker's side -------------------------------------------------------------------------------
+
+
+class RecordRefused(ApplianceError):
+    """The parent did not record a sealed object; carries the status its ``record`` raised."""
+
+    def __init__(self, dimse_status: int, message: str):
+        super().__init__(message)
+        self.dimse_status = dimse_status
+
+
+class _Parent:
+    """The worker's channel to the parent: requests with replies, and one-way messages."""
+
+    def __init__(self, chan: socket.socket):
+        self.chan = chan
+        self.lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, list] = {}
+        self._waiting_lock = threading.Lock()
+
+    def tell(self, *message) -> None:
+        _send(self.chan, self.lock, message)
+
+    def ask(self, kind: str, *args) -> tuple:
+        request = next(self._ids)
+        slot: list = [threading.Event(), None]
+        with self._waiting_lock:
+            self._waiting[request] = slot
+        try:
+            self.tell(kind, request, *args)
+            slot[0].wait()
+        finally:
+            with self._waiting_lock:
+                self._waiting.pop(request, None)
+        return slot[1]
+
+    def answered(self, request: int, reply: tuple) -> None:
+        with self._waiting_lock:
+            slot = self._waiting.get(request)
+        if slot is not None:
+            slot[1] = reply
+            slot[0].set()
+
+
+class RemoteIngestor:
+    """What store.py's C-STORE handler calls in a worker: seal here, record in the parent."""
+
+    def __init__(self, sealer, parent: _Parent):
+        self.sealer = sealer  # an Ingestor with the archive and no index: only its ``seal`` is used
+        self.parent = parent
+
+    def store_bytes(self, data: bytes, origin):
+        from ..ingest import StoreResult
+
+        sealed = self.sealer.seal(io.BytesIO(data), len(data))
+        if isinstance(sealed, StoreResult):
+            return sealed
+        reply = self.parent.ask("record", sealed, origin)
+        if reply[0] != "stored":
+            raise RecordRefused(reply[1], reply[2])
+        return reply
+
+
+class _HandedOffPermissions:
+    """store.py's ``peers`` in a worker: the parent decided the store permission at hand-off."""
+
+    def __init__(self) -> None:
+        self.can_store: dict[str, bool] = {}
+
+    def permits(self, calling: str, permission: str) -> bool:
+        return self.can_store.get(calling.strip(), True) if permission == "can_store" else False
+
+
+class _ForwardToParent(logging.Handler):
+    def __init__(self, parent: _Parent):
+        super().__init__()
+        self.parent = parent
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.parent.tell("log", record.name, record.levelno, text[:LOG_TEXT_LIMIT])
+        except Exception:  # noqa: BLE001 - logging must never break an association
+            pass
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the end of the channel still ends the worker
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        os._exit(0)
+
+
+def _trim_memory() -> None:
+    from .. import malloc
+
+    while True:
+        time.sleep(malloc.TRIM_INTERVAL_S)
+        malloc.trim()
+
+
+def serve(chan: socket.socket) -> None:
+    """The worker's main loop: build the acceptor from the parent's "start", then take connections."""
+    from pynetdicom import AE, evt
+    from pynetdicom import _config as pynetdicom_config
+
+    from .. import logsetup, malloc
+    from ..archive import Archive, KeyStore
+    from ..ingest import Ingestor
+    from . import echo, store
+    from .association_log import AssociationLog
+    from .outbound import on_connection_open as outbound_on_connection_open
+    from .node import _ContextList, free_slot_of_silent_connection
+    from .registry import ServiceRegistry
+    from .sockets import tune_accepted_socket
+
+    message, _ = _receive(chan)
+    if message is None or message[0] != "start":
+        os._exit(0)
+    malloc.tune()  # as serve() does for the node: one arena, large blocks mapped, free pages handed back
+    threading.Thread(target=_trim_memory, name="malloc trim", daemon=True).start()
+    _, config, settings, number = message
+    parent = _Parent(chan)
+    logsetup.configure(config.log.level)
+    logging.getLogger().handlers[:] = [_ForwardToParent(parent)]
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) \
+        else "none"
+
+    s = config.storage
+    archive = Archive(config.archive_dir, KeyStore(config.keys_dir).load(), chunk_size=s.chunk_kib * 1024)
+    sealer = Ingestor(archive, None, None, reserve_bytes=s.reserve_mb * (1 << 20), on_conflict=s.on_conflict,
+                      on_patient_change=s.on_patient_change)
+    permissions = _HandedOffPermissions()
+    registry = ServiceRegistry()
+    ae = AE(ae_title=settings.ae_title)
+    for service in (echo.service(), store.service(RemoteIngestor(sealer, parent), permissions)):
+        registry.register(service)
+        for uid, transfer_syntaxes, scu_role, scp_role in service.contexts():
+            ae.add_supported_context(uid, transfer_syntaxes, scu_role=scu_role, scp_role=scp_role)
+    ae.maximum_associations = 4 * settings.max_associations + 8  # the parent's slots decide
+    ae.acse_timeout, ae.dimse_timeout = settings.acse_timeout, settings.dimse_timeout
+    ae.network_timeout, ae.maximum_pdu_size = settings.network_timeout, settings.max_pdu
+    ae.require_called_aet = True
+
+    handed: dict[int, tuple[int, str]] = {}  # id(socket) -> (connection id, calling AE), until EVT_CONN_OPEN
+    handed_lock = threading.Lock()
+
+    def on_open(event) -> None:
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        with handed_lock:
+            event.assoc._pacs_connection = handed.pop(id(sock), (None, ""))[0]
+
+    def on_established(event) -> None:
+        assoc = event.assoc
+        parent.tell("established", getattr(assoc, "_pacs_connection", None),
+                    {"calling_ae": assoc.requestor.ae_title.strip(), "address": assoc.requestor.address})
+
+    def on_close(event) -> None:
+        connection = getattr(event.assoc, "_pacs_connection", None)
+        if connection is not None:
+            event.assoc._pacs_connection = None
+            parent.tell("closed", connection)
+
+    handlers = [(evt.EVT_CONN_OPEN, tune_accepted_socket, []),
+                (evt.EVT_CONN_OPEN, outbound_on_connection_open, []),  # after tune_accepted_socket: its socket
+                (evt.EVT_CONN_OPEN, on_open, []),
+                (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
+                (evt.EVT_CONN_CLOSE, on_close, []),
+                (evt.EVT_ESTABLISHED, on_established, [])]
+    handlers += [(event, handler, []) for event, handler in AssociationLog().handlers()]
+    handlers += registry.evt_handlers()
+    server = ae.make_server(("127.0.0.1", 0), contexts=_ContextList(ae.supported_contexts), evt_handlers=handlers,
+                            server_class=ThreadedAssociationServer)
+    server.socket.close()  # never listens: its connections come from the parent
+    server.server_address = (settings.host, settings.port)
+    parent.tell("ready")
+
+    while True:
+        message, fds = _receive(chan)
+        if message is None:
+            os._exit(0)  # the parent stopped us, or died
+        kind = message[0]
+        if kind == "reply":
+            parent.answered(message[1], message[2])
+        elif kind == "connection" and len(fds) == 1:
+            _, connection, address, calling, can_store = message
+            sock = socket.socket(fileno=fds[0])
+            sock.setblocking(True)
+            permissions.can_store[calling] = can_store
+            with handed_lock:
+                handed[id(sock)] = (connection, "")
+            try:
+                server.process_request(sock, address)  # a thread per association, as pynetdicom's listener
+            except Exception:  # noqa: BLE001 - the connection is lost; free its slot
+                with handed_lock:
+                    handed.pop(id(sock), None)
+                sock.close()
+                parent.tell("closed", connection)
+        else:
+            for fd in fds:
+                os.close(fd)
+
+
+def main(argv: list[str]) -> None:
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    _die_with_parent(parent_pid)
+    # ^C in a terminal and systemd's SIGTERM to the whole unit are for the parent, which stops us in
+    # order (the end of the channel) after its listeners; a parent that dies still takes us along.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    chan = socket.socket(fileno=fd)
+    try:
+        serve(chan)
+    except BaseException:  # noqa: BLE001 - say why, then end: the parent starts another
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
