@@ -433,8 +433,7 @@ def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    malloc.tune()
-    app.start()
+    app.start()  # malloc was tuned by the caller before any thread existed (cli serve)
     sdnotify.notify("READY=1")
     log.info("appliance ready")
     interval = sdnotify.watchdog_interval()
