@@ -66,7 +66,9 @@ def test_dicomdir_tree_from_dcmmkdir(inbox_server, data_dir, tmp_path):
     made = _dcmmkdir(cd)
     assert made.returncode == 0, made.stderr
     (cd / "VIEWER.EXE").write_bytes(b"MZ not dicom")  # what a CD carries besides images
-    shutil.copytree(cd, data_dir / "inbox" / "PATIENT_CD")
+    staged = data_dir / "staged-cd"  # the whole tree appears at once: a slow copy on a loaded machine
+    shutil.copytree(cd, staged)       # could leave files stable (0.4 s) before the DICOMDIR arrived
+    staged.rename(data_dir / "inbox" / "PATIENT_CD")
     wait_inbox_empty(data_dir)
     assert not (data_dir / "inbox" / "PATIENT_CD").exists()
     assert "not listed in the DICOMDIR" in _reason(data_dir, "PATIENT_CD/VIEWER.EXE")
