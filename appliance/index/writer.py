@@ -90,6 +90,19 @@ class Writer:
         self._queue.put((fn, future))
         return future
 
+    def read(self, fn: Callable[[], Any]) -> Any:
+        """Run the read ``fn`` on the writer's connection if the writer is idle, else on the caller's own.
+        For a read that every write is preceded by (ingest's duplicate lookup): on SQLite a connection's
+        page cache is dropped whenever another connection committed, so a reader's own connection
+        decrypts its pages afresh after each write, while the writer's keeps them."""
+        if self._thread is None or not self._take_idle():
+            return fn()
+        try:
+            with self.db._state.borrow(self._conn):
+                return fn()
+        finally:
+            self._lock.release()
+
     def run(self, fn: Callable[[], Any]) -> Any:
         """Submit ``fn`` and wait for its committed result."""
         if self._thread is not None and self.db._state.borrowing():

@@ -184,3 +184,23 @@ def test_stop_closes_the_writers_connection(setup):
     index.writer.stop()
     assert index.writer._conn.closed
     assert index.writer.run(put(index, "b")) == "b"  # not serving: inline on the caller's connection
+
+
+def test_a_read_uses_the_writers_connection_only_when_it_is_free(setup):
+    index, _ = setup
+    writers = []
+    index.writer.run(lambda: writers.append(id(index.db.connection())))
+    conn = lambda: id(index.db.connection())  # noqa: E731
+    assert index.writer.read(conn) == writers[0]  # idle: the writer's (warm) connection
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        inside.set()
+        release.wait()
+
+    first = in_thread(lambda: index.writer.run(hold))
+    inside.wait()
+    assert index.writer.read(conn) not in (writers[0], None)  # busy: the caller's own, without waiting
+    release.set()
+    first.join()
+    assert index.writer.run(lambda: index.writer.read(conn)) == writers[0]  # inside a write: that write's
