@@ -204,3 +204,12 @@ def test_a_read_uses_the_writers_connection_only_when_it_is_free(setup):
     release.set()
     first.join()
     assert index.writer.run(lambda: index.writer.read(conn)) == writers[0]  # inside a write: that write's
+
+
+def test_borrowing_swaps_every_field_of_peewees_connection_state():
+    """connections.py copies peewee's per-thread fields by name: a field a new peewee adds must be listed."""
+    from peewee import _ConnectionState
+
+    from appliance.index.connections import _FIELDS
+
+    assert sorted(vars(_ConnectionState())) == sorted(_FIELDS)
