@@ -94,7 +94,8 @@ class Writer:
         """Run the read ``fn`` on the writer's connection if the writer is idle, else on the caller's own.
         For a read that every write is preceded by (ingest's duplicate lookup): on SQLite a connection's
         page cache is dropped whenever another connection committed, so a reader's own connection
-        decrypts its pages afresh after each write, while the writer's keeps them."""
+        decrypts its pages afresh after each write, while the writer's keeps them. ``fn`` reads to the end
+        or closes its cursors (records._one does): the writer's connection must not keep a read open."""
         if self._thread is None or not self._take_idle():
             return fn()
         try:
