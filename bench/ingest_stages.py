@@ -64,7 +64,7 @@ def main() -> None:
             t3 = time.perf_counter()
             stored = app.archive.put(src)
             t4 = time.perf_counter()
-            app.index.writer.run(lambda: ingestor._record(parsed.attributes, stored, origin))
+            app.index.writer.run(lambda: ingestor._record(parsed.attributes, stored, origin, {}))
             t5 = time.perf_counter()
             for step, seconds in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)):
                 times[step].append(seconds * 1000)

@@ -111,7 +111,7 @@ class AccountsRepo(Repository):
 
     def touch_token(self, token_id: int, now: datetime.datetime) -> None:
         """Note a token's use; submitted to the writer, not waited for."""
-        self.writer.submit(lambda: TokenRow.update(last_used_at=now).where(TokenRow.id == token_id).execute(self.db))
+        self.writer.post(lambda: TokenRow.update(last_used_at=now).where(TokenRow.id == token_id).execute(self.db))
 
     # --- web sessions (each call commits on its own) -----------------------------------------------
 

@@ -5,7 +5,9 @@ nowhere else.
 The whole database file, its WAL and its temporary files are encrypted with a
 raw 256-bit key from the key store (no passphrase KDF: the key is already
 random, and a KDF would cost every new connection ~100 ms). Reads use one
-connection per thread; all writes go through the single writer (writer.py).
+connection per thread; all writes go through the single writer (writer.py), on its own
+connection (connections.py: opened without SQLite's same-thread check, as a submitting
+thread may borrow it).
 
 ``synchronous=FULL`` makes each commit fsync the WAL: a committed ingest
 survives a power cut, which ``NORMAL`` in WAL mode would not promise.
@@ -24,6 +26,7 @@ from playhouse.sqlcipher_ext import SqlCipherDatabase
 
 from ..archive.fsutil import PRIVATE_FILE, atomic_output, make_private
 from ..errors import KeyStoreError
+from .connections import ThreadConnections
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -52,6 +55,7 @@ class IndexDatabase(SqlCipherDatabase):
             },
             check_same_thread=False,
         )
+        self._state = ThreadConnections()  # per thread, plus the writer's that a submitter may borrow
 
     def _connect(self):
         from sqlcipher3 import dbapi2 as sqlcipher

@@ -34,6 +34,7 @@ from typing import Iterator
 from peewee import PostgresqlDatabase, __exception_wrapper__
 
 from ..errors import ConfigError
+from .connections import ThreadConnections
 
 TLS_MODES = ("require", "verify-ca", "verify-full")
 _TRIGGER = re.compile(
@@ -126,6 +127,7 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         params = connection_params(url, allow_insecure)
         self.url = url
         super().__init__(params.pop("dbname"), prefer_psycopg3=True, **params)
+        self._state = ThreadConnections()  # per thread, plus the writer's that a submitter may borrow
 
     def get_context_options(self):
         options = super().get_context_options()

@@ -118,7 +118,7 @@ def stored_digest(db: Database, sop_uid: str) -> tuple[str, str] | None:
     return _one(db, 'SELECT "sha256", "object_id" FROM "instance" WHERE "sop_uid" = ?', sop_uid)
 
 
-# record runs for every stored object, on the single writer thread. It is written in
+# record runs for every stored object, inside the single writer (writer.py). It is written in
 # plain SQL because building the same statements with peewee cost more than running them (about
 # 60 % of the writer's time when profiled). Column lists follow models/core.py; the schema tests
 # (tests/index) read the rows back through the models, so a drift shows there. New rows say their id with

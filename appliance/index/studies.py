@@ -62,7 +62,7 @@ class StudiesRepo(Repository):
 
     def stored_digest(self, sop_uid: str) -> tuple[str, str] | None:
         """(sha256, object_id) of the indexed instance with this UID (every incoming object asks)."""
-        return records.stored_digest(self.db, sop_uid)
+        return self.writer.read(lambda: records.stored_digest(self.db, sop_uid))
 
     # --- writing (inside the writer) ---------------------------------------------------------------
 

@@ -92,7 +92,7 @@ class AuditLog:
                       patient_id=str(patient_id or "")[:64], study_uid=str(study_uid or "")[:64],
                       detail=str(detail or "")[:2000], at=utcnow())
         try:
-            future = self.index.writer.submit(lambda: self._append(**fields))
+            future = self.index.writer.post(lambda: self._append(**fields))  # not waited for
             future.add_done_callback(self._report_failure)
         except Exception:  # noqa: BLE001 - never into the caller
             log.exception("AUDIT ENTRY LOST: %s by %s", action, actor)
