@@ -4,6 +4,7 @@ connection; under contention the writer thread batches what queued into one comm
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -47,6 +48,27 @@ def in_thread(fn):
     return t
 
 
+@contextmanager
+def writer_busy(index, first=None):
+    """A submitter holds the writer's lock inside its transaction (running ``first`` there, if given)
+    for the block; submissions made in the block queue behind it."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        if first is not None:
+            first()
+        inside.set()
+        release.wait()
+
+    holder = in_thread(lambda: index.writer.run(hold))
+    inside.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_idle_writer_runs_the_submitters_write_on_the_writers_connection(setup):
     index, commits = setup
     seen = []
@@ -65,20 +87,9 @@ def test_idle_writer_runs_the_submitters_write_on_the_writers_connection(setup):
 def test_contention_queues_and_the_writer_thread_commits_once(setup):
     index, commits = setup
     seen = []
-    inside, release = threading.Event(), threading.Event()
-
-    def slow():
-        put(index, "a", seen)()
-        inside.set()
-        release.wait()
-        return "a"
-
-    first = in_thread(lambda: index.writer.run(slow))
-    inside.wait()  # the first submitter holds the writer's lock, inside its transaction
-    futures = [index.writer.submit(put(index, k, seen)) for k in "bcd"]
-    assert not any(f.done() for f in futures)  # queued, not run here
-    release.set()
-    first.join()
+    with writer_busy(index, first=put(index, "a", seen)):
+        futures = [index.writer.submit(put(index, k, seen)) for k in "bcd"]
+        assert not any(f.done() for f in futures)  # queued, not run here
     assert [f.result() for f in futures] == ["b", "c", "d"]
     assert keys(index) == ["a", "b", "c", "d"]
     by_key = {k: (thread, conn, txn) for k, thread, conn, txn in seen}
@@ -90,7 +101,6 @@ def test_contention_queues_and_the_writer_thread_commits_once(setup):
 
 def test_a_failing_function_rolls_back_only_itself(setup):
     index, _ = setup
-    inside, release = threading.Event(), threading.Event()
 
     def boom():
         index.db.execute_sql('INSERT INTO "scratch" ("k") VALUES (?)', ("x",))
@@ -99,15 +109,9 @@ def test_a_failing_function_rolls_back_only_itself(setup):
     with pytest.raises(ValueError):  # inline
         index.writer.run(boom)
 
-    def hold():
-        inside.set()
-        release.wait()
-
-    first = in_thread(lambda: index.writer.run(hold))
-    inside.wait()
-    futures = [index.writer.submit(put(index, "b")), index.writer.submit(boom), index.writer.submit(put(index, "d"))]
-    release.set()
-    first.join()
+    with writer_busy(index):
+        futures = [index.writer.submit(put(index, "b")), index.writer.submit(boom),
+                   index.writer.submit(put(index, "d"))]
     assert futures[0].result() == "b" and futures[2].result() == "d"
     with pytest.raises(ValueError, match="refused"):
         futures[1].result()
@@ -134,18 +138,9 @@ def test_a_failed_commit_fails_every_function_in_it(setup):
         index.writer.run(put(index, "a"))
     assert keys(index) == []
 
-    inside, release = threading.Event(), threading.Event()
-
-    def hold():
-        inside.set()
-        release.wait()
-
-    first = in_thread(lambda: index.writer.run(hold))
-    inside.wait()
-    futures = [index.writer.submit(put(index, k)) for k in "bc"]
-    fail_in.add(WRITER_THREAD)  # the batch's commit
-    release.set()
-    first.join()
+    with writer_busy(index):
+        futures = [index.writer.submit(put(index, k)) for k in "bc"]
+        fail_in.add(WRITER_THREAD)  # the batch's commit
     for f in futures:
         with pytest.raises(OSError):
             f.result()
@@ -192,17 +187,8 @@ def test_a_read_uses_the_writers_connection_only_when_it_is_free(setup):
     index.writer.run(lambda: writers.append(id(index.db.connection())))
     conn = lambda: id(index.db.connection())  # noqa: E731
     assert index.writer.read(conn) == writers[0]  # idle: the writer's (warm) connection
-    inside, release = threading.Event(), threading.Event()
-
-    def hold():
-        inside.set()
-        release.wait()
-
-    first = in_thread(lambda: index.writer.run(hold))
-    inside.wait()
-    assert index.writer.read(conn) not in (writers[0], None)  # busy: the caller's own, without waiting
-    release.set()
-    first.join()
+    with writer_busy(index):
+        assert index.writer.read(conn) not in (writers[0], None)  # busy: the caller's own, without waiting
     assert index.writer.run(lambda: index.writer.read(conn)) == writers[0]  # inside a write: that write's
 
 
