@@ -236,7 +236,7 @@ class DicomNode:
         except BaseException:
             self.workers.stop()
             raise
-        server.offer = self.workers.offer
+        server.workers = self.workers
         threading.Thread(target=server.serve_forever, name="AcceptorServer (hand-off)", daemon=True).start()
         self.ae._servers.append(server)
         return server
