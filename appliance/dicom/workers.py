@@ -51,6 +51,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+# Optional packages a worker never uses, kept out of its memory (bench/README.md, "Session 6: both cores"):
+# peewee loads psycopg when it can (a worker never opens the index), pydicom loads numpy (values as numpy
+# arrays, pixel data, both off the ingest path), Pillow (pixel decoders) and requests (its test-data
+# download). pydicom and peewee are made to work without them; an import of one raises ImportError here.
+WORKER_NEVER_IMPORTS = ("psycopg", "numpy", "PIL", "requests")
+if __name__ == "__main__":
+    for _name in WORKER_NEVER_IMPORTS:
+        sys.modules.setdefault(_name, None)  # type: ignore[assignment]
+
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer

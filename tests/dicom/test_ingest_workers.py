@@ -94,6 +94,9 @@ def test_storage_in_workers_then_find_and_get_see_everything(data_dir, tmp_path)
     with running(data_dir) as app, one_held_open(app):
         workers = app.node.workers
         assert workers.ready_count() == WORKERS
+        for pid in workers.pids():  # what workers.WORKER_NEVER_IMPORTS keeps out of their memory
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "/numpy/" not in maps and "/psycopg" not in maps and "/PIL/" not in maps
         stored = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *files)
         assert stored.returncode == 0, stored.stderr
         assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", port(app)).returncode == 0
