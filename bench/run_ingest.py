@@ -9,7 +9,11 @@ machine noise hits them alike) and prints medians (min-max):
 * ``4 assoc``: four storescu processes (TCP_NODELAY=1) in parallel, a quarter of the corpus each;
 * ``nagle``: one plain storescu (Nagle left on) sending the first ``--nagle-files`` files;
 * ``peak RSS``: VmHWM of the receiver process after the 1-association ingest (plus its child
-  processes', e.g. ingest workers: the sum of their peaks).
+  processes', e.g. ingest workers: the sum of their peaks);
+* ``peak PSS``: the highest sum of the PSS (/proc/PID/smaps_rollup) of the receiver process and its child
+  processes, sampled every PSS_INTERVAL s during each send (a lower bound of the true peak). PSS shares
+  each page among the processes mapping it, so unlike summed RSS it does not count the interpreter,
+  libraries and pages a worker shares with the others several times.
 
 Server CPU is that of the receiver process and its live child processes (ingest workers), and
 "cores used" is that CPU time over the wall time of the send.
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -60,6 +65,44 @@ def tree_peak_rss_mb(pid: int) -> float | None:
     if own is None:
         return None
     return own + sum(tree_peak_rss_mb(c) or 0.0 for c in _children(pid))
+
+
+PSS_INTERVAL = 0.2
+
+
+def tree_pss_mb(pid: int) -> float | None:
+    """The PSS of ``pid`` plus that of its live child processes, recursively (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            own = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+    return own + sum(tree_pss_mb(c) or 0.0 for c in _children(pid))
+
+
+class PeakPss:
+    """The highest ``tree_pss_mb`` seen every PSS_INTERVAL s while the block runs."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak = pid, None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            value = tree_pss_mb(self.pid)
+            if value is not None:
+                self.peak = max(self.peak or 0.0, value)
+            if self._done.wait(PSS_INTERVAL):
+                return
+
+    def __enter__(self) -> "PeakPss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _two_decimals(values: list[float]) -> str:
@@ -154,6 +197,7 @@ def main() -> None:
 
     rates: dict[tuple[str, str], list[float]] = defaultdict(list)
     rss: dict[tuple[str, str], list[float]] = defaultdict(list)
+    pss: dict[tuple[str, str], list[float]] = defaultdict(list)  # peak summed PSS (PeakPss)
     cpu: dict[tuple[str, str], list[float]] = defaultdict(list)  # server CPU ms per instance (with its workers)
     cores: dict[tuple[str, str], list[float]] = defaultdict(list)  # server CPU seconds / wall seconds
     main_cpu: dict[tuple[str, str], list[float]] = defaultdict(list)  # CPU ms per instance of the main process
@@ -165,8 +209,9 @@ def main() -> None:
                 try:
                     cpu_before = tree_cpu_seconds(r.proc.pid) or 0.0
                     main_before = cpu_seconds(r.proc.pid) or 0.0
-                    seconds = send(r, batch, nodelay=scenario != "nagle",
-                                   parallel=4 if scenario == "4" else 1)
+                    with PeakPss(r.proc.pid) as sampled:
+                        seconds = send(r, batch, nodelay=scenario != "nagle",
+                                       parallel=4 if scenario == "4" else 1)
                     hwm = tree_peak_rss_mb(r.proc.pid)
                     cpu_s = (tree_cpu_seconds(r.proc.pid) or 0.0) - cpu_before
                     main_ms = ((cpu_seconds(r.proc.pid) or 0.0) - main_before) * 1000 / len(batch)
@@ -179,18 +224,21 @@ def main() -> None:
                 main_cpu[(r.name, scenario)].append(main_ms)
                 if hwm is not None and scenario != "nagle":
                     rss[(r.name, scenario)].append(hwm)
+                if sampled.peak is not None and scenario != "nagle":
+                    pss[(r.name, scenario)].append(sampled.peak)
                 print(f"run {run + 1} {r.name:22s} {scenario:>5s}: {len(batch) / seconds:7.1f} inst/s"
-                      f"  peak RSS {hwm or 0:5.0f} MB  server CPU {cpu_ms:5.2f} ms/instance (main process {main_ms:5.2f};"
+                      f"  peak RSS {hwm or 0:5.0f} MB  PSS {sampled.peak or 0:5.0f} MB  server CPU {cpu_ms:5.2f} ms/instance (main process {main_ms:5.2f};"
                       f" {cpu_s / seconds:4.2f} cores)"
                       f"  load {load_average()}", flush=True)
 
     names = {"1": "1 assoc (NODELAY)", "4": "4 assoc (NODELAY)", "nagle": f"Nagle on ({args.nagle_files} files)"}
     print(f"\nmedian (min-max) over {args.runs} runs, instances/s")
-    print("| receiver | " + " | ".join(names[s] for s in scenarios) + " | peak RSS MB (1 / 4 assoc) |")
-    print("|---|" + "---|" * (len(scenarios) + 1))
+    print("| receiver | " + " | ".join(names[s] for s in scenarios) + " | peak RSS MB (1 / 4 assoc) | peak PSS MB (1 / 4 assoc) |")
+    print("|---|" + "---|" * (len(scenarios) + 2))
     for r in receivers:
         cells = [summarize(rates[(r.name, s)]) for s in scenarios]
         cells.append(" / ".join(summarize(rss[(r.name, s)]) for s in scenarios if s != "nagle"))
+        cells.append(" / ".join(summarize(pss[(r.name, s)]) for s in scenarios if s != "nagle"))
         print(f"| {r.name} | " + " | ".join(cells) + " |")
     print("\nserver CPU time per instance, ms, median (min-max)")
     print("| receiver | " + " | ".join(names[s] for s in scenarios) + " |")
@@ -211,6 +259,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"rates": {f"{k[0]}|{k[1]}": v for k, v in rates.items()},
                                          "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()},
+                                         "pss_mb": {f"{k[0]}|{k[1]}": v for k, v in pss.items()},
                                          "cpu_ms": {f"{k[0]}|{k[1]}": v for k, v in cpu.items()},
                                          "cores": {f"{k[0]}|{k[1]}": v for k, v in cores.items()},
                                          "main_cpu_ms": {f"{k[0]}|{k[1]}": v for k, v in main_cpu.items()}}, indent=1))

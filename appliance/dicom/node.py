@@ -31,7 +31,6 @@ from .registry import DimseService, ServiceRegistry
 from .slots import AssociationSlots, pynetdicom_limit
 from .sockets import tune_accepted_socket
 from .outbound import on_connection_open as outbound_on_connection_open
-from .tls import start_tls_server
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +212,8 @@ class DicomNode:
                                                 contexts=contexts)
             log.info("DICOM node %s listening on %s:%d", self.ae_title, *self.bound_address)
         if self.tls_address is not None:
+            from .tls import start_tls_server  # here: an ingest worker imports this module, never serves TLS
+
             try:
                 self._tls_server = start_tls_server(self.ae, self.tls_address, self.tls_context, self._handlers,
                                                     contexts, handshake_timeout=self.ae.acse_timeout,
@@ -236,7 +237,7 @@ class DicomNode:
         except BaseException:
             self.workers.stop()
             raise
-        server.offer = self.workers.offer
+        server.workers = self.workers
         threading.Thread(target=server.serve_forever, name="AcceptorServer (hand-off)", daemon=True).start()
         self.ae._servers.append(server)
         return server

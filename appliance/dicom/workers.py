@@ -11,6 +11,9 @@ connection whose A-ASSOCIATE-RQ proposes only storage SOP classes and Verificati
    decodes it with pynetdicom's PDU class. Anything else -- another service, a caller the policy
    refuses, no free slot, an incomplete or odd request, no worker ready -- is served in-process
    exactly as before (the rejection too), so a worker only ever sees callers it will accept.
+   So is one the workers could serve while no other such association is being served here or in
+   a worker: a lone sender keeps the in-process chain (no IPC per instance, no worker memory
+   touched); only the second and later concurrent ones go to the workers' cores.
 2. The parent takes an association slot, decides the store permission (peer registry, which is
    in the index) and passes the socket with ``socket.send_fds`` to the least busy worker.
 3. The worker runs a pynetdicom acceptor with the node's storage + echo services, socket tuning
@@ -48,9 +51,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+# Optional packages a worker never uses, kept out of its memory (bench/README.md, "Session 6: both cores"):
+# peewee loads psycopg when it can (a worker never opens the index), pydicom loads numpy (values as numpy
+# arrays, pixel data, both off the ingest path), Pillow (pixel decoders) and requests (its test-data
+# download). pydicom and peewee are made to work without them; an import of one raises ImportError here.
+WORKER_NEVER_IMPORTS = ("psycopg", "numpy", "PIL", "requests")
+if __name__ == "__main__":
+    for _name in WORKER_NEVER_IMPORTS:
+        sys.modules.setdefault(_name, None)  # type: ignore[assignment]
+
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from ..errors import ApplianceError
 from .status import PROCESSING_FAILURE
@@ -162,6 +174,8 @@ class IngestWorkers:
                                              thread_name_prefix="ingest-record")
         self._supervisor: threading.Thread | None = None
         self.handed_off = 0  # connections handed to a worker so far
+        self._here: dict[socket.socket, Any] = {}  # socket -> its Association (None until made) for each
+        # connection a worker could serve that is served in-process because it was alone (``offer``)
 
     # -- life cycle
     def start(self, timeout: float = 60.0) -> None:
@@ -265,6 +279,9 @@ class IngestWorkers:
         if self.policy.check(called, calling, host) is not None:
             return False  # refused in-process: the same log line, event and A-ASSOCIATE-RJ as before
         with self._lock:
+            if not self._busy_locked():
+                self._here[sock] = None  # served here: the next one while it lasts goes to a worker
+                return False
             ready = [w for w in self._workers if w is not None and w.ready.is_set() and not w.gone]
             if not ready or self._stopping:
                 return False
@@ -284,6 +301,28 @@ class IngestWorkers:
             return False
         sock.close()  # the worker holds its own descriptor; never shutdown(): that would end the connection
         return True
+
+    def _busy_locked(self) -> bool:
+        """Is an association the workers could serve being served, here (kept by ``offer``) or in a worker?"""
+        for key, assoc in list(self._here.items()):
+            if assoc is not None and not assoc.is_alive():
+                del self._here[key]
+        return bool(self._here) or any(w is not None and w.connections for w in self._workers)
+
+    def served_here(self) -> int:
+        """How many connections ``offer`` kept in-process (alone when they came) are still being served."""
+        with self._lock:
+            self._busy_locked()
+            return len(self._here)
+
+    def kept(self, sock: socket.socket, assoc) -> None:
+        """The listener made ``assoc`` (None: failed) for a connection ``offer`` kept here."""
+        with self._lock:
+            if sock in self._here:
+                if assoc is None:
+                    del self._here[sock]
+                else:
+                    self._here[sock] = assoc
 
     # -- messages from a worker
     def _read(self, worker: _Worker) -> None:
@@ -352,20 +391,38 @@ class IngestWorkers:
         worker.chan.close()
 
 
+class _NotingHandler(RequestHandler):
+    """pynetdicom's handler, noting the Association it makes for the thread serving the connection."""
+
+    def _create_association(self):
+        assoc = super()._create_association()
+        self.server.made.assoc = assoc
+        return assoc
+
+
 class HandOffServer(ThreadedAssociationServer):
     """The node's plain listener when it has ingest workers: each connection's thread first ``offer``s
     it to them (which peeks at its A-ASSOCIATE-RQ), and serves it here as before when they decline."""
 
-    offer: Callable[[socket.socket, tuple], bool] | None = None
+    workers: IngestWorkers | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.RequestHandlerClass = _NotingHandler
+        self.made = threading.local()  # the Association made on this connection's thread
 
     def process_request_thread(self, request, client_address) -> None:
-        offer = self.offer
+        workers = self.workers
         try:
-            if offer is not None and offer(request, client_address):
+            if workers is not None and workers.offer(request, client_address):
                 return
         except Exception:  # noqa: BLE001 - serve it here rather than drop it
             log.exception("handing a connection from %s to an ingest worker failed", client_address[0])
-        super().process_request_thread(request, client_address)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            if workers is not None:
+                workers.kept(request, getattr(self.made, "assoc", None))
 
 
 def _associate_limit() -> int:

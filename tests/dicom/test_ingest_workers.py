@@ -2,6 +2,8 @@
 
 The appliance runs in this process (``build`` + ``start``) so that a test can see which connections
 went to a worker, and hold the parent's commit of a worker's sealed object while it kills that worker.
+A lone storage association is served in-process (workers.py, step 1), so the tests that want workers
+first hold one association open (``one_held_open``): every storage association after it goes to a worker.
 The last test runs a real ``serve`` process and kills it: its workers must end with it.
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
 
 import readback
 import synth
@@ -42,6 +46,21 @@ def running(data_dir: Path, **env: str):
 
 def port(app) -> str:
     return str(app.node.bound_address[1])
+
+
+@contextmanager
+def one_held_open(app, calling: str = "HOLDER"):
+    """An established storage association, idle until the block ends: served in-process, since it came alone."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", int(port(app)), ae_title="PACSBOX")
+    assert assoc.is_established
+    try:
+        assert app.node.workers.served_here() == 1
+        yield assoc
+    finally:
+        assoc.release()
+        ae.shutdown()
 
 
 def found_uids(app, tmp_path: Path, name: str) -> set[str]:
@@ -72,9 +91,12 @@ def mixed_set(directory: Path, tag: str) -> list[Path]:
 
 def test_storage_in_workers_then_find_and_get_see_everything(data_dir, tmp_path):
     files = mixed_set(tmp_path / "src", "WK1")
-    with running(data_dir) as app:
+    with running(data_dir) as app, one_held_open(app):
         workers = app.node.workers
         assert workers.ready_count() == WORKERS
+        for pid in workers.pids():  # what workers.WORKER_NEVER_IMPORTS keeps out of their memory
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "/numpy/" not in maps and "/psycopg" not in maps and "/PIL/" not in maps
         stored = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *files)
         assert stored.returncode == 0, stored.stderr
         assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", port(app)).returncode == 0
@@ -101,7 +123,7 @@ def test_storage_in_workers_then_find_and_get_see_everything(data_dir, tmp_path)
 
 def test_four_parallel_senders(data_dir, tmp_path):
     groups = [synth.write_study(tmp_path / f"src{i}", 2, 5, kind="CT", patient_id=f"PAR{i}") for i in range(4)]
-    with running(data_dir) as app:
+    with running(data_dir) as app, one_held_open(app):
         senders = [subprocess.Popen(["storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *map(str, g)],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for g in groups]
         outputs = [s.communicate(timeout=120)[0] for s in senders]
@@ -112,7 +134,7 @@ def test_four_parallel_senders(data_dir, tmp_path):
 
 def test_refused_caller_and_refused_store_answered_as_before(data_dir, tmp_path):
     files = synth.write_study(tmp_path / "src", 1, 2, kind="CT", patient_id="POLICY1")
-    with running(data_dir, PACS_DICOM_ALLOWED_CALLERS="GOODSCU") as app:
+    with running(data_dir, PACS_DICOM_ALLOWED_CALLERS="GOODSCU") as app, one_held_open(app, "GOODSCU"):
         refused = dcmtk("storescu", "-aet", "BADSCU", "-aec", "PACSBOX", "127.0.0.1", port(app), *files)
         assert refused.returncode != 0
         assert "Association Rejected" in refused.stderr + refused.stdout
@@ -149,7 +171,7 @@ def test_worker_killed_between_its_fsync_and_the_commit(data_dir, tmp_path, monk
 
     monkeypatch.setattr(workers_mod.IngestWorkers, "_record", held_record)
     log_path = tmp_path / "storescu.log"
-    with running(data_dir) as app:
+    with running(data_dir) as app, one_held_open(app):
         with open(log_path, "w") as log:
             sender = subprocess.Popen(["storescu", "-d", "-aec", "PACSBOX", "127.0.0.1", port(app),
                                        *map(str, files)], stdout=log, stderr=subprocess.STDOUT)
@@ -178,6 +200,26 @@ def test_worker_killed_between_its_fsync_and_the_commit(data_dir, tmp_path, monk
         assert readback.dataset_bytes(stored[uid_of(f)]) == readback.dataset_bytes(f.read_bytes())
     with readback.opened(data_dir) as (archive, _index):
         assert set(readback.index_object_ids(data_dir).values()) <= set(archive.list_ids())
+
+
+def test_a_lone_sender_is_served_in_process_the_second_concurrent_one_by_a_worker(data_dir, tmp_path):
+    first, second, third = (synth.write_study(tmp_path / f"src{i}", 1, 3, kind="CT", patient_id=f"HYB{i}")
+                            for i in range(3))
+    with running(data_dir) as app:
+        workers = app.node.workers
+        with one_held_open(app) as held:  # alone: in-process
+            assert workers.handed_off == 0
+            assert held.send_c_store(pydicom.dcmread(first[0])).Status == 0
+            assert workers.handed_off == 0
+            stored = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *second)  # while it is served
+            assert stored.returncode == 0, stored.stderr
+            assert workers.handed_off == 1
+        wait_until(lambda: workers.served_here() == 0, 30, what="the held association to end in the node")
+        wait_until(lambda: app.node.slots.elsewhere == 0, 30, what="the worker association's slot to be freed")
+        stored = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *third)  # alone again
+        assert stored.returncode == 0, stored.stderr
+        assert workers.handed_off == 1
+        assert found_uids(app, tmp_path, "find") == {uid_of(f) for f in [first[0], *second, *third]}
 
 
 def _children(pid: int) -> set[int]:
