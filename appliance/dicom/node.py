@@ -39,7 +39,9 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 # Accept storage of SOP classes pynetdicom does not list (new or private ones).
 _config.UNRESTRICTED_STORAGE_SERVICE = True
-tune_socket = tune_accepted_socket  # the EVT_CONN_OPEN handler for every acceptor (scu.py uses it too)
+# EVT_CONN_OPEN handlers every acceptor binds first, in this order (outbound writes to the tuned socket):
+# the node's and an ingest worker's (workers.py).
+CONNECTION_TUNING = ((evt.EVT_CONN_OPEN, tune_accepted_socket), (evt.EVT_CONN_OPEN, outbound_on_connection_open))
 
 
 def free_slot_of_silent_connection(event) -> None:
@@ -84,6 +86,15 @@ class NodeSettings:
     tls_port: int = 0
     plain: bool = True  # False: TLS only
 
+    def apply_to(self, ae: AE) -> None:
+        """The timeouts, maximum PDU and called-AE check of an acceptor (the node's, an ingest worker's)."""
+        ae.acse_timeout = self.acse_timeout
+        ae.dimse_timeout = self.dimse_timeout
+        ae.network_timeout = self.network_timeout
+        ae.maximum_pdu_size = self.max_pdu
+        ae.connection_timeout = self.acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
+        ae.require_called_aet = True
+
     @classmethod
     def from_config(cls, config) -> NodeSettings:
         d = config.dicom
@@ -110,18 +121,12 @@ class DicomNode:
         self.ae = AE(ae_title=s.ae_title)
         self.slots = AssociationSlots(self.ae, s.max_associations)  # counts accepted associations only
         self.ae.maximum_associations = pynetdicom_limit(s.max_associations)
-        self.ae.acse_timeout = s.acse_timeout
-        self.ae.dimse_timeout = s.dimse_timeout
-        self.ae.network_timeout = s.network_timeout
-        self.ae.maximum_pdu_size = s.max_pdu
-        self.ae.connection_timeout = s.acse_timeout  # C-MOVE sub-associations: TCP connect and TLS handshake
-        self.ae.require_called_aet = True
+        s.apply_to(self.ae)
         self._server = None  # the plain listener
         self._tls_server = None
         self.registry = ServiceRegistry()  # the DIMSE services: the node's conformance table
         self._watchers: list[tuple[Any, Callable, list]] = [
-            (evt.EVT_CONN_OPEN, tune_accepted_socket, []),
-            (evt.EVT_CONN_OPEN, outbound_on_connection_open, []),  # after tune_accepted_socket: its socket
+            *((event, handler, []) for event, handler in CONNECTION_TUNING),
             (evt.EVT_CONN_OPEN, self.slots.on_connection, []),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),

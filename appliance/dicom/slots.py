@@ -39,14 +39,17 @@ class AssociationSlots:
         self._lock = threading.Lock()
         self.elsewhere = 0  # slots held by associations served in ingest worker processes (workers.py)
 
+    def _held(self, exclude) -> int:
+        """Slots held now, here (but ``exclude``'s) and in ingest workers; called under ``_lock``."""
+        return sum(1 for a in self._acceptors(exclude) if getattr(a, "_pacs_slot", False)) + self.elsewhere
+
     def _acceptors(self, exclude) -> list:
         return [a for a in self.ae.active_associations if a.is_acceptor and a is not exclude]
 
     def take(self, assoc) -> tuple[int, int, int] | None:
         """Claim a slot for an accepted caller; a rejection when all are held."""
         with self._lock:
-            held = sum(1 for a in self._acceptors(assoc) if getattr(a, "_pacs_slot", False))
-            if held + self.elsewhere >= self.max_associations:
+            if self._held(assoc) >= self.max_associations:
                 return REJECT_BUSY
             assoc._pacs_slot = True
         return None
@@ -54,8 +57,7 @@ class AssociationSlots:
     def take_elsewhere(self) -> bool:
         """Claim a slot for an association handed to an ingest worker; False when all are held."""
         with self._lock:
-            held = sum(1 for a in self._acceptors(None) if getattr(a, "_pacs_slot", False))
-            if held + self.elsewhere >= self.max_associations:
+            if self._held(None) >= self.max_associations:
                 return False
             self.elsewhere += 1
         return True

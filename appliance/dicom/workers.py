@@ -547,10 +547,8 @@ def serve(chan: socket.socket) -> None:
     from ..ingest import Ingestor
     from . import echo, store
     from .association_log import AssociationLog
-    from .outbound import on_connection_open as outbound_on_connection_open
-    from .node import _ContextList, free_slot_of_silent_connection
+    from .node import CONNECTION_TUNING, _ContextList, free_slot_of_silent_connection
     from .registry import ServiceRegistry
-    from .sockets import tune_accepted_socket
 
     message, _ = _receive(chan)
     if message is None or message[0] != "start":
@@ -576,9 +574,7 @@ def serve(chan: socket.socket) -> None:
         for uid, transfer_syntaxes, scu_role, scp_role in service.contexts():
             ae.add_supported_context(uid, transfer_syntaxes, scu_role=scu_role, scp_role=scp_role)
     ae.maximum_associations = 4 * settings.max_associations + 8  # the parent's slots decide
-    ae.acse_timeout, ae.dimse_timeout = settings.acse_timeout, settings.dimse_timeout
-    ae.network_timeout, ae.maximum_pdu_size = settings.network_timeout, settings.max_pdu
-    ae.require_called_aet = True
+    settings.apply_to(ae)
 
     handed: dict[int, tuple[int, str]] = {}  # id(socket) -> (connection id, calling AE), until EVT_CONN_OPEN
     handed_lock = threading.Lock()
@@ -599,8 +595,7 @@ def serve(chan: socket.socket) -> None:
             event.assoc._pacs_connection = None
             parent.tell("closed", connection)
 
-    handlers = [(evt.EVT_CONN_OPEN, tune_accepted_socket, []),
-                (evt.EVT_CONN_OPEN, outbound_on_connection_open, []),  # after tune_accepted_socket: its socket
+    handlers = [*((event, handler, []) for event, handler in CONNECTION_TUNING),
                 (evt.EVT_CONN_OPEN, on_open, []),
                 (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
                 (evt.EVT_CONN_CLOSE, on_close, []),
