@@ -483,16 +483,12 @@ class RemoteIngestor:
         self.sealer = sealer  # an Ingestor with the archive and no index: only its ``seal`` is used
         self.parent = parent
 
-    def store_bytes(self, data: bytes, origin):
-        from ..ingest import StoreResult
-
-        sealed = self.sealer.seal(io.BytesIO(data), len(data))
-        if isinstance(sealed, StoreResult):
-            return sealed
+    def store_bytes(self, data: bytes, origin) -> None:
+        """Return once the parent committed the object's rows; raise the parent's refusal otherwise."""
+        sealed = self.sealer.seal(io.BytesIO(data), len(data))  # no index here: never a DUPLICATE result
         reply = self.parent.ask("record", sealed, origin)
         if reply[0] != "stored":
             raise RecordRefused(reply[1], reply[2])
-        return reply
 
 
 class _HandedOffPermissions:
