@@ -51,33 +51,40 @@ def _children(pid: int) -> set[int]:
     return children
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU time of ``pid`` and of its live child processes (an appliance's ingest workers), recursively."""
-    total = cpu_seconds(pid)
-    if total is None:
+def _tree_sum(pid: int, measure) -> float | None:
+    """``measure(pid)`` plus the same of its live child processes (an appliance's ingest workers), recursively;
+    None when ``pid`` is gone."""
+    own = measure(pid)
+    if own is None:
         return None
-    return total + sum(tree_cpu_seconds(c) or 0.0 for c in _children(pid))
+    return own + sum(_tree_sum(c, measure) or 0.0 for c in _children(pid))
+
+
+def pss_mb(pid: int) -> float | None:
+    """PSS of a live process (/proc/PID/smaps_rollup): its resident pages, shared ones split among sharers."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and of its live child processes."""
+    return _tree_sum(pid, cpu_seconds)
 
 
 def tree_peak_rss_mb(pid: int) -> float | None:
     """The sum of the peak RSS of ``pid`` and its live child processes (an upper bound of their peak together)."""
-    own = peak_rss_mb(pid)
-    if own is None:
-        return None
-    return own + sum(tree_peak_rss_mb(c) or 0.0 for c in _children(pid))
-
-
-PSS_INTERVAL = 0.2
+    return _tree_sum(pid, peak_rss_mb)
 
 
 def tree_pss_mb(pid: int) -> float | None:
-    """The PSS of ``pid`` plus that of its live child processes, recursively (None when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            own = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return None
-    return own + sum(tree_pss_mb(c) or 0.0 for c in _children(pid))
+    """The PSS of ``pid`` plus that of its live child processes."""
+    return _tree_sum(pid, pss_mb)
+
+
+PSS_INTERVAL = 0.2
 
 
 class PeakPss:
