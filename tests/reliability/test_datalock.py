@@ -11,6 +11,7 @@ from helpers import Server, run_cli
 from appliance.datalock import DataDirBusy, hold
 
 
+@pytest.mark.sqlcipher  # `index rebuild` is the embedded index's; on PostgreSQL it refuses before the lock (test_postgres_index.py)
 def test_rebuild_refuses_while_serve_holds_the_data_directory(data_dir):
     server = Server(data_dir).start(timeout=60)
     try:

@@ -32,6 +32,9 @@ from appliance.records.worklist import Worklist
 import synth
 from helpers import CLI, Server, init_data_dir, run_cli
 
+# The embedded index's file, snapshots and rebuild: a PostgreSQL index has none of them (its server keeps it;
+# what a wrong or old database does at start is tests/reliability/test_postgres_index.py).
+pytestmark = pytest.mark.sqlcipher
 GET_AE = "GETSCU"
 BIG = int(os.environ.get("REBUILD_TEST_OBJECTS", "10000"))
 

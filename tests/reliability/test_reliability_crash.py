@@ -104,7 +104,7 @@ def read_back(data_dir: Path) -> tuple[dict[str, bytes], set[str], set[str]]:
 
     cfg = load(data_dir, env={})
     keyring = KeyStore(cfg.keys_dir).load()
-    index = Index.open(cfg.index_path, keyring.index_key)
+    index = Index.open(cfg.index_path, keyring.index_key, url=cfg.index.url)  # a PostgreSQL index: its URL
     try:
         archive = Archive(cfg.archive_dir, keyring)
         rows = instances(index)
