@@ -59,6 +59,25 @@ def _check_index_file(path, key: bytes) -> None:
     log.info("start-up: the index file passed SQLite's quick check")
 
 
+def _refuse_an_empty_database(url: str, allow_insecure: bool, archive: Archive) -> None:
+    """A PostgreSQL database without an index under an archive with objects is not this box's (a wrong
+    [index] url, a recreated database): migrating it would make an empty index there, and reconciliation
+    would then move every object aside. Refuses (exit 7) as a missing index file does, changing nothing."""
+    from .index.postgres import PostgresIndexDatabase, redact
+    from .index.rebuild import IndexNeedsRebuild
+
+    db = PostgresIndexDatabase(url, allow_insecure)
+    try:
+        if db.holds_index() or not archive.has_objects():
+            return
+    finally:
+        db.close()
+    raise IndexNeedsRebuild(
+        f"the PostgreSQL database {redact(url)} ([index] url) holds no index, but the archive holds objects. "
+        "Nothing was changed. Check that [index] url (or PACS_INDEX_URL) names this box's database, or restore "
+        "the database's newest backup on its server")
+
+
 @dataclass
 class Appliance:
     """Every part of one running appliance, built by ``build``: always set, except the two that are
@@ -182,6 +201,7 @@ class Parts:
     def index(self) -> Index:
         s = self.config.index
         if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
+            _refuse_an_empty_database(s.url, s.allow_insecure, self.archive)
             return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
                               case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
         from .index.rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive

@@ -36,6 +36,9 @@ class IndexDatabase(SqlCipherDatabase):
     """SqlCipherDatabase keyed with a raw key instead of a passphrase."""
 
     write_lock: tuple = ("IMMEDIATE",)  # the writer takes the write lock up front: no upgrade deadlocks
+    # What to do when the index lacks rows the archive has (reconcile.TooManyOrphans).
+    remedy = ("Stop the service and run `pacs-appliance index rebuild` (it rebuilds the index from the archive "
+              "and its latest index snapshot)")
 
     def __init__(self, path: Path, key: bytes, cache_mb: int = 32):
         self._raw_key = key.hex()

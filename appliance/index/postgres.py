@@ -122,6 +122,9 @@ class PostgresIndexDatabase(PostgresqlDatabase):
     """The index on a PostgreSQL server, speaking the schema and SQL the SQLite index speaks."""
 
     write_lock: tuple = ()  # the writer's transactions: PostgreSQL locks rows, not the database
+    # reconcile.TooManyOrphans: the embedded index's rebuild does not apply (no local snapshots of this one).
+    remedy = ("Stop the service and check that [index] url names this box's database, or restore the "
+              "database's newest backup on its server")
 
     def __init__(self, url: str, allow_insecure: bool = False):
         params = connection_params(url, allow_insecure)
@@ -179,3 +182,8 @@ class PostgresIndexDatabase(PostgresqlDatabase):
 
     def describe(self) -> str:
         return redact(self.url)
+
+    def holds_index(self) -> bool:
+        """Whether the database already holds an index (the migrations' history table, playhouse's
+        Runner default name, on the connection's search path): read only, before anything migrates it."""
+        return bool(self.execute_sql("SELECT to_regclass('schema_migration') IS NOT NULL").fetchone()[0])

@@ -7,7 +7,8 @@ and decrypts nothing, so it stays fast on a big archive:
 - an object no index row names is an **orphan**: a crash between the archive
   write and the index commit (never acknowledged to the sender). Above a small
   bound (``orphan_limit``) the index is what is wrong, not the writes: start-up
-  stops and asks for ``pacs-appliance index rebuild`` and moves nothing. Orphans are
+  stops, says what to do (``pacs-appliance index rebuild``; on PostgreSQL: check
+  ``[index] url`` or restore the database) and moves nothing. Orphans are
   quarantined, not deleted (``quarantine_orphans``: the file archive moves them to
   ``archive/orphans/<object id>``: same name, the envelope is bound to it, so
   they stay readable) and counted in the log;
@@ -137,8 +138,7 @@ def reconcile(archive: StorageArea, index, idle: bool = True, *, written_before:
         raise TooManyOrphans(
             f"{len(orphans)} of {report.archived} archive objects have no index row: far more than writes "
             "interrupted before their commit leave, so the index is an old copy or has lost rows. Nothing was "
-            "moved. Stop the service and run `pacs-appliance index rebuild` (it rebuilds the index from the "
-            "archive and its latest index snapshot)")
+            f"moved. {index.db.remedy}")
     if written_before is not None:  # beside live writes: only what still disagrees now
         orphans = [oid for oid in orphans if not index.objects.names(oid)]
         report.missing = [m for m in report.missing if index.objects.names(m.object_id)

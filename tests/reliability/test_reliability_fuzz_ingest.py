@@ -12,7 +12,6 @@ import io
 import logging
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
