@@ -63,11 +63,13 @@ def snapshot(data_dir) -> None:
 @data_option
 @friendly_errors
 def check(data_dir) -> None:
-    """SQLite's full integrity check of the index, and its rows against the archive; exit 4 on any problem."""
+    """SQLite's full integrity check of the index (an embedded one), and its rows against the archive; exit 4 on
+    any problem."""
     from ..services.verify import check_index
 
     with open_appliance(data_dir) as app:
-        report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)
+        report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index,
+                             index_file=not app.config.index.url)
     for line in report.lines():
         click.echo(line)
     sys.exit(0 if report.ok else 4)

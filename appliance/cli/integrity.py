@@ -14,12 +14,13 @@ from .common import data_option, friendly_errors, open_appliance
 @click.option("--sample", type=int, default=None, help="Check only this many randomly chosen objects.")
 @friendly_errors
 def verify(data_dir, sample) -> None:
-    """Check the index (SQLite integrity check, rows against the archive), then every archive object's
+    """Check the index (SQLite integrity check of an embedded one, rows against the archive), then every archive object's
     authentication tags and its index row; exit 4 on any damage."""
     from ..services.verify import check_index, summarize, verify_all
 
     with open_appliance(data_dir) as app:
-        index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index)
+        index_report = check_index(app.config.index_path, app.keyring.index_key, app.archive, lambda: app.index,
+                                   index_file=not app.config.index.url)
         for line in index_report.lines():
             click.echo(line)
         if index_report.problems:  # nothing more is read from a damaged index, nor written to it

@@ -105,6 +105,8 @@ class IndexCheck:
     """The index file's own soundness and its rows against the archive (issue 15)."""
 
     problems: list[str] = field(default_factory=list)  # SQLite's integrity check, line by line
+    remedy: str = ""  # what to do about unindexed objects (the backend's: index rebuild, or the database's backup)
+    file_checked: bool = True  # False on PostgreSQL: no index file here (its server keeps the database sound)
     indexed: int = 0  # objects the index names
     archived: int = 0  # objects in the archive
     unindexed: list[str] = field(default_factory=list)  # archive objects no row names
@@ -121,30 +123,36 @@ class IndexCheck:
                        "`pacs-appliance index rebuild`")
             out += [f"  {p}" for p in self.problems]
         if self.unindexed:
-            out.append(f"{len(self.unindexed)} archive object(s) have no index row (run `pacs-appliance index "
-                       "rebuild` if more than a write interrupted at a crash would leave)")
+            out.append(f"{len(self.unindexed)} archive object(s) have no index row (if more than a write "
+                       f"interrupted at a crash would leave: {self.remedy})")
             out += [f"  {oid}" for oid in self.unindexed[:20]]
         if self.missing:
             out.append(f"{len(self.missing)} indexed object(s) are missing from the archive")
             out += [f"  {m}" for m in self.missing[:20]]
         if self.ok:
-            out.append("index intact: integrity check ok, rows and archive agree")
+            out.append("index intact: " + ("integrity check ok, " if self.file_checked else "")
+                       + "rows and archive agree")
         return out
 
 
-def check_index(index_path, index_key: bytes, archive: StorageArea, open_index: Callable[[], Index]) -> IndexCheck:
+def check_index(index_path, index_key: bytes, archive: StorageArea, open_index: Callable[[], Index], *,
+                index_file: bool = True) -> IndexCheck:
     """SQLite's full integrity check, then the index's object ids merged with the archive's (both sorted).
+    ``index_file``: False for a PostgreSQL index (there is no file to check; its rows still are).
 
     ``open_index`` is called only once the file checked sound: opening a damaged file can itself fail
     on the page it reads first, and that must be reported as damage, not as a crash."""
     from ..index import health
     from ..index.reconcile import ReconcileReport, _merge
 
-    result = IndexCheck(problems=health.check(index_path, index_key, full=True))
+    result = IndexCheck(problems=health.check(index_path, index_key, full=True) if index_file else [],
+                        file_checked=index_file)
     if result.problems:
         return result  # rows read from a damaged file prove nothing
+    index = open_index()
+    result.remedy = index.db.remedy
     merged = ReconcileReport()
-    result.unindexed = _merge(open_index().objects.named(), iter(archive.list_ids()), merged)
+    result.unindexed = _merge(index.objects.named(), iter(archive.list_ids()), merged)
     result.indexed, result.archived = merged.indexed, merged.archived
     result.missing = [f"{'(replaced) ' if m.replaced else ''}{m.sop_uid} (object {m.object_id})"
                       for m in merged.missing]

@@ -94,3 +94,26 @@ def test_index_rebuild_refuses_a_postgresql_index_and_changes_nothing(pg_box):
         assert parts.index.objects.count() == STORED
     finally:
         parts.close()
+
+
+def test_verify_and_index_check_on_a_sound_postgresql_box_find_nothing_wrong(pg_box):
+    """The embedded file's integrity check is not asked of a PostgreSQL index (there is no index.db: it
+    reported that as a DAMAGED index and exited 4); rows against the archive still are."""
+    for command in (["verify", "--sample", "3"], ["index", "check"]):
+        done = subprocess.run(CLI + command + ["--data", str(pg_box)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "DAMAGED" not in done.stdout and f"index: {STORED} object(s) named" in done.stdout, done.stdout
+        assert done.stdout.splitlines()[1].endswith("rows and archive agree"), done.stdout
+
+
+def test_index_check_on_postgresql_names_the_database_remedy_for_unindexed_objects(pg_box):
+    parts = Parts(config_mod.load(pg_box, env={}))
+    try:
+        parts.index.db.execute_sql("DELETE FROM instance")
+    finally:
+        parts.close()
+    done = subprocess.run(CLI + ["index", "check", "--data", str(pg_box)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"{STORED} archive object(s) have no index row" in done.stdout and "[index] url" in done.stdout
+    assert "index rebuild" not in done.stdout, done.stdout
