@@ -59,7 +59,7 @@ def _check_index_file(path, key: bytes) -> None:
     log.info("start-up: the index file passed SQLite's quick check")
 
 
-def _refuse_an_empty_database(url: str, allow_insecure: bool, archive: Archive) -> None:
+def _refuse_an_empty_database(url: str, allow_insecure: bool, archive_has_objects: Callable[[], bool]) -> None:
     """A PostgreSQL database without an index under an archive with objects is not this box's (a wrong
     [index] url, a recreated database): migrating it would make an empty index there, and reconciliation
     would then move every object aside. Refuses (exit 7) as a missing index file does, changing nothing."""
@@ -68,7 +68,7 @@ def _refuse_an_empty_database(url: str, allow_insecure: bool, archive: Archive) 
 
     db = PostgresIndexDatabase(url, allow_insecure)
     try:
-        if db.holds_index() or not archive.has_objects():
+        if db.holds_index() or not archive_has_objects():  # the archive only asked about an empty database
             return
     finally:
         db.close()
@@ -201,7 +201,7 @@ class Parts:
     def index(self) -> Index:
         s = self.config.index
         if s.url:  # PostgreSQL: the database server keeps it (no local snapshots or rebuild yet)
-            _refuse_an_empty_database(s.url, s.allow_insecure, self.archive)
+            _refuse_an_empty_database(s.url, s.allow_insecure, lambda: self.archive.has_objects())
             return Index.open(self.config.index_path, self.keyring.index_key, cache_mb=s.cache_mb,
                               case_sensitive_names=s.case_sensitive_names, url=s.url, allow_insecure=s.allow_insecure)
         from .index.rebuild import ensure_index  # refuses to open a lost or damaged index over a full archive
