@@ -98,27 +98,35 @@ def _walk(w: _Window, pos: int, implicit: bool, keep: dict | None, tags, group2:
     ``keep``; ``tags`` None with ``keep`` keeps every element (the file meta)."""
     size = w.size
     while pos < size:
-        o = w.at(pos, 8)
-        group, elem, length = IMPLICIT.unpack_from(w.buf, o)
+        o = pos - w.start
+        if o < 0 or o + 12 > len(w.buf):  # (12: the longest header; most are in the buffer already)
+            if size - pos < 8:
+                raise _NotPlain  # stray bytes at the end: pydicom ignores them, let it
+            o = w.at(pos, min(12, size - pos))
+        if implicit:
+            group, elem, length = IMPLICIT.unpack_from(w.buf, o)
+            raw_vr = None
+        else:
+            group, elem, raw_vr, length = EXPLICIT.unpack_from(w.buf, o)
         if group2 and group != 2:
             return pos  # the end of the file meta, whatever the dataset's encoding
         if group == 0xFFFE:  # delimiters have no VR in either encoding
             if in_item and elem == 0xE00D:
                 return pos + 8
             raise _NotPlain  # a stray delimiter: pydicom stops there
-        tag, vr, header = group << 16 | elem, None, 8
-        if not implicit:
-            _, _, raw_vr, length = EXPLICIT.unpack_from(w.buf, o)
+        tag, header = group << 16 | elem, 8
+        if raw_vr is not None:
             if raw_vr not in VRS:
                 raise _NotPlain  # pydicom would guess (implicit VR inside explicit): let it
-            vr = raw_vr.decode()
             if raw_vr in LONG_VRS:
-                length, header = LONG.unpack_from(w.buf, w.at(pos + 8, 4))[0], 12
+                if o + 12 > len(w.buf):
+                    raise _NotPlain  # the file ends inside the header
+                length, header = LONG.unpack_from(w.buf, o + 8)[0], 12
         value_pos = pos + header
         if length == UNDEFINED:
-            if tag == PIXEL_DATA and not in_item and vr in (None, "OB", "OW"):
+            if tag == PIXEL_DATA and not in_item and raw_vr in (None, b"OB", b"OW"):
                 end = _skip_fragments(w, value_pos)
-            elif vr == "SQ" or (implicit and _dictionary_vr(tag) == "SQ"):
+            elif raw_vr == b"SQ" or (implicit and _dictionary_vr(tag) == "SQ"):
                 end = _skip_items(w, value_pos, implicit)
             else:
                 raise _NotPlain
@@ -128,16 +136,18 @@ def _walk(w: _Window, pos: int, implicit: bool, keep: dict | None, tags, group2:
                 raise _NotPlain
         if keep is not None:
             if tags is None:
-                keep[BaseTag(tag)] = _raw(w, tag, vr, length, value_pos, implicit, True)
+                keep[BaseTag(tag)] = _raw(w, tag, raw_vr, length, value_pos, implicit, True)
             elif tag in tags[0]:
-                keep[BaseTag(tag)] = _raw(w, tag, vr, length, value_pos, implicit, tag not in tags[1])
+                keep[BaseTag(tag)] = _raw(w, tag, raw_vr, length, value_pos, implicit, tag not in tags[1])
         pos = end
     if in_item:
         raise _NotPlain  # the file ends inside an item
     return pos
 
 
-def _raw(w: _Window, tag: int, vr, length: int, value_pos: int, implicit: bool, read: bool) -> RawDataElement:
+def _raw(w: _Window, tag: int, raw_vr: bytes | None, length: int, value_pos: int, implicit: bool,
+         read: bool) -> RawDataElement:
+    vr = raw_vr.decode() if raw_vr is not None else None
     if length == UNDEFINED and read:
         raise _NotPlain  # a wanted value that is a sequence: pydicom makes what it can of it
     if not read or length == UNDEFINED:
