@@ -7,12 +7,14 @@ then stores the first ``--count`` instances of the ingest corpus, timing each st
 the whole process per instance. Use it before and after a change to the ingest path; the network
 benchmark (run_ingest.py) adds pynetdicom's own work on top.
 
-    .venv/bin/python bench/ingest_stages.py [--count 400] [--overlap]
+    .venv/bin/python bench/ingest_stages.py [--count 400] [--overlap | --parse-only]
 
 ``--overlap`` instead times the seal three ways, alternating instance by instance: serial (parse,
 then ``archive.put``), ``archive.put`` on a second thread while this one parses, and the parse on
 a second thread while this one puts; the plain run shows the parse and the put (encrypt + write + fsync) alone.
-Issue 18 item 2: is the overlap worth its thread hand-off?
+Issue 18 item 2: is the overlap worth its thread hand-off? ``--parse-only`` times
+``dicomfile.parse`` alone (three passes over the instances, after one warm-up pass): process CPU
+per parse, steadier than wall time on a loaded machine.
 """
 from __future__ import annotations
 
@@ -44,9 +46,19 @@ def main() -> None:
     p.add_argument("--count", type=int, default=400)
     p.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "pacs-bench-corpus")
     p.add_argument("--overlap", action="store_true", help="compare a serial and an overlapped seal")
+    p.add_argument("--parse-only", action="store_true", help="time dicomfile.parse alone (process CPU)")
     args = p.parse_args()
 
     blobs = [f.read_bytes() for f in make_corpus(args.corpus)[: args.count]]
+    if args.parse_only:
+        for data in blobs:  # warm-up: imports, caches
+            parse(io.BytesIO(data), len(data))
+        started = time.process_time()
+        for data in blobs * 3:
+            parse(io.BytesIO(data), len(data))
+        print(f"parse alone: {(time.process_time() - started) * 1000 / (3 * len(blobs)):.3f} ms process CPU "
+              f"per instance ({len(blobs)} instances, 3 passes)")
+        return
     with tempfile.TemporaryDirectory(prefix="pacs-stages-") as tmp:
         data_dir = Path(tmp) / "data"
         password = Path(tmp) / "pw"
