@@ -61,8 +61,9 @@ def _value(ds: Dataset, tag: BaseTag, encodings: list[str]):
 
     Text is decoded straight from the bytes read, with pydicom's own character set decoder,
     and a single US value is read as the integer it is: building pydicom's element objects for
-    the ~30 values the index keeps cost more than reading the file. Anything else (binary VRs, an explicit VR that differs from the
-    dictionary's, such as UN) goes through pydicom's full conversion.
+    the ~30 values the index keeps cost more than reading the file. Anything else (other binary
+    VRs, an explicit VR that differs from the dictionary's, such as UN) goes through pydicom's
+    full conversion.
     """
     elem = ds.get_item(tag)
     if elem is None:
@@ -143,7 +144,7 @@ PIXEL_DATA = PIXEL_TAGS[0]
 BITS_ALLOCATED, SAMPLES_PER_PIXEL, PHOTOMETRIC, ROWS, COLUMNS, NUMBER_OF_FRAMES = (
     Tag(tag_for_keyword(k)) for k in ("BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation", "Rows",
                                       "Columns", "NumberOfFrames"))
-# The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
+# The only elements parse reads; the rest of the dataset is stepped over without decoding it.
 READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
                    | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET, BITS_ALLOCATED,
                       SAMPLES_PER_PIXEL, PHOTOMETRIC})
