@@ -28,6 +28,7 @@ from pydicom.uid import UID, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 from ..errors import ApplianceError, InvalidObject
 from ..index.query import QueryError, normalize_time
 from ..index.records import InstanceAttributes
+from .quickread import read_plain
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -36,7 +37,7 @@ DEFER_SIZE = 4 * 1024 * 1024  # larger values are checked for presence, not read
 
 @dataclass
 class ParsedObject:
-    dataset: Dataset  # only the elements parse reads (READ_TAGS); large values deferred
+    dataset: Dataset  # only the elements parse reads (READ_TAGS); pixel data's value may be unread
     attributes: InstanceAttributes
     prefix: bytes  # generated file meta to put before the input (b"" when it had its own)
 
@@ -58,21 +59,25 @@ TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN"
 def _value(ds: Dataset, tag: BaseTag, encodings: list[str]):
     """The value of ``tag`` (None when absent); text as one string, several values joined by backslashes.
 
-    Text is decoded straight from the bytes read, with pydicom's own character set decoder:
-    building pydicom's element objects for the ~30 values the index keeps cost more than
-    reading the file. Anything else (binary VRs, an explicit VR that differs from the
-    dictionary's, such as UN) goes through pydicom's full conversion.
+    Text is decoded straight from the bytes read, with pydicom's own character set decoder,
+    and a single US value is read as the integer it is: building pydicom's element objects for
+    the ~30 values the index keeps cost more than reading the file. Anything else (other binary
+    VRs, an explicit VR that differs from the dictionary's, such as UN) goes through pydicom's
+    full conversion.
     """
     elem = ds.get_item(tag)
     if elem is None:
         return None
     vr = _DICTIONARY_VR[tag]
-    if vr in TEXT_VRS and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
-            and elem.VR in (None, vr):  # None: implicit VR, the dictionary's applies
-        values = [v.strip("\0 ") for v in decode_bytes(elem.value, encodings, TEXT_VR_DELIMS).split("\\")]
-        if vr == "PN":  # as pydicom's PersonName: no empty trailing component groups
-            values = [v.rstrip("=") for v in values]
-        return "\\".join(values)
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) and elem.VR in (None, vr):
+        # (VR None: implicit VR, the dictionary's applies)
+        if vr in TEXT_VRS:
+            values = [v.strip("\0 ") for v in decode_bytes(elem.value, encodings, TEXT_VR_DELIMS).split("\\")]
+            if vr == "PN":  # as pydicom's PersonName: no empty trailing component groups
+                values = [v.rstrip("=") for v in values]
+            return "\\".join(values)
+        if vr == "US" and len(elem.value) == 2:  # Rows, Columns, Bits Allocated...: one unsigned short
+            return int.from_bytes(elem.value, "little" if elem.is_little_endian else "big")
     return ds[tag].value
 
 
@@ -133,17 +138,19 @@ _FIELDS = tuple((name, Tag(tag_for_keyword(keyword)), convert) for name, keyword
 
 SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET = (Tag(tag_for_keyword(k)) for k in (
     "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SpecificCharacterSet"))
-_DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in [t for _, t, _ in _FIELDS]
-                  + [SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID]}
 PIXEL_TAGS = tuple(Tag(tag_for_keyword(k)) for k in (
     "PixelData", "FloatPixelData", "DoubleFloatPixelData", "PixelDataProviderURL"))
 PIXEL_DATA = PIXEL_TAGS[0]
-BITS_ALLOCATED, SAMPLES_PER_PIXEL, PHOTOMETRIC = (Tag(tag_for_keyword(k)) for k in (
-    "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation"))
-# The only elements parse reads; pydicom seeks over the rest of the dataset without decoding it.
+BITS_ALLOCATED, SAMPLES_PER_PIXEL, PHOTOMETRIC, ROWS, COLUMNS, NUMBER_OF_FRAMES = (
+    Tag(tag_for_keyword(k)) for k in ("BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation", "Rows",
+                                      "Columns", "NumberOfFrames"))
+# The only elements parse reads; the rest of the dataset is stepped over without decoding it.
 READ_TAGS = sorted({tag for _, tag, _ in _FIELDS} | set(PIXEL_TAGS)
                    | {SOP_INSTANCE_UID, SOP_CLASS_UID, STUDY_UID, SERIES_UID, CHARSET, BITS_ALLOCATED,
                       SAMPLES_PER_PIXEL, PHOTOMETRIC})
+TRANSFER_SYNTAX, MEDIA_SOP_INSTANCE = Tag(0x00020010), Tag(0x00020003)
+READ_SET, PIXEL_SET = frozenset(READ_TAGS), frozenset(PIXEL_TAGS)  # of pixels, parse needs no value
+_DICTIONARY_VR = {tag: dictionary_VR(tag) for tag in READ_TAGS}
 TRUNCATED_PIXELS = "the pixel data is truncated"  # one reason, whichever way the object came in
 
 
@@ -179,7 +186,7 @@ def _ends_inside(tag) -> str:
     return "the file is truncated: it ends inside its data"
 
 
-def _check_pixel_length(ds: Dataset) -> None:
+def _check_pixel_length(ds: Dataset, encodings: list[str]) -> None:
     """Native pixel data must hold Rows x Columns x frames x samples x BitsAllocated bits (PS3.5 8.1.1).
 
     A file cut inside its pixel data is caught by ``_check_complete``; a sender that reads such a
@@ -192,12 +199,12 @@ def _check_pixel_length(ds: Dataset) -> None:
     length = getattr(elem, "length", None)
     if length in (None, UNDEFINED_LENGTH):  # encapsulated (compressed) frames: their decoder checks them
         return
-    rows, columns = _int(ds.get("Rows")), _int(ds.get("Columns"))
-    bits, samples = _int(ds.get("BitsAllocated")), _int(ds.get("SamplesPerPixel")) or 1
-    frames = _int(ds.get("NumberOfFrames")) or 1
+    rows, columns, bits, samples, frames = (_int(_value(ds, tag, encodings)) for tag in (
+        ROWS, COLUMNS, BITS_ALLOCATED, SAMPLES_PER_PIXEL, NUMBER_OF_FRAMES))
+    samples, frames = samples or 1, frames or 1
     if not rows or not columns or not bits:
         return
-    if samples == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+    if samples == 3 and _text(_value(ds, PHOTOMETRIC, encodings)) == "YBR_FULL_422":
         samples = 2  # two chroma samples shared by two pixels (PS3.3 C.7.6.3.1.2)
     needed = (rows * columns * frames * samples * bits + 7) // 8
     if length < needed:
@@ -234,8 +241,41 @@ def _kind(exc: Exception) -> str:
 
 
 def _parse(src: BinaryIO, size: int) -> ParsedObject:
-    src.seek(0)
     prefix = b""
+    ds = read_plain(src, size, READ_SET, PIXEL_SET)  # the common case, proven whole on the way
+    if ds is None:
+        ds = _read_with_pydicom(src, size)
+    src.seek(0)
+
+    encodings = _encodings_of(ds)
+    sop_uid = _check_uid(_value(ds, SOP_INSTANCE_UID, encodings), "SOPInstanceUID")
+    sop_class = _check_uid(_value(ds, SOP_CLASS_UID, encodings), "SOPClassUID")
+    study_uid = _check_uid(_value(ds, STUDY_UID, encodings), "StudyInstanceUID")
+    series_uid = _check_uid(_value(ds, SERIES_UID, encodings), "SeriesInstanceUID")
+    _check_has_pixels(ds, sop_class)
+    _check_pixel_length(ds, encodings)
+
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = str(meta[TRANSFER_SYNTAX].value or "") if meta and TRANSFER_SYNTAX in meta else ""
+    if not meta or TRANSFER_SYNTAX not in meta:
+        # A bare dataset: pydicom guessed its encoding; record that in a generated meta.
+        transfer_syntax = str(_guessed_syntax(ds))
+        prefix = _file_meta_prefix(sop_class, sop_uid, transfer_syntax)
+    elif MEDIA_SOP_INSTANCE in meta and str(meta[MEDIA_SOP_INSTANCE].value).strip("\0 ") != sop_uid:
+        raise InvalidObject("the file meta names a different SOP Instance UID than the dataset")
+    else:
+        _check_transfer_syntax(ds, transfer_syntax.strip("\0 "))
+
+    values = {name: convert(_value(ds, tag, encodings)) for name, tag, convert in _FIELDS}
+    attributes = InstanceAttributes(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
+                                    series_uid=series_uid, transfer_syntax=transfer_syntax, **values)
+    return ParsedObject(ds, attributes, prefix)
+
+
+def _read_with_pydicom(src: BinaryIO, size: int) -> Dataset:
+    """Everything ``read_plain`` leaves: pydicom reads the wanted elements, guessing what it must
+    (no preamble, another encoding than declared), and the result is checked for truncation."""
+    src.seek(0)
     try:
         try:
             ds = pydicom.dcmread(src, defer_size=DEFER_SIZE, specific_tags=READ_TAGS)
@@ -253,30 +293,7 @@ def _parse(src: BinaryIO, size: int) -> ParsedObject:
         raise InvalidObject(f"not a readable DICOM file ({_kind(exc)})") from None
     finally:
         src.seek(0)
-
-    encodings = _encodings_of(ds)
-    sop_uid = _check_uid(_value(ds, SOP_INSTANCE_UID, encodings), "SOPInstanceUID")
-    sop_class = _check_uid(_value(ds, SOP_CLASS_UID, encodings), "SOPClassUID")
-    study_uid = _check_uid(_value(ds, STUDY_UID, encodings), "StudyInstanceUID")
-    series_uid = _check_uid(_value(ds, SERIES_UID, encodings), "SeriesInstanceUID")
-    _check_has_pixels(ds, sop_class)
-    _check_pixel_length(ds)
-
-    meta = getattr(ds, "file_meta", None)
-    transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta else ""
-    if not meta or "TransferSyntaxUID" not in meta:
-        # A bare dataset: pydicom guessed its encoding; record that in a generated meta.
-        transfer_syntax = str(_guessed_syntax(ds))
-        prefix = _file_meta_prefix(sop_class, sop_uid, transfer_syntax)
-    elif str(meta.get("MediaStorageSOPInstanceUID", sop_uid)).strip("\0 ") != sop_uid:
-        raise InvalidObject("the file meta names a different SOP Instance UID than the dataset")
-    else:
-        _check_transfer_syntax(ds, transfer_syntax.strip("\0 "))
-
-    values = {name: convert(_value(ds, tag, encodings)) for name, tag, convert in _FIELDS}
-    attributes = InstanceAttributes(sop_uid=sop_uid, sop_class_uid=sop_class, study_uid=study_uid,
-                                    series_uid=series_uid, transfer_syntax=transfer_syntax, **values)
-    return ParsedObject(ds, attributes, prefix)
+    return ds
 
 
 def _check_transfer_syntax(ds: Dataset, transfer_syntax: str) -> None:
