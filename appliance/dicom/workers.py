@@ -492,13 +492,22 @@ class RemoteIngestor:
 
 
 class _HandedOffPermissions:
-    """store.py's ``peers`` in a worker: the parent decided the store permission at hand-off."""
+    """store.py's ``peers`` in a worker: the parent decided the store permission at hand-off. A calling AE
+    it was never told about (which the parent's hand-off makes impossible) is refused, never trusted."""
 
     def __init__(self) -> None:
         self.can_store: dict[str, bool] = {}
 
     def permits(self, calling: str, permission: str) -> bool:
-        return self.can_store.get(calling.strip(), True) if permission == "can_store" else False
+        calling = calling.strip()
+        if permission != "can_store":
+            return False
+        allowed = self.can_store.get(calling)
+        if allowed is None:
+            log.error("ingest worker: no store permission was handed over for calling AE %r; its C-STORE is "
+                      "refused (a hand-off without its permission is a bug in workers.py)", calling)
+            return False
+        return allowed
 
 
 class _ForwardToParent(logging.Handler):

@@ -262,3 +262,16 @@ def test_workers_end_with_a_killed_parent(data_dir, tmp_path, while_storing):
         if sender is not None:
             sender.kill()
         srv.kill()
+
+
+def test_a_worker_refuses_to_store_for_a_calling_ae_it_was_never_told_about(caplog):
+    """The parent hands each connection over with its calling AE's store permission; a C-STORE in a worker
+    for any other AE is refused (fail closed), with a log line that says why."""
+    permissions = workers_mod._HandedOffPermissions()
+    permissions.can_store.update({"ALLOWED": True, "DENIED": False})
+    assert permissions.permits("ALLOWED ", "can_store")
+    assert not permissions.permits("DENIED", "can_store")
+    assert not permissions.permits("ALLOWED", "can_move")
+    with caplog.at_level("ERROR", logger=workers_mod.__name__):
+        assert not permissions.permits("STRANGER", "can_store")
+    assert "no store permission was handed over for calling AE 'STRANGER'" in caplog.text
