@@ -56,6 +56,10 @@ from typing import Any, Callable
 # arrays, pixel data, both off the ingest path), Pillow (pixel decoders) and requests (its test-data
 # download). pydicom and peewee are made to work without them; an import of one raises ImportError here.
 WORKER_NEVER_IMPORTS = ("psycopg", "numpy", "PIL", "requests")
+# The index: a worker never opens it, and parses and seals with the plain records of appliance/records, so it
+# holds none of this (peewee + SQLCipher were ~14 MB RSS a worker; bench/README.md, "Session 7: ingest
+# workers"). Its "ready" message says which of these it imported all the same: the parent logs them, tests check.
+INDEX_MODULES = ("appliance.index", "peewee", "playhouse", "sqlcipher3", "sqlite3")
 if __name__ == "__main__":
     for _name in WORKER_NEVER_IMPORTS:
         sys.modules.setdefault(_name, None)  # type: ignore[assignment]
@@ -144,6 +148,7 @@ class _Worker:
         self.chan = chan
         self.lock = threading.Lock()
         self.ready = threading.Event()
+        self.index_modules: list[str] = []  # which of INDEX_MODULES it imported (its "ready" message)
         self.connections: dict[int, dict | None] = {}  # handed-off connections still open (their slots) ->
         # the established association's {"calling_ae", "address"} (None before)
         self.gone = False
@@ -207,6 +212,11 @@ class IngestWorkers:
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w is not None and not w.gone]
+
+    def index_modules(self) -> dict[int, list[str]]:
+        """pid -> which of INDEX_MODULES each ready worker imported (none, unless an import crept in)."""
+        return {w.proc.pid: list(w.index_modules) for w in self._workers
+                if w is not None and w.ready.is_set() and not w.gone}
 
     def stop(self) -> None:
         with self._changed:
@@ -346,6 +356,11 @@ class IngestWorkers:
                 elif kind == "closed":
                     self._closed(worker, message[1])
                 elif kind == "ready":
+                    worker.index_modules = list(message[1])
+                    if worker.index_modules:
+                        log.warning("ingest worker %d imported %s, which it never uses (memory in every worker): "
+                                    "an import on the worker's path reaches appliance/index", worker.number,
+                                    ", ".join(worker.index_modules))
                     worker.ready.set()
                     with self._changed:
                         self._changed.notify_all()
@@ -611,7 +626,7 @@ def serve(chan: socket.socket) -> None:
                             server_class=ThreadedAssociationServer)
     server.socket.close()  # never listens: its connections come from the parent
     server.server_address = (settings.host, settings.port)
-    parent.tell("ready")
+    parent.tell("ready", [name for name in INDEX_MODULES if sys.modules.get(name) is not None])
 
     while True:
         message, fds = _receive(chan)

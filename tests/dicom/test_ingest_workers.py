@@ -97,6 +97,8 @@ def test_storage_in_workers_then_find_and_get_see_everything(data_dir, tmp_path)
         for pid in workers.pids():  # what workers.WORKER_NEVER_IMPORTS keeps out of their memory
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert "/numpy/" not in maps and "/psycopg" not in maps and "/PIL/" not in maps
+            assert "sqlcipher" not in maps and "_sqlite3" not in maps
+        assert workers.index_modules() == {pid: [] for pid in workers.pids()}  # no peewee, SQLCipher, appliance.index
         stored = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *files)
         assert stored.returncode == 0, stored.stderr
         assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", port(app)).returncode == 0
