@@ -164,12 +164,12 @@ def test_worker_killed_between_its_fsync_and_the_commit(data_dir, tmp_path, monk
     held: dict = {}
     record = workers_mod.IngestWorkers._record
 
-    def held_record(self, worker, request, sealed, origin):
+    def held_record(self, worker, sealed, origin):
         if not held:
             held.update(worker=worker, sop_uid=sealed.attributes.sop_uid)
             arrived.set()
             release.wait(60)
-        return record(self, worker, request, sealed, origin)
+        return record(self, worker, sealed, origin)
 
     monkeypatch.setattr(workers_mod.IngestWorkers, "_record", held_record)
     log_path = tmp_path / "storescu.log"
@@ -277,3 +277,21 @@ def test_a_worker_refuses_to_store_for_a_calling_ae_it_was_never_told_about(capl
     with caplog.at_level("ERROR", logger=workers_mod.__name__):
         assert not permissions.permits("STRANGER", "can_store")
     assert "no store permission was handed over for calling AE 'STRANGER'" in caplog.text
+
+
+def test_a_record_request_crosses_the_channel_as_plain_values_and_comes_back_equal(tmp_path):
+    """What a worker sends per instance (``pack_sealed``) is a flat tuple of plain values that unpacks to
+    equal ``Sealed`` and ``Origin`` objects in the parent (extra attributes included)."""
+    import pickle
+
+    from appliance.archive import StoredObject
+    from appliance.ingest import Origin, Sealed
+    from appliance.ingest.dicomfile import parse
+
+    path = synth.write_study(tmp_path / "src", 1, 1, kind="CT", patient_id="PACK1")[0]
+    data = path.read_bytes()
+    sealed = Sealed(parse(io.BytesIO(data), len(data)).attributes, StoredObject("ab" * 16, len(data), "cd" * 32))
+    origin = Origin("dicom", "STORESCU@127.0.0.1")
+    message = workers_mod.pack_sealed(sealed, origin)
+    assert all(isinstance(v, (str, int, type(None), tuple)) for v in message)
+    assert workers_mod.unpack_sealed(pickle.loads(pickle.dumps(message))) == (sealed, origin)
