@@ -15,13 +15,18 @@ connection whose A-ASSOCIATE-RQ proposes only storage SOP classes and Verificati
    a worker: a lone sender keeps the in-process chain (no IPC per instance, no worker memory
    touched); only the second and later concurrent ones go to the workers' cores.
 2. The parent takes an association slot, decides the store permission (peer registry, which is
-   in the index) and passes the socket with ``socket.send_fds`` to the least busy worker.
+   in the index) and passes the socket with ``socket.send_fds`` to the least busy worker, with one
+   end of a new SOCK_SEQPACKET pair: that connection's records channel. A parent thread serves
+   the other end (``_serve_records``) until the worker closes it, when the association ends; then
+   it frees the slot.
 3. The worker runs a pynetdicom acceptor with the node's storage + echo services, socket tuning
-   and direct C-STORE responses. For each C-STORE it seals the object itself (``Ingestor.seal``:
-   parse, archive write, fsync) and sends the ``Sealed`` attributes to the parent, whose
-   ``Ingestor.record`` indexes them through the one writer (group commit across all
-   associations); the worker answers the C-STORE only when the parent replies. Invariant 1
-   holds unchanged: fsync in the worker, commit in the parent, then the response.
+   and direct C-STORE responses. For each C-STORE the association's thread seals the object
+   itself (``Ingestor.seal``: parse, archive write, fsync), sends the ``Sealed`` attributes as a
+   flat tuple (``pack_sealed``) on its connection's channel and waits there for the reply of the
+   parent's thread, which runs ``Ingestor.record`` (the one writer: group commit across all
+   associations) like an association thread in the node would; the worker answers the C-STORE
+   only then. Invariant 1 holds unchanged: fsync in the worker, commit in the parent, then the
+   response.
 4. Events and log lines of the worker's associations go to the parent, which emits and logs
    them (association accepted, the association log line, ``instance_stored`` from ``record``).
 
