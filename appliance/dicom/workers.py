@@ -306,9 +306,12 @@ class IngestWorkers:
             rq.decode(data)
             syntaxes = {str(item.abstract_syntax) for item in rq.presentation_context}
             calling, called = str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip()
+            roles = rq.user_information is not None and bool(rq.user_information.role_selection)
         except Exception:  # noqa: BLE001 - malformed: the in-process path answers it as before
             return False
         if not syntaxes or not syntaxes <= HANDED_OFF:
+            return False
+        if roles:  # SCP/SCU role selection (a C-GET requestor's storage contexts): the node negotiates those
             return False
         host = address[0]
         if self.policy.check(called, calling, host) is not None:

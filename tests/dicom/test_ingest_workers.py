@@ -295,3 +295,25 @@ def test_a_record_request_crosses_the_channel_as_plain_values_and_comes_back_equ
     message = workers_mod.pack_sealed(sealed, origin)
     assert all(isinstance(v, (str, int, type(None), tuple)) for v in message)
     assert workers_mod.unpack_sealed(pickle.loads(pickle.dumps(message))) == (sealed, origin)
+
+
+def test_a_request_with_role_selection_is_negotiated_by_the_node(data_dir):
+    """Storage contexts with SCP/SCU role selection (as a C-GET requestor proposes them) are negotiated by
+    the node's rules even when only storage is proposed: a syntax the box can always send, not the
+    requestor's first, so such a request is never handed to a worker."""
+    from pynetdicom import build_context, build_role
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1
+
+    with running(data_dir) as app, one_held_open(app):
+        mr = "1.2.840.10008.5.1.4.1.1.4"
+        ae = AE(ae_title="ROLES")
+        assoc = ae.associate("127.0.0.1", int(port(app)), ae_title="PACSBOX",
+                             contexts=[build_context(mr, [JPEGLosslessSV1, ExplicitVRLittleEndian])],
+                             ext_neg=[build_role(mr, scp_role=True)])
+        try:
+            assert assoc.is_established
+            assert [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts] == [ExplicitVRLittleEndian]
+        finally:
+            assoc.release()
+            ae.shutdown()
+        assert app.node.workers.handed_off == 0
