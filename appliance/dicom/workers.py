@@ -329,18 +329,21 @@ class IngestWorkers:
             conn_id = next(self._ids)
             worker.connections[conn_id] = None
             self.handed_off += 1  # counted before the worker can serve it (tests read it after the sender ends)
-        records, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # this connection's records
+        records = theirs = None
         try:
+            records, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # this connection's records
             worker.send(("connection", conn_id, tuple(address[:2]), calling, self.permits_store(calling)),
                         [sock.fileno(), theirs.fileno()])
-        except Exception:  # noqa: BLE001 - the worker just died: serve it here
-            records.close()
+        except Exception:  # noqa: BLE001 - the worker just died (or no descriptors left): serve it here
+            if records is not None:
+                records.close()
             self._closed(worker, conn_id)
             with self._lock:
                 self.handed_off -= 1
             return False
         finally:
-            theirs.close()
+            if theirs is not None:
+                theirs.close()
         thread = threading.Thread(target=self._serve_records, args=(worker, conn_id, records),
                                   name=f"ingest-records-{conn_id}", daemon=True)
         with self._lock:
