@@ -55,8 +55,8 @@ class Appliance(Receiver):
         super().__init__(workdir)
         self.name = name
         self.extra_env = dict(env or {})
-        if root != ROOT:
-            self.extra_env["PYTHONPATH"] = str(root)
+        self.extra_env["PYTHONPATH"] = str(root)  # always: the server runs in workdir, and without it
+        # this checkout would be served from wherever the venv's editable install points
         self.template = self.workdir / f"{name}-template"
         if not self.template.exists():
             pw = self.workdir / "admin.pw"

@@ -139,7 +139,8 @@ def bench_sqlcipher_cost(cache: Path, runs: int, studies: int) -> None:
 
     from appliance.index import query
     from appliance.index.db import MIGRATIONS_DIR, IndexDatabase
-    from appliance.index.records import InstanceAttributes, record
+    from appliance.index.records import record
+    from appliance.records.instances import InstanceAttributes
 
     pragmas = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 1, "busy_timeout": 30000,
                "cache_size": -1024 * 64, "temp_store": "memory"}

@@ -183,7 +183,7 @@ def main() -> None:
         if not name or not root:
             raise SystemExit(f"--variant {spec!r}: expected NAME=DIR")
         variants[name] = Path(root).resolve()
-    if "appliance-base" in args.receivers and not args.baseline_root:
+    if "appliance-base" in args.receivers.split(",") and not args.baseline_root:
         raise SystemExit("receiver appliance-base needs --baseline-root DIR")
 
     files = make_corpus(args.corpus)

@@ -31,8 +31,9 @@ from ..archive import Archive
 from ..errors import ApplianceError
 from ..index import Index, utcnow
 from ..index.commitments import Request
-from ..index.studies import StoredInstance, StudiesRepo
+from ..index.studies import StudiesRepo
 from ..lifecycle import PeriodicTask
+from ..records.instances import StoredInstance
 from ..records.peers import PeerRegistry
 from .registry import DimseService, Handler
 from .status import (

@@ -8,14 +8,17 @@ from __future__ import annotations
 import logging
 
 import struct
+from typing import TYPE_CHECKING
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, AllStoragePresentationContexts, evt
 
 from ..errors import ApplianceError
 from ..ingest import Ingestor, Origin
-from ..records.peers import PeerRegistry
 from .registry import DimseService, Handler
 from .status import NOT_AUTHORIZED, PROCESSING_FAILURE, SUCCESS, status
+
+if TYPE_CHECKING:  # records.peers loads the index (peewee, SQLCipher), which an ingest worker never opens
+    from ..records.peers import PeerRegistry
 
 log = logging.getLogger(__name__)
 # Every storage SOP class pynetdicom knows; others (new, private) are served too (any_sop_class).

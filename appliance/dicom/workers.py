@@ -15,13 +15,18 @@ connection whose A-ASSOCIATE-RQ proposes only storage SOP classes and Verificati
    a worker: a lone sender keeps the in-process chain (no IPC per instance, no worker memory
    touched); only the second and later concurrent ones go to the workers' cores.
 2. The parent takes an association slot, decides the store permission (peer registry, which is
-   in the index) and passes the socket with ``socket.send_fds`` to the least busy worker.
+   in the index) and passes the socket with ``socket.send_fds`` to the least busy worker, with one
+   end of a new SOCK_SEQPACKET pair: that connection's records channel. A parent thread serves
+   the other end (``_serve_records``) until the worker closes it, when the association ends; then
+   it frees the slot.
 3. The worker runs a pynetdicom acceptor with the node's storage + echo services, socket tuning
-   and direct C-STORE responses. For each C-STORE it seals the object itself (``Ingestor.seal``:
-   parse, archive write, fsync) and sends the ``Sealed`` attributes to the parent, whose
-   ``Ingestor.record`` indexes them through the one writer (group commit across all
-   associations); the worker answers the C-STORE only when the parent replies. Invariant 1
-   holds unchanged: fsync in the worker, commit in the parent, then the response.
+   and direct C-STORE responses. For each C-STORE the association's thread seals the object
+   itself (``Ingestor.seal``: parse, archive write, fsync), sends the ``Sealed`` attributes as a
+   flat tuple (``pack_sealed``) on its connection's channel and waits there for the reply of the
+   parent's thread, which runs ``Ingestor.record`` (the one writer: group commit across all
+   associations) like an association thread in the node would; the worker answers the C-STORE
+   only then. Invariant 1 holds unchanged: fsync in the worker, commit in the parent, then the
+   response.
 4. Events and log lines of the worker's associations go to the parent, which emits and logs
    them (association accepted, the association log line, ``instance_stored`` from ``record``).
 
@@ -47,7 +52,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +61,10 @@ from typing import Any, Callable
 # arrays, pixel data, both off the ingest path), Pillow (pixel decoders) and requests (its test-data
 # download). pydicom and peewee are made to work without them; an import of one raises ImportError here.
 WORKER_NEVER_IMPORTS = ("psycopg", "numpy", "PIL", "requests")
+# The index: a worker never opens it, and parses and seals with the plain records of appliance/records, so it
+# holds none of this (peewee + SQLCipher were ~14 MB RSS a worker; bench/README.md, "Session 7: ingest
+# workers"). Its "ready" message says which of these it imported all the same: the parent logs them, tests check.
+INDEX_MODULES = ("appliance.index", "peewee", "playhouse", "sqlcipher3", "sqlite3")
 if __name__ == "__main__":
     for _name in WORKER_NEVER_IMPORTS:
         sys.modules.setdefault(_name, None)  # type: ignore[assignment]
@@ -64,7 +73,10 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from ..archive import StoredObject
 from ..errors import ApplianceError
+from ..ingest import Origin, Sealed
+from ..records.instances import InstanceAttributes
 from .status import PROCESSING_FAILURE
 from .store import STORAGE_SOP_CLASSES
 
@@ -95,6 +107,21 @@ def _receive(chan: socket.socket) -> tuple[Any, list[int]]:
     if not data:
         return None, fds
     return pickle.loads(data), fds
+
+
+_ATTRIBUTES = attrgetter(*InstanceAttributes.__dataclass_fields__)  # its values, in field order
+
+
+def pack_sealed(sealed: Sealed, origin: Origin) -> tuple:
+    """A worker's record request as a flat tuple of plain values: about half the bytes of the pickled
+    dataclasses, and no class looked up by name per instance on either side."""
+    s = sealed.stored
+    return (_ATTRIBUTES(sealed.attributes), s.object_id, s.size, s.sha256, origin.kind, origin.detail)
+
+
+def unpack_sealed(message: tuple) -> tuple[Sealed, Origin]:
+    values, object_id, size, sha256, kind, detail = message
+    return Sealed(InstanceAttributes(*values), StoredObject(object_id, size, sha256)), Origin(kind, detail)
 
 
 def peek_associate_rq(sock: socket.socket, timeout: float | None, limit: int) -> bytes | None:
@@ -144,6 +171,7 @@ class _Worker:
         self.chan = chan
         self.lock = threading.Lock()
         self.ready = threading.Event()
+        self.index_modules: list[str] = []  # which of INDEX_MODULES it imported (its "ready" message)
         self.connections: dict[int, dict | None] = {}  # handed-off connections still open (their slots) ->
         # the established association's {"calling_ae", "address"} (None before)
         self.gone = False
@@ -170,8 +198,7 @@ class IngestWorkers:
         self._changed = threading.Condition(self._lock)
         self._stopping = False
         self._ids = itertools.count(1)
-        self._recorders = ThreadPoolExecutor(max_workers=max(4, settings.max_associations),
-                                             thread_name_prefix="ingest-record")
+        self._recorders: set[threading.Thread] = set()  # one per handed-off connection (``_serve_records``)
         self._supervisor: threading.Thread | None = None
         self.handed_off = 0  # connections handed to a worker so far
         self._here: dict[socket.socket, Any] = {}  # socket -> its Association (None until made) for each
@@ -208,6 +235,11 @@ class IngestWorkers:
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w is not None and not w.gone]
 
+    def index_modules(self) -> dict[int, list[str]]:
+        """pid -> which of INDEX_MODULES each ready worker imported (none, unless an import crept in)."""
+        return {w.proc.pid: list(w.index_modules) for w in self._workers
+                if w is not None and w.ready.is_set() and not w.gone}
+
     def stop(self) -> None:
         with self._changed:
             self._stopping = True
@@ -227,7 +259,10 @@ class IngestWorkers:
             w.chan.close()
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(STOP_WAIT)
-        self._recorders.shutdown(wait=True)
+        with self._lock:
+            recorders = list(self._recorders)
+        for thread in recorders:  # each ends at the end of its channel (its worker ended) after its commit
+            thread.join(STOP_WAIT)
 
     def _supervise(self) -> None:
         """Start every worker, and start another whenever one ends, until ``stop``."""
@@ -271,9 +306,12 @@ class IngestWorkers:
             rq.decode(data)
             syntaxes = {str(item.abstract_syntax) for item in rq.presentation_context}
             calling, called = str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip()
+            roles = rq.user_information is not None and bool(rq.user_information.role_selection)
         except Exception:  # noqa: BLE001 - malformed: the in-process path answers it as before
             return False
         if not syntaxes or not syntaxes <= HANDED_OFF:
+            return False
+        if roles:  # SCP/SCU role selection (a C-GET requestor's storage contexts): the node negotiates those
             return False
         host = address[0]
         if self.policy.check(called, calling, host) is not None:
@@ -291,14 +329,26 @@ class IngestWorkers:
             conn_id = next(self._ids)
             worker.connections[conn_id] = None
             self.handed_off += 1  # counted before the worker can serve it (tests read it after the sender ends)
+        records = theirs = None
         try:
+            records, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # this connection's records
             worker.send(("connection", conn_id, tuple(address[:2]), calling, self.permits_store(calling)),
-                        [sock.fileno()])
-        except Exception:  # noqa: BLE001 - the worker just died: serve it here
+                        [sock.fileno(), theirs.fileno()])
+        except Exception:  # noqa: BLE001 - the worker just died (or no descriptors left): serve it here
+            if records is not None:
+                records.close()
             self._closed(worker, conn_id)
             with self._lock:
                 self.handed_off -= 1
             return False
+        finally:
+            if theirs is not None:
+                theirs.close()
+        thread = threading.Thread(target=self._serve_records, args=(worker, conn_id, records),
+                                  name=f"ingest-records-{conn_id}", daemon=True)
+        with self._lock:
+            self._recorders.add(thread)
+        thread.start()
         sock.close()  # the worker holds its own descriptor; never shutdown(): that would end the connection
         return True
 
@@ -334,18 +384,19 @@ class IngestWorkers:
                 break
             kind = message[0]
             try:
-                if kind == "record":
-                    self._recorders.submit(self._record, worker, *message[1:])
-                elif kind == "established":
+                if kind == "established":
                     with self._lock:
                         if message[1] in worker.connections:
                             worker.connections[message[1]] = message[2]
                     self.events.emit("association_accepted", **message[2])
                 elif kind == "log":
                     logging.getLogger(message[1]).log(message[2], "%s", message[3])
-                elif kind == "closed":
-                    self._closed(worker, message[1])
                 elif kind == "ready":
+                    worker.index_modules = list(message[1])
+                    if worker.index_modules:
+                        log.warning("ingest worker %d imported %s, which it never uses (memory in every worker): "
+                                    "an import on the worker's path reaches appliance/index", worker.number,
+                                    ", ".join(worker.index_modules))
                     worker.ready.set()
                     with self._changed:
                         self._changed.notify_all()
@@ -353,19 +404,39 @@ class IngestWorkers:
                 log.exception("ingest worker %d: message %r failed", worker.number, kind)
         self._gone(worker)
 
-    def _record(self, worker: _Worker, request: int, sealed, origin) -> None:
+    def _serve_records(self, worker: _Worker, conn_id: int, records: socket.socket) -> None:
+        """One handed-off connection's thread: record what its association seals, reply, until the worker
+        closes the channel (the association ended, or the worker did); then free the connection's slot.
+        As an association thread in the node would, it waits for the writer itself: no other hand-over."""
         try:
-            result = self.ingestor.record(sealed, origin)
-            reply = ("stored", result.outcome.value)
+            while True:
+                try:
+                    data = records.recv(MESSAGE_LIMIT)
+                except OSError:
+                    break
+                if not data:
+                    break
+                reply = self._record(worker, *unpack_sealed(pickle.loads(data)))
+                try:
+                    records.send(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+                except OSError:
+                    break  # the worker died: its sender saw the connection drop, never a success
+        finally:
+            records.close()
+            self._closed(worker, conn_id)
+            with self._lock:
+                self._recorders.discard(threading.current_thread())
+
+    def _record(self, worker: _Worker, sealed, origin) -> tuple:
+        """``Ingestor.record`` for a worker: its reply, ("stored",) or ("refused", status, text)."""
+        try:
+            self.ingestor.record(sealed, origin)
+            return ("stored",)
         except ApplianceError as exc:
-            reply = ("refused", exc.dimse_status, str(exc))
+            return ("refused", exc.dimse_status, str(exc))
         except Exception:  # noqa: BLE001 - never claim success; the worker answers a failure
             log.exception("recording an instance sealed by ingest worker %d failed", worker.number)
-            reply = ("refused", PROCESSING_FAILURE, "internal error while storing; see the appliance log")
-        try:
-            worker.send(("reply", request, reply))
-        except OSError:
-            pass  # the worker died: its sender saw the connection drop, never a success
+            return ("refused", PROCESSING_FAILURE, "internal error while storing; see the appliance log")
 
     def _closed(self, worker: _Worker, conn_id: int) -> None:
         with self._lock:
@@ -443,62 +514,79 @@ class RecordRefused(ApplianceError):
 
 
 class _Parent:
-    """The worker's channel to the parent: requests with replies, and one-way messages."""
+    """The worker's channel to the parent, for one-way messages (its records go on each connection's own)."""
 
     def __init__(self, chan: socket.socket):
         self.chan = chan
         self.lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, list] = {}
-        self._waiting_lock = threading.Lock()
 
     def tell(self, *message) -> None:
         _send(self.chan, self.lock, message)
 
-    def ask(self, kind: str, *args) -> tuple:
-        request = next(self._ids)
-        slot: list = [threading.Event(), None]
-        with self._waiting_lock:
-            self._waiting[request] = slot
-        try:
-            self.tell(kind, request, *args)
-            slot[0].wait()
-        finally:
-            with self._waiting_lock:
-                self._waiting.pop(request, None)
-        return slot[1]
 
-    def answered(self, request: int, reply: tuple) -> None:
-        with self._waiting_lock:
-            slot = self._waiting.get(request)
-        if slot is not None:
-            slot[1] = reply
-            slot[0].set()
+class _Records:
+    """A handed-off connection's channel to the parent thread that records what its association seals."""
+
+    def __init__(self, chan: socket.socket):
+        self.chan = chan
+        self.lock = threading.Lock()  # one request at a time (pynetdicom serves one C-STORE at a time anyway)
+
+    def ask(self, sealed: Sealed, origin: Origin) -> tuple:
+        with self.lock:
+            self.chan.send(pickle.dumps(pack_sealed(sealed, origin), protocol=pickle.HIGHEST_PROTOCOL))
+            data = self.chan.recv(MESSAGE_LIMIT)
+        if not data:
+            raise OSError("the appliance ended this connection's channel before it recorded the object")
+        return pickle.loads(data)
+
+    def close(self) -> None:
+        """End the channel: the parent frees the connection's slot. A request waiting for its reply gets
+        the end of the channel (a failure), never a success."""
+        try:
+            self.chan.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self.lock:
+            self.chan.close()
 
 
 class RemoteIngestor:
     """What store.py's C-STORE handler calls in a worker: seal here, record in the parent."""
 
-    def __init__(self, sealer, parent: _Parent):
+    def __init__(self, sealer):
         self.sealer = sealer  # an Ingestor with the archive and no index: only its ``seal`` is used
-        self.parent = parent
 
     def store_bytes(self, data: bytes, origin) -> None:
         """Return once the parent committed the object's rows; raise the parent's refusal otherwise."""
+        # pynetdicom runs the C-STORE handler on the association's own thread (an Association is a Thread),
+        # which ``serve``'s on_open gave its connection's channel.
+        records = getattr(threading.current_thread(), "_pacs_records", None)
+        if records is None:
+            raise RecordRefused(PROCESSING_FAILURE, "internal error: this association has no channel to the "
+                                "appliance's index; nothing was stored")
         sealed = self.sealer.seal(io.BytesIO(data), len(data))  # no index here: never a DUPLICATE result
-        reply = self.parent.ask("record", sealed, origin)
+        reply = records.ask(sealed, origin)
         if reply[0] != "stored":
             raise RecordRefused(reply[1], reply[2])
 
 
 class _HandedOffPermissions:
-    """store.py's ``peers`` in a worker: the parent decided the store permission at hand-off."""
+    """store.py's ``peers`` in a worker: the parent decided the store permission at hand-off. A calling AE
+    it was never told about (which the parent's hand-off makes impossible) is refused, never trusted."""
 
     def __init__(self) -> None:
         self.can_store: dict[str, bool] = {}
 
     def permits(self, calling: str, permission: str) -> bool:
-        return self.can_store.get(calling.strip(), True) if permission == "can_store" else False
+        calling = calling.strip()
+        if permission != "can_store":
+            return False
+        allowed = self.can_store.get(calling)
+        if allowed is None:
+            log.error("ingest worker: no store permission was handed over for calling AE %r; its C-STORE is "
+                      "refused (a hand-off without its permission is a bug in workers.py)", calling)
+            return False
+        return allowed
 
 
 class _ForwardToParent(logging.Handler):
@@ -565,20 +653,20 @@ def serve(chan: socket.socket) -> None:
     permissions = _HandedOffPermissions()
     registry = ServiceRegistry()
     ae = AE(ae_title=settings.ae_title)
-    for service in (echo.service(), store.service(RemoteIngestor(sealer, parent), permissions)):
+    for service in (echo.service(), store.service(RemoteIngestor(sealer), permissions)):
         registry.register(service)
         for uid, transfer_syntaxes, scu_role, scp_role in service.contexts():
             ae.add_supported_context(uid, transfer_syntaxes, scu_role=scu_role, scp_role=scp_role)
     ae.maximum_associations = 4 * settings.max_associations + 8  # the parent's slots decide
     settings.apply_to(ae)
 
-    handed: dict[int, tuple[int, str]] = {}  # id(socket) -> (connection id, calling AE), until EVT_CONN_OPEN
-    handed_lock = threading.Lock()
+    handed: dict[int, tuple[int, _Records]] = {}  # id(socket) -> (connection id, its records channel), until
+    handed_lock = threading.Lock()  # EVT_CONN_OPEN gives them to the Association (the thread serving it)
 
     def on_open(event) -> None:
         sock = getattr(event.assoc.dul.socket, "socket", None)
         with handed_lock:
-            event.assoc._pacs_connection = handed.pop(id(sock), (None, ""))[0]
+            event.assoc._pacs_connection, event.assoc._pacs_records = handed.pop(id(sock), (None, None))
 
     def on_established(event) -> None:
         assoc = event.assoc
@@ -586,10 +674,10 @@ def serve(chan: socket.socket) -> None:
                     {"calling_ae": assoc.requestor.ae_title.strip(), "address": assoc.requestor.address})
 
     def on_close(event) -> None:
-        connection = getattr(event.assoc, "_pacs_connection", None)
-        if connection is not None:
-            event.assoc._pacs_connection = None
-            parent.tell("closed", connection)
+        records = getattr(event.assoc, "_pacs_records", None)
+        if records is not None:
+            event.assoc._pacs_records = None
+            records.close()  # the parent sees the end of the channel and frees the connection's slot
 
     handlers = [*((event, handler, []) for event, handler in CONNECTION_TUNING),
                 (evt.EVT_CONN_OPEN, on_open, []),
@@ -602,29 +690,28 @@ def serve(chan: socket.socket) -> None:
                             server_class=ThreadedAssociationServer)
     server.socket.close()  # never listens: its connections come from the parent
     server.server_address = (settings.host, settings.port)
-    parent.tell("ready")
+    parent.tell("ready", [name for name in INDEX_MODULES if sys.modules.get(name) is not None])
 
     while True:
         message, fds = _receive(chan)
         if message is None:
             os._exit(0)  # the parent stopped us, or died
         kind = message[0]
-        if kind == "reply":
-            parent.answered(message[1], message[2])
-        elif kind == "connection" and len(fds) == 1:
+        if kind == "connection" and len(fds) == 2:
             _, connection, address, calling, can_store = message
             sock = socket.socket(fileno=fds[0])
             sock.setblocking(True)
+            records = _Records(socket.socket(fileno=fds[1]))
             permissions.can_store[calling] = can_store
             with handed_lock:
-                handed[id(sock)] = (connection, "")
+                handed[id(sock)] = (connection, records)
             try:
                 server.process_request(sock, address)  # a thread per association, as pynetdicom's listener
             except Exception:  # noqa: BLE001 - the connection is lost; free its slot
                 with handed_lock:
                     handed.pop(id(sock), None)
                 sock.close()
-                parent.tell("closed", connection)
+                records.close()
         else:
             for fd in fds:
                 os.close(fd)

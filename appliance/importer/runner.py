@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import ConflictRejected, DiskFull, InvalidObject, ReplacementRefused
-from ..index.records import Outcome
 from ..ingest import Ingestor, Origin
+from ..records.instances import Outcome
 from .sources import Entry, SourceError
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ApplianceError
+from ..records.instances import InstanceAttributes
 from .models import ReplacedObject
-from .records import InstanceAttributes, lookup, record, remove_instance
+from .records import lookup, record, remove_instance
 
 _OBJECTS = (
     'SELECT i."sop_uid", i."object_id", i."sha256", i."size", i."source", se."series_uid", st."study_uid", '

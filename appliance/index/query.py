@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from peewee import Database, Field, fn
 
+from ..records.values import QueryError, normalize_date, normalize_time
 from .dialect import Wildcard
 from .models import Instance, Patient, Series, Study
 from .names import fold, words
@@ -97,33 +98,6 @@ KEYWORD_BY_TAG = {a.tag: k for k, a in ATTRS.items()}
 MODEL_BY_LEVEL = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
 _TS_DIGITS = re.compile(r"[^0-9.]")
 FETCH_BATCH = 256  # rows per fetch when records are streamed (iter_search)
-
-
-class QueryError(ValueError):
-    """A query value that cannot be matched (bad range, wildcard where none is allowed)."""
-
-
-def normalize_time(value: str, upper: bool = False) -> str:
-    """TM as stored: HHMMSS[.ffffff]; a partial bound is padded to the widest or narrowest time."""
-    value = value.replace(":", "").strip()
-    if not value:
-        return value
-    main, _, frac = value.partition(".")
-    if not main.isdigit() or len(main) % 2 or len(main) > 6:
-        raise QueryError(f"not a DICOM time: {value!r}")
-    pad = "9" if upper else "0"
-    main = main + pad * (6 - len(main))
-    if upper:
-        main = min(main[:2], "23") + min(main[2:4], "59") + min(main[4:6], "59")
-        return main + "." + (frac + "9" * 6)[:6]
-    return main + ("." + frac if frac else "")
-
-
-def normalize_date(value: str) -> str:
-    value = value.replace(".", "").strip()  # ACR-NEMA style YYYY.MM.DD
-    if value and (len(value) != 8 or not value.isdigit()):
-        raise QueryError(f"not a DICOM date (YYYYMMDD): {value!r}")
-    return value
 
 
 def condition(attr: Attr, value: str, case_sensitive_names: bool, fuzzy: bool, case_sensitive_ids: bool = True):

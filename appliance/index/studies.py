@@ -14,14 +14,14 @@ from typing import Callable
 
 from peewee import fn
 
+from ..records.instances import InstanceAttributes, Outcome, PriorVersion, StoredInstance
 from . import records
 from .models import Instance, Patient, Series, Study
 from .query import multi_values
-from .records import InstanceAttributes, Outcome, PriorVersion, StoredInstance
 from .repository import Repository
 
 TOTALS_MAX_AGE = 10.0  # seconds the dashboard's and /metrics' totals may lag (StudiesRepo.totals)
-__all__ = ["InstanceLocation", "RecentStudy", "StoredInstance", "StudiesRepo"]
+__all__ = ["InstanceLocation", "RecentStudy", "StudiesRepo"]
 
 
 @dataclass(frozen=True)

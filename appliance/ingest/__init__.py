@@ -57,17 +57,17 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 from ..archive import Archive, StoredObject
 from ..errors import ApplianceError, ConfigError, ConflictRejected, DiskFull, ReplacementRefused
 from ..events import Events
-from ..index import Index
-from ..index.batches import finish as finish_batch
-from ..index.corrections import CurrentObject, NewObject, swap_instances
-from ..index.records import InstanceAttributes, Outcome, PriorVersion
-from ..index.unfinished_batches import in_flight
+from ..records.instances import InstanceAttributes, Outcome, PriorVersion
 from .dicomfile import parse
+
+if TYPE_CHECKING:  # appliance.index loads peewee and SQLCipher, which an ingest worker (only sealing) never needs:
+    from ..index import Index  # store_corrected imports what it runs of the index when it runs
+    from ..index.corrections import CurrentObject
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +257,15 @@ class Ingestor:
         the index changed meanwhile."""
         if origin.kind != "correction":
             raise ValueError("store_corrected is for corrections only (Origin kind 'correction')")
+        from ..index.unfinished_batches import in_flight
+
         with in_flight(self.batch_lock):  # start-up in another process leaves this batch alone
             return self._store_corrected(replaces, corrected, origin)
 
     def _store_corrected(self, replaces, corrected, origin: Origin) -> list[StoreResult]:
+        from ..index.batches import finish as finish_batch
+        from ..index.corrections import NewObject, swap_instances
+
         batch = secrets.token_hex(16)
         ids = [self.archive.new_object_id() for _ in replaces]
         self.index.batches.begin(batch, ids)

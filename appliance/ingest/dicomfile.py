@@ -26,8 +26,8 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 from ..errors import ApplianceError, InvalidObject
-from ..index.query import QueryError, normalize_time
-from ..index.records import InstanceAttributes
+from ..records.instances import InstanceAttributes
+from ..records.values import QueryError, normalize_time
 from .quickread import read_plain
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")

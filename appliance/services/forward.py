@@ -40,8 +40,8 @@ from ..dicom.status import STORE_OK
 from ..errors import ConfigError
 from ..index import Index, utcnow
 from ..index.forwarding import ForwardJob, Retry
-from ..index.records import InstanceAttributes
 from ..lifecycle import PeriodicTask
+from ..records.instances import InstanceAttributes
 from ..records.peers import PeerError, PeerRegistry
 
 log = logging.getLogger(__name__)

@@ -97,6 +97,8 @@ def test_storage_in_workers_then_find_and_get_see_everything(data_dir, tmp_path)
         for pid in workers.pids():  # what workers.WORKER_NEVER_IMPORTS keeps out of their memory
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert "/numpy/" not in maps and "/psycopg" not in maps and "/PIL/" not in maps
+            assert "sqlcipher" not in maps and "_sqlite3" not in maps
+        assert workers.index_modules() == {pid: [] for pid in workers.pids()}  # no peewee, SQLCipher, appliance.index
         stored = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port(app), *files)
         assert stored.returncode == 0, stored.stderr
         assert dcmtk("echoscu", "-aec", "PACSBOX", "127.0.0.1", port(app)).returncode == 0
@@ -162,12 +164,12 @@ def test_worker_killed_between_its_fsync_and_the_commit(data_dir, tmp_path, monk
     held: dict = {}
     record = workers_mod.IngestWorkers._record
 
-    def held_record(self, worker, request, sealed, origin):
+    def held_record(self, worker, sealed, origin):
         if not held:
             held.update(worker=worker, sop_uid=sealed.attributes.sop_uid)
             arrived.set()
             release.wait(60)
-        return record(self, worker, request, sealed, origin)
+        return record(self, worker, sealed, origin)
 
     monkeypatch.setattr(workers_mod.IngestWorkers, "_record", held_record)
     log_path = tmp_path / "storescu.log"
@@ -262,3 +264,56 @@ def test_workers_end_with_a_killed_parent(data_dir, tmp_path, while_storing):
         if sender is not None:
             sender.kill()
         srv.kill()
+
+
+def test_a_worker_refuses_to_store_for_a_calling_ae_it_was_never_told_about(caplog):
+    """The parent hands each connection over with its calling AE's store permission; a C-STORE in a worker
+    for any other AE is refused (fail closed), with a log line that says why."""
+    permissions = workers_mod._HandedOffPermissions()
+    permissions.can_store.update({"ALLOWED": True, "DENIED": False})
+    assert permissions.permits("ALLOWED ", "can_store")
+    assert not permissions.permits("DENIED", "can_store")
+    assert not permissions.permits("ALLOWED", "can_move")
+    with caplog.at_level("ERROR", logger=workers_mod.__name__):
+        assert not permissions.permits("STRANGER", "can_store")
+    assert "no store permission was handed over for calling AE 'STRANGER'" in caplog.text
+
+
+def test_a_record_request_crosses_the_channel_as_plain_values_and_comes_back_equal(tmp_path):
+    """What a worker sends per instance (``pack_sealed``) is a flat tuple of plain values that unpacks to
+    equal ``Sealed`` and ``Origin`` objects in the parent (extra attributes included)."""
+    import pickle
+
+    from appliance.archive import StoredObject
+    from appliance.ingest import Origin, Sealed
+    from appliance.ingest.dicomfile import parse
+
+    path = synth.write_study(tmp_path / "src", 1, 1, kind="CT", patient_id="PACK1")[0]
+    data = path.read_bytes()
+    sealed = Sealed(parse(io.BytesIO(data), len(data)).attributes, StoredObject("ab" * 16, len(data), "cd" * 32))
+    origin = Origin("dicom", "STORESCU@127.0.0.1")
+    message = workers_mod.pack_sealed(sealed, origin)
+    assert all(isinstance(v, (str, int, type(None), tuple)) for v in message)
+    assert workers_mod.unpack_sealed(pickle.loads(pickle.dumps(message))) == (sealed, origin)
+
+
+def test_a_request_with_role_selection_is_negotiated_by_the_node(data_dir):
+    """Storage contexts with SCP/SCU role selection (as a C-GET requestor proposes them) are negotiated by
+    the node's rules even when only storage is proposed: a syntax the box can always send, not the
+    requestor's first, so such a request is never handed to a worker."""
+    from pynetdicom import build_context, build_role
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1
+
+    with running(data_dir) as app, one_held_open(app):
+        mr = "1.2.840.10008.5.1.4.1.1.4"
+        ae = AE(ae_title="ROLES")
+        assoc = ae.associate("127.0.0.1", int(port(app)), ae_title="PACSBOX",
+                             contexts=[build_context(mr, [JPEGLosslessSV1, ExplicitVRLittleEndian])],
+                             ext_neg=[build_role(mr, scp_role=True)])
+        try:
+            assert assoc.is_established
+            assert [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts] == [ExplicitVRLittleEndian]
+        finally:
+            assoc.release()
+            ae.shutdown()
+        assert app.node.workers.handed_off == 0

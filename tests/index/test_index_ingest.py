@@ -11,7 +11,7 @@ import pytest
 import synth
 from appliance.errors import ConflictRejected, DiskFull, InvalidObject
 from indexkit import rows
-from appliance.index.records import Outcome
+from appliance.records.instances import Outcome
 
 
 def part10(ds) -> bytes:
