@@ -334,23 +334,28 @@ class TunedAssociationSocket(AssociationSocket):
             if remaining <= CLAIM_SLICE:
                 return False
 
-    def read_pdu(self) -> bytearray | None:
+    def read_pdu(self, before_failure: Callable[[], None] | None = None) -> bytearray | None:
         """The next whole PDU, read by the claiming thread with ``recv``'s limits and deadline. None when
         the connection closed or the PDU was refused or unknown: the DUL is told as its own read would
-        (Evt17, Evt19), and handles it once the claim is released."""
+        (Evt17, Evt19), and handles it once the claim is released. ``before_failure`` runs just before
+        that event is queued (inline_store.py hands over the earlier PDUs of a half-read message first)."""
         self._inline_reads += 1
         header = self.recv(6)
+        event = None
         if len(header) != 6:
-            self.event_queue.put("Evt17")
-            return None
-        if not 0x01 <= header[0] <= 0x07:
+            event = "Evt17"
+        elif not 0x01 <= header[0] <= 0x07:
             log.error("Unknown PDU type received '0x%02X'", header[0])
-            self.event_queue.put("Evt19")
-            return None
-        length = int.from_bytes(header[2:6], "big")
-        body = self.recv(length) if length else bytearray()
-        if len(body) != length:
-            self.event_queue.put("Evt17")
+            event = "Evt19"
+        else:
+            length = int.from_bytes(header[2:6], "big")
+            body = self.recv(length) if length else bytearray()
+            if len(body) != length:
+                event = "Evt17"
+        if event is not None:
+            if before_failure is not None:
+                before_failure()
+            self.event_queue.put(event)
             return None
         header += body
         return header
