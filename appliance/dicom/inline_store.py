@@ -192,6 +192,7 @@ class InlineStores:
         self.assoc, self.transport, self.outbound = assoc, transport, outbound
         self.handler, self.args, self.get_msg = handler, tuple(args), get_msg
         self._contexts: dict[int, tuple[str, str] | None] = {}  # context ID -> (abstract, transfer syntax)
+        self.held = False  # the association thread holds the socket's reads (claimed ahead of a response)
         self.served = 0  # C-STOREs served here (tests)
 
     def __call__(self, block: bool = False):
@@ -200,7 +201,22 @@ class InlineStores:
         answer = self.get_msg(False)
         if answer[1] is None and self._may_read():
             self._serve()
+        else:
+            self.drop()
         return answer
+
+    def claim_ahead(self) -> None:
+        """Before the association thread writes a C-STORE-RSP (Outbound): claim the reads now, while the
+        sender waits for it, so that its next request is read here and not by the DUL thread."""
+        if not self.held and threading.current_thread() is self.assoc and self._may_read() \
+                and self.transport.claim_reads():
+            self.held = True
+
+    def drop(self) -> None:
+        """Give up a held claim: the DUL thread reads again at once."""
+        if self.held:
+            self.held = False
+            self.transport.release_reads(wake=True)
 
     def _may_read(self) -> bool:
         """Nothing for the reactor or the DUL thread to do first, and the reactor not paused by another thread."""
@@ -214,20 +230,21 @@ class InlineStores:
         """Serve C-STOREs while they come as plain ones; return when anything else is for pynetdicom."""
         transport = self.transport
         while True:
-            if not transport.claim_reads():
-                return
+            if not self.held:
+                if not transport.claim_reads():
+                    return
+                self.held = True
             if not self._may_read():  # re-checked under the claim: the DUL thread may have just handled a PDU
-                transport.release_reads()
+                self.drop()
                 return
             message = self._read_message()  # releases the claim
             if message is None:
                 return
-            self._store(message)
-            if not self._may_read():
-                return
+            self._store(message)  # claims again before its response goes out (claim_ahead)
 
     def _read_message(self) -> _Message | None:
-        """One whole plain C-STORE-RQ, or None (nothing came within a slice, or what came is pynetdicom's)."""
+        """One whole plain C-STORE-RQ, or None (nothing came within a slice, or what came is pynetdicom's).
+        Releases the claim: during the store the DUL thread reads what else the peer may send."""
         transport, dul = self.transport, self.assoc.dul
         message, pdus = _Message(), []
         wake = True
@@ -262,6 +279,7 @@ class InlineStores:
                     wake = False
                     return message
         finally:
+            self.held = False
             transport.release_reads(wake=wake)
 
     def _interrupted(self) -> bool:
@@ -351,4 +369,9 @@ def on_connection_open(event) -> None:
     received = getattr(handler, "received", None)
     if not callable(received) or not callable(getattr(transport, "read_pdu", None)):
         return
-    dimse.get_msg = InlineStores(assoc, transport, outbound, received, args or (), dimse.get_msg)
+    inline = InlineStores(assoc, transport, outbound, received, args or (), dimse.get_msg)
+    dimse.get_msg = inline
+    outbound.before_store_response = inline.claim_ahead
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if hasattr(type(checkpoint), "reads_held"):  # sockets._MessageWaitCheckpoint: no wait while reads are held
+        checkpoint.reads_held = inline

@@ -294,6 +294,7 @@ class Outbound:
         self._store_responses = direct is not None and not _watched(assoc, evt.EVT_DIMSE_SENT,
                                                                     "takes_sent_store_response")
         self._pynetdicom_send = None  # the association's own send_msg, once installed
+        self.before_store_response = None  # inline_store.InlineStores.claim_ahead, when installed
         self._rewatch = getattr(getattr(self.dul, "socket", None), "rewatch", None)
 
     @classmethod
@@ -366,6 +367,8 @@ class Outbound:
         """A plain C-STORE-RSP (inline_store.py), as ``send_msg`` sends one; False if the connection is gone."""
         if self._store_watched:  # the association log's tally
             evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": SentStoreResponse(context_id, status)})
+        if self.before_store_response is not None:
+            self.before_store_response()
         return self.send(context_id, plain_store_response(responding_to, sop_class, sop_uid, status))
 
     def install(self) -> None:
@@ -382,6 +385,8 @@ class Outbound:
         all by the same way out, in the order they are sent."""
         kind = type(primitive)
         if kind is C_STORE:
+            if self.before_store_response is not None and primitive.MessageIDBeingRespondedTo is not None:
+                self.before_store_response()  # a storage SCP's answer: the sender's next request comes next
             if self._store_responses and primitive.MessageIDBeingRespondedTo is not None:
                 command = store_response(primitive)
                 if command is not None:

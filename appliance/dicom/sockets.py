@@ -480,11 +480,18 @@ class _MessageWaitCheckpoint(threading.Event):
     interval, serves a message the moment it is decoded.
     """
 
+    reads_held = None  # inline_store.InlineStores: ``held`` (this thread claimed the next read) and ``drop``
+
     def __init__(self, messages: queue.Queue):
         super().__init__()
         self._messages = messages
 
     def wait(self, timeout=None):
+        held = self.reads_held
+        if held is not None and held.held:
+            if super().wait(0):
+                return True  # the reactor reads the next message itself (its get_msg): no wait for the DUL's
+            held.drop()  # paused by another thread: the DUL thread reads (that thread's answer) while it waits
         result = super().wait(timeout)
         if result:
             with self._messages.not_empty:
