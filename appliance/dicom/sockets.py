@@ -19,7 +19,8 @@ Two things make a small C-STORE slow in a stock pynetdicom acceptor:
    the GIL: at 1 ms that was ~10 % of the CPU of an ingest (bench/README.md).
 
 A thread waiting for the answer to its own request may also read it itself instead of the
-DUL thread (``claim_reads``, used by outbound.InlineResponses for C-STORE-RSPs): one thread
+DUL thread (``claim_reads``, used by outbound.InlineResponses for C-STORE-RSPs, and by
+inline_store.InlineStores for a storage association's next C-STORE-RQ): one thread
 reads the socket at a time, decided under a lock; while the socket is claimed the DUL thread
 waits on its wake-up socket alone, and a PDU the claiming thread does not want is handed to
 the DUL thread decoded (``hand_over``) as its own read would have.
