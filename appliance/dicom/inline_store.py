@@ -200,7 +200,12 @@ class InlineStores:
             return self.get_msg(block)
         answer = self.get_msg(False)
         if answer[1] is None and self._may_read():
-            self._serve()
+            try:
+                self._serve()
+            except Exception:  # noqa: BLE001 - as pynetdicom's _serve_request: log, then abort the association
+                log.exception("Reading a C-STORE on the association thread failed; aborting the association")
+                self.drop()
+                self.assoc.abort()
         else:
             self.drop()
         return answer

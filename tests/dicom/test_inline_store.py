@@ -377,3 +377,11 @@ def requestor_of(port: str, calling: str = "INLINESCU"):
     assoc = ae.associate("127.0.0.1", int(port), ae_title="PACSBOX")
     assert assoc.is_established
     return assoc
+
+
+def test_the_store_services_of_the_node_and_of_a_worker_have_the_received_form():
+    """What makes InlineStores serve them (the node binds store.service's handler; a worker too, with RemoteIngestor)."""
+    from appliance.dicom import store
+    for service in (store.service(object()), store.service(object(), object())):
+        (handler,) = service.handlers
+        assert callable(handler.fn.received)
