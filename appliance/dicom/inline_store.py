@@ -28,8 +28,8 @@ that message in order, decoded as its own read would have (``hand_over``), and t
 pynetdicom serves it exactly as before. A refused or closed read is the DUL's too (``read_pdu``
 queues its event after handing over the message's earlier PDUs). Progress for the idle timer is as
 on the DUL: bytes per PDU (``_ProgressTimer.restart``) and a whole message. Waiting for the peer is
-done in slices (CLAIM_SLICE): with no message begun the reactor gets its turn after each (its
-release, abort and idle checks); mid-message the wait goes on unless the reactor must act.
+done in slices (CLAIM_SLICE), idle or between PDUs: after each the reads are kept unless the reactor
+must act (``_may_read``: idle timeout, a release or abort indication, paused by another thread, ended).
 
 Installed at connection open (``on_connection_open``, after sockets.py and outbound.py) only for an
 acceptor on a tuned plain TCP socket whose C-STORE-RSPs ``Outbound`` encodes, whose C-STORE handler
@@ -265,13 +265,10 @@ class InlineStores:
                 if ready is None:
                     return None  # closed meanwhile: the DUL's to handle
                 if not ready:
-                    if not pdus:
-                        wake = False
-                        return None  # idle: the reactor looks at its state, then we claim again
-                    if self._interrupted():
-                        hand_over()
-                        return None
-                    continue
+                    if self._may_read():
+                        continue  # nothing for the reactor to do: keep the reads (idle, or between PDUs)
+                    hand_over()  # the reactor must act (idle timeout, paused, ended): pynetdicom's way
+                    return None
                 pdu = transport.read_pdu(hand_over)
                 if pdu is None:
                     return None
@@ -286,12 +283,6 @@ class InlineStores:
         finally:
             self.held = False
             transport.release_reads(wake=wake)
-
-    def _interrupted(self) -> bool:
-        """Mid-message: the reactor must act (another thread paused it, the idle timer expired, it ended)."""
-        assoc = self.assoc
-        return not (assoc.is_established and not assoc._kill and assoc._reactor_checkpoint.is_set()
-                    and not assoc.dul.idle_timer_expired())
 
     def _context(self, message: _Message) -> tuple[str, str] | None:
         """(abstract syntax, transfer syntax) of the message's context, if it is accepted, names the request's

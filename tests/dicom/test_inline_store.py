@@ -27,7 +27,7 @@ from appliance.dicom.outbound import store_request
 from appliance.dicom.scu import reactor_paused
 from appliance.dicom.store import ReceivedStore
 from appliance.dicom.status import status
-from helpers import dcmtk, free_port, init_data_dir, run_cli
+from helpers import dcmtk, free_port, init_data_dir, run_cli, wait_until
 from test_core_store import assert_stored_as_sent, write_source
 from tests.synth import make_instance
 
@@ -45,15 +45,18 @@ class StoreServer:
     """A pynetdicom acceptor with the box's connection tuning and a store handler that keeps what it got.
     ``fast``: the handler has the ``received`` form inline_store.py needs; without it pynetdicom serves all."""
 
-    def __init__(self, fast: bool = True, max_pdu: int = 16384, answer=0x0000):
+    def __init__(self, fast: bool = True, max_pdu: int = 16384, answer=0x0000, network_timeout: float = 60,
+                 extra_handlers=()):
         self.stored: dict[str, tuple[str, bytes, str]] = {}  # SOP Instance UID -> (syntax, data set, which way)
         self.assocs: list = []
         self.answer = answer
         self.closed = threading.Event()
         ae = AE(ae_title="STORESCP")
         ae.maximum_pdu_size = max_pdu
+        ae.network_timeout = network_timeout
         for uid in (CTImageStorage, MRImageStorage, Verification):
             ae.add_supported_context(uid, ImplicitVRLittleEndian)
+        self.aborted = threading.Event()
 
         def on_store(event):
             return self.keep(ReceivedStore.from_event(event), "pynetdicom")
@@ -62,7 +65,8 @@ class StoreServer:
             on_store.received = lambda _assoc, received: self.keep(received, "inline")
         self.log = AssociationLog()
         handlers = [*CONNECTION_TUNING, (evt.EVT_CONN_OPEN, lambda e: self.assocs.append(e.assoc)),
-                    (evt.EVT_C_STORE, on_store), *self.log.handlers(),
+                    (evt.EVT_C_STORE, on_store), *self.log.handlers(), *extra_handlers,
+                    (evt.EVT_ABORTED, lambda _e: self.aborted.set()),
                     (evt.EVT_CONN_CLOSE, lambda _e: self.closed.set())]  # after the log's line
         self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
         self.port = self.server.server_address[1]
@@ -91,6 +95,12 @@ def requestor(port: int, max_pdu: int = 16384):
     assert assoc.is_established
     assert [cx.context_id for cx in assoc.accepted_contexts] == [CT_CX, MR_CX, ECHO_CX]
     return assoc
+
+
+def claimed(srv: StoreServer) -> None:
+    """Wait until the newest association's thread holds the socket's reads (it keeps them until a PDU comes):
+    an association's first request may otherwise reach the DUL thread first (pynetdicom's way)."""
+    wait_until(lambda: srv.assocs and srv.assocs[-1].dul.socket._inline, 30, 0.01, what="the reads to be claimed")
 
 
 def data_set(ds: Dataset) -> bytes:
@@ -156,6 +166,8 @@ def test_a_pynetdicom_sender_with_a_small_pdu_is_served_inline_byte_for_byte():
         datasets = [make_instance("CT"), make_instance("MR"), make_instance("CT")]
         for srv in (fast, plain):
             assoc = requestor(srv.port)
+            if srv is fast:
+                claimed(srv)
             assert [int(assoc.send_c_store(ds).Status) for ds in datasets] == [0, 0, 0]
             assoc.release()
         assert fast.ways() == ["inline"] * 3 and plain.ways() == ["pynetdicom"] * 3
@@ -173,6 +185,7 @@ def test_a_pynetdicom_sender_with_a_small_pdu_is_served_inline_byte_for_byte():
 @pytest.mark.parametrize("layout", ["split", "one pdu", "command with first data", "tiny"])
 def test_fragmented_layouts_arrive_byte_for_byte(server, layout):
     assoc = requestor(server.port)
+    claimed(server)
     datasets = [make_instance("CT") for _ in range(2)]
     for n, ds in enumerate(datasets, 1):
         assert send_raw(assoc, store_message(ds, n, layout)) == (0, False)
@@ -189,6 +202,7 @@ def test_refusals_keep_their_comment_and_the_association_log_counts(caplog):
     srv = StoreServer(answer=answer)
     try:
         assoc = requestor(srv.port)
+        claimed(srv)
         ct, mr = make_instance("CT"), make_instance("MR")
         ok, refused = assoc.send_c_store(ct), assoc.send_c_store(mr)
         assert int(ok.Status) == 0 and int(refused.Status) == 0xA700
@@ -217,8 +231,10 @@ def test_a_handler_exception_is_answered_0xC211():
 def test_other_messages_go_to_pynetdicom_and_stores_go_on_inline(server):
     assoc = requestor(server.port)
     first, second = make_instance("CT"), make_instance("CT")
+    claimed(server)
     assert int(assoc.send_c_store(first).Status) == 0
     assert int(assoc.send_c_echo().Status) == 0
+    claimed(server)
     assert int(assoc.send_c_store(second).Status) == 0
     assoc.release()
     assert assoc.is_released
@@ -261,6 +277,7 @@ def test_what_is_not_a_plain_c_store_ends_as_without_the_fast_path(case):
 
 def test_garbage_after_a_valid_pdu_aborts_after_the_store(server):
     assoc = requestor(server.port)
+    claimed(server)
     ds = make_instance("CT")
     with reactor_paused(assoc):
         assoc.dul.socket.socket.sendall(store_message(ds) + b"\x55" * 64)
@@ -317,6 +334,14 @@ def test_the_box_serves_fragmented_senders_inline_and_gives_back_the_bytes_sent(
         return original(self, message)
 
     monkeypatch.setattr(InlineStores, "_store", counted)
+    instances = []
+    original_init = InlineStores.__init__
+
+    def remembered(self, *args):
+        original_init(self, *args)
+        instances.append(self)
+
+    monkeypatch.setattr(InlineStores, "__init__", remembered)
     data_dir = init_data_dir(tmp_path / "data")
     sources = dict(write_source(tmp_path / "src", kind, patient_id="INLINE1", instance_number=i)
                    for i, kind in enumerate(["CT", "CT", "MR", "CT", "MR", "CT", "CT", "MR"]))
@@ -328,12 +353,12 @@ def test_the_box_serves_fragmented_senders_inline_and_gives_back_the_bytes_sent(
         default = dcmtk("storescu", "-aec", "PACSBOX", "127.0.0.1", port, *batches[1])
         assert default.returncode == 0, default.stderr
         assoc = requestor_of(port)
+        wait_until(lambda: instances and instances[-1].transport._inline, 30, 0.01, what="the reads to be claimed")
         assert [int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in batches[2]] == [0, 0]
         assoc.release()
-        # An association's first request may reach the DUL thread before the association thread claims the
-        # reads (pynetdicom's way); every later one is claimed before the response to the one before it leaves.
-        later = {uid_of(f) for batch in batches for f in batch[1:]}
-        assert later <= set(served) <= set(sources)
+        # dcmtk sends its first request as soon as the association is accepted: that one, and one after a request
+        # served by pynetdicom, may reach the DUL thread first; once claimed, the next ones are read inline.
+        assert {uid_of(f) for f in batches[2]} <= set(served) <= set(sources)
         out = tmp_path / "get"
         out.mkdir()
         got = dcmtk("getscu", "-P", "+B", "-aec", "PACSBOX", "-od", out, "-k", "QueryRetrieveLevel=PATIENT",
@@ -356,8 +381,12 @@ def test_the_box_refuses_a_peer_without_the_store_permission_inline(tmp_path, mo
     data_dir = init_data_dir(tmp_path / "data")
     run_cli("modality", "add", "--data", data_dir, "LIMITED", "127.0.0.1", "104", "--no-store")
     uid, path = write_source(tmp_path / "src", "CT", patient_id="INLINE2")
+    instances = []
+    original_init = InlineStores.__init__
+    monkeypatch.setattr(InlineStores, "__init__", lambda self, *args: original_init(self, *args) or instances.append(self))
     with running_box(data_dir, PACS_DICOM_INGEST_WORKERS="0") as (_app, port):
         assoc = requestor_of(port, calling="LIMITED")
+        wait_until(lambda: instances and instances[-1].transport._inline, 30, 0.01, what="the reads to be claimed")
         rsp = assoc.send_c_store(pydicom.dcmread(path))
         assoc.release()
     assert int(rsp.Status) == 0x0124 and "without permission to store" in rsp.ErrorComment
@@ -385,3 +414,51 @@ def test_the_store_services_of_the_node_and_of_a_worker_have_the_received_form()
     for service in (store.service(object()), store.service(object(), object())):
         (handler,) = service.handlers
         assert callable(handler.fn.received)
+
+
+def test_handlers_watching_every_pdu_or_message_received_keep_pynetdicoms_way():
+    def every_pdu(_event):
+        pass
+
+    def every_message(_event):
+        pass
+
+    for handler in ((evt.EVT_PDU_RECV, every_pdu), (evt.EVT_DIMSE_RECV, every_message)):
+        srv = StoreServer(extra_handlers=[handler])
+        try:
+            assoc = requestor(srv.port)
+            assert [int(assoc.send_c_store(make_instance("CT")).Status) for _ in range(2)] == [0, 0]
+            assoc.release()
+            assert srv.ways() == ["pynetdicom", "pynetdicom"]
+            assert not isinstance(srv.assocs[0].dimse.get_msg, InlineStores)
+        finally:
+            srv.close()
+
+
+def test_a_pdu_that_never_completes_is_refused_by_its_deadline_while_read_inline(caplog):
+    srv = StoreServer()
+    try:
+        assoc = requestor(srv.port)
+        claimed(srv)
+        assert int(assoc.send_c_store(make_instance("CT")).Status) == 0  # the next read is claimed ahead
+        srv.assocs[0].network_timeout = 1  # only now: a slow machine cannot end the association before the store
+        with caplog.at_level("WARNING", logger="appliance.dicom.sockets"):
+            assoc.dul.socket.socket.sendall(bytes((0x04, 0)) + struct.pack(">I", 100) + b"\0" * 10)
+            assert srv.closed.wait(30)
+        assert any("did not complete a 100-byte PDU" in r.getMessage() for r in caplog.records)
+        assert srv.ways() == ["inline"]
+    finally:
+        srv.close()
+
+
+def test_an_idle_association_is_aborted_by_the_idle_timer_while_read_inline():
+    srv = StoreServer()
+    try:
+        assoc = requestor(srv.port)
+        claimed(srv)
+        assert int(assoc.send_c_store(make_instance("CT")).Status) == 0  # the next read is claimed ahead
+        srv.assocs[0].network_timeout = 1
+        assert srv.aborted.wait(30) and srv.closed.wait(30)
+        assert srv.ways() == ["inline"]
+    finally:
+        srv.close()
