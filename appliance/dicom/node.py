@@ -31,6 +31,7 @@ from .registry import DimseService, ServiceRegistry
 from .slots import AssociationSlots, pynetdicom_limit
 from .sockets import tune_accepted_socket
 from .outbound import on_connection_open as outbound_on_connection_open
+from .inline_store import on_connection_open as inline_store_on_connection_open
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,10 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 # Accept storage of SOP classes pynetdicom does not list (new or private ones).
 _config.UNRESTRICTED_STORAGE_SERVICE = True
-# EVT_CONN_OPEN handlers every acceptor binds first, in this order (outbound writes to the tuned socket):
-# the node's and an ingest worker's (workers.py).
-CONNECTION_TUNING = ((evt.EVT_CONN_OPEN, tune_accepted_socket), (evt.EVT_CONN_OPEN, outbound_on_connection_open))
+# EVT_CONN_OPEN handlers every acceptor binds first, in this order (outbound writes to the tuned socket, and
+# inline_store reads from it and answers through outbound): the node's and an ingest worker's (workers.py).
+CONNECTION_TUNING = ((evt.EVT_CONN_OPEN, tune_accepted_socket), (evt.EVT_CONN_OPEN, outbound_on_connection_open),
+                     (evt.EVT_CONN_OPEN, inline_store_on_connection_open))
 
 
 def free_slot_of_silent_connection(event) -> None:

@@ -108,11 +108,17 @@ def store_response(primitive: C_STORE) -> bytes | None:
     if primitive.ErrorComment is not None or primitive.OffendingElement is not None \
             or primitive.Status is None or primitive.MessageIDBeingRespondedTo is None:
         return None
-    elements = [(0x0002, uid_value(primitive.AffectedSOPClassUID))] if primitive.AffectedSOPClassUID else []
-    elements += [(0x0100, us_value(C_STORE_RSP)), (0x0120, us_value(primitive.MessageIDBeingRespondedTo)),
-                 (0x0800, us_value(NO_DATA_SET)), (0x0900, us_value(primitive.Status))]
-    if primitive.AffectedSOPInstanceUID:
-        elements.append((0x1000, uid_value(primitive.AffectedSOPInstanceUID)))
+    return plain_store_response(primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID,
+                                primitive.AffectedSOPInstanceUID, primitive.Status)
+
+
+def plain_store_response(responding_to: int, sop_class, sop_uid, status: int) -> bytes:
+    """The command set of a C-STORE-RSP with a status and no error comment (PS3.7 9.3.1.2)."""
+    elements = [(0x0002, uid_value(sop_class))] if sop_class else []
+    elements += [(0x0100, us_value(C_STORE_RSP)), (0x0120, us_value(responding_to)),
+                 (0x0800, us_value(NO_DATA_SET)), (0x0900, us_value(status))]
+    if sop_uid:
+        elements.append((0x1000, uid_value(sop_uid)))
     return command_set(elements)
 
 
@@ -288,6 +294,7 @@ class Outbound:
         self._store_responses = direct is not None and not _watched(assoc, evt.EVT_DIMSE_SENT,
                                                                     "takes_sent_store_response")
         self._pynetdicom_send = None  # the association's own send_msg, once installed
+        self.before_store_response = None  # inline_store.InlineStores.claim_ahead, when installed
         self._rewatch = getattr(getattr(self.dul, "socket", None), "rewatch", None)
 
     @classmethod
@@ -349,6 +356,21 @@ class Outbound:
             self.dul.send_pdu(primitive)
         return True
 
+    @property
+    def encodes_store_responses(self) -> bool:
+        """C-STORE-RSPs are encoded and written here (a tuned plain TCP connection, no handler wanting
+        pynetdicom's sent messages)."""
+        return self._store_responses
+
+    def send_store_response(self, context_id: int, responding_to: int, sop_class: str, sop_uid: str,
+                            status: int) -> bool:
+        """A plain C-STORE-RSP (inline_store.py), as ``send_msg`` sends one; False if the connection is gone."""
+        if self._store_watched:  # the association log's tally
+            evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": SentStoreResponse(context_id, status)})
+        if self.before_store_response is not None:
+            self.before_store_response()
+        return self.send(context_id, plain_store_response(responding_to, sop_class, sop_uid, status))
+
     def install(self) -> None:
         """Send this association's DIMSE messages (``dimse.send_msg``, an instance attribute) through here."""
         if getattr(self.dimse, "_pacs_outbound", None) is not None or not callable(getattr(self.dimse, "send_msg",
@@ -363,6 +385,8 @@ class Outbound:
         all by the same way out, in the order they are sent."""
         kind = type(primitive)
         if kind is C_STORE:
+            if self.before_store_response is not None and primitive.MessageIDBeingRespondedTo is not None:
+                self.before_store_response()  # a storage SCP's answer: the sender's next request comes next
             if self._store_responses and primitive.MessageIDBeingRespondedTo is not None:
                 command = store_response(primitive)
                 if command is not None:

@@ -19,7 +19,8 @@ Two things make a small C-STORE slow in a stock pynetdicom acceptor:
    the GIL: at 1 ms that was ~10 % of the CPU of an ingest (bench/README.md).
 
 A thread waiting for the answer to its own request may also read it itself instead of the
-DUL thread (``claim_reads``, used by outbound.InlineResponses for C-STORE-RSPs): one thread
+DUL thread (``claim_reads``, used by outbound.InlineResponses for C-STORE-RSPs, and by
+inline_store.InlineStores for a storage association's next C-STORE-RQ): one thread
 reads the socket at a time, decided under a lock; while the socket is claimed the DUL thread
 waits on its wake-up socket alone, and a PDU the claiming thread does not want is handed to
 the DUL thread decoded (``hand_over``) as its own read would have.
@@ -334,23 +335,28 @@ class TunedAssociationSocket(AssociationSocket):
             if remaining <= CLAIM_SLICE:
                 return False
 
-    def read_pdu(self) -> bytearray | None:
+    def read_pdu(self, before_failure: Callable[[], None] | None = None) -> bytearray | None:
         """The next whole PDU, read by the claiming thread with ``recv``'s limits and deadline. None when
         the connection closed or the PDU was refused or unknown: the DUL is told as its own read would
-        (Evt17, Evt19), and handles it once the claim is released."""
+        (Evt17, Evt19), and handles it once the claim is released. ``before_failure`` runs just before
+        that event is queued (inline_store.py hands over the earlier PDUs of a half-read message first)."""
         self._inline_reads += 1
         header = self.recv(6)
+        event = None
         if len(header) != 6:
-            self.event_queue.put("Evt17")
-            return None
-        if not 0x01 <= header[0] <= 0x07:
+            event = "Evt17"
+        elif not 0x01 <= header[0] <= 0x07:
             log.error("Unknown PDU type received '0x%02X'", header[0])
-            self.event_queue.put("Evt19")
-            return None
-        length = int.from_bytes(header[2:6], "big")
-        body = self.recv(length) if length else bytearray()
-        if len(body) != length:
-            self.event_queue.put("Evt17")
+            event = "Evt19"
+        else:
+            length = int.from_bytes(header[2:6], "big")
+            body = self.recv(length) if length else bytearray()
+            if len(body) != length:
+                event = "Evt17"
+        if event is not None:
+            if before_failure is not None:
+                before_failure()
+            self.event_queue.put(event)
             return None
         header += body
         return header
@@ -475,11 +481,18 @@ class _MessageWaitCheckpoint(threading.Event):
     interval, serves a message the moment it is decoded.
     """
 
+    reads_held = None  # inline_store.InlineStores: ``held`` (this thread claimed the next read) and ``drop``
+
     def __init__(self, messages: queue.Queue):
         super().__init__()
         self._messages = messages
 
     def wait(self, timeout=None):
+        held = self.reads_held
+        if held is not None and held.held:
+            if super().wait(0):
+                return True  # the reactor reads the next message itself (its get_msg): no wait for the DUL's
+            held.drop()  # paused by another thread: the DUL thread reads (that thread's answer) while it waits
         result = super().wait(timeout)
         if result:
             with self._messages.not_empty:

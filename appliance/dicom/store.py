@@ -6,8 +6,9 @@ is refused; unregistered callers the association policy let in may store.
 from __future__ import annotations
 
 import logging
-
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, AllStoragePresentationContexts, evt
@@ -51,20 +52,34 @@ def part10_header(sop_class_uid, sop_instance_uid, transfer_syntax) -> bytes:
     return b"\0" * 128 + b"DICM" + _element(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-def received_part10(event) -> bytes:
-    """The received object as a Part 10 file: its data set bytes exactly as they arrived."""
-    request = event.request
-    dataset = request.DataSet.getvalue()
-    header = part10_header(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
-                           event.context.transfer_syntax)
-    return header + dataset
+@dataclass(frozen=True)
+class ReceivedStore:
+    """What the C-STORE handler needs of a received request, from pynetdicom's event (``from_event``) or
+    read straight off the socket (inline_store.py): the data set as the fragments that arrived."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    dataset: Sequence[bytes | bytearray | memoryview]
+
+    @classmethod
+    def from_event(cls, event) -> ReceivedStore:
+        request = event.request
+        return cls(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID, event.context.transfer_syntax,
+                   (request.DataSet.getvalue(),))
+
+    def part10(self) -> bytes:
+        """The received object as a Part 10 file: its data set bytes exactly as they arrived (one copy)."""
+        return b"".join((part10_header(self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax),
+                         *self.dataset))
 
 
-def handle_store(event, ingestor: Ingestor):
-    calling = event.assoc.requestor.ae_title.strip()
-    origin = Origin("dicom", f"{calling}@{event.assoc.requestor.address}")
+def store_received(assoc, received: ReceivedStore, ingestor: Ingestor):
+    """Ingest one received object; its DIMSE status (an int, or a status Dataset with the reason)."""
+    calling = assoc.requestor.ae_title.strip()
+    origin = Origin("dicom", f"{calling}@{assoc.requestor.address}")
     try:
-        ingestor.store_bytes(received_part10(event), origin)
+        ingestor.store_bytes(received.part10(), origin)
     except ApplianceError as exc:
         log.warning("C-STORE from %s refused (0x%04X): %s", calling, exc.dimse_status, exc)
         return status(exc.dimse_status, str(exc))
@@ -74,11 +89,24 @@ def handle_store(event, ingestor: Ingestor):
     return SUCCESS
 
 
-def store_if_permitted(event, ingestor: Ingestor, peers: PeerRegistry):
-    calling = event.assoc.requestor.ae_title.strip()
+def store_received_if_permitted(assoc, received: ReceivedStore, ingestor: Ingestor, peers: PeerRegistry):
+    calling = assoc.requestor.ae_title.strip()
     if not peers.permits(calling, "can_store"):
         return status(NOT_AUTHORIZED, f"{calling} is registered without permission to store")
-    return handle_store(event, ingestor)
+    return store_received(assoc, received, ingestor)
+
+
+def handle_store(event, ingestor: Ingestor):
+    return store_received(event.assoc, ReceivedStore.from_event(event), ingestor)
+
+
+def store_if_permitted(event, ingestor: Ingestor, peers: PeerRegistry):
+    return store_received_if_permitted(event.assoc, ReceivedStore.from_event(event), ingestor, peers)
+
+
+# The same handlers without pynetdicom's event, for C-STOREs read by inline_store.py: (assoc, ReceivedStore, *args)
+handle_store.received = store_received
+store_if_permitted.received = store_received_if_permitted
 
 
 def service(ingestor: Ingestor, peers: PeerRegistry | None = None) -> DimseService:
