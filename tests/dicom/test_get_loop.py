@@ -7,7 +7,10 @@ No timings: every wait is for an event.
 """
 from __future__ import annotations
 
+import ssl
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -28,6 +31,9 @@ from appliance.dicom.sockets import tune_accepted_socket
 from appliance.dicom.status import status
 from tests.synth import make_instance, write_study
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tls"))
+from tls_certs import Authority  # noqa: E402
+
 GET = StudyRootQueryRetrieveInformationModelGet
 SCU = "LOOPSCU"
 
@@ -41,7 +47,9 @@ def no_pynetdicom_log_handlers(monkeypatch):
 class ScriptedGetServer:
     """A C-GET SCP whose handler yields ``self.count`` and then ``self.script`` (status, dataset) pairs."""
 
-    def __init__(self):
+    def __init__(self, server_tls: ssl.SSLContext | None = None, client_tls: ssl.SSLContext | None = None,
+                 watchers=()):
+        self.client_tls = client_tls
         self.requests = DecodedRequests()
         self.count, self.script = 0, []
         self.served_by_loop: list[bool] = []
@@ -51,8 +59,9 @@ class ScriptedGetServer:
             self.ae.add_supported_context(sop_class, scu_role=False, scp_role=True)
         handlers = [(evt.EVT_CONN_OPEN, tune_accepted_socket), (evt.EVT_CONN_OPEN, on_connection_open),
                     *self.requests.handlers(), (evt.EVT_ESTABLISHED, get_loop.install),
-                    (evt.EVT_C_GET, self.on_get)]
-        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+                    (evt.EVT_C_GET, self.on_get), *watchers]
+        self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers,
+                                           ssl_context=server_tls)
 
     def on_get(self, event):
         receive_store_responses(event.assoc)
@@ -74,7 +83,8 @@ class ScriptedGetServer:
             ae.add_requested_context(sop_class)
         assoc = ae.associate("127.0.0.1", self.server.server_address[1], ae_title="GETSCP",
                              ext_neg=[build_role(sop_class, scp_role=True) for sop_class in storage],
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)],
+                             tls_args=(self.client_tls, None) if self.client_tls else None)
         assert assoc.is_established
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
@@ -193,6 +203,41 @@ def test_the_number_of_sub_operations(server, count, expected):
     server.count, server.script = count, []
     responses = server.get(lambda event: 0x0000)
     assert [rsp.Status for rsp, _ in responses] == [expected]
+
+
+def test_over_tls_the_loop_queues_its_responses_to_the_dul(tmp_path):
+    """TLS: no direct writes (outbound.py queues every PDU to the DUL); same counts, failures and list."""
+    ca = Authority(tmp_path / "ca")
+    pem = ca.issue("server", "localhost", server=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pem.cert, pem.key)
+    client_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca.pem.cert))
+    client_tls.check_hostname = False
+    srv = ScriptedGetServer(server_tls, client_tls)
+    try:
+        datasets = instances(3)
+        srv.count, srv.script = 3, [(0xFF00, ds) for ds in datasets]
+        responses = srv.get(lambda event: 0xA700 if event.dataset.SOPInstanceUID == datasets[0].SOPInstanceUID
+                            else 0x0000)
+        assert [rsp.Status for rsp, _ in responses] == [0xFF00] * 3 + [0xB000]
+        assert final_counts(responses[-1][0]) == (0xB000, 2, 1, 0)
+        assert failed_list(responses[-1][1]) == [datasets[0].SOPInstanceUID]
+        assert srv.served_by_loop == [True]
+    finally:
+        srv.close()
+
+
+def test_a_handler_watching_every_message_sent_sees_every_c_get_response():
+    """A handler on EVT_DIMSE_SENT (pynetdicom's debug log) keeps pynetdicom's encoding of every message."""
+    sent = []
+    srv = ScriptedGetServer(watchers=[(evt.EVT_DIMSE_SENT, lambda event: sent.append(type(event.message).__name__))])
+    try:
+        datasets = instances(2)
+        srv.count, srv.script = 2, [(0xFF00, ds) for ds in datasets]
+        assert final_counts(srv.get(lambda event: 0x0000)[-1][0]) == (0x0000, 2, 0, 0)
+        assert sent == ["C_STORE_RQ", "C_GET_RSP", "C_STORE_RQ", "C_GET_RSP", "C_GET_RSP"]
+    finally:
+        srv.close()
 
 
 def test_decoded_requests_are_shared_read_only_and_bounded():
