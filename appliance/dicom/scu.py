@@ -16,9 +16,10 @@ does not apply (a handler watching every message sent, or a Part 10 meta without
 group length), the plaintext goes into an anonymous in-memory file (memfd) and
 pynetdicom sends it from there in chunks (``STORE_SEND_CHUNKED_DATASET``).
 
-pynetdicom's C-MOVE/C-GET service calls ``assoc.send_c_store(dataset)`` for
-each dataset our handler yields; ``install`` makes that call go through
-``ObjectSender`` for the ``Outgoing`` placeholders we yield.
+pynetdicom's C-MOVE service calls ``assoc.send_c_store(dataset)`` for each
+dataset our handler yields, the box's C-GET loop (get_loop.py)
+``assoc.pacs_store_status``; ``install`` makes both go through ``ObjectSender``
+for the ``Outgoing`` placeholders we yield.
 """
 from __future__ import annotations
 
