@@ -32,6 +32,7 @@ on a context the association does not have, goes pynetdicom's way unchanged.
 from __future__ import annotations
 
 import logging
+import struct
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -46,6 +47,7 @@ from .status import PENDING, SUCCESS
 
 log = logging.getLogger(__name__)
 
+_COUNTS = struct.Struct("<" + "HHIH" * 4).pack  # (0000,1020)-(0000,1023), US each, implicit VR little endian
 HANDLER_FAILED, BAD_COUNT, TOO_MANY = 0xC411, 0xC413, 0xC416  # pynetdicom's codes for a broken handler
 ALL_FAILED, SOME_FAILED = 0xA702, 0xB000
 
@@ -97,11 +99,11 @@ class GetResponses:
         self.sop_class = str(req.AffectedSOPClassUID)
         outbound = getattr(assoc.dimse, "_pacs_outbound", None)
         self.outbound = outbound if outbound is not None and assoc.dimse.send_msg == outbound.send_msg else None
+        self.pending_command = PendingCommand(self.msg_id, self.sop_class)
 
     def pending(self, remaining: int, completed: int, failed: int, warning: int) -> None:
         if self.outbound is not None:
-            command = retrieve_response(C_GET_RSP, self.msg_id, self.sop_class, PENDING, remaining, completed,
-                                        failed, warning)
+            command = self.pending_command(remaining, completed, failed, warning)
             self.outbound.send(self.context_id, command, hold=True)  # leaves with the next message
             return
         self.send(PENDING, (remaining, completed, failed, warning))
@@ -131,6 +133,18 @@ class GetResponses:
             ts = self.context.transfer_syntax[0]
             rsp.Identifier = BytesIO(encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated))
         self.assoc.dimse.send_msg(rsp, self.context_id)
+
+
+class PendingCommand:
+    """The command sets of one request's Pending C-GET-RSPs (``outbound.retrieve_response``'s bytes): made
+    once but for the four counts, which end it and have fixed lengths."""
+
+    def __init__(self, msg_id: int, sop_class: str):
+        self.head = retrieve_response(C_GET_RSP, msg_id, sop_class, PENDING, 0, 0, 0, 0)[:-40]
+
+    def __call__(self, remaining: int, completed: int, failed: int, warning: int) -> bytes:
+        return self.head + _COUNTS(0, 0x1020, 2, remaining, 0, 0x1021, 2, completed, 0, 0x1022, 2, failed,
+                                   0, 0x1023, 2, warning)
 
 
 def _sub_operation(assoc, dataset, msg_id: int) -> int | None:

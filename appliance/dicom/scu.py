@@ -175,11 +175,13 @@ class ObjectSender:
         if context is None:
             raise TranscodeError(f"no accepted presentation context for {out.SOPClassUID} in {target}")
         command = store_request(msg_id, out.SOPClassUID, out.SOPInstanceUID, 2, originator_aet, originator_id)
-        with reactor_paused(assoc):
-            if not outbound.send(context.context_id, command, dataset):
-                return None
-            self._prefetch(out.__dict__.get("following"))
-            _cx, rsp = assoc.dimse.get_msg(block=True)
+        if threading.current_thread() is assoc:  # a C-GET: this is the reactor's thread, so it takes nothing
+            rsp = self._exchange(assoc, outbound, context.context_id, command, dataset, out)
+        else:
+            with reactor_paused(assoc):
+                rsp = self._exchange(assoc, outbound, context.context_id, command, dataset, out)
+        if rsp is False:  # the association went while sending
+            return None
         if rsp is None:  # no answer within the DIMSE timeout, or the association is gone
             if assoc.is_established:
                 assoc.abort()
@@ -189,6 +191,15 @@ class ObjectSender:
             assoc.abort()
             return None
         return rsp.Status
+
+    def _exchange(self, assoc: Association, outbound: Outbound, context_id: int, command: bytes, dataset,
+                  out: Outgoing):
+        """Send the C-STORE-RQ, decrypt the next object, wait for the answer: the C_STORE response, None
+        (none within the DIMSE timeout), or False (the association is gone)."""
+        if not outbound.send(context_id, command, dataset):
+            return False
+        self._prefetch(out.__dict__.get("following"))
+        return assoc.dimse.get_msg(block=True)[1]
 
     @staticmethod
     def _send_from_file(assoc: Association, data: bytes, msg_id: int, originator_aet, originator_id):

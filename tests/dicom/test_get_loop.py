@@ -25,7 +25,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 from appliance.dicom import get_loop
-from appliance.dicom.outbound import on_connection_open, receive_store_responses
+from appliance.dicom.outbound import C_GET_RSP, on_connection_open, receive_store_responses, retrieve_response
 from appliance.dicom.request_cache import DecodedRequests
 from appliance.dicom.sockets import tune_accepted_socket
 from appliance.dicom.status import status
@@ -238,6 +238,12 @@ def test_a_handler_watching_every_message_sent_sees_every_c_get_response():
         assert sent == ["C_STORE_RQ", "C_GET_RSP", "C_STORE_RQ", "C_GET_RSP", "C_GET_RSP"]
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("counts", [(99, 1, 0, 0), (0, 65535, 3, 2)])
+def test_pending_commands_are_the_bytes_outbound_encodes(counts):
+    sop_class = str(GET)
+    assert get_loop.PendingCommand(7, sop_class)(*counts) == retrieve_response(C_GET_RSP, 7, sop_class, 0xFF00, *counts)
 
 
 def test_decoded_requests_are_shared_read_only_and_bounded():
