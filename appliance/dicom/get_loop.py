@@ -162,8 +162,13 @@ def _sub_operation(assoc, dataset, msg_id: int) -> int | None:
 def serve_get(assoc, req: C_GET, context) -> None:
     """Run one C-GET request's handler and its sub-operations (the rules: module docstring)."""
     responses = GetResponses(assoc, req, context)
-    handler = evt.trigger(assoc, evt.EVT_C_GET, {"request": req, "context": context.as_tuple,
-                                                 "_is_cancelled": _is_cancelled(assoc)})
+    try:
+        handler = evt.trigger(assoc, evt.EVT_C_GET, {"request": req, "context": context.as_tuple,
+                                                     "_is_cancelled": _is_cancelled(assoc)})
+    except Exception:  # noqa: BLE001 - no handler bound, or it failed before its first yield
+        log.exception("Exception in the handler bound to EVT_C_GET")
+        responses.send(HANDLER_FAILED)
+        return
     if not assoc.is_established:
         return
     try:

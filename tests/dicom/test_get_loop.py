@@ -48,7 +48,7 @@ class ScriptedGetServer:
     """A C-GET SCP whose handler yields ``self.count`` and then ``self.script`` (status, dataset) pairs."""
 
     def __init__(self, server_tls: ssl.SSLContext | None = None, client_tls: ssl.SSLContext | None = None,
-                 watchers=()):
+                 watchers=(), bind_get: bool = True):
         self.client_tls = client_tls
         self.requests = DecodedRequests()
         self.count, self.script = 0, []
@@ -59,7 +59,7 @@ class ScriptedGetServer:
             self.ae.add_supported_context(sop_class, scu_role=False, scp_role=True)
         handlers = [(evt.EVT_CONN_OPEN, tune_accepted_socket), (evt.EVT_CONN_OPEN, on_connection_open),
                     *self.requests.handlers(), (evt.EVT_ESTABLISHED, get_loop.install),
-                    (evt.EVT_C_GET, self.on_get), *watchers]
+                    *([(evt.EVT_C_GET, self.on_get)] if bind_get else []), *watchers]
         self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers,
                                            ssl_context=server_tls)
 
@@ -223,6 +223,15 @@ def test_over_tls_the_loop_queues_its_responses_to_the_dul(tmp_path):
         assert final_counts(responses[-1][0]) == (0xB000, 2, 1, 0)
         assert failed_list(responses[-1][1]) == [datasets[0].SOPInstanceUID]
         assert srv.served_by_loop == [True]
+    finally:
+        srv.close()
+
+
+def test_no_handler_bound_is_answered_as_pynetdicom_answers_it():
+    srv = ScriptedGetServer(bind_get=False)
+    try:
+        statuses = [rsp.Status for rsp, _ in srv.get(lambda event: 0x0000)]
+        assert statuses == [0xC411]  # as pynetdicom: a failure, and the association lives
     finally:
         srv.close()
 
