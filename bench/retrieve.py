@@ -90,12 +90,13 @@ def main() -> None:
         data_dir = init_data_dir(tmp / "data")
         subprocess.run(CLI + ["modality", "add", "--data", str(data_dir), SCU, "127.0.0.1", str(scu_port)],
                        check=True, capture_output=True)
+        if args.baseline_root:  # copied before either runs: a running box writes (and removes) snapshot files
+            base_dir = tmp / "data-base"
+            shutil.copytree(data_dir, base_dir, symlinks=True)  # the same keys and peers, its own index
         box = Server(data_dir, env=source_env(ROOT)).start()
         peers = {"appliance": ("PACSBOX", box.dicom_port)}
         pids = {"appliance": box.proc.pid}
         if args.baseline_root:
-            base_dir = tmp / "data-base"
-            shutil.copytree(data_dir, base_dir, symlinks=True)  # the same keys and peers, its own index
             base = Server(base_dir, env=source_env(args.baseline_root.resolve())).start()
             peers["appliance-base"] = ("PACSBOX", base.dicom_port)
             pids["appliance-base"] = base.proc.pid
@@ -138,9 +139,9 @@ def main() -> None:
                 cells.append(f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})")
             print(f"| {op} | " + " | ".join(cells) + " |")
         for op in ops:  # the server's own CPU time (all threads) per operation
-            cells = [f"{statistics.mean(cpu[(op, name)]) * 1000:.0f} ms" if cpu.get((op, name)) else "-"
-                     for name in peers]
-            print(f"| {op}, server CPU (mean) | " + " | ".join(cells) + " |")
+            cells = [f"{statistics.mean(cpu[(op, name)]) * 1000:.0f} / {statistics.median(cpu[(op, name)]) * 1000:.0f} ms"
+                     if cpu.get((op, name)) else "-" for name in peers]
+            print(f"| {op}, server CPU (mean / median) | " + " | ".join(cells) + " |")
         print(f"load average: {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     finally:
         for server in (box, base):

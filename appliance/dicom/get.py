@@ -1,8 +1,9 @@
 """C-GET SCP (Patient Root and Study Root): the instances go back on the requestor's own association.
 
 The requestor proposes storage contexts with SCP/SCU role selection (the
-node accepts the SCP role for every storage SOP class: ``requestor_scp_for``); pynetdicom
-counts the sub-operations and the failed SOP Instance UIDs. Each instance is
+node accepts the SCP role for every storage SOP class: ``requestor_scp_for``);
+``get_loop.serve_get`` runs ``handle_get``'s sub-operations and counts them and the failed
+SOP Instance UIDs (pynetdicom's ``_get_scp`` rules, without its per-message cost). Each instance is
 sent by ``scu.ObjectSender``: stored bytes when the requestor accepted the
 stored transfer syntax, a lossless transcode when not, otherwise a failed
 sub-operation.
@@ -30,7 +31,9 @@ from ..convert.transcode import FALLBACKS
 from ..index import Index
 from ..records.peers import PeerRegistry
 from .move import BadIdentifier, caller_may_retrieve, match_instances, unique_key
+from .get_loop import install as own_sub_operation_loop
 from .registry import DimseService, Handler
+from .request_cache import DecodedRequests
 from .scu import ObjectSender, chain
 from .status import CANCELLED, IDENTIFIER_MISMATCH, NOT_PERMITTED, PENDING, status
 from .store import STORAGE_SOP_CLASSES
@@ -62,8 +65,11 @@ def prefer_producible(event) -> None:
 
 
 def watchers() -> list:
-    """The notification handlers C-GET needs on the node (DicomNode.watch)."""
-    return [(evt.EVT_REQUESTED, prefer_producible)]
+    """The notification handlers C-GET needs on the node (DicomNode.watch): the syntaxes it can fill first,
+    getscu's repeated association request decoded once (request_cache.py), the sub-operations run by
+    get_loop.py."""
+    return [(evt.EVT_REQUESTED, prefer_producible), *DecodedRequests().handlers(),
+            (evt.EVT_ESTABLISHED, own_sub_operation_loop)]
 
 
 def handle_get(event, index: Index, peers: PeerRegistry, sender: ObjectSender, audit):
