@@ -128,7 +128,7 @@ def main() -> None:
                 if "C-GET" in ops:
                     timed("C-GET", name, "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{args.instances}-instance {args.kind} study ({size_mb:.1f} MB), {args.runs} runs, median (min-max) seconds, dcmtk process wall time")
+        print(f"{args.instances}-instance {args.kind} study ({size_mb:.1f} MB), {args.runs} runs, median (min-max), dcmtk process wall time")
         print("| operation | " + " | ".join(f"Orthanc {orthanc_version()}" if n == "orthanc" else n for n in peers)
               + " |")
         print("|---|" + "---|" * len(peers))
@@ -136,7 +136,7 @@ def main() -> None:
             cells = []
             for name in peers:
                 t = times[(op, name)]
-                cells.append(f"{statistics.median(t):.2f} s ({min(t):.2f}-{max(t):.2f})")
+                cells.append(f"{statistics.median(t) * 1000:.0f} ms ({min(t) * 1000:.0f}-{max(t) * 1000:.0f})")
             print(f"| {op} | " + " | ".join(cells) + " |")
         for op in ops:  # the server's own CPU time (all threads) per operation
             cells = [f"{statistics.mean(cpu[(op, name)]) * 1000:.0f} / {statistics.median(cpu[(op, name)]) * 1000:.0f} ms"

@@ -213,10 +213,15 @@ class InlineResponses:
     or a refused PDU is the DUL's to handle too (its abort puts (None, None) on the DIMSE queue that
     ``get_msg`` waits on). No answer within the DIMSE timeout: (None, None), as ``get_msg``. No claim
     (TLS, another reader, not Sta6, a message half assembled): pynetdicom's way.
+
+    The sender claims before its C-STORE-RQ leaves (``claim_ahead``): claimed only once it waits, the
+    claim lost nearly every race, since the answer came while the next object was being decrypted
+    and the DUL thread, watching the socket, read it first (bench/README.md, session 7).
     """
 
     def __init__(self, assoc, transport, get_msg):
         self.assoc, self.transport, self.get_msg = assoc, transport, get_msg
+        self.held = False  # claimed ahead by the sender of a C-STORE-RQ, not yet read or dropped
 
     def __call__(self, block: bool = False):
         if block:
@@ -225,12 +230,29 @@ class InlineResponses:
                 return answer
         return self.get_msg(block)
 
+    def claim_ahead(self) -> None:
+        """Just before a C-STORE-RQ leaves: claim the reads, so that its answer is read by this thread."""
+        if not self.held and self._may_claim() and self.transport.claim_reads():
+            self.held = True
+
+    def drop(self) -> None:
+        """Give up a claim taken ahead that no read used (the send failed): the DUL thread reads again now."""
+        if self.held:
+            self.held = False
+            self.transport.release_reads(wake=True)
+
+    def _may_claim(self) -> bool:
+        assoc = self.assoc
+        dimse = assoc.dimse
+        return dimse.message is None and dimse.msg_queue.empty() and assoc.is_established \
+            and assoc.dul.state_machine.current_state == "Sta6"
+
     def _read(self):
         assoc, transport = self.assoc, self.transport
         dimse, dul = assoc.dimse, assoc.dul
-        if dimse.message is not None or not dimse.msg_queue.empty() or not assoc.is_established \
-                or dul.state_machine.current_state != "Sta6" or not transport.claim_reads():
+        if not self.held and not (self._may_claim() and transport.claim_reads()):
             return None
+        self.held = False  # released below, whatever comes
         handed = True
         try:
             ready = transport.wait_readable(dimse.dimse_timeout if dimse.dimse_timeout is not None else 1e9)

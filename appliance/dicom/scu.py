@@ -196,10 +196,18 @@ class ObjectSender:
                   out: Outgoing):
         """Send the C-STORE-RQ, decrypt the next object, wait for the answer: the C_STORE response, None
         (none within the DIMSE timeout), or False (the association is gone)."""
-        if not outbound.send(context_id, command, dataset):
-            return False
-        self._prefetch(out.__dict__.get("following"))
-        return assoc.dimse.get_msg(block=True)[1]
+        responses = assoc.dimse.get_msg
+        claim_ahead = getattr(responses, "claim_ahead", None)  # outbound.InlineResponses: read the answer here
+        if claim_ahead is not None:
+            claim_ahead()
+        try:
+            if not outbound.send(context_id, command, dataset):
+                return False
+            self._prefetch(out.__dict__.get("following"))
+            return responses(block=True)[1]
+        finally:
+            if claim_ahead is not None:
+                responses.drop()  # a no-op once the answer was read
 
     @staticmethod
     def _send_from_file(assoc: Association, data: bytes, msg_id: int, originator_aet, originator_id):

@@ -268,6 +268,60 @@ def test_object_sender_stores_the_exact_data_set(tmp_path, monkeypatch, group_le
     assert received == [part10[dataset_offset(part10):]] * 2
 
 
+class SlowArchive(PlainArchive):
+    """Decrypting the next object takes long: the peer's answer arrives while the sender is still at it."""
+
+    def __init__(self, objects: dict[str, bytes], reading: float):
+        super().__init__(objects)
+        self.reading = reading
+
+    def read(self, object_id: str) -> bytes:
+        import time
+
+        time.sleep(self.reading)
+        return super().read(object_id)
+
+
+def test_the_sender_reads_each_answer_itself_though_it_comes_while_the_next_object_is_read(tmp_path, monkeypatch):
+    """The claim is taken before the C-STORE-RQ leaves (InlineResponses.claim_ahead): taken only once the
+    sender waits, the DUL thread had read the answer first, and handed it over through its queue."""
+    from pynetdicom import AE, _config
+    from pynetdicom.sop_class import CTImageStorage
+
+    from appliance.dicom import outbound
+    from appliance.dicom.scu import ObjectSender, associate, storage_contexts
+    from helpers import free_port
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    part10, syntax = (tmp_path / "ct.dcm").read_bytes(), str(ds.file_meta.TransferSyntaxUID)
+    read_here = []
+    original = outbound.store_response_pdu
+    monkeypatch.setattr(outbound, "store_response_pdu", lambda pdu: read_here.append(1) or original(pdu))
+    scp = AE(ae_title="STORESCP")
+    scp.add_supported_context(CTImageStorage, syntax)
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False,
+                              evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    count = 6
+    try:
+        ids = [f"{i:02x}" for i in range(count)]
+        sender = ObjectSender(SlowArchive(dict.fromkeys(ids, part10), reading=0.05))
+        outs = chain([Outgoing(CT, f"1.2.3.{i}", oid, syntax) for i, oid in enumerate(ids)])
+        assoc = associate("PACSBOX", "STORESCP", "127.0.0.1", port, storage_contexts([(CT, syntax)]), timeout=10)
+        try:
+            sender.install(assoc)
+            statuses = [sender.send(assoc, out, msg_id=i).status for i, out in enumerate(outs, 1)]
+            assert not assoc.dul.socket._inline  # every claim was given back
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses == [0x0000] * count
+    assert len(read_here) >= count - 1  # the first may meet the DUL thread still handling the A-ASSOCIATE-AC
+
+
 def store_response_command(status: int, **extra) -> bytes:
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo, rsp.Status = 12, status
