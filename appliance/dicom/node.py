@@ -14,7 +14,6 @@ policy and ``max_associations`` budget, since they are acceptors of one AE.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import ssl
@@ -26,6 +25,7 @@ from pynetdicom import AE, _config, evt
 
 from ..events import Events
 from .association_log import reason_text
+from .copies import fresh_copy
 from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .registry import DimseService, ServiceRegistry
 from .slots import AssociationSlots, pynetdicom_limit
@@ -61,16 +61,12 @@ class _ContextList(list):
     pynetdicom deep-copies them for every new association. A deepcopy of ~170 storage
     contexts x 45 transfer syntax UIDs costs 40-200 ms on this hardware, which every
     C-ECHO and C-FIND association paid before answering. A context holds only immutable
-    values besides its transfer syntax list, so copying that list gives the same isolation.
+    values besides its transfer syntax list, so copying that list gives the same isolation
+    (copies.py).
     """
 
     def __deepcopy__(self, memo):
-        copies = []
-        for cx in self:
-            dup = copy.copy(cx)
-            dup._transfer_syntax = list(cx._transfer_syntax)
-            copies.append(dup)
-        return copies
+        return [fresh_copy(cx) for cx in self]
 
 
 @dataclass(frozen=True)

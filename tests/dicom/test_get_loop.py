@@ -283,6 +283,49 @@ def test_decoded_requests_are_shared_read_only_and_bounded():
     assert not big._decoded
 
 
+def described(primitive: A_ASSOCIATE) -> list:
+    """What an acceptor reads of a request primitive, as plain values."""
+    def values(obj):
+        return {k: (list(map(str, v)) if isinstance(v, list) else v) for k, v in vars(obj).items()}
+    return [primitive.calling_ae_title, primitive.called_ae_title, str(primitive.application_context_name),
+            [values(cx) for cx in primitive.presentation_context_definition_list],
+            [(type(item).__name__, values(item)) for item in primitive.user_information]]
+
+
+def test_each_association_gets_its_own_copy_of_the_shared_request_primitive():
+    ae = AE(ae_title="GETSCU")
+    for sop_class in (GET, CTImageStorage, MRImageStorage):
+        ae.add_requested_context(sop_class)
+    primitive = A_ASSOCIATE()
+    primitive.calling_ae_title, primitive.called_ae_title = "GETSCU", "PACSBOX"
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    for i, cx in enumerate(ae.requested_contexts):
+        cx.context_id = 2 * i + 1
+    primitive.presentation_context_definition_list = ae.requested_contexts
+    from pynetdicom.pdu_primitives import (ImplementationClassUIDNotification, MaximumLengthNotification,
+                                           UserIdentityNegotiation)
+    max_length, implementation, identity = MaximumLengthNotification(), ImplementationClassUIDNotification(), \
+        UserIdentityNegotiation()
+    max_length.maximum_length_received, implementation.implementation_class_uid = 16384, "1.2.3.4"
+    identity.user_identity_type, identity.primary_field = 1, b"someone"
+    primitive.user_information = [max_length, implementation, identity,
+                                  *(build_role(c, scp_role=True) for c in (CTImageStorage, MRImageStorage))]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    raw = pdu.encode()
+    shared = DecodedRequests().decoded(raw)
+    fresh = A_ASSOCIATE_RQ()
+    fresh.decode(raw)
+    one, two = shared.to_primitive(), shared.to_primitive()
+    assert described(one) == described(two) == described(fresh.to_primitive())
+    one.presentation_context_definition_list[1].transfer_syntax = ["1.2.840.10008.1.2"]
+    one.presentation_context_definition_list[2].scp_role = False
+    one.presentation_context_definition_list[0].add_transfer_syntax("1.2.840.10008.1.2.5")  # in place
+    one.user_information[0].maximum_length_received = 0
+    one.user_information.append(identity)
+    assert described(two) == described(shared.to_primitive()) == described(fresh.to_primitive())
+
+
 # -- the appliance, with dcmtk's getscu and movescu ------------------------------------------------------
 
 @pytest.fixture(scope="module")
