@@ -10,13 +10,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pynetdicom import evt
-from pynetdicom.dimse_messages import C_CANCEL_RQ, C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_CANCEL, C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_messages import C_CANCEL_RQ, C_ECHO_RSP, C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_CANCEL, C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
 from appliance.dicom.outbound import (InlineResponses, Outbound, StoreResponseMessage, parse_store_response,
-                                      pending_retrieve_command, receive_store_responses, retrieve_response,
+                                      pending_retrieve_command, plain_response_command, receive_store_responses,
+                                      retrieve_response,
                                       on_connection_open, store_request, store_response_pdu)
 from appliance.dicom.scu import Outgoing, chain, dataset_offset
 
@@ -63,6 +64,48 @@ def test_only_pending_retrieve_responses_are_encoded_here():
     request = C_MOVE()
     request.MessageID, request.AffectedSOPClassUID = 3, MOVE_MODEL
     assert pending_retrieve_command(request) is None
+
+
+def final_retrieve(primitive_class, model, status, counts):
+    rsp = primitive_class()
+    rsp.MessageIDBeingRespondedTo, rsp.AffectedSOPClassUID, rsp.Status = 5, model, status
+    (rsp.NumberOfRemainingSuboperations, rsp.NumberOfCompletedSuboperations, rsp.NumberOfFailedSuboperations,
+     rsp.NumberOfWarningSuboperations) = counts
+    return rsp
+
+
+@pytest.mark.parametrize("primitive_class,message_class,model", [(C_GET, C_GET_RSP, GET_MODEL),
+                                                                  (C_MOVE, C_MOVE_RSP, MOVE_MODEL)])
+@pytest.mark.parametrize("status,counts", [(0x0000, (None, 100, 0, 0)), (0xB000, (None, 98, 0, 2)),
+                                           (0xFE00, (3, 97, 0, 0)), (0xFF00, (99, 1, 0, 0)), (0x0000, (0, 0, 0, 0))])
+def test_plain_retrieve_responses_match_pynetdicom(primitive_class, message_class, model, status, counts):
+    rsp = final_retrieve(primitive_class, model, status, counts)
+    assert plain_response_command(rsp) == pynetdicom_command(message_class, rsp)
+
+
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.1.1", None])
+@pytest.mark.parametrize("status", [0x0000, 0x0122])
+def test_plain_echo_responses_match_pynetdicom(sop_class, status):
+    rsp = C_ECHO()
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 65535, status
+    if sop_class:
+        rsp.AffectedSOPClassUID = sop_class
+    assert plain_response_command(rsp) == pynetdicom_command(C_ECHO_RSP, rsp)
+
+
+def test_responses_with_an_identifier_or_a_comment_stay_pynetdicoms():
+    failed = final_retrieve(C_GET, GET_MODEL, 0xA702, (None, 1, 1, 0))
+    failed.Identifier = BytesIO(b"\x08\x00\x58\x11\x00\x00\x00\x00")
+    assert plain_response_command(failed) is None
+    commented = final_retrieve(C_MOVE, MOVE_MODEL, 0xA801, (None, 0, 0, 0))
+    commented.ErrorComment = "unknown destination"
+    assert plain_response_command(commented) is None
+    find = C_FIND()
+    find.MessageIDBeingRespondedTo, find.AffectedSOPClassUID, find.Status = 3, GET_MODEL, 0x0000
+    assert plain_response_command(find) is None
+    request = C_ECHO()
+    request.MessageID = 1
+    assert plain_response_command(request) is None
 
 
 def test_dataset_offset_matches_pydicom(tmp_path):
