@@ -8,6 +8,7 @@ reverse. ``serve`` runs until SIGTERM or SIGINT, telling systemd when it is read
 """
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import ssl
@@ -454,6 +455,10 @@ def serve(app: Appliance, stop_event: threading.Event | None = None) -> None:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     app.start()  # malloc was tuned by the caller before any thread existed (cli serve)
+    # What start-up built lives as long as the process: keep it out of the collector's full passes, each of
+    # which otherwise walked it all and stalled a C-GET now and then by 30-40 ms (bench/README.md, session 7)
+    gc.collect()
+    gc.freeze()
     sdnotify.notify("READY=1")
     log.info("appliance ready")
     interval = sdnotify.watchdog_interval()
