@@ -6,7 +6,9 @@ examples_rgb_color 232 KB, in turn; explicit VR little endian), or ``--kind CT``
 all-CT figures. Then dcmtk's movescu (with its own store SCP on --port) and getscu retrieve the
 whole study from each, ``--runs`` times, alternating between the two. Times are the wall clock of
 the dcmtk process (start to exit, including its association set-up); received data is not
-written to disk (``--ignore``) so the disk does not blur the comparison.
+written to disk (``--ignore``) so the disk does not blur the comparison. ``C-GET-NONE`` (a getscu
+whose query matches nothing) and ``C-ECHO`` (an echoscu) time what an association costs by itself,
+so that a C-GET's time splits into its association and its sub-operations.
 
 Every process runs with TCP_NODELAY=1 in its environment (dcmtk and Orthanc then disable
 Nagle's algorithm): with Nagle on, Orthanc's retrieval stalls on delayed ACKs (about 100 ms per
@@ -40,6 +42,7 @@ SCU = "BENCHSCU"
 
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+OPS = ("C-MOVE", "C-GET", "C-GET-NONE", "C-ECHO")
 
 
 def run(*args: str, cwd: Path | None = None) -> float:
@@ -77,9 +80,11 @@ def main() -> None:
     parser.add_argument("--baseline-root", type=Path,
                         help="also retrieve from an appliance run from this checkout (before/after in one run)")
     parser.add_argument("--skip-orthanc", action="store_true", help="appliance(s) only (quick A/B runs)")
-    parser.add_argument("--ops", default="C-MOVE,C-GET", help="which retrieves to run (e.g. C-GET while profiling)")
+    parser.add_argument("--ops", default="C-MOVE,C-GET,C-GET-NONE,C-ECHO",
+                        help="which to run (e.g. C-GET while profiling); C-GET-NONE is a getscu whose query "
+                             "matches nothing and C-ECHO an echoscu: what an association costs by itself")
     args = parser.parse_args()
-    ops = [op for op in ("C-MOVE", "C-GET") if op in args.ops.upper().split(",")]
+    ops = [op for op in OPS if op in args.ops.upper().split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="pacs-bench-retrieve-"))
     box = base = orthanc = None
@@ -109,6 +114,7 @@ def main() -> None:
         out = tmp / "out"
         out.mkdir()
         keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
+        no_match = ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.3.4.5.6.7.8.9"]
         times: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
 
@@ -127,6 +133,11 @@ def main() -> None:
                           "--port", scu_port, *keys, "127.0.0.1", port)
                 if "C-GET" in ops:
                     timed("C-GET", name, "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *keys, "127.0.0.1", port)
+                if "C-GET-NONE" in ops:
+                    timed("C-GET-NONE", name, "getscu", "-S", "--ignore", "-aet", SCU, "-aec", ae, *no_match,
+                          "127.0.0.1", port)
+                if "C-ECHO" in ops:
+                    timed("C-ECHO", name, "echoscu", "-aet", SCU, "-aec", ae, "127.0.0.1", port)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"{args.instances}-instance {args.kind} study ({size_mb:.1f} MB), {args.runs} runs, median (min-max), dcmtk process wall time")
         print("| operation | " + " | ".join(f"Orthanc {orthanc_version()}" if n == "orthanc" else n for n in peers)

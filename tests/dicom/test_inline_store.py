@@ -24,7 +24,7 @@ from appliance.dicom.association_log import AssociationLog
 from appliance.dicom.inline_store import InlineStores, parse_store_request
 from appliance.dicom.node import CONNECTION_TUNING
 from appliance.dicom.outbound import store_request
-from appliance.dicom.scu import reactor_paused
+from appliance.dicom.scu import nodelay, reactor_paused
 from appliance.dicom.store import ReceivedStore
 from appliance.dicom.status import status
 from helpers import dcmtk, free_port, init_data_dir, run_cli, wait_until
@@ -85,14 +85,21 @@ class StoreServer:
         self.server.shutdown()
 
 
+# As the box's own requestors (scu.associate): a tuned DIMSE queue refuses the reactor while send_raw or
+# send_c_store has it paused. pynetdicom's own pause only waits for a flag the reactor may not have reset
+# yet after the previous pause, and then the reactor can take the answer ("unexpected C-STORE message").
+TUNED = [(evt.EVT_CONN_OPEN, nodelay)]
+
+
 def requestor(port: int, max_pdu: int = 16384):
     ae = AE(ae_title="STORESCU")
     ae.maximum_pdu_size = max_pdu
     ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 30
     for uid in (CTImageStorage, MRImageStorage, Verification):
         ae.add_requested_context(uid, ImplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title="STORESCP")
+    assoc = ae.associate("127.0.0.1", port, ae_title="STORESCP", evt_handlers=TUNED)
     assert assoc.is_established
+    assert assoc.dimse.msg_queue.checkpoint is assoc._reactor_checkpoint  # the tuned queue (TUNED)
     assert [cx.context_id for cx in assoc.accepted_contexts] == [CT_CX, MR_CX, ECHO_CX]
     return assoc
 
@@ -403,7 +410,7 @@ def requestor_of(port: str, calling: str = "INLINESCU"):
     ae.maximum_pdu_size = 4096
     ae.add_requested_context(CTImageStorage)
     ae.add_requested_context(MRImageStorage)
-    assoc = ae.associate("127.0.0.1", int(port), ae_title="PACSBOX")
+    assoc = ae.associate("127.0.0.1", int(port), ae_title="PACSBOX", evt_handlers=TUNED)
     assert assoc.is_established
     return assoc
 
