@@ -356,6 +356,14 @@ def received(directory) -> dict[str, bytes]:
             for p in directory.iterdir()}
 
 
+def assert_arrived_as_stored(directory, uids: set[str], stored: dict[str, bytes]) -> None:
+    """Every instance arrived in ``directory``, each data set byte for byte as the box stored it."""
+    arrived = received(directory)
+    assert set(arrived) == uids
+    for uid, raw in arrived.items():
+        assert dataset_part(raw) == dataset_part(stored[uid]), uid
+
+
 def test_getscu_and_movescu_receive_a_study_with_a_large_object_byte_identical(box, tmp_path):
     files = write_study(tmp_path / "in", n_series=1, per_series=3, patient_id="LOOPBIG")
     big = make_instance("CT", patient_id="LOOPBIG", study_uid=pydicom.dcmread(files[0]).StudyInstanceUID)
@@ -377,18 +385,12 @@ def test_getscu_and_movescu_receive_a_study_with_a_large_object_byte_identical(b
                     "127.0.0.1", box.dicom_port)
         assert got.returncode == 0, got.stderr
         assert "Number of Completed Suboperations : 4" in got.stderr, got.stderr
-        arrived = received(out)
-        assert set(arrived) == uids
-        for uid, raw in arrived.items():
-            assert dataset_part(raw) == dataset_part(stored[uid]), uid
+        assert_arrived_as_stored(out, uids, stored)
     out = tmp_path / "move"
     out.mkdir()
     moved = dcmtk("movescu", "-v", "-S", "+B", "-aet", SCU, "-aec", "PACSBOX", "-aem", SCU, "--port", box.scu_port,
                   "-od", out, *keys, "127.0.0.1", box.dicom_port, cwd=out)
     assert moved.returncode == 0, moved.stderr
     assert "Received Final Move Response (Success)" in moved.stderr, moved.stderr
-    arrived = received(out)
-    assert set(arrived) == uids
-    for uid, raw in arrived.items():
-        assert dataset_part(raw) == dataset_part(stored[uid]), uid
+    assert_arrived_as_stored(out, uids, stored)
 
