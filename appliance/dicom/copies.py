@@ -1,8 +1,8 @@
 """Cheap copies of pynetdicom's negotiation objects (presentation contexts, user information items).
 
-pynetdicom copies them per association (the server's supported contexts, deep-copied for each one) and
-the box shares decoded requests (request_cache.py); ``copy.copy`` and ``deepcopy`` go through
-``__reduce_ex__`` for each of the hundreds of objects, ~1 ms per association. These objects keep their
+The box shares decoded requests (request_cache.py) and gives each association its own copy of the
+request's contexts and items, which negotiation and the box's handlers change; ``copy.copy`` and
+``deepcopy`` go through ``__reduce_ex__`` for each of the hundreds of objects, ~1 ms per association. These objects keep their
 state in ``__dict__`` and hold immutable values (UIDs, strings, numbers, booleans) besides a list or two
 (a context's transfer syntaxes): a new object with the same values and its own lists is an isolated copy.
 """

@@ -25,7 +25,6 @@ from pynetdicom import AE, _config, evt
 
 from ..events import Events
 from .association_log import reason_text
-from .copies import fresh_copy
 from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .registry import DimseService, ServiceRegistry
 from .slots import AssociationSlots, pynetdicom_limit
@@ -56,17 +55,21 @@ def free_slot_of_silent_connection(event) -> None:
 
 
 class _ContextList(list):
-    """The server's supported presentation contexts, cheap to copy.
+    """The server's supported presentation contexts, shared by every association instead of copied.
 
-    pynetdicom deep-copies them for every new association. A deepcopy of ~170 storage
-    contexts x 45 transfer syntax UIDs costs 40-200 ms on this hardware, which every
-    C-ECHO and C-FIND association paid before answering. A context holds only immutable
-    values besides its transfer syntax list, so copying that list gives the same isolation
-    (copies.py).
+    pynetdicom deep-copies them for every new association (transport.RequestHandler). A deepcopy of
+    ~170 storage contexts x 45 transfer syntax UIDs cost 40-200 ms on this hardware, which every C-ECHO
+    and C-FIND association paid before answering; a copy of each context (copies.py) still cost
+    ~0.6 ms of every association's ~4.5 ms of CPU (bench/README.md, "Session 8"). Nothing changes
+    them once the node serves: pynetdicom only reads an acceptor's supported contexts, when it
+    negotiates (``presentation.negotiate_as_acceptor`` / ``negotiate_unrestricted`` build new result
+    contexts), and the box reads the accepted ones. So each association gets the same contexts, in a
+    tuple: code that tried to add or remove one for a single association would fail loudly instead of
+    changing every association's.
     """
 
     def __deepcopy__(self, memo):
-        return [fresh_copy(cx) for cx in self]
+        return tuple(self)
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,4 @@ class Index:
     def close(self) -> None:
         self.writer.stop()
         self.db.close()
+        self.db._state.idle.close_all()  # those of ended threads (connections.py)

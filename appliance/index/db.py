@@ -5,7 +5,7 @@ nowhere else.
 The whole database file, its WAL and its temporary files are encrypted with a
 raw 256-bit key from the key store (no passphrase KDF: the key is already
 random, and a KDF would cost every new connection ~100 ms). Reads use one
-connection per thread; all writes go through the single writer (writer.py), on its own
+connection per thread (kept for the next thread when one ends: connections.py); all writes go through the single writer (writer.py), on its own
 connection (connections.py: opened without SQLite's same-thread check, as a submitting
 thread may borrow it).
 
@@ -26,7 +26,7 @@ from playhouse.sqlcipher_ext import SqlCipherDatabase
 
 from ..archive.fsutil import PRIVATE_FILE, atomic_output, make_private
 from ..errors import KeyStoreError
-from .connections import ThreadConnections
+from .connections import IdleConnections, ThreadConnections
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -58,11 +58,15 @@ class IndexDatabase(SqlCipherDatabase):
             },
             check_same_thread=False,
         )
-        self._state = ThreadConnections()  # per thread, plus the writer's that a submitter may borrow
+        # per thread, plus the writer's that a submitter may borrow; an ended thread's is kept for the next
+        self._state = ThreadConnections(IdleConnections(lambda conn: not conn.in_transaction, lambda conn: conn.close()))
 
     def _connect(self):
         from sqlcipher3 import dbapi2 as sqlcipher
 
+        conn = self._state.idle.take()  # keyed, pragmas set, schema read: as it was left
+        if conn is not None:
+            return conn
         conn = sqlcipher.connect(self.database, isolation_level=None, **self.connect_params)
         try:
             conn.execute(f"PRAGMA key = \"x'{self._raw_key}'\"")

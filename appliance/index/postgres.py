@@ -34,7 +34,7 @@ from typing import Iterator
 from peewee import PostgresqlDatabase, __exception_wrapper__
 
 from ..errors import ConfigError
-from .connections import ThreadConnections
+from .connections import IdleConnections, ThreadConnections
 
 TLS_MODES = ("require", "verify-ca", "verify-full")
 _TRIGGER = re.compile(
@@ -118,6 +118,12 @@ def _is_ddl(sql: str) -> bool:
     return head.startswith(("CREATE TABLE", "ALTER TABLE", "CREATE TRIGGER"))
 
 
+def _idle_outside_transaction(conn) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    return not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+
+
 class PostgresIndexDatabase(PostgresqlDatabase):
     """The index on a PostgreSQL server, speaking the schema and SQL the SQLite index speaks."""
 
@@ -130,7 +136,8 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         params = connection_params(url, allow_insecure)
         self.url = url
         super().__init__(params.pop("dbname"), prefer_psycopg3=True, **params)
-        self._state = ThreadConnections()  # per thread, plus the writer's that a submitter may borrow
+        # per thread, plus the writer's that a submitter may borrow; an ended thread's is kept for the next
+        self._state = ThreadConnections(IdleConnections(_idle_outside_transaction, lambda conn: conn.close()))
 
     def get_context_options(self):
         options = super().get_context_options()
@@ -138,6 +145,9 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         return options
 
     def _connect(self):
+        conn = self._state.idle.take()  # adapters registered: as it was left
+        if conn is not None:
+            return conn
         from psycopg.adapt import Dumper, Loader
         from psycopg.postgres import types
 

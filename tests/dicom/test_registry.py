@@ -92,3 +92,35 @@ def test_the_appliance_node_serves_each_dimse_event_once_and_lists_its_sop_class
         assert (CTImageStorage, "SCP") in roles and (CTImageStorage, "SCU") in roles  # C-GET sends on their assoc
     finally:
         parts.close()
+
+
+def test_associations_share_the_supported_contexts_and_negotiation_leaves_them_as_they_were():
+    """node._ContextList: every association reads the same supported contexts (no per-association copy),
+    in a tuple, and negotiating (here with SCP/SCU role selection) changes none of them."""
+    from pynetdicom import AE, build_role
+    from pynetdicom.sop_class import Verification
+
+    n = node()
+    n.register(echo.service())
+    n.register(store.service(ingestor=None))
+    seen = []
+    n.watch(evt.EVT_ESTABLISHED, lambda event: seen.append(event.assoc.acceptor.supported_contexts))
+
+    def state(contexts):
+        return [(cx.abstract_syntax, tuple(cx.transfer_syntax), cx.scu_role, cx.scp_role) for cx in contexts]
+
+    before = state(n.ae.supported_contexts)
+    n.start()
+    try:
+        requestor = AE(ae_title="SCU")
+        requestor.add_requested_context(Verification)
+        requestor.add_requested_context(CTImageStorage)
+        for roles in ([], [build_role(CTImageStorage, scp_role=True)]):
+            assoc = requestor.associate("127.0.0.1", n.bound_address[1], ae_title="PACSBOX", ext_neg=roles)
+            assert assoc.is_established
+            assoc.release()
+    finally:
+        n.stop()
+    assert len(seen) == 2 and isinstance(seen[0], tuple)
+    assert all(a is b for a, b in zip(seen[0], seen[1]))
+    assert state(seen[1]) == before
