@@ -65,7 +65,7 @@ def instrument() -> None:
     wrap(node.DicomNode, "_on_requested", "EVT_REQUESTED: node")
     wrap(policy.AssociationPolicy, "check", "policy")
     wrap(get_mod, "prefer_producible", "EVT_REQUESTED: prefer_producible")
-    wrap(acse.ACSE, "_negotiate_as_acceptor", "negotiation")
+    wrap(acse.ACSE, "negotiate_association", "negotiation")  # pynetdicom's, or the acceptance kept (acceptances.py)
     wrap(association.Association, "_run_reactor", "reactor")
     wrap(get_loop, "serve_get", "serve_get")
     wrap(outbound.Outbound, "send_msg", "response sent")

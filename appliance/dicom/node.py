@@ -24,6 +24,7 @@ from typing import Any, Callable
 from pynetdicom import AE, _config, evt
 
 from ..events import Events
+from .acceptances import Acceptances
 from .association_log import reason_text
 from .policy import REJECT_CALLING_AE, AssociationPolicy
 from .registry import DimseService, ServiceRegistry
@@ -126,9 +127,11 @@ class DicomNode:
         self._server = None  # the plain listener
         self._tls_server = None
         self.registry = ServiceRegistry()  # the DIMSE services: the node's conformance table
+        self.acceptances = Acceptances()  # each distinct request negotiated and its answer encoded once
         self._watchers: list[tuple[Any, Callable, list]] = [
             *((event, handler, []) for event, handler in CONNECTION_TUNING),
             (evt.EVT_CONN_OPEN, self.slots.on_connection, []),
+            *((event, handler, []) for event, handler in self.acceptances.handlers()),
             (evt.EVT_CONN_CLOSE, free_slot_of_silent_connection, []),
             (evt.EVT_REQUESTED, self._on_requested, []),
             (evt.EVT_ESTABLISHED, self._on_established, []),
