@@ -113,6 +113,24 @@ def test_combined_keys_and_levels(idx):
     assert len(query.search(idx.index.db, "STUDY", {"SOPInstanceUID": "1.2.3"})) == 4
 
 
+def test_single_uid_lookups_use_one_statement_per_shape_and_match_as_built(idx):
+    """A retrieve names each level by one UID: its SQL is built once per (level, keys) and reused, with the
+    same records as the query built for the values themselves."""
+    db = idx.index.db
+    image = query.search(db, "IMAGE", {"PatientID": "Q2"})[0]
+    uids = {k: image[k] for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
+    for level, keys in (("STUDY", ["StudyInstanceUID"]), ("IMAGE", ["StudyInstanceUID"]),
+                        ("IMAGE", ["StudyInstanceUID", "SeriesInstanceUID"]), ("IMAGE", list(uids))):
+        criteria = {k: uids[k] for k in keys}
+        built = query.search(db, level, {**criteria, "PatientID": "Q2"})  # not only UIDs: built each time
+        assert query.search(db, level, criteria) == built
+        assert query.search(db, level, criteria) == built  # the statement kept
+        assert (type(db), level, tuple(keys)) in query._UID_LOOKUPS
+        other = {k: v + "9" for k, v in criteria.items()}
+        assert query.search(db, level, other) == []
+    assert accessions(idx, {"StudyInstanceUID": idx.uids[1], "PatientName": ""}) == ["ACC2"]  # universal: no key
+
+
 @pytest.mark.parametrize("criteria", [
     {"StudyInstanceUID": "1.2.*"},
     {"StudyDate": "2024-01-01-2024"},
