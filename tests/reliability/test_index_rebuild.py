@@ -36,7 +36,7 @@ from helpers import CLI, Server, init_data_dir, run_cli
 # what a wrong or old database does at start is tests/reliability/test_postgres_index.py).
 pytestmark = pytest.mark.sqlcipher
 GET_AE = "GETSCU"
-BIG = int(os.environ.get("REBUILD_TEST_OBJECTS", "10000"))
+BIG = int(os.environ.get("REBUILD_TEST_OBJECTS", "5000"))  # enough to kill the rebuild mid-way; the scale is bench/rebuild_bench.py's
 
 
 def fill(ingestor: Ingestor, n: int, *, first_patient: int = 0, per_study: int = 50) -> list:
