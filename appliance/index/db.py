@@ -5,9 +5,10 @@ nowhere else.
 The whole database file, its WAL and its temporary files are encrypted with a
 raw 256-bit key from the key store (no passphrase KDF: the key is already
 random, and a KDF would cost every new connection ~100 ms). Reads use one
-connection per thread (kept for the next thread when one ends: connections.py); all writes go through the single writer (writer.py), on its own
-connection (connections.py: opened without SQLite's same-thread check, as a submitting
-thread may borrow it).
+connection per thread (kept for the next thread when one ends: connections.py); all
+writes go through the single writer (writer.py), on its own connection (connections.py:
+opened without SQLite's same-thread check, as a submitting thread may borrow it, and as
+an ended thread's connection serves another).
 
 ``synchronous=FULL`` makes each commit fsync the WAL: a committed ingest
 survives a power cut, which ``NORMAL`` in WAL mode would not promise.
@@ -30,6 +31,10 @@ from .connections import IdleConnections, ThreadConnections
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _idle_outside_transaction(conn) -> bool:
+    return not conn.in_transaction  # raises on a closed connection: then it is not kept
 
 
 class IndexDatabase(SqlCipherDatabase):
@@ -59,7 +64,7 @@ class IndexDatabase(SqlCipherDatabase):
             check_same_thread=False,
         )
         # per thread, plus the writer's that a submitter may borrow; an ended thread's is kept for the next
-        self._state = ThreadConnections(IdleConnections(lambda conn: not conn.in_transaction, lambda conn: conn.close()))
+        self._state = ThreadConnections(IdleConnections(_idle_outside_transaction, lambda conn: conn.close()))
 
     def _connect(self):
         from sqlcipher3 import dbapi2 as sqlcipher

@@ -265,14 +265,14 @@ def iter_search(db: Database, level: str, criteria: Mapping[str, str], *, case_s
     The SQL runs (and a bad value raises QueryError) at the first ``next``; the read stays open until the
     iterator is exhausted or closed, so a caller consumes it promptly."""
     level = level.upper()
-    columns = COLUMNS[level]
-    uids = _single_uids(level, criteria) if limit is None and not offset else None
+    uids = _single_uids(level, criteria) if level in COLUMNS and limit is None and not offset else None
     sql = _uid_lookup_sql(db, level, tuple(uids)) if uids is not None else None
     if sql is not None:
         params = list(uids.values())
-    else:
+    else:  # build_query refuses an unknown level (QueryError)
         sql, params = _search_sql(db, level, criteria, limit, offset, case_sensitive_names=case_sensitive_names,
                                   fuzzy=fuzzy, case_sensitive_ids=case_sensitive_ids)
+    columns = COLUMNS[level]
     # The cursor's raw rows: SQLite's TEXT/INTEGER values are already what the fields' python_value would
     # make of them, and skipping peewee's per-column converters halves the time per row. ``batches`` reads
     # as it goes on either backend (PostgreSQL: a server-side cursor).

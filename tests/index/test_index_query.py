@@ -143,6 +143,8 @@ def test_bad_values_are_query_errors(idx, criteria):
         query.search(idx.index.db, "STUDY", criteria)
 
 
-def test_unknown_level():
+def test_unknown_level(idx):
     with pytest.raises(QueryError):
         query.build_query("WORLD", {})
+    with pytest.raises(QueryError):  # a search by one UID too (it would reuse a statement)
+        query.search(idx.index.db, "WORLD", {"StudyInstanceUID": "1.2.3"})
