@@ -34,12 +34,12 @@ KEEP_IDLE = 4  # connections kept for new threads: about the associations a smal
 class IdleConnections:
     """Open connections of ended threads, waiting for a new thread (shared by all of a database's threads).
 
-    ``reusable(conn)``: whether ``conn`` is open and outside any transaction (the backend knows how to ask);
-    ``close(conn)``: closes one that is not kept."""
+    ``reusable(conn)``: whether ``conn`` is open and outside any transaction (the backend knows how to ask).
+    One that is not kept is closed (``conn.close()``: both drivers')."""
 
-    def __init__(self, reusable: Callable[[Any], bool], close: Callable[[Any], None], keep: int = KEEP_IDLE):
+    def __init__(self, reusable: Callable[[Any], bool], keep: int = KEEP_IDLE):
         self.keep = keep
-        self._reusable, self._close = reusable, close
+        self._reusable = reusable
         self._idle: list = []
         self._lock = threading.Lock()
 
@@ -70,7 +70,7 @@ class IdleConnections:
 
     def _close_quietly(self, conn: Any) -> None:
         try:
-            self._close(conn)
+            conn.close()
         except Exception as exc:  # noqa: BLE001 - at a thread's end nobody could act on it
             log.debug("closing an index connection of an ended thread failed: %s", exc)
 

@@ -64,7 +64,7 @@ class IndexDatabase(SqlCipherDatabase):
             check_same_thread=False,
         )
         # per thread, plus the writer's that a submitter may borrow; an ended thread's is kept for the next
-        self._state = ThreadConnections(IdleConnections(_idle_outside_transaction, lambda conn: conn.close()))
+        self._state = ThreadConnections(IdleConnections(_idle_outside_transaction))
 
     def _connect(self):
         from sqlcipher3 import dbapi2 as sqlcipher

@@ -137,7 +137,7 @@ class PostgresIndexDatabase(PostgresqlDatabase):
         self.url = url
         super().__init__(params.pop("dbname"), prefer_psycopg3=True, **params)
         # per thread, plus the writer's that a submitter may borrow; an ended thread's is kept for the next
-        self._state = ThreadConnections(IdleConnections(_idle_outside_transaction, lambda conn: conn.close()))
+        self._state = ThreadConnections(IdleConnections(_idle_outside_transaction))
 
     def get_context_options(self):
         options = super().get_context_options()

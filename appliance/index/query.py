@@ -209,18 +209,23 @@ def build_query(level: str, criteria: Mapping[str, str], *, case_sensitive_names
     query = chain[0].select(*chain)
     for parent in chain[1:]:
         query = query.switch(chain[chain.index(parent) - 1]).join(parent)
+    for _keyword, attr, value in _restrictions(level, criteria):
+        query = query.where(condition(attr, value, case_sensitive_names, fuzzy, case_sensitive_ids))
+    return query
+
+
+def _restrictions(level: str, criteria: Mapping[str, str]) -> Iterator[tuple[str, Attr, str]]:
+    """(keyword, attribute, value) of each criterion that restricts a search at ``level``: unknown keywords,
+    keys below the level (they cannot restrict it) and universal matching (empty, ``*``) restrict nothing;
+    a list of values is sent on as DICOM's backslash-separated one."""
     top = LEVELS.index(level)
     for keyword, value in criteria.items():
         attr = ATTRS.get(keyword)
-        if attr is None or value is None:
+        if attr is None or value is None or LEVELS.index(attr.level) > top:
             continue
-        if LEVELS.index(attr.level) > top:
-            continue  # a key below the query level cannot restrict it
         value = str(value).strip() if not isinstance(value, (list, tuple)) else "\\".join(map(str, value))
-        if not value or value == "*":
-            continue  # universal matching
-        query = query.where(condition(attr, value, case_sensitive_names, fuzzy, case_sensitive_ids))
-    return query
+        if value and value != "*":
+            yield keyword, attr, value
 
 
 ORDER: dict[str, Callable[[], Iterable]] = {
@@ -296,17 +301,8 @@ def _search_sql(db: Database, level: str, criteria: Mapping[str, str], limit: in
 def _single_uids(level: str, criteria: Mapping[str, str]) -> dict[str, str] | None:
     """The criteria that restrict a search at ``level`` when each is one UID (a retrieve, a WADO request: the
     same statement for every study, series or instance); None when any other kind of value restricts it."""
-    top = LEVELS.index(level)
     uids: dict[str, str] = {}
-    for keyword, value in criteria.items():
-        attr = ATTRS.get(keyword)
-        if attr is None or value is None or LEVELS.index(attr.level) > top:
-            continue  # ignored by build_query too
-        if not isinstance(value, str):
-            return None
-        value = value.strip()
-        if not value or value == "*":
-            continue  # universal matching
+    for keyword, attr, value in _restrictions(level, criteria):
         if attr.kind != UID or "\\" in value or "*" in value or "?" in value:
             return None
         uids[keyword] = value

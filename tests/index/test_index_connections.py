@@ -111,9 +111,14 @@ def is_open(conn) -> bool:
 
 def test_the_pool_closes_what_it_cannot_use():
     closed = []
-    idle = IdleConnections(lambda conn: conn != "busy", closed.append, keep=1)
-    idle.give_back("busy")
-    idle.give_back("a")
-    idle.give_back("b")
+
+    class Conn(str):
+        def close(self):
+            closed.append(str(self))
+
+    idle = IdleConnections(lambda conn: conn != "busy", keep=1)
+    idle.give_back(Conn("busy"))
+    idle.give_back(Conn("a"))
+    idle.give_back(Conn("b"))
     assert closed == ["busy", "b"]
     assert idle.take() == "a" and idle.take() is None
